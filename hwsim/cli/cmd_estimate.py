@@ -1,0 +1,216 @@
+"""`hwsim estimate`, `hwsim models`, `hwsim hardware`, `hwsim schemes`: performance estimates and what is shipped."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hwsim.errors import SpecError
+
+__all__ = ["register", "run", "resolve_scheme"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def register(sub) -> None:
+    p = sub.add_parser("estimate", help="estimate latency, throughput, memory and energy of a model on hardware",
+                       description="Estimate TTFT, TPOT, tokens/s, memory footprint and energy of MODEL compressed "
+                                   "by a scheme on HARDWARE.")
+    p.add_argument("--model", required=True,
+                   help="shipped model name (see `hwsim models`), a Hugging Face config.json, a model YAML, or a "
+                        "compressed-model artifact directory written by `hwsim compress`")
+    p.add_argument("--hardware", default="u280-accllm",
+                   help="shipped hardware name (see `hwsim hardware`), a hardware YAML, or an FPGA build "
+                        "report.json (default: u280-accllm)")
+    p.add_argument("--scheme", default=None,
+                   help="compression preset (see `hwsim schemes`) or a scheme YAML (default: fp16, or the "
+                        "artifact's own scheme)")
+    p.add_argument("--kv4", action="store_true", help="4-bit KV cache (K per channel, V per token, 32 newest "
+                                                      "tokens dense)")
+    p.add_argument("--w2", action="store_true", help="2-bit group-wise weights (group 64)")
+    p.add_argument("--a8", action="store_true", help="int8 per-token activations")
+    p.add_argument("--prune", default=None, metavar="2:4|FRACTION",
+                   help="weight pruning: 2:4, or a fraction in (0, 1) for unstructured pruning")
+    p.add_argument("--kv-sparsity", type=float, default=None, metavar="F",
+                   help="KV bitmap sparsity fraction in [0, 1) (Mustafar; 32 newest tokens dense)")
+    p.add_argument("--lambda", dest="lambda_", default=None, metavar="SINK,WINDOW",
+                   help="Λ attention: SINK first tokens + WINDOW newest tokens")
+    p.add_argument("--batch", type=_positive_int, default=1)
+    p.add_argument("--prompt", type=_positive_int, default=1024, help="prompt tokens (default 1024)")
+    p.add_argument("--gen", type=_positive_int, default=1024, help="generated tokens (default 1024)")
+    p.add_argument("--fidelity", default="analytical", choices=("analytical", "cycle"))
+    p.add_argument("--json", action="store_true", help="print one JSON document with every figure and the inputs")
+    p.set_defaults(func=run)
+
+    for name, what in (("models", "shipped model specs"), ("hardware", "shipped hardware specs"),
+                       ("schemes", "compression presets")):
+        q = sub.add_parser(name, help=f"list {what}")
+        q.add_argument("--json", action="store_true")
+        q.set_defaults(func=_run_list, listing=name)
+
+
+def resolve_scheme(base, args):
+    """Apply the CLI's scheme flags to `base` (a CompressionScheme)."""
+    changes: dict = {}
+    if args.w2:
+        changes.update(weight_bits=2, weight_group_size=64)
+    if args.a8:
+        changes["act_bits"] = 8
+    if args.kv4:
+        changes.update(kv_bits=4, kv_dense_recent=max(base.kv_dense_recent, 32))
+    if args.prune is not None:
+        if args.prune == "2:4":
+            changes.update(weight_pruning="2:4", weight_sparsity=0.0)
+        else:
+            try:
+                frac = float(args.prune)
+            except ValueError:
+                raise SpecError(f"--prune {args.prune!r} is not supported; use 2:4 or a fraction in (0, 1) for "
+                                "unstructured pruning") from None
+            if not 0 < frac < 1:
+                raise SpecError(f"--prune {frac} is out of range; an unstructured fraction must be in (0, 1)")
+            changes.update(weight_pruning="unstructured", weight_sparsity=frac)
+    if args.kv_sparsity is not None:
+        if not 0 <= args.kv_sparsity < 1:
+            raise SpecError(f"--kv-sparsity {args.kv_sparsity} is out of range; use a fraction in [0, 1)")
+        changes.update(kv_sparsity=args.kv_sparsity, kv_dense_recent=max(base.kv_dense_recent, 32))
+    if args.lambda_ is not None:
+        parts = args.lambda_.split(",")
+        try:
+            sink, window = (int(x) for x in parts)
+        except ValueError:
+            raise SpecError(f"--lambda {args.lambda_!r} is malformed; use SINK,WINDOW with integers, "
+                            "e.g. --lambda 4,2048") from None
+        if sink < 0 or window < 1:
+            raise SpecError(f"--lambda {args.lambda_}: need SINK >= 0 and WINDOW >= 1")
+        changes.update(attn_sink=sink, attn_window=window)
+    if not changes:
+        return base
+    name = base.name + "+" + ",".join(k for k in ("w2", "a8", "kv4") if getattr(args, k)) if changes else base.name
+    return base.replace(name=name.rstrip("+"), **changes)
+
+
+def _load_inputs(args):
+    from hwsim.hardware import get_hardware
+    from models.spec import get_model
+    from quant.scheme import get_scheme
+
+    artifact = None
+    model_path = Path(args.model)
+    if model_path.is_dir() and (model_path / "manifest.json").is_file():
+        from quant.artifact import read_estimate_inputs
+
+        artifact = read_estimate_inputs(model_path)
+        model, base = artifact.model, artifact.scheme
+    else:
+        model = get_model(args.model)
+        base = get_scheme("fp16")
+    if args.scheme is not None:
+        base = get_scheme(args.scheme)
+    return model, get_hardware(args.hardware), resolve_scheme(base, args), artifact
+
+
+def run(args) -> int:
+    from hwsim.estimate import estimate
+    from hwsim.specio import to_plain
+    from hwsim.workload import Workload
+
+    model, hw, scheme, artifact = _load_inputs(args)
+    workload = Workload(batch=args.batch, prompt_len=args.prompt, gen_len=args.gen)
+    if artifact is not None:
+        scheme = artifact.adjust_scheme(scheme)
+    est = estimate(model, hw, scheme, workload, fidelity=args.fidelity)
+    if artifact is not None:
+        est = artifact.adjust_estimate(est)
+    if args.json:
+        from hwsim.cli._common import print_json
+
+        inputs = {"model": to_plain(model), "hardware": to_plain(hw), "scheme": to_plain(scheme),
+                  "workload": to_plain(workload), "fidelity": args.fidelity}
+        if artifact is not None:
+            inputs["artifact"] = str(args.model)
+        print_json(est.to_dict(inputs))
+        return 0
+    _print_table(est, model, hw, scheme)
+    return 0
+
+
+def _print_table(est, model, hw, scheme) -> None:
+    from rich.table import Table
+
+    from hwsim.cli._common import console, fmt_bytes, fmt_time
+
+    con = console()
+    t = Table(title=f"{model.name} on {hw.name} — {scheme.name} ({scheme.label}), {est.fidelity}",
+              show_header=True, header_style="bold")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    t.add_row("workload", f"batch {est.batch}, prompt {est.prompt_len}, gen {est.gen_len}")
+    t.add_row("TTFT (prefill)", fmt_time(est.ttft_s))
+    t.add_row("TPOT (mean decode step)", fmt_time(est.tpot_s))
+    t.add_row("decode step, first / last", f"{fmt_time(est.decode_step_s[0])} / {fmt_time(est.decode_step_s[-1])}")
+    t.add_row("decode throughput", f"{est.decode_tokens_per_s:.1f} tok/s")
+    t.add_row("end-to-end throughput", f"{est.e2e_tokens_per_s:.1f} tok/s")
+    t.add_row("weights", fmt_bytes(est.weight_bytes))
+    t.add_row("KV cache at final length", fmt_bytes(est.kv_bytes_final))
+    t.add_row("activations (peak)", fmt_bytes(est.activation_bytes_peak))
+    fit = "[green]yes[/green]" if est.fits else "[red]NO[/red]"
+    t.add_row("fits in memory", f"{fit} ({fmt_bytes(est.memory_bytes)} of {fmt_bytes(est.capacity_bytes)})")
+    if est.energy_per_token_j is not None:
+        t.add_row("energy", f"{est.energy_per_token_j * 1e3:.3g} mJ/token ({est.tokens_per_j:.3g} tok/J "
+                            f"at {est.power_w:g} W)")
+    con.print(t)
+    ops = Table(title="decode time by operator class (all steps)", header_style="bold")
+    for col in ("operator", "time", "share", "bound"):
+        ops.add_column(col, justify="right" if col in ("time", "share") else "left")
+    total = sum(o.time_s for o in est.decode_ops) or 1.0
+    for o in sorted(est.decode_ops, key=lambda o: -o.time_s):
+        ops.add_row(o.name, fmt_time(o.time_s), f"{o.time_s / total:.1%}", o.bound)
+    con.print(ops)
+    for note in est.notes:
+        con.print(f"note: {note}")
+
+
+def _run_list(args) -> int:
+    from hwsim.cli._common import print_json
+
+    if args.listing == "models":
+        from models.spec import get_model, list_models
+
+        rows = [(n, get_model(n)) for n in list_models()]
+        data = [{"name": n, "family": m.family, "params": m.param_count, "layers": m.num_layers,
+                 "heads": m.num_heads, "kv_heads": m.num_kv_heads, "source": m.source} for n, m in rows]
+    elif args.listing == "hardware":
+        from hwsim.hardware import get_hardware, list_hardware
+
+        data = [{"name": n, "kind": h.kind, "description": h.description,
+                 "memory_bandwidth_bytes_per_s": h.memory.bandwidth_bytes_per_s,
+                 "memory_capacity_bytes": h.memory.capacity_bytes} for n, h in
+                ((n, get_hardware(n)) for n in list_hardware())]
+    else:
+        from quant.scheme import get_scheme, list_schemes
+
+        data = [{"name": n, "label": get_scheme(n).label, "source": get_scheme(n).source} for n in list_schemes()]
+    if args.json:
+        print_json(data)
+        return 0
+    from rich.table import Table
+
+    from hwsim.cli._common import console
+
+    t = Table(title=args.listing, header_style="bold")
+    for key in data[0]:
+        t.add_column(key, overflow="fold")
+    for row in data:
+        t.add_row(*(f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else
+                    f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
+    console().print(t)
+    return 0
