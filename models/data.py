@@ -105,16 +105,15 @@ def calibration_windows(tokenizer, n: int, seq_len: int, seed: int = 0) -> tuple
 
 
 def eval_windows(tokenizer, text: str, seq_len: int = 512, max_tokens: int | None = None) -> list[list[int]]:
-    """Non-overlapping windows of seq_len tokens, each BOS + (seq_len - 1) text tokens (the last may be shorter).
+    """Non-overlapping windows: each is BOS + the next seq_len text tokens (the last may be shorter), so every window
+    scores seq_len tokens (BOS predicts the first). max_tokens caps the number of text tokens used.
 
-    max_tokens caps the number of text tokens used. This is the protocol of the reference figure in
-    shared/data/README.md (512-token windows, BOS first).
+    Protocol of the reference figure in shared/data/README.md ("512-token non-overlapping windows, BOS first").
     """
     ids = tokenizer.encode(text)
     if max_tokens is not None:
         ids = ids[:max_tokens]
-    step = seq_len - 1
-    return [[tokenizer.bos_id, *ids[i : i + step]] for i in range(0, len(ids), step) if len(ids[i : i + step]) >= 1]
+    return [[tokenizer.bos_id, *ids[i : i + seq_len]] for i in range(0, len(ids), seq_len)]
 
 
 TEXTS = ("wikitext2", "wikitext2-valid")

@@ -90,7 +90,7 @@ def llama_from_gguf(path: str | Path, *, n_layers: int | None = None):
         if parts[0] != "blk" or int(parts[1]) >= cfg.n_layers:
             continue
         sd[f"blocks.{parts[1]}.{_MAP[parts[2]]}.weight"] = arr
-    state = {k: torch.from_numpy(v) for k, v in sd.items()}
+    state = {k: torch.from_numpy(v.copy()) for k, v in sd.items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [m for m in missing if not (cfg.tie_embeddings and m == "lm_head.weight")]
     if missing or unexpected:
