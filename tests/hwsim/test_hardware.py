@@ -1,0 +1,138 @@
+import json
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hwsim.errors import HwsimError, SpecError
+from hwsim.hardware import HARDWARE_DIR, get_hardware, list_hardware
+from models.spec import get_model
+from quant.scheme import get_scheme
+
+
+def _numeric_paths(data, prefix=""):
+    for k, v in data.items():
+        path = f"{prefix}{k}"
+        if k == "sources":
+            continue
+        if isinstance(v, dict):
+            if k in ("peak_ops_per_s", "macs_per_dsp"):
+                yield path
+            else:
+                yield from _numeric_paths(v, path + ".")
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            yield path
+
+
+def test_shipped_hardware():
+    names = list_hardware()
+    assert {"u280-accllm", "a6000", "a100-80gb", "h100-sxm", "ecp5-85f"} <= set(names)
+    u280 = get_hardware("u280-accllm")
+    assert u280.freq_hz == 225e6 and u280.memory.bandwidth_bytes_per_s == 460e9
+    assert u280.memory.channel_bandwidth_bytes_per_s == pytest.approx(14.375e9)
+
+
+@pytest.mark.parametrize("name", ["u280-accllm", "a6000", "a100-80gb", "h100-sxm", "ecp5-85f"])
+def test_every_number_has_a_source(name):
+    raw = yaml.safe_load((HARDWARE_DIR / f"{name}.yaml").read_text())
+    spec = get_hardware(name)
+    missing = [p for p in _numeric_paths(raw) if p not in spec.sources]
+    assert not missing, f"{name}: numbers without a source: {missing}"
+
+
+def test_u280_peak_consistent_with_engine():
+    hw = get_hardware("u280-accllm")
+    for key, macs in hw.fpga.macs_per_dsp.items():
+        assert hw.compute.peak_ops_per_s[key] == pytest.approx(2 * hw.fpga.engine_dsps * macs * hw.freq_hz)
+
+
+def test_precision_fallback():
+    hw = get_hardware("h100-sxm")  # no int4 path: w4a8 runs at the int8 rate, w4a16 at fp16
+    assert hw.peak_ops_per_s(4, 8) == hw.compute.peak_ops_per_s["w8a8"]
+    assert hw.peak_ops_per_s(4, 16) == hw.compute.peak_ops_per_s["w16a16"]
+
+
+def test_user_yaml_and_errors(tmp_path):
+    raw = yaml.safe_load((HARDWARE_DIR / "a6000.yaml").read_text())
+    raw["name"] = "mine"
+    raw["memory"]["bandwidth_bytes_per_s"] = 1.0e12
+    p = tmp_path / "mine.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    assert get_hardware(str(p)).memory.bandwidth_bytes_per_s == 1e12
+    raw["memory"]["bandwidth_bytes_per_s"] = -1
+    p.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SpecError, match="bandwidth_bytes_per_s.*out of range"):
+        get_hardware(str(p))
+    raw["memory"]["bandwidth_bytes_per_s"] = 1e12
+    raw["memory"]["colour"] = "red"
+    p.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SpecError, match="unknown key 'colour'"):
+        get_hardware(str(p))
+    p.write_text("name: [unclosed\n")
+    with pytest.raises(SpecError, match="malformed YAML"):
+        get_hardware(str(p))
+    with pytest.raises(SpecError, match="unknown hardware"):
+        get_hardware("u281")
+
+
+# ---- fuzzing: random documents must only ever produce the library's own error -------------------------------
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
+                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8))
+documents = st.recursive(scalars, lambda c: st.one_of(st.lists(c, max_size=4),
+                                                      st.dictionaries(st.text(max_size=8), c, max_size=4)),
+                         max_leaves=12)
+KEYS = ["name", "kind", "description", "freq_hz", "memory", "compute", "on_chip_bytes", "power_w", "fpga",
+        "capacity_bytes", "bandwidth_bytes_per_s", "efficiency", "peak_ops_per_s", "matrix_efficiency",
+        "vector_ops_per_s", "model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
+        "intermediate_size", "vocab_size", "max_position_embeddings", "weight_bits", "kv_bits", "attn_window"]
+keyed = st.dictionaries(st.sampled_from(KEYS), documents, max_size=10)
+
+
+def _mutated_valid():
+    base = yaml.safe_load((HARDWARE_DIR / "u280-accllm.yaml").read_text())
+    paths = [("memory", k) for k in base["memory"]] + [(k,) for k in base if k != "sources"]
+    return st.tuples(st.sampled_from(paths), documents).map(lambda pv: _set(base, *pv))
+
+
+def _set(base, path, value):
+    import copy
+
+    doc = copy.deepcopy(base)
+    node = doc
+    for k in path[:-1]:
+        node = node[k]
+    node[path[-1]] = value
+    return doc
+
+
+def _only_library_errors(fn):
+    try:
+        fn()
+    except HwsimError:
+        pass
+
+
+@given(doc=st.one_of(documents, keyed, _mutated_valid()))
+def test_fuzz_loaders_raise_only_library_errors(tmp_path_factory, doc):
+    d = tmp_path_factory.mktemp("fuzz")
+    y = d / "h.yaml"
+    y.write_text(yaml.safe_dump(doc))
+    j = d / "config.json"
+    j.write_text(json.dumps(doc))
+    _only_library_errors(lambda: get_hardware(str(y)))
+    _only_library_errors(lambda: get_model(str(y)))
+    _only_library_errors(lambda: get_model(str(j)))
+    _only_library_errors(lambda: get_scheme(str(y)))
+    r = d / "report.json"
+    r.write_text(json.dumps({"hardware": doc}))
+    _only_library_errors(lambda: get_hardware(str(r)))
+
+
+@given(text=st.text(max_size=200))
+def test_fuzz_raw_text(tmp_path_factory, text):
+    d = tmp_path_factory.mktemp("raw")
+    (d / "h.yaml").write_text(text)
+    (d / "config.json").write_text(text)
+    _only_library_errors(lambda: get_hardware(str(d / "h.yaml")))
+    _only_library_errors(lambda: get_model(str(d / "config.json")))
