@@ -18,12 +18,35 @@ if TYPE_CHECKING:
     from models.spec import ModelSpec
     from quant.scheme import CompressionScheme
 
-__all__ = ["Estimate", "OpClass", "estimate", "FIDELITIES"]
+__all__ = ["Estimate", "OpClass", "MeasuredProfile", "estimate", "FIDELITIES"]
 
 FIDELITIES: dict[str, str] = {
     "analytical": "hwsim.analytical:estimate_analytical",
     "cycle": "hwsim.cyclesim:estimate_cycle",
 }
+
+
+@dataclass(frozen=True)
+class MeasuredProfile:
+    """Figures measured on a compressed model (an artifact), used instead of the scheme's nominal ones.
+
+    `layer_weight_bytes[l]`: bytes of block l's linear layers (biases included) as stored; `lm_head_bytes`: the LM
+    head as stored (None: nominal); `kv_sparsity_per_layer[l]`: fraction of K/V elements pruned in layer l,
+    measured on calibration text (None: the scheme's nominal sparsity).
+    """
+
+    source: str
+    layer_weight_bytes: tuple[int, ...]
+    lm_head_bytes: int | None = None
+    kv_sparsity_per_layer: tuple[float, ...] | None = None
+
+    def check(self, num_layers: int) -> None:
+        if len(self.layer_weight_bytes) != num_layers:
+            raise SpecError(f"{self.source}: {len(self.layer_weight_bytes)} per-layer weight sizes for a model of "
+                            f"{num_layers} layers; the artifact does not match its model spec")
+        if self.kv_sparsity_per_layer is not None and len(self.kv_sparsity_per_layer) != num_layers:
+            raise SpecError(f"{self.source}: {len(self.kv_sparsity_per_layer)} per-layer KV sparsities for "
+                            f"{num_layers} layers; the artifact does not match its model spec")
 
 
 @dataclass(frozen=True)
@@ -118,8 +141,13 @@ class Estimate:
 
 
 def estimate(model: "ModelSpec", hardware: "HardwareSpec", scheme: "CompressionScheme",
-             workload: "Workload", fidelity: str = "analytical") -> Estimate:
-    """Estimate latency, throughput, memory and energy of `model` compressed by `scheme` on `hardware`."""
+             workload: "Workload", fidelity: str = "analytical", profile: MeasuredProfile | None = None) -> Estimate:
+    """Estimate latency, throughput, memory and energy of `model` compressed by `scheme` on `hardware`.
+
+    `profile` (from a compressed artifact) replaces nominal per-layer weight bytes and KV sparsity by measured ones.
+    """
+    if profile is not None:
+        profile.check(model.num_layers)
     if fidelity not in FIDELITIES:
         raise SpecError(f"unknown fidelity {fidelity!r}; use one of {', '.join(FIDELITIES)}")
     module, func = FIDELITIES[fidelity].split(":")
@@ -129,4 +157,6 @@ def estimate(model: "ModelSpec", hardware: "HardwareSpec", scheme: "CompressionS
         if exc.name != module:
             raise
         raise SpecError(f"fidelity {fidelity!r} is not available in this build; use 'analytical'") from None
-    return impl(model, hardware, scheme, workload)
+    if profile is None:
+        return impl(model, hardware, scheme, workload)
+    return impl(model, hardware, scheme, workload, profile=profile)

@@ -118,3 +118,22 @@ def test_fewer_kv_bits_never_more_bytes(model, tokens, sparsity):
     base = get_scheme("fp16").replace(kv_dense_recent=32, kv_sparsity=sparsity)
     sizes = [base.replace(kv_bits=b).kv_cache_bytes(m, tokens) for b in (16, 8, 4, 2)]
     assert sizes == sorted(sizes, reverse=True)
+
+
+def test_measured_profile():
+    from hwsim.estimate import MeasuredProfile
+
+    m, hw, s = get_model("smollm2-135m"), get_hardware("u280-accllm"), get_scheme("w2a8kv4")
+    w = Workload(1, 256, 16)
+    nominal_layer = sum(s.linear_bytes(lin) for lin in m.block_linears)
+    same = MeasuredProfile("test", (nominal_layer,) * m.num_layers, None,
+                           (0.0,) * m.num_layers)
+    base, prof = estimate(m, hw, s, w), estimate(m, hw, s, w, profile=same)
+    assert prof.decode_step_s == pytest.approx(base.decode_step_s, rel=1e-12)
+    assert prof.weight_bytes == base.weight_bytes and prof.kv_bytes_final == pytest.approx(base.kv_bytes_final)
+    smaller = MeasuredProfile("test", (nominal_layer // 2,) * m.num_layers, None, (0.7,) * m.num_layers)
+    faster = estimate(m, hw, s, w, profile=smaller)
+    assert faster.tpot_s < base.tpot_s and faster.weight_bytes < base.weight_bytes
+    assert faster.kv_bytes_final < base.kv_bytes_final
+    with pytest.raises(SpecError, match="does not match"):
+        estimate(m, hw, s, w, profile=MeasuredProfile("bad", (1, 2)))
