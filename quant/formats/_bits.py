@@ -41,7 +41,7 @@ def pack_bits(codes: np.ndarray, bits: int) -> np.ndarray:
         c = codes.astype(_U8)
         if pad:
             c = np.concatenate([c, np.zeros((*lead, pad), _U8)], axis=-1)
-        c = c.reshape(*lead, -1, per)
+        c = c.reshape(*lead, (n + pad) // per, per)
         out = np.zeros(c.shape[:-1], _U8)
         for i in range(per):  # loop over the <= 8 lanes of a byte, not over elements
             out |= (c[..., i] << np.uint8(i * bits)).astype(_U8)
@@ -66,7 +66,7 @@ def unpack_bits(buf: np.ndarray, n: int, bits: int) -> np.ndarray:
         per = 8 // bits
         mask = np.uint8((1 << bits) - 1)
         lanes = [(buf >> np.uint8(i * bits)) & mask for i in range(per)]
-        return np.stack(lanes, axis=-1).reshape(*lead, -1)[..., :n]
+        return np.stack(lanes, axis=-1).reshape(*lead, buf.shape[-1] * per)[..., :n]
     planes = np.unpackbits(buf, axis=-1, bitorder="little")[..., : n * bits].reshape(*lead, n, bits)
     return (planes << np.arange(bits, dtype=_U8)).sum(axis=-1, dtype=_U8)
 

@@ -57,7 +57,7 @@ def quantize_symmetric(x: np.ndarray, bits: int, group_size: int) -> tuple[np.nd
         raise SpecError("KV values exceed the fp16 scale range; the cache holds values > 65504 * qmax")
     scale[scale == 0] = 1.0
     codes = np.clip(np.rint(xg / scale.astype(np.float64)[..., None]), -qmax, qmax)
-    return codes.reshape(*x.shape[:-1], -1)[..., :n].astype(np.int8), scale
+    return codes.reshape(*x.shape[:-1], g * group_size)[..., :n].astype(np.int8), scale
 
 
 def _expand_groups(scales: np.ndarray, n: int, group_size: int) -> np.ndarray:
@@ -197,20 +197,20 @@ class QuantKV(KVCache):
         vc = v[:, :tc].reshape(h, c, CHUNK_TOKENS, d)  # [H, C, 64, D] token-major
         kcodes, ks = quantize_symmetric(kc, bits, group_size)
         vcodes, vs = quantize_symmetric(vc, bits, group_size)
-        kq = pack_bits(to_codes(kcodes, bits).reshape(h, c, -1), bits)
-        vq = pack_bits(to_codes(vcodes, bits).reshape(h, c, -1), bits)
+        kq = pack_bits(to_codes(kcodes, bits).reshape(h, c, CHUNK_TOKENS * d), bits)
+        vq = pack_bits(to_codes(vcodes, bits).reshape(h, c, CHUNK_TOKENS * d), bits)
         return cls(bits, group_size, h, t, d, tc, kq, ks, vq, vs, k[:, tc:].astype(np.float16),
                    v[:, tc:].astype(np.float16))
 
     def k_codes(self) -> np.ndarray:
         """int8 [H, C, D, 64] signed K codes (channel-major per chunk)."""
         h, c, d = self.num_heads, self.n_chunks, self.head_dim
-        return from_codes(unpack_bits(self.kq, CHUNK_TOKENS * d, self.bits), self.bits).reshape(h, c, d, -1)
+        return from_codes(unpack_bits(self.kq, CHUNK_TOKENS * d, self.bits), self.bits).reshape(h, c, d, CHUNK_TOKENS)
 
     def v_codes(self) -> np.ndarray:
         """int8 [H, C, 64, D] signed V codes (token-major per chunk)."""
         h, c, d = self.num_heads, self.n_chunks, self.head_dim
-        return from_codes(unpack_bits(self.vq, CHUNK_TOKENS * d, self.bits), self.bits).reshape(h, c, -1, d)
+        return from_codes(unpack_bits(self.vq, CHUNK_TOKENS * d, self.bits), self.bits).reshape(h, c, CHUNK_TOKENS, d)
 
     def _compressed_kv(self):
         h, c, d = self.num_heads, self.n_chunks, self.head_dim
@@ -244,8 +244,8 @@ class QuantKV(KVCache):
     def from_raw(cls, meta: Mapping[str, Any], raw: Mapping[str, Any]) -> "QuantKV":
         h, t, d, c, tr = cls._dims(meta)
         bits, ngk, ngv = cls._groups(meta, d)
-        return cls(bits, meta["group_size"], h, t, d, c * CHUNK_TOKENS, np.asarray(raw["kq"]).reshape(h, c, -1),
-                   fp16_from_bytes(raw["ks"], (h, c, d, ngk)), np.asarray(raw["vq"]).reshape(h, c, -1),
+        return cls(bits, meta["group_size"], h, t, d, c * CHUNK_TOKENS, np.asarray(raw["kq"]).reshape(h, c, packed_bytes(CHUNK_TOKENS * d, bits)),
+                   fp16_from_bytes(raw["ks"], (h, c, d, ngk)), np.asarray(raw["vq"]).reshape(h, c, packed_bytes(CHUNK_TOKENS * d, bits)),
                    fp16_from_bytes(raw["vs"], (h, c, CHUNK_TOKENS, ngv)),
                    fp16_from_bytes(raw["k_recent"], (h, tr, d)), fp16_from_bytes(raw["v_recent"], (h, tr, d)))
 
@@ -391,7 +391,7 @@ def _decode_bitmap_kv(c: BitmapKV) -> dict[str, np.ndarray]:
     vmask = vmask.reshape(h, n, CHUNK_TOKENS, nvt * BITMAP_TILE)
     if np.any(vmask[..., d:]):
         raise FormatError(f"{what}: a V bitmap marks channels past head_dim={d}; the bitmaps are corrupt")
-    vmask, vcodes = vmask[..., :d], vcodes.reshape(h, n, CHUNK_TOKENS, -1)[..., :d]
+    vmask, vcodes = vmask[..., :d], vcodes.reshape(h, n, CHUNK_TOKENS, nvt * BITMAP_TILE)[..., :d]
     k_per_tok, v_per_tok = kmask.sum(axis=2), vmask.sum(axis=3)
     if np.any(k_per_tok != c.kept) or np.any(v_per_tok != c.kept):
         raise FormatError(f"{what}: bitmaps keep {int(min(k_per_tok.min(initial=c.kept), v_per_tok.min(initial=c.kept)))}"

@@ -1,0 +1,268 @@
+"""Decode attention (one new query token per head) over packed KV caches, with Λ masking and GQA.
+
+    out[i] = sum_t softmax_t(scale * q[i] . K[h(i), t] + mask[t]) V[h(i), t],   h(i) = i // (Hq / Hkv)
+
+The cache holds tokens 0..T-1 (the current token's K/V already appended, so the query is token T-1). Λ attention
+(LM-Infinite, as in CompressionScheme): token t is attended iff t < sink or t >= T - window (window None: all).
+
+Kernels (float32 arithmetic on the cache's exact dequantized values, softmax in float64):
+* DenseKV: batched GEMV on an fp32 copy made once per cache object (CPUs have no fast fp16 GEMV).
+* QuantKV: each call unpacks the int codes (vectorized nibble/crumb shifts) and dequantizes chunk-wise, then GEMV.
+* BitmapKV (fp16 or int values): a real sparse kernel. Once per cache object the bitmap tiles are decoded into two
+  CSR matrices holding only the kept elements (dequantized fp32 values, int32 indices); each call is then two sparse
+  matrix-vector products: scores = K_csr[(h, t), (h, d)] @ q and out = V^T_csr[(h, d), (h, t)] @ p. Work and
+  bytes scale with the kept fraction; nothing is unpacked to dense.
+The dense recent window is a small fp32 GEMV in every case. Plans are cached per cache object (weakly).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from hwsim.errors import SpecError
+from quant.formats._bits import from_codes
+from quant.formats.kv import BitmapKV, DenseKV, KVCache, QuantKV
+from quant.scheme import CHUNK_TOKENS, CompressionScheme
+
+__all__ = ["decode_attention", "reference_decode_attention", "attended_mask", "plan_for", "plan_bytes"]
+
+
+def attended_mask(n_tokens: int, sink: int = 0, window: int | None = None) -> np.ndarray:
+    """bool [n_tokens]: which cached tokens a decode step attends under Λ attention."""
+    t = np.arange(n_tokens)
+    if window is None:
+        return np.ones(n_tokens, bool)
+    return (t < sink) | (t >= n_tokens - window)
+
+
+def _check_lambda(sink: int, window: int | None) -> None:
+    if sink < 0 or window is not None and window < 1:
+        raise SpecError(f"Λ attention needs sink >= 0 and window >= 1 (or None), got sink={sink} window={window}")
+    if sink and window is None:
+        raise SpecError("Λ attention: sink tokens need a window; pass window=")
+
+
+def _gqa(q: np.ndarray, num_kv_heads: int, head_dim: int) -> int:
+    if q.ndim != 2 or q.shape[1] != head_dim:
+        raise SpecError(f"q must be [num_heads, head_dim={head_dim}], got shape {q.shape}")
+    if q.shape[0] % num_kv_heads:
+        raise SpecError(f"GQA needs num_heads ({q.shape[0]}) to be a multiple of the cache's kv heads "
+                        f"({num_kv_heads})")
+    return q.shape[0] // num_kv_heads
+
+
+def reference_decode_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, sink: int = 0,
+                               window: int | None = None, softmax_scale: float | None = None) -> np.ndarray:
+    """Plain float64 decode attention. q [Hq, D], k/v [Hkv, T, D] -> [Hq, D]."""
+    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+    _check_lambda(sink, window)
+    g = _gqa(q, k.shape[0], k.shape[2])
+    scale = 1.0 / math.sqrt(k.shape[2]) if softmax_scale is None else softmax_scale
+    kk = np.repeat(k, g, axis=0)  # [Hq, T, D]
+    vv = np.repeat(v, g, axis=0)
+    s = np.einsum("hd,htd->ht", q, kk) * scale
+    s = np.where(attended_mask(k.shape[1], sink, window)[None], s, -np.inf)
+    p = np.exp(s - s.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    return np.einsum("ht,htd->hd", p, vv)
+
+
+# ---- plans ------------------------------------------------------------------------------------------------------
+@dataclass
+class _Plan:
+    """What a kernel keeps per cache object: the compressed-part operator and the fp32 recent window."""
+
+    k_recent: torch.Tensor  # [Hkv, Tr, D] float32
+    v_recent: torch.Tensor
+
+    def scores(self, qg: torch.Tensor) -> torch.Tensor:  # qg [Hkv, g, D] -> [Hkv, g, Tc]
+        raise NotImplementedError
+
+    def apply_v(self, p: torch.Tensor) -> torch.Tensor:  # p [Hkv, g, Tc] -> [Hkv, g, D]
+        raise NotImplementedError
+
+    def nbytes(self) -> int:
+        return _tbytes(self.k_recent, self.v_recent)
+
+
+def _tbytes(*ts: torch.Tensor) -> int:
+    return sum(t.numel() * t.element_size() for t in ts)
+
+
+@dataclass
+class _DensePlan(_Plan):
+    def scores(self, qg):
+        return qg.new_zeros(qg.shape[0], qg.shape[1], 0)
+
+    def apply_v(self, p):
+        return p.new_zeros(p.shape[0], p.shape[1], self.k_recent.shape[2])
+
+
+def _unpack_signed(packed: torch.Tensor, bits: int) -> torch.Tensor:
+    """uint8 [..., nbytes] LSB-first two's complement codes -> int8 [..., nbytes * 8 / bits]."""
+    if bits == 8:
+        return packed.view(torch.int8)
+    per, m = 8 // bits, (1 << bits) - 1
+    lanes = [(packed >> (i * bits)) & m for i in range(per)]  # loop over the lanes of a byte
+    c = torch.stack(lanes, dim=-1).flatten(-2).to(torch.int8)
+    return c - ((c >> (bits - 1)) & 1) * (1 << bits)
+
+
+@dataclass
+class _QuantPlan(_Plan):
+    c: Any = None  # the QuantKV
+
+    def __post_init__(self) -> None:
+        c = self.c
+        g = c.group_size
+        self.kq, self.vq = torch.from_numpy(c.kq), torch.from_numpy(c.vq)
+        # per-element scale index tables (small: 64 tokens / head_dim channels)
+        self.ks = torch.from_numpy(c.ks.astype(np.float32))[..., np.arange(CHUNK_TOKENS) // g]  # [H, C, D, 64]
+        self.vs = torch.from_numpy(c.vs.astype(np.float32))[..., np.arange(c.head_dim) // g]  # [H, C, 64, D]
+
+    def scores(self, qg):
+        c = self.c
+        k = _unpack_signed(self.kq, c.bits).view(c.num_heads, c.n_chunks, c.head_dim, CHUNK_TOKENS)
+        k = k.to(torch.float32) * self.ks  # dequantized [H, C, D, 64]
+        return torch.einsum("hjd,hcdt->hjct", qg, k).reshape(qg.shape[0], qg.shape[1], c.n_compressed)
+
+    def apply_v(self, p):
+        c = self.c
+        v = _unpack_signed(self.vq, c.bits).view(c.num_heads, c.n_chunks * CHUNK_TOKENS, c.head_dim)
+        v = v.to(torch.float32) * self.vs.reshape(c.num_heads, c.n_compressed, c.head_dim)
+        return torch.bmm(p, v)
+
+    def nbytes(self) -> int:
+        return super().nbytes() + _tbytes(self.kq, self.vq) + self.c.ks.nbytes + self.c.vs.nbytes
+
+
+def _csr(crow: np.ndarray, col: np.ndarray, val: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    idx = np.int32 if max(size) < 2**31 and val.size < 2**31 else np.int64
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta": informational
+        return torch.sparse_csr_tensor(torch.from_numpy(crow.astype(idx)), torch.from_numpy(col.astype(idx)),
+                                       torch.from_numpy(val.astype(np.float32)), size=size, check_invariants=False)
+
+
+def _crow(rows: np.ndarray, n_rows: int) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n_rows))])
+
+
+@dataclass
+class _SparsePlan(_Plan):
+    c: Any = None  # the BitmapKV
+
+    def __post_init__(self) -> None:
+        c = self.c
+        h, d, tc = c.num_heads, c.head_dim, c.n_compressed
+        t = c.tiles()
+        # K: rows (head, token), cols (head, channel); enumerate kept elements in row-major (row, col) order
+        km = t["k_mask"].transpose(0, 1, 3, 2)  # [H, C, 64, D]
+        hh, cc, tt, dd = np.nonzero(km)
+        rows = hh * tc + cc * CHUNK_TOKENS + tt
+        self.k = _csr(_crow(rows, h * tc), hh * d + dd, t["k_vals"].transpose(0, 1, 3, 2)[km], (h * tc, h * d))
+        # V^T: rows (head, channel), cols (head, token)
+        vm = t["v_mask"].transpose(0, 3, 1, 2)  # [H, D, C, 64]
+        hh, dd, cc, tt = np.nonzero(vm)
+        rows = hh * d + dd
+        self.vt = _csr(_crow(rows, h * d), hh * tc + cc * CHUNK_TOKENS + tt, t["v_vals"].transpose(0, 3, 1, 2)[vm],
+                       (h * d, h * tc))
+
+    def scores(self, qg):
+        h, g, d = qg.shape
+        s = self.k @ qg.permute(0, 2, 1).reshape(h * d, g)  # [H*Tc, g]
+        return s.view(h, self.c.n_compressed, g).permute(0, 2, 1)
+
+    def apply_v(self, p):
+        h, g, tc = p.shape
+        o = self.vt @ p.permute(0, 2, 1).reshape(h * tc, g)  # [H*D, g]
+        return o.view(h, self.c.head_dim, g).permute(0, 2, 1)
+
+    def nbytes(self) -> int:
+        ts = [self.k.crow_indices(), self.k.col_indices(), self.k.values(), self.vt.crow_indices(),
+              self.vt.col_indices(), self.vt.values()]
+        return super().nbytes() + _tbytes(*ts)
+
+
+_PLANS: "weakref.WeakKeyDictionary[KVCache, _Plan]" = weakref.WeakKeyDictionary()
+
+
+@functools.singledispatch
+def _make_plan(cache: KVCache, recent: tuple[torch.Tensor, torch.Tensor]) -> _Plan:
+    raise SpecError(f"decode_attention has no kernel for {type(cache).__name__}; use a cache from "
+                    "quant.formats.compress_kv")
+
+
+@_make_plan.register
+def _(cache: DenseKV, recent):
+    return _DensePlan(*recent)
+
+
+@_make_plan.register
+def _(cache: QuantKV, recent):
+    return _QuantPlan(*recent, c=cache)
+
+
+@_make_plan.register
+def _(cache: BitmapKV, recent):
+    return _SparsePlan(*recent, c=cache)
+
+
+def plan_for(cache: KVCache) -> _Plan:
+    """The kernel's per-cache working form (built on first use, cached while the cache object lives)."""
+    plan = _PLANS.get(cache)
+    if plan is None:
+        recent = tuple(torch.from_numpy(np.ascontiguousarray(x, np.float32)) for x in (cache.k_recent, cache.v_recent))
+        plan = _make_plan(cache, recent)
+        _PLANS[cache] = plan
+    return plan
+
+
+def plan_bytes(cache: KVCache) -> int:
+    """Bytes the kernel's working form of `cache` occupies (what a decode step streams on this CPU)."""
+    return plan_for(cache).nbytes()
+
+
+def decode_attention(q: np.ndarray | torch.Tensor, cache: KVCache, scheme: CompressionScheme | None = None, *,
+                     sink: int | None = None, window: int | None = None,
+                     softmax_scale: float | None = None) -> np.ndarray | torch.Tensor:
+    """One decode step of attention for one layer.
+
+    q: [num_heads, head_dim] (numpy or torch); cache: a KV cache of this layer from quant.formats (compress_kv).
+    Λ masking comes from `scheme` (attn_sink, attn_window) unless `sink`/`window` are given. softmax_scale defaults
+    to 1/sqrt(head_dim). Returns [num_heads, head_dim] float32, torch if q is torch, else numpy.
+    """
+    if not isinstance(cache, KVCache):
+        raise SpecError(f"decode_attention needs a KV cache from quant.formats, got {type(cache).__name__}")
+    if scheme is not None:
+        sink = scheme.attn_sink if sink is None else sink
+        window = scheme.attn_window if window is None else window
+    sink = sink or 0
+    _check_lambda(sink, window)
+    is_torch = isinstance(q, torch.Tensor)
+    qn = q.detach().cpu().numpy() if is_torch else np.asarray(q)
+    if not np.issubdtype(qn.dtype, np.floating):
+        raise SpecError(f"q must be a float array, got dtype {qn.dtype}")
+    hkv, d, n = cache.num_heads, cache.head_dim, cache.n_tokens
+    g = _gqa(qn, hkv, d)
+    scale = 1.0 / math.sqrt(d) if softmax_scale is None else softmax_scale
+    plan = plan_for(cache)
+    qg = torch.from_numpy(np.ascontiguousarray(qn, np.float32)).view(hkv, g, d)  # [Hkv, g, D]
+    s_c = plan.scores(qg)  # [Hkv, g, Tc]
+    s_r = torch.matmul(qg, plan.k_recent.transpose(1, 2))  # [Hkv, g, Tr]
+    s = torch.cat([s_c, s_r], dim=2).to(torch.float64) * scale  # [Hkv, g, T]
+    mask = torch.from_numpy(attended_mask(n, sink, window))
+    s = s.masked_fill(~mask, -math.inf)
+    p = torch.softmax(s, dim=2).to(torch.float32)
+    tc = cache.n_compressed
+    out = plan.apply_v(p[..., :tc].contiguous()) + torch.matmul(p[..., tc:], plan.v_recent)  # [Hkv, g, D]
+    out = out.reshape(hkv * g, d)
+    return out if is_torch else out.numpy()
