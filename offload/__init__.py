@@ -1,0 +1,20 @@
+"""offload: a simpy discrete-event model of GPU / host DRAM / SSD / computational-storage offloaded decoding.
+
+Frozen specs (`Platform`, `Workload`, `Policy`) go in; `simulate` (simpy) and `analyze` (closed form) price the same
+per-layer-step plans and return the same `OffloadResult`. `search_flexgen` is FlexGen's placement search.
+"""
+
+from offload.cost import analyze
+from offload.defaults import default_policy
+from offload.devices import Slowdown
+from offload.plan import check_fits, footprint
+from offload.platform import Platform, get_platform, list_platforms
+from offload.policy import POLICY_KINDS, Policy
+from offload.result import OffloadResult, StoreStats, TraceEvent
+from offload.search import SearchResult, search_flexgen
+from offload.sim import simulate
+from offload.workload import Workload
+
+__all__ = ["Platform", "Workload", "Policy", "POLICY_KINDS", "OffloadResult", "StoreStats", "TraceEvent", "Slowdown",
+           "SearchResult", "get_platform", "list_platforms", "simulate", "analyze", "search_flexgen",
+           "default_policy", "check_fits", "footprint"]
