@@ -100,8 +100,9 @@ def tile_mask_to_bitmap(mask: np.ndarray) -> np.ndarray:
 
 def bitmap_to_tile_mask(bitmaps: np.ndarray) -> np.ndarray:
     """uint64 bitmaps ``[...]`` -> keep-mask ``[..., 64]`` (bool)."""
-    bm = np.ascontiguousarray(np.asarray(bitmaps, dtype="<u8"))
-    return np.unpackbits(bm[..., None].view(_U8), axis=-1, bitorder="little").astype(bool)
+    bm = np.asarray(bitmaps, dtype="<u8")
+    by = np.ascontiguousarray(bm.reshape(-1)).view(_U8).reshape(*bm.shape, 8)
+    return np.unpackbits(by, axis=-1, bitorder="little").astype(bool)
 
 
 def popcount64(bitmaps: np.ndarray) -> np.ndarray:

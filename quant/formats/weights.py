@@ -44,8 +44,9 @@ def quantize_groups(w: np.ndarray, mask: np.ndarray, bits: int, group_size: int
     """Asymmetric unsigned group quantization of the kept (`mask`) entries of W[out, in], groups of `group_size`
     dense input columns.
 
-    Per group: scale = (max - min) / (2**bits - 1) rounded to fp16 (1.0 if the group is constant or empty),
-    zero = clip(round(-min / scale), 0, 2**bits - 1), code = clip(round(w / scale) + zero, 0, 2**bits - 1);
+    Per group (range widened to include 0, as GPTQ does, so the zero point always fits in `bits`):
+    lo = min(min w, 0), hi = max(max w, 0), scale = (hi - lo) / (2**bits - 1) rounded to fp16 (1.0 if 0),
+    zero = clip(round(-lo / scale), 0, 2**bits - 1), code = clip(round(w / scale) + zero, 0, 2**bits - 1);
     dequantized value = (code - zero) * scale. Returns (codes uint8 [out, in] (0 where pruned), scales fp16 [out, G],
     zeros uint8 [out, G]).
     """
@@ -58,8 +59,8 @@ def quantize_groups(w: np.ndarray, mask: np.ndarray, bits: int, group_size: int
     lo = np.where(mg, wg, np.inf).min(axis=2)
     hi = np.where(mg, wg, -np.inf).max(axis=2)
     empty = ~mg.any(axis=2)
-    lo[empty] = 0.0
-    hi[empty] = 0.0
+    lo = np.where(empty, 0.0, np.minimum(lo, 0.0))
+    hi = np.where(empty, 0.0, np.maximum(hi, 0.0))
     scale = ((hi - lo) / qmax).astype(np.float16)
     if not np.all(np.isfinite(scale)):
         raise SpecError("weight group range exceeds fp16 scales (|w| > 65504*qmax); rescale the weights")
