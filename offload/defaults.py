@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from hwsim.errors import SpecError
-from offload.plan import capacities, footprint
+from offload.plan import capacities, check_capacity, footprint
 from offload.policy import POLICY_KINDS, Policy
 
 if TYPE_CHECKING:
@@ -52,12 +52,14 @@ def default_policy(kind: str, platform: "Platform", workload: "Workload") -> Pol
     instinfer: weights on GPU, KV in the drives, two GPU batches pipelined, SparF top-k 1/8, r = head_dim/8."""
     if kind not in POLICY_KINDS:
         raise SpecError(f"unknown policy {kind!r}; use one of {', '.join(POLICY_KINDS)}")
+    check_capacity(platform, workload)
     if kind == "flexgen":
         from offload.search import search_flexgen
 
         return search_flexgen(platform, workload).policy
     gbs, n = _split(workload.batch, 2 if kind == "instinfer" else 8)
     if kind == "instinfer":
+        Policy("instinfer", gpu_batch_size=gbs, num_gpu_batches=n).check(platform, workload)
         return Policy("instinfer", gpu_batch_size=gbs, num_gpu_batches=n, topk_fraction=INSTINFER_TOPK,
                       topr_channels=max(1, workload.model.head_dim // INSTINFER_TOPR_DIV))
     return _greedy_kv(platform, workload, Policy("leoam", gpu_batch_size=gbs, num_gpu_batches=n,

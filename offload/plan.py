@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from offload.workload import Workload
 
 __all__ = ["Use", "Hop", "Route", "Effect", "StepPlan", "ChannelSpec", "channels", "Planner", "make_planner",
-           "footprint", "check_fits", "STORES"]
+           "footprint", "check_fits", "check_capacity", "capacities", "STORES"]
 
 STORES = ("gpu", "cpu", "disk", "csd")
 
@@ -458,9 +458,8 @@ def capacities(platform: "Platform") -> dict[str, float]:
             "disk": float(platform.disk_bytes), "csd": float(csd)}
 
 
-def check_fits(platform: "Platform", workload: "Workload", policy: "Policy") -> dict[str, float]:
-    """Raise SpecError (naming the fix) when the workload cannot fit the platform at all, or the policy's placement
-    overfills a store. Returns the footprint."""
+def check_capacity(platform: "Platform", workload: "Workload") -> None:
+    """Raise SpecError (naming the fix) when weights + final KV cache exceed every store of the platform together."""
     wl = workload
     need = wl.total_weight_bytes + wl.kv_total_bytes(wl.final_context)
     cap = capacities(platform)
@@ -471,6 +470,15 @@ def check_fits(platform: "Platform", workload: "Workload", policy: "Policy") -> 
                         f"{need / gb:.1f} GB (weights + KV cache) but platform {platform.name!r} holds only "
                         f"{avail / gb:.1f} GB on GPU, host DRAM and drives together; lower --batch, --prompt or "
                         "--gen, or use a compression scheme")
+
+
+def check_fits(platform: "Platform", workload: "Workload", policy: "Policy") -> dict[str, float]:
+    """Raise SpecError (naming the fix) when the workload cannot fit the platform at all, the policy cannot run on
+    it, or the policy's placement overfills a store. Returns the footprint."""
+    check_capacity(platform, workload)
+    policy.check(platform, workload)
+    cap = capacities(platform)
+    gb = 1e9
     fp = footprint(platform, workload, policy)
     hint = {"gpu": "lower w_gpu/kv_gpu/act_gpu or the GPU batch size", "cpu": "lower w_cpu/kv_cpu/act_cpu",
             "disk": "use a platform with more disk", "csd": "use more or larger drives"}
