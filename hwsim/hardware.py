@@ -93,6 +93,10 @@ class FpgaSpec:
     macs_per_dsp: dict[str, float] = field(default_factory=dict, metadata=rng(gt=0))  # DSP packing by precision
     attention_lanes: int = field(default=0, metadata=rng(ge=0))  # int4 x int8 MAC lanes of the attention engine
     attention_engines: int = field(default=1, metadata=rng(ge=1))
+    # ---- used by the cycle-level simulator (hwsim/cyclesim); 0 = not described (the cycle model then refuses) ----
+    weight_buffer_bytes: int = field(default=0, metadata=rng(ge=0))  # ONE of the linear engine's 2 weight buffers
+    activation_buffer_bytes: int = field(default=0, metadata=rng(ge=0))  # on-chip activations (prefill token tile)
+    linear_pipeline_cycles: int = field(default=0, metadata=rng(ge=0))  # fill/drain latency of one GEMV/GEMM
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,16 @@
+"""Cycle-level simulator of an AccLLM-style FPGA accelerator (``--fidelity cycle``).
+
+`estimate_cycle(model, hw, scheme, workload, profile=None)` returns the same `Estimate` as the analytical model.
+The machine (hwsim/cyclesim/_accel.py): HBM channels with bursts, latency and efficiency (_memory.py), a linear
+engine with DSP packing streaming double-buffered weight tiles (_pipeline.py), the RTL attention engine modelled
+phase by phase (attention_engine.py, exact against rtl/ under Verilator), a vector unit, and a per-layer schedule.
+It is event-driven: it jumps over periodic regions (identical tiles, blocks, layers) in O(1), exactly.
+"""
+
+from hwsim.cyclesim._accel import Accelerator, StepResult, macs_per_cycle
+from hwsim.cyclesim._estimate import estimate_cycle, roofline_bound_s
+from hwsim.cyclesim._memory import MemoryBus, MemoryModel
+from hwsim.cyclesim.attention_engine import BlockWork, EngineModel, EngineRun, HeadWork, head_work
+
+__all__ = ["estimate_cycle", "roofline_bound_s", "Accelerator", "StepResult", "macs_per_cycle", "MemoryModel",
+           "MemoryBus", "EngineModel", "EngineRun", "HeadWork", "BlockWork", "head_work"]

@@ -1,0 +1,86 @@
+"""`estimate_cycle`: the cycle-level simulator behind ``estimate(..., fidelity="cycle")``."""
+
+from __future__ import annotations
+
+from hwsim.cyclesim._accel import Accelerator, StepResult, macs_per_cycle
+from hwsim.estimate import Estimate, MeasuredProfile, OpClass
+from hwsim.hardware import HardwareSpec
+from hwsim.workload import Workload
+from models.spec import ModelSpec
+from quant.scheme import CompressionScheme
+
+__all__ = ["estimate_cycle", "roofline_bound_s", "decode_contexts"]
+
+
+def decode_contexts(w: Workload) -> range:
+    """Context (tokens in the cache, the new one included) of each decode step: step i runs at prompt_len + i + 1,
+    as in the analytical model."""
+    return range(w.prompt_len + 1, w.prompt_len + w.gen_len + 1)
+
+
+def _op_classes(results: list[tuple[StepResult, int]], freq: float, bytes_per_cycle: float) -> tuple[OpClass, ...]:
+    cyc: dict[str, float] = {}
+    nbytes: dict[str, float] = {}
+    flops: dict[str, float] = {}
+    comp: dict[str, float] = {}
+    for r, n in results:
+        for k in r.class_cycles:
+            cyc[k] = cyc.get(k, 0) + n * r.class_cycles[k]
+            nbytes[k] = nbytes.get(k, 0) + n * r.class_bytes[k]
+            flops[k] = flops.get(k, 0) + n * r.class_flops[k]
+            comp[k] = comp.get(k, 0) + n * r.class_compute[k]
+    return tuple(OpClass(k, flops[k], nbytes[k], cyc[k] / freq,
+                         "compute" if comp[k] >= nbytes[k] / bytes_per_cycle else "memory") for k in cyc)
+
+
+def estimate_cycle(model: ModelSpec, hw: HardwareSpec, scheme: CompressionScheme, workload: Workload,
+                   profile: MeasuredProfile | None = None) -> Estimate:
+    """Simulate prefill and every decode step of `workload` on the FPGA design `hw` (see hwsim/cyclesim)."""
+    from hwsim.analytical import estimate_analytical
+
+    acc = Accelerator(model, hw, scheme, profile)
+    B = workload.batch
+    pre = acc.prefill(workload.prompt_len, B)
+    steps: list[StepResult] = [acc.decode_step(c, B) for c in decode_contexts(workload)]
+    f = hw.freq_hz
+    counts: dict[int, list] = {}
+    for r in steps:
+        counts.setdefault(id(r), [r, 0])[1] += 1
+    bpc = acc.mem.bytes_per_cycle
+    # footprint figures (weights, KV at the final length, activations) do not depend on timing: the analytical
+    # model's, so that both fidelities report the same memory use
+    kw = {"profile": profile} if profile is not None else {}
+    fp = estimate_analytical(model, hw, scheme, Workload(batch=B, prompt_len=workload.prompt_len, gen_len=1), **kw)
+    notes = [f"cycle-level: {hw.freq_hz / 1e6:g} MHz, {hw.memory.channels} memory channels x "
+             f"{acc.mem.channel_bytes_per_cycle:.1f} B/cycle sustained, latency {acc.mem.latency_cycles} cycles; "
+             f"linear engine {macs_per_cycle(hw, scheme.weight_bits, scheme.act_bits)} MACs/cycle at "
+             f"w{scheme.weight_bits}a{scheme.act_bits}"]
+    if acc.int_kv:
+        notes.append(f"decode attention on {hw.fpga.attention_engines} RTL attention engines x "
+                     f"{hw.fpga.attention_lanes} lanes")
+    else:
+        notes.append("KV is not integer: decode attention runs on the linear engine, not the RTL attention engines")
+    if profile is not None:
+        notes.append(f"per-layer weight bytes and KV sparsity measured on {profile.source}")
+    kv_final = scheme.kv_cache_bytes(model, workload.final_context, B)
+    return Estimate(
+        fidelity="cycle", model=model.name, hardware=hw.name, scheme=scheme.name, batch=B,
+        prompt_len=workload.prompt_len, gen_len=workload.gen_len, ttft_s=pre.cycles / f,
+        decode_step_s=tuple(r.cycles / f for r in steps), weight_bytes=fp.weight_bytes, kv_bytes_final=kv_final,
+        activation_bytes_peak=fp.activation_bytes_peak, capacity_bytes=hw.memory.capacity_bytes,
+        prefill_ops=_op_classes([(pre, 1)], f, bpc), decode_ops=_op_classes(list(counts.values()), f, bpc),
+        power_w=hw.power_w, notes=tuple(notes + list(fp.notes)))
+
+
+def roofline_bound_s(model: ModelSpec, hw: HardwareSpec, scheme: CompressionScheme, context: int,
+                     batch: int = 1) -> float:
+    """A lower bound on one decode step at `context`: the bytes the step must read (all weights streamed per step,
+    the attended KV cache, from quant/scheme.py) at the memory's sustained bandwidth (peak x efficiency), or the
+    linear engine's MACs at its peak rate, whichever is longer. No schedule can beat it."""
+    wb = scheme.weight_bytes(model)
+    kv = batch * scheme.kv_bytes_for_tokens(model, scheme.kv_attended_tokens(model, context))
+    t_mem = (wb.read_per_decode_step + kv) / hw.memory.effective_bandwidth_bytes_per_s
+    density = 0.5 if scheme.weight_pruning == "2:4" else 1.0
+    macs = batch * model.num_layers * sum(l.weight_elems for l in model.block_linears) * density
+    t_cmp = macs / (macs_per_cycle(hw, scheme.weight_bits, scheme.act_bits) * hw.freq_hz)
+    return max(t_mem, t_cmp)
