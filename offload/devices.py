@@ -1,9 +1,11 @@
 """Devices of the simulation: channels (links and engines) move bytes or do work; stores hold bytes.
 
-A `Channel` is SimPy's ``Cable`` idea grown up: a link object with its own bandwidth and latency. Work is queued
-FIFO in the order it is posted (like DMA descriptors in a copy engine's queue), so a booking returns its finish time
-at once and the simulation needs one timeout per route instead of one per request/grant/release. A channel with
-several members (striped drives) splits each piece evenly over them; the piece ends when the slowest member ends.
+A `Channel` is SimPy's ``Cable`` idea grown up: a link object with its own bandwidth and latency. Each member keeps
+a calendar of busy intervals; a piece of work is placed, without preemption, in the earliest idle gap at or after
+the time its input is ready (pieces posted at the same time are served in posting order, like DMA descriptors in a
+copy engine's queue; a piece whose input is ready later may fill an earlier gap). Booking returns the finish time at
+once, so the simulation needs one timeout per stage instead of one per request/grant/release. A channel with several
+members (striped drives) splits each piece evenly over them; the piece ends when the slowest member ends.
 Injected slowdowns (`Slowdown`) scale a member's speed over a time window; a piece's duration integrates the speed.
 """
 
@@ -53,11 +55,11 @@ def finish_time(start: float, work_s: float, windows: list[tuple[float, float, f
 
 
 class Channel:
-    """A link or engine with `members` parallel units and FIFO work queues."""
+    """A link or engine with `members` parallel units, each with a calendar of busy intervals."""
 
     def __init__(self, name: str, members: int, latency_s: float) -> None:
         self.name, self.members, self.latency_s = name, members, latency_s
-        self.free_at = [0.0] * members
+        self.calendar: list[list[tuple[float, float]]] = [[] for _ in range(members)]
         self.windows: list[list[tuple[float, float, float]]] = [[] for _ in range(members)]
         self.busy_s = [0.0] * members
         self.nbytes = 0.0
@@ -75,15 +77,44 @@ class Channel:
                     raise SpecError(f"slowdowns of {self.name} member {m} overlap; give disjoint windows")
             self.windows[m] = ws
 
+    def forget_before(self, now: float) -> None:
+        """Drop busy intervals that ended by `now` (no later piece can start before now)."""
+        for cal in self.calendar:
+            k = 0
+            while k < len(cal) and cal[k][1] <= now:
+                k += 1
+            if k:
+                del cal[:k]
+
+    def _place(self, m: int, earliest: float, work_s: float) -> tuple[float, float]:
+        cal, win = self.calendar[m], self.windows[m]
+        t = earliest
+        i = 0
+        while i < len(cal):
+            a, b = cal[i]
+            if b <= t:
+                i += 1
+                continue
+            stop = finish_time(t, work_s, win) if win else t + work_s
+            if stop <= a:  # fits in the gap before interval i
+                break
+            t = b
+            i += 1
+        stop = finish_time(t, work_s, win) if win else t + work_s
+        if stop > t:
+            if i > 0 and cal[i - 1][1] == t:  # merge with the interval it touches
+                cal[i - 1] = (cal[i - 1][0], stop)
+            else:
+                cal.insert(i, (t, stop))
+        return t, stop
+
     def book(self, earliest: float, work_s: float) -> float:
-        """Queue `work_s` seconds of full-speed work per member, not before `earliest`; return when the result is
+        """Place `work_s` seconds of full-speed work per member, not before `earliest`; return when the result is
         available (the slowest member's end plus the channel latency)."""
         end = earliest
         self.pieces += 1
         for m in range(self.members):
-            start = max(earliest, self.free_at[m])
-            stop = finish_time(start, work_s, self.windows[m]) if self.windows[m] else start + work_s
-            self.free_at[m] = stop
+            start, stop = self._place(m, earliest, work_s)
             self.busy_s[m] += stop - start
             end = max(end, stop)
         return end + self.latency_s

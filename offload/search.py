@@ -70,10 +70,10 @@ def search_flexgen(platform: "Platform", workload: "Workload", max_gpu_batches: 
             return
         priced += 1
         t = estimate_total_s(platform, workload, pol)
-        if best is None or t < best[0] - 1e-12:
+        if best is None or t < best[0] * (1 - 1e-9):  # ties keep the earlier candidate: more on the GPU
             best = (t, pol)
 
-    wq, kq = _grid(0.25), _grid(0.1)
+    wq, kq = _grid(0.25)[::-1], _grid(0.1)[::-1]  # GPU-heavy placements first
     for n in splits:
         for wg in wq:
             for wc in wq:
@@ -91,8 +91,8 @@ def search_flexgen(platform: "Platform", workload: "Workload", max_gpu_batches: 
                         f"{workload.final_context}) fits platform {platform.name!r}; lower the batch or the context, "
                         "or use a compression scheme")
     p0 = best[1]
-    for cg in _grid(0.02, max(0.0, p0.kv_gpu - 0.1), min(1.0, p0.kv_gpu + 0.1)):
-        for cc in _grid(0.02, max(0.0, p0.kv_cpu - 0.1), min(1.0, p0.kv_cpu + 0.1)):
+    for cg in _grid(0.02, max(0.0, p0.kv_gpu - 0.1), min(1.0, p0.kv_gpu + 0.1))[::-1]:
+        for cc in _grid(0.02, max(0.0, p0.kv_cpu - 0.1), min(1.0, p0.kv_cpu + 0.1))[::-1]:
             if cg + cc <= 1 + 1e-9:
                 consider(p0.replace(kv_gpu=cg, kv_cpu=min(cc, 1.0 - cg)))
     return SearchResult(best[1], best[0], priced, rejected)

@@ -76,6 +76,10 @@ class _Sim:
     def _stage(self, step: int, stage: str, routes: tuple[Route, ...]):
         env = self.env
         now = env.now
+        for r in routes:
+            for hop in r.hops:
+                for u in hop.uses:
+                    self.chans[u.channel].forget_before(now)
         ends: list[float] = []
         for r in routes:
             start = max([now] + [ends[i] for i in r.after])
@@ -106,7 +110,8 @@ class _Sim:
         if self.pol.overlap:
             yield from self._stages([(0, "load")])
             for s in range(S):
-                items = ([(s + 1, "load")] if s + 1 < S else []) + [(s, "compute")]
+                # compute(s) is queued first: a load's dependent GPU work (LeoAM's scoring) must not delay it
+                items = [(s, "compute")] + ([(s + 1, "load")] if s + 1 < S else [])
                 items += [(s - 1, "store")] if s > 0 else []
                 yield from self._stages(items)  # sync()
                 if s % L == L - 1:

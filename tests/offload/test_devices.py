@@ -25,6 +25,16 @@ def test_channel_is_fifo_in_booking_order_and_adds_latency_without_occupying():
     assert ch.book(0.0, 1.0) == 2.5  # queued behind the first piece: starts at 1.0, not 1.5
     assert ch.book(10.0, 1.0) == 11.5  # idle gap: starts when posted
     assert ch.busy_s == [3.0]
+    assert ch.calendar == [[(0.0, 2.0), (10.0, 11.0)]]
+
+
+def test_a_piece_fills_an_earlier_gap_only_if_it_fits_whole():
+    ch = Channel("link", members=1, latency_s=0.0)
+    ch.book(5.0, 1.0)  # booked ahead: [5, 6)
+    assert ch.book(0.0, 2.0) == 2.0  # fits in [0, 5)
+    assert ch.book(1.0, 4.0) == 10.0  # [2, 5) is too short: after [5, 6)
+    ch.forget_before(6.0)
+    assert ch.calendar == [[(5.0, 10.0)]]  # [5, 6) and [6, 10) merged; it ends after 6, so it stays
 
 
 def test_striped_channel_waits_for_its_slowest_member():

@@ -29,15 +29,15 @@ def test_exact_trace_of_a_tiny_flexgen_run(tiny):
     t4 = t3 + max(c, td + lat)
     expected = [
         (0, "load", "load_weights[cpu]", 0.0, tw + lat),
-        (1, "load", "load_weights[cpu]", t0, t0 + tw + lat),
         (0, "compute", "compute", t0, t0 + c),
+        (1, "load", "load_weights[cpu]", t0, t0 + tw + lat),
+        (1, "compute", "compute", t1, t1 + c),
         (2, "load", "load_weights[cpu]", t1, t1 + tw + lat),
         (2, "load", "load_cache[cpu]", t1, t1 + tw + tk + lat),
-        (1, "compute", "compute", t1, t1 + c),
         (0, "store", "store_cache[cpu]", t1, t1 + tp + lat),
+        (2, "compute", "compute", t2, t2 + c),
         (3, "load", "load_weights[cpu]", t2, t2 + tw + lat),
         (3, "load", "load_cache[cpu]", t2, t2 + tw + tk + lat),
-        (2, "compute", "compute", t2, t2 + c),
         (1, "store", "store_cache[cpu]", t2, t2 + tp + lat),
         (3, "compute", "compute", t3, t3 + c),
         (2, "store", "store_cache[cpu]", t3, t3 + td + lat),
@@ -49,7 +49,7 @@ def test_exact_trace_of_a_tiny_flexgen_run(tiny):
         assert g[3:] == pytest.approx(e[3:], rel=1e-12, abs=1e-15), g
     assert res.prefill_s == pytest.approx(t2, rel=1e-12)
     assert res.total_s == pytest.approx(t4 + td + lat, rel=1e-12)
-    assert [(e.token, e.layer) for e in res.trace[:3]] == [(0, 0), (0, 1), (0, 0)]
+    assert [(e.token, e.layer) for e in res.trace[:4]] == [(0, 0), (0, 0), (0, 1), (0, 1)]
 
 
 def _check_conservation(res, planner, wl):
