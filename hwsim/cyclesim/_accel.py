@@ -138,7 +138,15 @@ class _Sim:
         self.acc = _Acc()
 
     def state(self) -> tuple[int, ...]:
-        return (self.t, self.bus.busy_until, *self.w.cends, *self.w.pending, *self.a.cends, *self.a.pending)
+        """Everything the future depends on. The attention stream's buffer-free times are clamped to the start of
+        its next phase (`start_attention`), so any of them older than `t` is equivalent to `t`."""
+        return (self.t, self.bus.busy_until, *self.w.cends, *self.w.pending,
+                *(max(c, self.t) for c in self.a.cends), *self.a.pending)
+
+    def start_attention(self) -> None:
+        """The sequencer starts fetching a layer's KV blocks when the layer's attention starts (no prefetch of KV
+        across the attention phase boundary)."""
+        self.a.cends = type(self.a.cends)((max(c, self.t) for c in self.a.cends), maxlen=self.a.buffers)
 
     def shift(self, d: int) -> None:
         self.t += d
@@ -312,6 +320,7 @@ class Accelerator:
 
     def _attention(self, sim: _Sim, context: int, batch: int, sparsity: float) -> None:
         m = self.model
+        sim.start_attention()
         start_t, start_bytes = sim.t, sim.bus.bytes_moved
         ready = sim.t
         H, E = m.num_heads, self.E

@@ -75,10 +75,16 @@ class BlockWork:
 
 @dataclass(frozen=True)
 class HeadWork:
-    """All blocks of one head, in the order the engine receives them."""
+    """All blocks of one head, in the order the engine receives them.
+
+    `arrays` (optional, from `head_work`): (nk int [B, D], nv int [B, 64, G] with 0 rows for unselected tokens,
+    sel bool [B, 64]) -- the same counts as `blocks`, kept whole so a stall-free run is one vectorised event per
+    phase for all blocks at once.
+    """
 
     head_dim: int
     blocks: tuple[BlockWork, ...]
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, compare=False, repr=False)
 
     def runs(self) -> list[tuple[BlockWork, int]]:
         """Consecutive identical blocks as (block, count)."""
@@ -95,13 +101,21 @@ class HeadWork:
 
 
 def head_work(head) -> HeadWork:
-    """The beats of a `quant.fixedpoint.EngineHead` (per-tile value counts as the sequencer streams them)."""
+    """The beats of a `quant.fixedpoint.EngineHead`: per-tile value counts as the sequencer streams them (popcounts
+    of the bitmaps of a sparse block; the selected tokens / all 64 channels of a dense one)."""
     D = head.head_dim
     G = D // TILE
-    sel = head.sel_bits()  # [B, 64]
-    nk = head.k_keep().sum(axis=1).astype(np.int64)  # [B, D]
-    nv = head.v_keep().reshape(head.n_blocks, TILE, G, TILE).sum(axis=3).astype(np.int64)  # [B, 64, G]
-    return HeadWork(D, tuple(BlockWork(nk=nk[b], nv=nv[b][sel[b]]) for b in range(head.n_blocks)))
+    B = head.n_blocks
+    sel = ((head.sel[:, None] >> np.arange(TILE, dtype=np.uint64)) & np.uint64(1)).astype(bool)  # [B, 64]
+    if head.sparse:
+        nk = np.bitwise_count(np.asarray(head.k_bitmap, dtype=np.uint64)).astype(np.int64)  # [B, D]
+        nv = np.bitwise_count(np.asarray(head.v_bitmap, dtype=np.uint64)).astype(np.int64)  # [B, 64, G]
+    else:
+        nk = np.repeat(sel.sum(axis=1, dtype=np.int64)[:, None], D, axis=1)
+        nv = np.full((B, TILE, G), TILE, dtype=np.int64)
+    nv = np.where(sel[:, :, None], nv, 0)
+    blocks = tuple(BlockWork(nk=nk[b], nv=nv[b][sel[b]]) for b in range(B))
+    return HeadWork(D, blocks, (nk, nv, sel))
 
 
 @dataclass(frozen=True)
@@ -182,7 +196,21 @@ class EngineModel:
         dp = _Datapath(self.D) if functional else None
         if functional and engine_head is None:
             raise SpecError("functional mode needs the EngineHead whose values it computes on")
-        if arrivals is None and not functional:
+        if arrivals is None and not functional and work.arrays is not None:
+            # stall-free, whole head at once: one vectorised event per phase for all blocks
+            nk, nv, sel = work.arrays
+            krun = np.maximum(1, -(-nk // self.L)).sum(axis=1)  # [B]
+            vrun = (np.maximum(1, -(-nv // self.L)) * sel[:, :, None]).sum(axis=(1, 2))  # [B]
+            B = nk.shape[0]
+            fixed = 2 + 2 * (TILE // self.L)  # BLK + SCAN + UPD + EXP
+            per = krun + vrun + fixed
+            phases.update(BLK=B, KRUN=int(krun.sum()), SCAN=B * (TILE // self.L), UPD=B, EXP=B * (TILE // self.L),
+                          VRUN=int(vrun.sum()))
+            ends = np.cumsum(per)
+            starts = (ends - per).tolist()
+            t = int(ends[-1])
+            lane_ops = int(nk.sum() + nv.sum())
+        elif arrivals is None and not functional:
             # stall-free: identical consecutive blocks are one event each phase, times their count
             for blk, count in work.runs():
                 ph = self.block_phases(blk)

@@ -61,8 +61,11 @@ def _cases(n: int, seed: int):
 def test_event_driven_equals_stepped_and_functional_equals_golden(i, D, L, head):
     eng = EngineModel(D, L)
     w = head_work(head)
-    fast = eng.run(w)
+    fast = eng.run(w)  # vectorised over the whole head
     assert fast.cycles == eng.run_stepped(w)
+    per_block = eng.run(HeadWork(w.head_dim, w.blocks))  # runs of identical blocks, one event per phase
+    assert (per_block.cycles, per_block.phase_cycles, per_block.lane_ops, per_block.block_starts) == (
+        fast.cycles, fast.phase_cycles, fast.lane_ops, fast.block_starts)
     func = eng.run(w, engine_head=head, functional=True)
     assert func.cycles == fast.cycles
     assert np.array_equal(func.output, fx.run_engine(head))  # bit for bit
