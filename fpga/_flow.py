@@ -111,11 +111,10 @@ def _platform(board: Board):
     return Platform()
 
 
-def _write_sources(config: BuildConfig, board: Board, out: Path) -> None:
+def _write_sources(config: BuildConfig, design, board: Board, out: Path) -> None:
     """top.il + top.ys (+ top.lpf on a board) in `out`; the .ys also writes Yosys' cell statistics."""
     from fpga._top import FeedTop
 
-    design = make_design(config)
     stat = f"tee -q -o {STAT_FILE} stat -json"
     if board.is_board:
         resource, fin_hz = board.clock
@@ -144,6 +143,7 @@ def build(config: BuildConfig, out_dir: str | Path, *, listener: Listener | None
     available = part_resources(base)
     for tool in ("yosys", "nextpnr-ecp5", "ecppack"):
         find_tool(tool)  # fail early, before elaboration, when the toolchain is missing
+    design = make_design(config)  # its constructor checks lanes/head_dim
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("top.bit", "top.config", "top.json", STAT_FILE, NEXTPNR_REPORT, "report.json"):
@@ -152,7 +152,7 @@ def build(config: BuildConfig, out_dir: str | Path, *, listener: Listener | None
 
     listener.start("elaborate", f"elaborating {config.label}")
     t0 = time.perf_counter()
-    _write_sources(config, board, out)
+    _write_sources(config, design, board, out)
     times["elaborate"] = time.perf_counter() - t0
     listener.done("elaborate", times["elaborate"])
 

