@@ -9,12 +9,12 @@ from offload.defaults import default_policy
 from offload.devices import Slowdown
 from offload.plan import check_fits, footprint
 from offload.platform import Platform, get_platform, list_platforms
-from offload.policy import POLICY_KINDS, Policy
+from offload.policy import POLICY_KINDS, Policy, read_policy
 from offload.result import OffloadResult, StoreStats, TraceEvent
 from offload.search import SearchResult, search_flexgen
 from offload.sim import simulate
-from offload.workload import Workload
+from offload.workload import Workload, read_workload
 
 __all__ = ["Platform", "Workload", "Policy", "POLICY_KINDS", "OffloadResult", "StoreStats", "TraceEvent", "Slowdown",
            "SearchResult", "get_platform", "list_platforms", "simulate", "analyze", "search_flexgen",
-           "default_policy", "check_fits", "footprint"]
+           "default_policy", "check_fits", "footprint", "read_policy", "read_workload"]

@@ -122,10 +122,11 @@ def channels(platform: "Platform") -> dict[str, ChannelSpec]:
 class Planner:
     """Builds the StepPlan of any layer step of one (platform, workload, policy). Subclasses are the papers' loops."""
 
-    def __init__(self, platform: "Platform", workload: "Workload", policy: "Policy") -> None:
+    def __init__(self, platform: "Platform", workload: "Workload", policy: "Policy",
+                 ch: dict[str, ChannelSpec] | None = None) -> None:
         policy.check(platform, workload)
         self.platform, self.wl, self.pol = platform, workload, policy
-        self.ch = channels(platform)
+        self.ch = channels(platform) if ch is None else ch
         gpu = platform.gpu_spec
         s = workload.scheme
         self._gpu_flops = gpu.peak_ops_per_s(min(s.weight_bits, 16), s.act_bits) * gpu.compute.matrix_efficiency
@@ -422,8 +423,10 @@ class InstInferPlanner(Planner):
 _PLANNERS = {"flexgen": FlexGenPlanner, "leoam": LeoAMPlanner, "instinfer": InstInferPlanner}
 
 
-def make_planner(platform: "Platform", workload: "Workload", policy: "Policy") -> Planner:
-    return _PLANNERS[policy.kind](platform, workload, policy)
+def make_planner(platform: "Platform", workload: "Workload", policy: "Policy",
+                 ch: dict[str, ChannelSpec] | None = None) -> Planner:
+    """The planner of `policy`'s kind; `ch` (the platform's channels) may be passed in to save recomputing it."""
+    return _PLANNERS[policy.kind](platform, workload, policy, ch)
 
 
 # ---- memory footprint -----------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from offload.platform import Platform
     from offload.workload import Workload
 
-__all__ = ["Policy", "POLICY_KINDS"]
+__all__ = ["Policy", "POLICY_KINDS", "read_policy"]
 
 POLICY_KINDS = ("flexgen", "leoam", "instinfer")
 _EPS = 1e-9
@@ -128,3 +128,10 @@ class Policy:
         if self.topr_channels > workload.model.head_dim:
             raise SpecError(f"policy instinfer: topr_channels {self.topr_channels} exceeds head_dim "
                             f"{workload.model.head_dim}; choose 1..{workload.model.head_dim}")
+
+
+def read_policy(path) -> Policy:
+    """A Policy from a YAML mapping of its fields (strict: unknown keys and bad values are SpecErrors)."""
+    from hwsim.specio import from_mapping, read_yaml
+
+    return from_mapping(Policy, read_yaml(path), str(path))

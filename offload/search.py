@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from hwsim.errors import SpecError
 from offload.cost import step_times
-from offload.plan import capacities, channels, footprint, make_planner
+from offload.plan import ChannelSpec, capacities, channels, footprint, make_planner
 from offload.policy import Policy
 
 if TYPE_CHECKING:
@@ -35,10 +35,11 @@ class SearchResult:
     rejected: int  # candidates that overfill a store
 
 
-def estimate_total_s(platform: "Platform", workload: "Workload", policy: Policy) -> float:
+def estimate_total_s(platform: "Platform", workload: "Workload", policy: Policy,
+                     ch: dict[str, ChannelSpec] | None = None) -> float:
     """The search objective: L * (T_prefill + (gen - 1) * T_decode(mean context)), steps fully overlapped."""
-    planner = make_planner(platform, workload, policy)
-    ch = channels(platform)
+    ch = channels(platform) if ch is None else ch
+    planner = make_planner(platform, workload, policy, ch)
     L = workload.model.num_layers
     pre = planner.plan("prefill", workload.prompt_len, False, False)
     total = L * (max(step_times(pre, ch)) if policy.overlap else sum(step_times(pre, ch)))
@@ -58,6 +59,7 @@ def _grid(step: float, lo: float = 0.0, hi: float = 1.0) -> list[float]:
 def search_flexgen(platform: "Platform", workload: "Workload", max_gpu_batches: int = 16) -> SearchResult:
     """The cheapest feasible FlexGen policy for `workload` on `platform`. SpecError if none fits."""
     cap = capacities(platform)
+    ch = channels(platform)
     splits = [n for n in range(1, max_gpu_batches + 1) if workload.batch % n == 0]
     best: tuple[float, Policy] | None = None
     priced = rejected = 0
@@ -69,7 +71,7 @@ def search_flexgen(platform: "Platform", workload: "Workload", max_gpu_batches: 
             rejected += 1
             return
         priced += 1
-        t = estimate_total_s(platform, workload, pol)
+        t = estimate_total_s(platform, workload, pol, ch)
         if best is None or t < best[0] * (1 - 1e-9):  # ties keep the earlier candidate: more on the GPU
             best = (t, pol)
 

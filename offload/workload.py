@@ -13,7 +13,7 @@ from hwsim.specio import rng
 from models.spec import ModelSpec, get_model
 from quant.scheme import CompressionScheme, get_scheme
 
-__all__ = ["Workload"]
+__all__ = ["Workload", "read_workload"]
 
 
 @dataclass(frozen=True)
@@ -117,3 +117,26 @@ class Workload:
 
     def lm_head_flops(self, n_tokens: int) -> float:
         return 2.0 * n_tokens * self.model.lm_head.weight_elems
+
+
+def read_workload(path) -> Workload:
+    """A Workload from YAML: ``model`` (name or path), ``batch``, ``prompt_len``, ``gen_len``, optional ``scheme``
+    (preset name or path; default fp16). Unknown keys are rejected."""
+    from hwsim.errors import SpecError
+    from hwsim.specio import read_yaml
+
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a mapping of workload keys")
+    allowed = ("model", "batch", "prompt_len", "gen_len", "scheme")
+    for key in data:
+        if key not in allowed:
+            raise SpecError(f"{path}: unknown key {key!r}; allowed keys: {', '.join(allowed)}")
+    for key in allowed[:4]:
+        if key not in data:
+            raise SpecError(f"{path}: missing key {key!r}; add it")
+    try:
+        return Workload.make(data["model"], data["batch"], data["prompt_len"], data["gen_len"],
+                             data.get("scheme", "fp16"))
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from None

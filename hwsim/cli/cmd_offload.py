@@ -47,6 +47,9 @@ def register(sub) -> None:
     p.add_argument("--placement", default=None, metavar="WG,WC,KG,KC,HG,HC",
                    help="FlexGen-style percentages of weights, KV cache and activations on GPU and CPU (the rest "
                         "on disk), e.g. 100,0,15,85,100,0 (default: policy search / greedy / InstInfer layout)")
+    p.add_argument("--policy-yaml", default=None, metavar="YAML",
+                   help="a complete Policy as YAML (its fields: kind, gpu_batch_size, num_gpu_batches, w_gpu, ...); "
+                        "overrides --policy and the placement flags")
     p.add_argument("--gpu-batches", type=_positive_int, default=None,
                    help="number of GPU batches the batch is split into (must divide --batch)")
     p.add_argument("--topk", type=float, default=None, help="InstInfer: fraction of tokens attended (1 = dense)")
@@ -64,9 +67,15 @@ def register(sub) -> None:
 
 
 def _policy(args, platform, workload):
-    from offload import Policy, default_policy
+    from offload import Policy, default_policy, read_policy
 
-    pol = default_policy(args.policy, platform, workload)
+    if args.policy_yaml is not None:
+        return read_policy(args.policy_yaml)
+    if args.placement is not None and args.policy != "instinfer":  # the placement is given: no search needed
+        n = args.gpu_batches or 1
+        pol = Policy(args.policy, gpu_batch_size=max(1, args.batch // n), num_gpu_batches=n)
+    else:
+        pol = default_policy(args.policy, platform, workload)
     changes: dict = {}
     if args.placement is not None:
         parts = args.placement.split(",")

@@ -1,0 +1,69 @@
+import dataclasses
+
+import pytest
+import yaml
+
+from hwsim.errors import SpecError
+from hwsim.specio import read_yaml
+from offload import get_platform, list_platforms
+from offload.platform import PLATFORM_DIR
+
+
+def test_shipped_platforms_load_and_derive_bandwidths():
+    assert list_platforms() == ["a6000-csd", "a6000-ssd"]
+    csd = get_platform("a6000-csd")
+    assert csd.gpu_spec.name == "a6000"  # the GPU comes from hwsim's hardware registry, not a second copy
+    assert csd.gpu_link.bytes_per_s == pytest.approx(16e9 * 128 / 130 / 8 * 16 * 0.8)
+    assert csd.csd.nand_read_bytes_per_s == pytest.approx(6.4e9)
+    assert csd.csd.engine_read_bytes_per_s == pytest.approx(6.4e9)  # the engine reads the flash channels
+    slow = dataclasses.replace(csd.csd, engine_at_flash=False)
+    assert slow.engine_read_bytes_per_s == pytest.approx(8e9 * 128 / 130 / 8 * 4 * 0.85)  # via the Gen3 x4 switch
+    assert get_platform("a6000-ssd").csd is None
+
+
+def _leaves(d, prefix=""):
+    for k, v in d.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, dict):
+            yield from _leaves(v, path + ".")
+        else:
+            yield path, v
+
+
+@pytest.mark.parametrize("name", ["a6000-ssd", "a6000-csd"])
+def test_every_number_names_its_source(name):
+    data = read_yaml(PLATFORM_DIR / f"{name}.yaml")
+    sources = data.pop("sources")
+    missing = [p for p, v in _leaves(data) if isinstance(v, (int, float)) and not isinstance(v, bool)
+               and not any(p == s or p.startswith(s + ".") for s in sources)]
+    assert missing == []
+
+
+def test_unknown_platform_names_the_known_ones():
+    with pytest.raises(SpecError, match="unknown platform 'a100-box'; use one of a6000-csd, a6000-ssd"):
+        get_platform("a100-box")
+
+
+def test_bad_platform_yaml_is_rejected_with_the_key(tmp_path):
+    data = read_yaml(PLATFORM_DIR / "a6000-ssd.yaml")
+    data["gpu_link"]["lanes"] = 12
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError, match="lanes: 12 is not allowed"):
+        get_platform(tmp_path / "p.yaml")
+    data["gpu_link"]["lanes"] = 16
+    data["ssd"]["speed"] = 1
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError, match="unknown key 'speed'"):
+        get_platform(tmp_path / "p.yaml")
+    del data["ssd"]
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError, match="no storage; add an 'ssd' or a 'csd' section"):
+        get_platform(tmp_path / "p.yaml")
+
+
+def test_platform_gpu_must_be_a_gpu(tmp_path):
+    data = read_yaml(PLATFORM_DIR / "a6000-ssd.yaml")
+    data["gpu"] = "u280-accllm"
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError, match="is a fpga, not a gpu"):
+        get_platform(tmp_path / "p.yaml")
