@@ -1,0 +1,103 @@
+"""Closed-form stall-free cycle count of the attention engine (rtl/engine.py) for one head.
+
+The hwsim cycle-level simulator must reproduce these numbers exactly; tests/cocotb check them against
+Verilator for every head they run, and tests/data/rtl_cycles.json records measured examples.
+
+Counting convention
+-------------------
+Cycles are counted from the clock cycle in which the head's first ``blk`` beat is accepted (valid & ready)
+up to and including the cycle in which its last ``out`` beat is accepted, with every input stream always
+valid and ``out`` always ready ("stall-free"). With stalls the engine only waits; it never reorders.
+
+Pipeline (single clock domain ``sync``; L = lanes, D = head_dim, G = D / 64)
+----------------------------------------------------------------------------
+The engine is a sequential controller that runs one phase at a time; per block b (64 token positions):
+
+==========  =====================================================================  ==========================
+phase        work                                                                    cycles
+==========  =====================================================================  ==========================
+BLK          accept the block header, clear the 64 score accumulators               1
+KRUN         D K tiles, channel d = 0..D-1; one tile beat per cycle: the bitmap       sum_d max(1, ceil(nk[b,d]/L))
+             decoder assigns up to L streamed values to token positions, L int4 x
+             int8 lanes multiply them by qk[d] and the score accumulators add them
+SCAN         block max of the raw scores of the selected tokens, L per cycle         64 / L
+UPD          running max M, rescale shift; output accumulators and l >>= shift       1
+EXP          scaled score + exp2 (shift + 32-entry table) for L tokens per cycle,     64 / L
+             p stored, l += sum p
+VRUN         for each selected token, its G V tiles; one tile beat per cycle, the      sum_{t in sel_b} sum_g
+             lanes multiply by p'[t,g] = (p_t sv[t,g] + 128) >> 8 and the D output        max(1, ceil(nv[b,t,g]/L))
+             accumulators add them
+==========  =====================================================================  ==========================
+
+A tile with no streamed value still takes one cycle (its header is consumed). Tile headers go through a
+2-entry FIFO that the ``tile`` stream fills one per cycle, so back-to-back one-beat tiles never stall. After
+the last block: the normaliser divides 2^44 by l, one quotient bit per cycle (RECIP_BITS = 38 cycles), then
+emits the D outputs, one per cycle. The next head's first ``blk`` beat can be accepted in the cycle after the
+last ``out`` beat.
+
+Here ``nk[b, d]`` = values streamed for K tile (b, d): popcount of its bitmap in a sparse block (kept values of
+masked tokens included: they are fetched and gated), popcount of ``sel_b`` in a dense block; ``nv[b, t, g]`` =
+popcount of the V tile's bitmap in a sparse block, 64 in a dense block.
+
+    cycles = sum_b [ 2 + 2 * 64 / L + sum_d max(1, ceil(nk[b,d] / L))
+                     + sum_{t in sel_b} sum_g max(1, ceil(nv[b,t,g] / L)) ]  + 38 + D
+
+MAC-lane utilisation = (sum of all nk and nv) / (L * cycles); dense steady state (all blocks full, no Λ cut)
+per block: (2 * 64 * D / L) busy of (2 + 128 / L + 2 * 64 * D / L) cycles, e.g. 1024 / 1042 = 98.3 % for
+D = 64, L = 8.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from quant.fixedpoint import RECIP_BITS, TILE, EngineHead
+from rtl.layouts import check_head_dim, check_lanes
+
+__all__ = ["head_cycles", "cycles_from_counts", "head_macs", "lane_utilisation", "steady_state_utilisation"]
+
+
+def _tile_cycles(n: np.ndarray, lanes: int) -> np.ndarray:
+    return np.maximum(1, -(-np.asarray(n, dtype=np.int64) // lanes))
+
+
+def cycles_from_counts(head_dim: int, lanes: int, nk: np.ndarray, nv: list[np.ndarray]) -> int:
+    """Stall-free cycles of a head from per-tile value counts.
+
+    nk: int [B, D] values per K tile; nv: per block, an int array [n_sel_tokens, D/64] of values per V tile
+    of the selected tokens (the number of rows is the block's popcount(sel)).
+    """
+    check_head_dim(head_dim)
+    check_lanes(lanes)
+    nk = np.asarray(nk)
+    B = nk.shape[0]
+    total = B * (2 + 2 * (TILE // lanes)) + int(_tile_cycles(nk, lanes).sum())
+    total += sum(int(_tile_cycles(x, lanes).sum()) for x in nv)
+    return total + RECIP_BITS + head_dim
+
+
+def head_cycles(head: EngineHead, lanes: int) -> int:
+    """Stall-free cycles of ``head`` on an engine with ``lanes`` lanes (head_dim is the head's)."""
+    from rtl.streams import tile_value_counts
+
+    nk, nv = tile_value_counts(head)
+    sel = head.sel_bits()
+    return cycles_from_counts(head.head_dim, lanes, nk, [nv[b][sel[b]] for b in range(head.n_blocks)])
+
+
+def head_macs(head: EngineHead) -> int:
+    """Useful lane operations of a head: all streamed K and V values."""
+    from rtl.streams import tile_value_counts
+
+    nk, nv = tile_value_counts(head)
+    return int(nk.sum() + nv.sum())
+
+
+def lane_utilisation(head: EngineHead, lanes: int) -> float:
+    return head_macs(head) / (lanes * head_cycles(head, lanes))
+
+
+def steady_state_utilisation(head_dim: int, lanes: int) -> float:
+    """Utilisation of a full dense block (the steady state of a long dense head)."""
+    busy = 2 * TILE * head_dim // lanes
+    return busy / (2 + 2 * TILE // lanes + busy)
