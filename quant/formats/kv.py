@@ -8,7 +8,7 @@ chunks of 64 tokens; the newest ``n_tokens - n_compressed`` stay dense fp16 (`k_
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -286,7 +286,6 @@ class BitmapKV(KVCache):
     vs: np.ndarray
     k_recent: np.ndarray
     v_recent: np.ndarray
-    _cache: dict = field(default_factory=dict, repr=False, compare=False)  # decoded tiles / kernel plans
     FORMAT = "kv.bitmap_sparse"
 
     @classmethod
@@ -334,11 +333,9 @@ class BitmapKV(KVCache):
         return self.bits < 16
 
     def tiles(self) -> dict[str, np.ndarray]:
-        """Decoded tiles (cached): k_mask bool [H, C, D, 64], k_vals float64 [H, C, D, 64] (dequantized, 0 where
-        pruned), v_mask / v_vals [H, C, 64, D]."""
-        if "tiles" not in self._cache:
-            self._cache["tiles"] = _decode_bitmap_kv(self)
-        return self._cache["tiles"]
+        """Decoded tiles (not cached; validates popcounts): k_mask bool [H, C, D, 64], k_vals float64 [H, C, D, 64]
+        (dequantized, 0 where pruned), v_mask / v_vals [H, C, 64, D]."""
+        return _decode_bitmap_kv(self)
 
     def _compressed_kv(self):
         h, d, tc = self.num_heads, self.head_dim, self.n_compressed

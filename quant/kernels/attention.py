@@ -6,13 +6,17 @@ The cache holds tokens 0..T-1 (the current token's K/V already appended, so the 
 (LM-Infinite, as in CompressionScheme): token t is attended iff t < sink or t >= T - window (window None: all).
 
 Kernels (float32 arithmetic on the cache's exact dequantized values, softmax in float64):
-* DenseKV: batched GEMV on an fp32 copy made once per cache object (CPUs have no fast fp16 GEMV).
-* QuantKV: each call unpacks the int codes (vectorized nibble/crumb shifts) and dequantizes chunk-wise, then GEMV.
+* DenseKV: GEMV (numpy einsum) on an fp32 copy made once per cache object (CPUs have no fast fp16 GEMV; converting
+  the fp16 cache every step costs more than the attention itself).
+* QuantKV: each call unpacks the int codes (int8 shift pairs, one pass per lane) straight to float32, folds the
+  per-channel K scales into q (and per-token V scales into p when a group spans head_dim), then batched GEMV.
 * BitmapKV (fp16 or int values): a real sparse kernel. Once per cache object the bitmap tiles are decoded into two
   CSR matrices holding only the kept elements (dequantized fp32 values, int32 indices); each call is then two sparse
-  matrix-vector products: scores = K_csr[(h, t), (h, d)] @ q and out = V^T_csr[(h, d), (h, t)] @ p. Work and
-  bytes scale with the kept fraction; nothing is unpacked to dense.
-The dense recent window is a small fp32 GEMV in every case. Plans are cached per cache object (weakly).
+  matrix-vector products (MKL SpMV via torch.mv): scores = K_csr[(h, t), (h, d)] @ q and
+  out = V^T_csr[(h, d), (h, t)] @ p. Work and bytes scale with the kept fraction; nothing is unpacked to dense.
+The dense recent window is a small fp32 GEMV in every case. Plans are cached per cache object (weakly); a cache is
+immutable, so in a decoding loop a plan is built once per compressed chunk set (the build time is reported by
+benchmarks/kernels.py).
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ import numpy as np
 import torch
 
 from hwsim.errors import SpecError
-from quant.formats._bits import from_codes
 from quant.formats.kv import BitmapKV, DenseKV, KVCache, QuantKV
 from quant.scheme import CHUNK_TOKENS, CompressionScheme
 
@@ -80,8 +83,8 @@ def reference_decode_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, s
 class _Plan:
     """What a kernel keeps per cache object: the compressed-part operator and the fp32 recent window."""
 
-    k_recent: torch.Tensor  # [Hkv, Tr, D] float32
-    v_recent: torch.Tensor
+    k_recent: np.ndarray  # [Hkv, Tr, D] float32
+    v_recent: np.ndarray
 
     def scores(self, qg: torch.Tensor) -> torch.Tensor:  # qg [Hkv, g, D] -> [Hkv, g, Tc]
         raise NotImplementedError
@@ -90,7 +93,7 @@ class _Plan:
         raise NotImplementedError
 
     def nbytes(self) -> int:
-        return _tbytes(self.k_recent, self.v_recent)
+        return self.k_recent.nbytes + self.v_recent.nbytes
 
 
 def _tbytes(*ts: torch.Tensor) -> int:
@@ -106,14 +109,20 @@ class _DensePlan(_Plan):
         return p.new_zeros(p.shape[0], p.shape[1], self.k_recent.shape[2])
 
 
-def _unpack_signed(packed: torch.Tensor, bits: int) -> torch.Tensor:
-    """uint8 [..., nbytes] LSB-first two's complement codes -> int8 [..., nbytes * 8 / bits]."""
+def _unpack_to_float(packed: torch.Tensor, bits: int) -> torch.Tensor:
+    """uint8 [..., nbytes] of LSB-first two's complement codes -> float32 [..., nbytes * 8 / bits].
+
+    Lane i of a byte is sign-extended with an int8 shift pair: (x << (8 - bits*(i+1))) >> (8 - bits), written
+    straight into the float output (one pass per lane over the packed bytes; loops over the <= 4 lanes only)."""
+    x8 = packed.view(torch.int8)
     if bits == 8:
-        return packed.view(torch.int8)
-    per, m = 8 // bits, (1 << bits) - 1
-    lanes = [(packed >> (i * bits)) & m for i in range(per)]  # loop over the lanes of a byte
-    c = torch.stack(lanes, dim=-1).flatten(-2).to(torch.int8)
-    return c - ((c >> (bits - 1)) & 1) * (1 << bits)
+        return x8.to(torch.float32)
+    per = 8 // bits
+    out = torch.empty(*packed.shape, per, dtype=torch.float32)
+    for i in range(per):
+        left = 8 - bits * (i + 1)
+        out[..., i] = ((x8 << left) if left else x8) >> (8 - bits)
+    return out.flatten(-2)
 
 
 @dataclass
@@ -124,20 +133,38 @@ class _QuantPlan(_Plan):
         c = self.c
         g = c.group_size
         self.kq, self.vq = torch.from_numpy(c.kq), torch.from_numpy(c.vq)
-        # per-element scale index tables (small: 64 tokens / head_dim channels)
-        self.ks = torch.from_numpy(c.ks.astype(np.float32))[..., np.arange(CHUNK_TOKENS) // g]  # [H, C, D, 64]
-        self.vs = torch.from_numpy(c.vs.astype(np.float32))[..., np.arange(c.head_dim) // g]  # [H, C, 64, D]
+        ks, vs = torch.from_numpy(c.ks.astype(np.float32)), torch.from_numpy(c.vs.astype(np.float32))
+        # one K scale per channel per chunk (group >= 64 tokens) folds into q; otherwise expand per token
+        self.ks_fold = ks[..., 0] if ks.shape[-1] == 1 else None  # [H, C, D]
+        self.ks_full = None if ks.shape[-1] == 1 else ks[..., np.arange(CHUNK_TOKENS) // g]  # [H, C, D, 64]
+        # one V scale per token (group >= head_dim) folds into p; otherwise expand per channel
+        self.vs_fold = vs[..., 0].reshape(c.num_heads, -1) if vs.shape[-1] == 1 else None  # [H, Tc]
+        self.vs_full = (None if vs.shape[-1] == 1 else
+                        vs[..., np.arange(c.head_dim) // g].reshape(c.num_heads, -1, c.head_dim))  # [H, Tc, D]
 
     def scores(self, qg):
         c = self.c
-        k = _unpack_signed(self.kq, c.bits).view(c.num_heads, c.n_chunks, c.head_dim, CHUNK_TOKENS)
-        k = k.to(torch.float32) * self.ks  # dequantized [H, C, D, 64]
-        return torch.einsum("hjd,hcdt->hjct", qg, k).reshape(qg.shape[0], qg.shape[1], c.n_compressed)
+        h, n, d, g = c.num_heads, c.n_chunks, c.head_dim, qg.shape[1]
+        if n == 0:
+            return qg.new_zeros(h, g, 0)
+        k = _unpack_to_float(self.kq, c.bits).view(h, n, d, CHUNK_TOKENS)  # integer codes, channel-major chunks
+        if self.ks_fold is None:
+            k.mul_(self.ks_full)
+            qc = qg[:, None].expand(h, n, qg.shape[1], d)
+        else:
+            qc = qg[:, None] * self.ks_fold[:, :, None, :]  # [H, C, g, D]: q scaled per channel per chunk
+        s = torch.bmm(qc.reshape(h * n, g, d), k.view(h * n, d, CHUNK_TOKENS))  # [H*C, g, 64]
+        return s.view(h, n, g, CHUNK_TOKENS).permute(0, 2, 1, 3).reshape(h, g, c.n_compressed)
 
     def apply_v(self, p):
         c = self.c
-        v = _unpack_signed(self.vq, c.bits).view(c.num_heads, c.n_chunks * CHUNK_TOKENS, c.head_dim)
-        v = v.to(torch.float32) * self.vs.reshape(c.num_heads, c.n_compressed, c.head_dim)
+        if c.n_compressed == 0:
+            return p.new_zeros(p.shape[0], p.shape[1], c.head_dim)
+        v = _unpack_to_float(self.vq, c.bits).view(c.num_heads, c.n_compressed, c.head_dim)
+        if self.vs_fold is None:
+            v.mul_(self.vs_full)
+        else:
+            p = p * self.vs_fold[:, None, :]
         return torch.bmm(p, v)
 
     def nbytes(self) -> int:
@@ -176,15 +203,19 @@ class _SparsePlan(_Plan):
         self.vt = _csr(_crow(rows, h * d), hh * tc + cc * CHUNK_TOKENS + tt, t["v_vals"].transpose(0, 3, 1, 2)[vm],
                        (h * d, h * tc))
 
+    # one sparse matrix-vector product per query head of a GQA group (torch.mv on CSR is MKL's SpMV, several times
+    # faster than CSR @ [n, 1]); the loop runs over the <= 8 heads sharing a KV head, not over elements
     def scores(self, qg):
         h, g, d = qg.shape
-        s = self.k @ qg.permute(0, 2, 1).reshape(h * d, g)  # [H*Tc, g]
-        return s.view(h, self.c.n_compressed, g).permute(0, 2, 1)
+        cols = [torch.mv(self.k, qg[:, j].reshape(h * d)) for j in range(g)]  # each [H*Tc]
+        return torch.stack(cols, dim=1).view(h, self.c.n_compressed, g).permute(0, 2, 1) if g > 1 else \
+            cols[0].view(h, 1, self.c.n_compressed)
 
     def apply_v(self, p):
         h, g, tc = p.shape
-        o = self.vt @ p.permute(0, 2, 1).reshape(h * tc, g)  # [H*D, g]
-        return o.view(h, self.c.head_dim, g).permute(0, 2, 1)
+        cols = [torch.mv(self.vt, p[:, j].reshape(h * tc)) for j in range(g)]  # each [H*D]
+        return torch.stack(cols, dim=1).view(h, self.c.head_dim, g).permute(0, 2, 1) if g > 1 else \
+            cols[0].view(h, 1, self.c.head_dim)
 
     def nbytes(self) -> int:
         ts = [self.k.crow_indices(), self.k.col_indices(), self.k.values(), self.vt.crow_indices(),
@@ -220,7 +251,7 @@ def plan_for(cache: KVCache) -> _Plan:
     """The kernel's per-cache working form (built on first use, cached while the cache object lives)."""
     plan = _PLANS.get(cache)
     if plan is None:
-        recent = tuple(torch.from_numpy(np.ascontiguousarray(x, np.float32)) for x in (cache.k_recent, cache.v_recent))
+        recent = tuple(np.ascontiguousarray(x, np.float32) for x in (cache.k_recent, cache.v_recent))
         plan = _make_plan(cache, recent)
         _PLANS[cache] = plan
     return plan
@@ -257,12 +288,15 @@ def decode_attention(q: np.ndarray | torch.Tensor, cache: KVCache, scheme: Compr
     plan = plan_for(cache)
     qg = torch.from_numpy(np.ascontiguousarray(qn, np.float32)).view(hkv, g, d)  # [Hkv, g, D]
     s_c = plan.scores(qg)  # [Hkv, g, Tc]
-    s_r = torch.matmul(qg, plan.k_recent.transpose(1, 2))  # [Hkv, g, Tr]
+    # dense part: numpy einsum is the fastest dense GEMV measured on this CPU (torch bmm and numpy matmul are
+    # 1.5-2x slower for these shapes; see benchmarks/kernels.py)
+    s_r = torch.from_numpy(np.einsum("hjd,htd->hjt", qg.numpy(), plan.k_recent))  # [Hkv, g, Tr]
     s = torch.cat([s_c, s_r], dim=2).to(torch.float64) * scale  # [Hkv, g, T]
     mask = torch.from_numpy(attended_mask(n, sink, window))
     s = s.masked_fill(~mask, -math.inf)
     p = torch.softmax(s, dim=2).to(torch.float32)
     tc = cache.n_compressed
-    out = plan.apply_v(p[..., :tc].contiguous()) + torch.matmul(p[..., tc:], plan.v_recent)  # [Hkv, g, D]
+    out_r = np.einsum("hjt,htd->hjd", np.ascontiguousarray(p[..., tc:].numpy()), plan.v_recent)
+    out = plan.apply_v(p[..., :tc].contiguous()) + torch.from_numpy(out_r)  # [Hkv, g, D]
     out = out.reshape(hkv * g, d)
     return out if is_torch else out.numpy()
