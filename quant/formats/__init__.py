@@ -46,9 +46,27 @@ in chunks of 64 tokens, the newest T - 64*C tokens stay dense (k_recent, v_recen
     k_recent | v_recent. ks/vs are empty for fp16 values.
 """
 
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from hwsim.errors import FormatError
+from quant.formats._base import Packed
 from quant.formats.activations import Int8Activation
 from quant.formats.kv import BitmapKV, DenseKV, KVCache, QuantKV, compress_kv
 from quant.formats.weights import BitmapSparseWeight, GroupQuantWeight, Sparse24Weight, prune_2_4
 
 __all__ = ["GroupQuantWeight", "Sparse24Weight", "BitmapSparseWeight", "prune_2_4", "Int8Activation", "KVCache",
-           "DenseKV", "QuantKV", "BitmapKV", "compress_kv"]
+           "DenseKV", "QuantKV", "BitmapKV", "compress_kv", "Packed", "FORMATS", "packed_from_arrays"]
+
+FORMATS: dict[str, type[Packed]] = {c.FORMAT: c for c in (GroupQuantWeight, Sparse24Weight, BitmapSparseWeight,
+                                                          Int8Activation, DenseKV, QuantKV, BitmapKV)}
+
+
+def packed_from_arrays(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Packed:
+    """Rebuild any packed object from `to_arrays()` output, choosing the class by ``meta["format"]``."""
+    fmt = meta.get("format") if isinstance(meta, Mapping) else None
+    if fmt not in FORMATS:
+        raise FormatError(f"unknown packed format {fmt!r}; known: {', '.join(sorted(FORMATS))}")
+    return FORMATS[fmt].from_arrays(arrays, meta)

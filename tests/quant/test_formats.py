@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hwsim.errors import FormatError, SpecError
 from models.spec import ModelSpec
 from quant.formats import (BitmapKV, BitmapSparseWeight, DenseKV, GroupQuantWeight, Int8Activation, QuantKV,
-                           Sparse24Weight, compress_kv, prune_2_4)
+                           Sparse24Weight, compress_kv, packed_from_arrays, prune_2_4)
 from quant.formats._bits import (bitmap_to_tile_mask, from_codes, pack_bits, popcount64, tile_mask_to_bitmap,
                                  to_codes, unpack_bits)
 from quant.scheme import CHUNK_TOKENS, CompressionScheme, bitmap_tile_bytes, kept_per_token
@@ -386,3 +386,30 @@ def test_bad_construction_inputs():
         QuantKV.from_float(np.ones((1, 100, 8)), np.ones((1, 100, 8)), n_compressed=32)
     with pytest.raises(SpecError, match="NaN"):
         Int8Activation.from_float(np.array([[np.nan]]))
+
+
+@pytest.mark.parametrize("obj", _objects(), ids=lambda o: type(o).__name__ + str(getattr(o, "bits", "")))
+def test_packed_from_arrays_dispatches_on_format(obj):
+    arrays, meta = obj.to_arrays()
+    again = packed_from_arrays(arrays, meta)
+    assert type(again) is type(obj) and again.to_bytes() == obj.to_bytes()
+    with pytest.raises(FormatError, match="unknown packed format"):
+        packed_from_arrays(arrays, {**meta, "format": "nope"})
+
+
+def test_safetensors_roundtrip(tmp_path):
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    k, v = _kv(7, 2, 200, 128)
+    obj = compress_kv(k, v, CompressionScheme(kv_sparsity=0.7, kv_bits=4, kv_dense_recent=32))
+    arrays, meta = obj.to_arrays()
+    path = tmp_path / "layer0.safetensors"
+    save_file(arrays, str(path), metadata={"meta": json.dumps(meta)})
+    from safetensors import safe_open
+
+    with safe_open(str(path), "np") as f:
+        meta2 = json.loads(f.metadata()["meta"])
+    again = packed_from_arrays(load_file(str(path)), meta2)
+    assert again.to_bytes() == obj.to_bytes()
