@@ -227,7 +227,7 @@ _PLANS: "weakref.WeakKeyDictionary[KVCache, _Plan]" = weakref.WeakKeyDictionary(
 
 
 @functools.singledispatch
-def _make_plan(cache: KVCache, recent: tuple[torch.Tensor, torch.Tensor]) -> _Plan:
+def _make_plan(cache: KVCache, recent: tuple[np.ndarray, np.ndarray]) -> _Plan:
     raise SpecError(f"decode_attention has no kernel for {type(cache).__name__}; use a cache from "
                     "quant.formats.compress_kv")
 
@@ -288,8 +288,8 @@ def decode_attention(q: np.ndarray | torch.Tensor, cache: KVCache, scheme: Compr
     plan = plan_for(cache)
     qg = torch.from_numpy(np.ascontiguousarray(qn, np.float32)).view(hkv, g, d)  # [Hkv, g, D]
     s_c = plan.scores(qg)  # [Hkv, g, Tc]
-    # dense part: numpy einsum is the fastest dense GEMV measured on this CPU (torch bmm and numpy matmul are
-    # 1.5-2x slower for these shapes; see benchmarks/kernels.py)
+    # dense part: numpy einsum was the fastest dense GEMV for [32, 4096, 128] on this 2-core CPU (torch bmm about
+    # 1.5-2x slower, per-head torch.mv about 1.3x, numpy matmul far slower; measured 2026-11-23 while benchmarking)
     s_r = torch.from_numpy(np.einsum("hjd,htd->hjt", qg.numpy(), plan.k_recent))  # [Hkv, g, Tr]
     s = torch.cat([s_c, s_r], dim=2).to(torch.float64) * scale  # [Hkv, g, T]
     mask = torch.from_numpy(attended_mask(n, sink, window))
