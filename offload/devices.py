@@ -54,11 +54,24 @@ def finish_time(start: float, work_s: float, windows: list[tuple[float, float, f
     return t + left
 
 
-class Channel:
-    """A link or engine with `members` parallel units, each with a calendar of busy intervals."""
+def work_between(t0: float, t1: float, windows: list[tuple[float, float, float]]) -> float:
+    """Full-speed seconds of work a member does in [t0, t1) under piecewise speed `windows`."""
+    done = t1 - t0
+    for a, b, f in windows:
+        lo, hi = max(a, t0), min(b, t1)
+        if hi > lo:
+            done -= (hi - lo) * (1 - f)
+    return done
 
-    def __init__(self, name: str, members: int, latency_s: float) -> None:
-        self.name, self.members, self.latency_s = name, members, latency_s
+
+class Channel:
+    """A link or engine with `members` parallel units, each with a calendar of busy intervals.
+
+    ``splittable`` (links): a piece may be cut to fill idle gaps, as a DMA transfer is cut into packets that
+    interleave with other transfers. Engines (GPU kernels, FPGA, CPU) run a piece without interruption."""
+
+    def __init__(self, name: str, members: int, latency_s: float, splittable: bool = False) -> None:
+        self.name, self.members, self.latency_s, self.splittable = name, members, latency_s, splittable
         self.calendar: list[list[tuple[float, float]]] = [[] for _ in range(members)]
         self.windows: list[list[tuple[float, float, float]]] = [[] for _ in range(members)]
         self.busy_s = [0.0] * members
@@ -85,6 +98,33 @@ class Channel:
                 k += 1
             if k:
                 del cal[:k]
+
+    def _place_split(self, m: int, earliest: float, work_s: float) -> tuple[float, float]:
+        """Fill idle gaps from `earliest` on until `work_s` is done; returns (busy seconds, end)."""
+        cal, win = self.calendar[m], self.windows[m]
+        t, left, busy = earliest, work_s, 0.0
+        i = 0
+        while i < len(cal) and left > 0:
+            a, b = cal[i]
+            if b <= t:
+                i += 1
+                continue
+            if a > t:  # an idle gap [t, a)
+                cap = work_between(t, a, win) if win else a - t
+                if cap >= left:
+                    break
+                cal.insert(i, (t, a))
+                busy += a - t
+                left -= cap
+                i += 1
+            t = max(t, b)
+            i += 1
+        if left <= 0:
+            return busy, t
+        stop = finish_time(t, left, win) if win else t + left
+        if stop > t:
+            cal.insert(i, (t, stop))
+        return busy + stop - t, stop
 
     def _place(self, m: int, earliest: float, work_s: float) -> tuple[float, float]:
         cal, win = self.calendar[m], self.windows[m]
@@ -114,8 +154,12 @@ class Channel:
         end = earliest
         self.pieces += 1
         for m in range(self.members):
-            start, stop = self._place(m, earliest, work_s)
-            self.busy_s[m] += stop - start
+            if self.splittable:
+                busy, stop = self._place_split(m, earliest, work_s)
+            else:
+                start, stop = self._place(m, earliest, work_s)
+                busy = stop - start
+            self.busy_s[m] += busy
             end = max(end, stop)
         return end + self.latency_s
 

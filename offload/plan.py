@@ -97,6 +97,8 @@ def channels(platform: "Platform") -> dict[str, ChannelSpec]:
         "pcie_h2d": ChannelSpec("pcie_h2d", "link", 1, link.latency_s, link.bytes_per_s),
         "pcie_d2h": ChannelSpec("pcie_d2h", "link", 1, link.latency_s, link.bytes_per_s),
     }
+    host = platform.host
+    out["cpu"] = ChannelSpec("cpu", "compute", 1, 0.0, host.cpu_flops_per_s * host.cpu_attention_efficiency)
     if platform.ssd is not None:
         s = platform.ssd
         lat = s.latency_s + s.link.latency_s
@@ -232,6 +234,8 @@ class FlexGenPlanner(Planner):
     store_hidden(j-1); sync()   -- the overlap across steps is done by the executor (sim or cost model)."""
 
     def _plan(self, phase: str, context: int, first: bool, last: bool) -> StepPlan:
+        if self.pol.cpu_attention and phase == "decode":
+            return self._decode_cpu_attention(context, first, last)
         wl, p = self.wl, self.pol
         B = wl.batch
         W = wl.layer_weight_bytes
@@ -262,6 +266,69 @@ class FlexGenPlanner(Planner):
             compute = (Route("compute", compute[0].hops,
                              effects=compute[0].effects + ((Effect("gpu", "write", off),) if off > 0 else ())),)
             store += self.put("store_hidden", hid * p.act_cpu, hid * p.act_disk)
+        return StepPlan(tuple(load), compute, tuple(store))
+
+
+    def cpu(self, flops: float, dram_bytes: float) -> Use:
+        """CPU attention: roofline of FLOPs and host-DRAM traffic at the host's attention efficiency."""
+        h = self.platform.host
+        eff = h.cpu_attention_efficiency
+        return Use("cpu", max(flops / (h.cpu_flops_per_s * eff), dram_bytes / (h.dram_bandwidth_bytes_per_s * eff)),
+                   flops=flops)
+
+    def _decode_cpu_attention(self, context: int, first: bool, last: bool) -> StepPlan:
+        """FlexGen with CPU delegation, decode: load_weight; load the disk share of the cache into DRAM;
+        GPU: QKV (+ attention over the GPU share) -> q, k, v to the CPU -> CPU attention over the CPU+disk share ->
+        output to the GPU -> GPU: the rest of the layer (pipelined over GPU batches); store the disk share."""
+        wl, p, m = self.wl, self.pol, self.wl.model
+        B, n = wl.batch, p.num_gpu_batches
+        W = wl.layer_weight_bytes
+        hid = wl.hidden_bytes(B)
+        kv_read = wl.layer_kv_bytes(context)
+        delta = wl.layer_kv_bytes(context + 1) - kv_read
+        off = p.kv_cpu + p.kv_disk
+        load = self.fetch("load_weights", W * p.w_cpu, W * p.w_disk)
+        if not first:
+            load += self.fetch("load_hidden", hid * p.act_cpu, hid * p.act_disk, free_at_source=True)
+        disk = kv_read * p.kv_disk
+        if disk > 0:
+            load.append(Route("load_cache[disk->cpu]", (Hop((self.link("disk_read", disk),)),),
+                              chunks=p.route_chunks, effects=(Effect("disk", "read", disk), Effect("cpu", "write",
+                                                                                                   disk))))
+        attended = wl.scheme.kv_attended_tokens(m, context)
+        qkv = ("q_proj", "k_proj", "v_proj")
+        pre_flops = wl.layer_linear_flops(B, qkv) + wl.decode_attention_flops(B, attended * p.kv_gpu)
+        pre_mem = wl.qkv_weight_bytes * n + kv_read * p.kv_gpu + hid
+        post_flops, post_mem = self._layer_weights_and_linear(B, last)
+        post_flops -= wl.layer_linear_flops(B, qkv)
+        post_mem -= wl.qkv_weight_bytes * n
+        up = wl.fp16_vector_bytes(B, m.q_dim + 2 * m.kv_dim)
+        down = wl.fp16_vector_bytes(B, m.q_dim)
+        cpu_use = self.cpu(wl.decode_attention_flops(B, attended * off), kv_read * off)
+        chain = (Hop((self.gpu(pre_flops, pre_mem, n),)), Hop((self.link("pcie_d2h", up),)), Hop((cpu_use,)),
+                 Hop((self.link("pcie_h2d", down),)), Hop((self.gpu(post_flops, post_mem, n),)))
+        fetched = W * (1 - p.w_gpu) + (0 if first else hid * (1 - p.act_gpu))
+        eff = [Effect("cpu", "read", kv_read * p.kv_cpu)]
+        if disk > 0:
+            eff.append(Effect("cpu", "free", disk))  # the staged disk share is consumed
+        if fetched > 0:
+            eff.append(Effect("gpu", "free", fetched))
+        store: list[Route] = []
+        if delta >= 0:
+            eff += [Effect("gpu", "write", delta * p.kv_gpu), Effect("cpu", "write", delta * off)]
+            if delta * p.kv_disk > 0:
+                store.append(Route("store_cache[cpu->disk]", (Hop((self.link("disk_write", delta * p.kv_disk),)),),
+                                   chunks=p.route_chunks,
+                                   effects=(Effect("cpu", "free", delta * p.kv_disk),
+                                            Effect("disk", "write", delta * p.kv_disk))))
+        else:
+            store += self.store_kv("store_cache", delta, p.kv_gpu, p.kv_cpu, p.kv_disk)[0]
+        if not last:
+            offh = hid * (1 - p.act_gpu)
+            if offh > 0:
+                eff.append(Effect("gpu", "write", offh))
+            store += self.put("store_hidden", hid * p.act_cpu, hid * p.act_disk)
+        compute = (Route("compute[cpu-attention]", chain, chunks=n, effects=tuple(eff)),)
         return StepPlan(tuple(load), compute, tuple(store))
 
 
@@ -360,9 +427,6 @@ class InstInferPlanner(Planner):
         pages_touched = 1.0 - (1.0 - p.topk_fraction) ** units_per_page
         return approx + kv * pages_touched
 
-    def initial_residency(self) -> dict[str, float]:
-        return super().initial_residency()
-
     def expected_final_kv(self) -> dict[str, float]:
         kv = self.wl.kv_total_bytes(self.wl.final_context)
         return {"gpu": 0.0, "cpu": 0.0, "disk": 0.0, "csd": kv * (1 + self.k_copy)}
@@ -448,10 +512,12 @@ def footprint(platform: "Platform", workload: "Workload", policy: "Policy") -> d
     abstracts = 0.0
     if p.kind == "leoam":
         abstracts = LeoAMPlanner(platform, workload, policy).abstract_bytes(wl.final_context) * m.num_layers
+    gpu_kv_buf = 0.0 if p.cpu_attention else 2 * layer_kv * (1 - p.kv_gpu)  # CPU delegation: no cache to the GPU
+    cpu_kv_buf = 2 * layer_kv * p.kv_disk if p.cpu_attention else 0.0  # the disk share staged in DRAM
     gpu = (wl.resident_weight_bytes + blocks * p.w_gpu + kv_final * p.kv_gpu
-           + 2 * wl.layer_weight_bytes * (1 - p.w_gpu) + 2 * layer_kv * (1 - p.kv_gpu)
+           + 2 * wl.layer_weight_bytes * (1 - p.w_gpu) + gpu_kv_buf
            + hid_prefill * (1 + p.act_gpu) + prefill_ws)
-    return {"gpu": gpu, "cpu": blocks * p.w_cpu + kv_final * p.kv_cpu + hid_prefill * p.act_cpu,
+    return {"gpu": gpu, "cpu": blocks * p.w_cpu + kv_final * p.kv_cpu + hid_prefill * p.act_cpu + cpu_kv_buf,
             "disk": blocks * p.w_disk + kv_final * p.kv_disk + hid_prefill * p.act_disk + abstracts, "csd": 0.0}
 
 

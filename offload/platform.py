@@ -55,6 +55,8 @@ class HostSpec:
     dram_bytes: int = field(metadata=rng(gt=0))
     dram_reserved_bytes: int = field(metadata=rng(ge=0))  # OS, framework, pinned staging buffers
     dram_bandwidth_bytes_per_s: float = field(metadata=rng(gt=0))
+    cpu_flops_per_s: float = field(metadata=rng(gt=0))  # peak fp32, all cores
+    cpu_attention_efficiency: float = field(metadata=rng(gt=0, le=1))  # of DRAM bandwidth and FLOPs, CPU attention
 
     @property
     def usable_bytes(self) -> int:

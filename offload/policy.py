@@ -4,7 +4,9 @@ Placement fractions follow FlexGen (Sheng et al., ICML'23, Sec. 4): weights (w),
 (act) are split over GPU / CPU (host DRAM) / disk; the disk share is what the GPU and CPU shares leave. A block of
 ``num_gpu_batches`` GPU batches of ``gpu_batch_size`` sequences is processed layer by layer (the zig-zag order).
 
-* ``flexgen``: load weights, load cache, compute on the GPU, store cache -- overlapped across layer steps.
+* ``flexgen``: load weights, load cache, compute on the GPU, store cache -- overlapped across layer steps. With
+  ``cpu_attention`` (FlexGen's CPU delegation) decode attention over the CPU and disk share of the cache runs on the
+  CPU: only queries, fresh K/V rows and attention outputs cross PCIe; the disk share is read into host DRAM.
 * ``leoam``: the KV cache is cut into chunks of ``chunk_tokens`` tokens; a small abstract per chunk (the element-wise
   min and max of its keys, kept on disk) is read first, scored on the GPU, and only the ``load_fraction`` of the
   offloaded chunks with the highest scores are loaded (LeoAM, arXiv 2506.20187, with fixed-size chunks).
@@ -49,6 +51,7 @@ class Policy:
     act_gpu: float = field(default=1.0, metadata=rng(ge=0, le=1))
     act_cpu: float = field(default=0.0, metadata=rng(ge=0, le=1))
     overlap: bool = True  # FlexGen: overlap load(next) / compute(this) / store(previous)
+    cpu_attention: bool = False  # FlexGen's CPU delegation: decode attention over the CPU/disk KV share on the CPU
     route_chunks: int = field(default=8, metadata=rng(ge=1))  # pieces a multi-hop transfer is pipelined in
     # LeoAM
     chunk_tokens: int = field(default=64, metadata=rng(ge=1))
@@ -70,6 +73,9 @@ class Policy:
         if self.kind != "instinfer" and (self.topk_fraction != 1.0 or self.topr_channels):
             raise SpecError(f"policy {self.kind}: topk_fraction/topr_channels are InstInfer (SparF) settings; "
                             "remove them or use kind instinfer")
+        if self.kind != "flexgen" and self.cpu_attention:
+            raise SpecError(f"policy {self.kind}: cpu_attention is FlexGen's CPU delegation; remove it or use kind "
+                            "flexgen")
         if self.kind != "leoam" and self.load_fraction != 1.0:
             raise SpecError(f"policy {self.kind}: load_fraction is a LeoAM setting; remove it or use kind leoam")
         if self.kind == "instinfer" and self.topk_fraction < 1 and self.topr_channels == 0:
@@ -106,6 +112,8 @@ class Policy:
                 f"w={pct(self.w_gpu)}/{pct(self.w_cpu)}/{pct(self.w_disk)} "
                 f"kv={pct(self.kv_gpu)}/{pct(self.kv_cpu)}/{pct(self.kv_disk)} "
                 f"act={pct(self.act_gpu)}/{pct(self.act_cpu)}/{pct(self.act_disk)}")
+        if self.cpu_attention:
+            text += " cpu-attention"
         if self.kind == "leoam":
             text += f" chunk={self.chunk_tokens} load={self.load_fraction:g}"
         if self.kind == "instinfer":

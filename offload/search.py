@@ -4,8 +4,8 @@ FlexGen (Sheng et al., ICML'23, Sec. 4.3) poses placement as a linear program: m
 block, T = T_prefill * l + T_decode * (n - 1) * l with each T = max(ctog, gtoc, dtoc, ctod, comp) -- linear in the
 fractions (wg, wc, cg, cc, hg, hc) -- subject to the GPU, CPU and disk capacities, for each choice of GPU batch size
 and number of GPU batches. The decision space is small, so instead of an LP solver we enumerate it: the fractions on a
-grid (weights in steps of 1/4, KV cache in steps of 1/10, activations all on GPU or all on CPU), every split of the
-batch into GPU batches, then refine the KV split in steps of 1/50 around the best point. Each candidate is priced by
+grid (weights in steps of 1/4, KV cache in steps of 1/10, activations all on GPU or all on CPU), decode attention on
+the GPU or delegated to the CPU, every split of the batch into GPU batches, then refine the KV split in steps of 1/50 around the best point. Each candidate is priced by
 the analytical cost model (`offload.cost`) on the same plans the simulation runs: one prefill step and one decode step
 at the mean context, times the number of layers and tokens.
 """
@@ -56,8 +56,10 @@ def _grid(step: float, lo: float = 0.0, hi: float = 1.0) -> list[float]:
     return [round(lo + i * step, 10) for i in range(n + 1)]
 
 
-def search_flexgen(platform: "Platform", workload: "Workload", max_gpu_batches: int = 16) -> SearchResult:
-    """The cheapest feasible FlexGen policy for `workload` on `platform`. SpecError if none fits."""
+def search_flexgen(platform: "Platform", workload: "Workload", max_gpu_batches: int = 16,
+                   cpu_attention: tuple[bool, ...] = (False, True)) -> SearchResult:
+    """The cheapest feasible FlexGen policy for `workload` on `platform`. SpecError if none fits.
+    `cpu_attention` lists the choices of FlexGen's CPU delegation the search may take."""
     cap = capacities(platform)
     ch = channels(platform)
     splits = [n for n in range(1, max_gpu_batches + 1) if workload.batch % n == 0]
@@ -86,8 +88,10 @@ def search_flexgen(platform: "Platform", workload: "Workload", max_gpu_batches: 
                         if cg + cc > 1 + 1e-9:
                             continue
                         for hg, hc in ((1.0, 0.0), (0.0, 1.0)):
-                            consider(Policy("flexgen", gpu_batch_size=workload.batch // n, num_gpu_batches=n,
-                                            w_gpu=wg, w_cpu=wc, kv_gpu=cg, kv_cpu=cc, act_gpu=hg, act_cpu=hc))
+                            for ca in cpu_attention:
+                                consider(Policy("flexgen", gpu_batch_size=workload.batch // n, num_gpu_batches=n,
+                                                w_gpu=wg, w_cpu=wc, kv_gpu=cg, kv_cpu=cc, act_gpu=hg, act_cpu=hc,
+                                                cpu_attention=ca))
     if best is None:
         raise SpecError(f"no FlexGen placement of {workload.model.name} (batch {workload.batch}, context "
                         f"{workload.final_context}) fits platform {platform.name!r}; lower the batch or the context, "

@@ -38,7 +38,8 @@ class _Sim:
         check_fits(platform, workload, policy)
         self.platform, self.wl, self.pol = platform, workload, policy
         self.specs = channels(platform)
-        self.chans = {n: Channel(n, c.members, c.latency_s) for n, c in self.specs.items()}
+        self.chans = {n: Channel(n, c.members, c.latency_s, splittable=c.kind == "link")
+                      for n, c in self.specs.items()}
         for sd in slowdowns:
             if sd.channel not in self.chans:
                 from hwsim.errors import SpecError

@@ -20,7 +20,8 @@ FAST_GPU = dict(name="fastgpu", kind="gpu", description="test GPU", freq_hz=1e9,
 def _platform(gpu_path: str, with_csd: bool) -> dict:
     d = dict(name="tinybox", description="test platform", gpu=gpu_path, gpu_reserved_bytes=0,
              gpu_kernel_overhead_s=1e-3, gpu_link=dict(generation=4, lanes=16, efficiency=0.5, latency_s=1e-5),
-             host=dict(cpu="test", dram_bytes=10**11, dram_reserved_bytes=0, dram_bandwidth_bytes_per_s=1e11),
+             host=dict(cpu="test", dram_bytes=10**11, dram_reserved_bytes=0, dram_bandwidth_bytes_per_s=1e11,
+                       cpu_flops_per_s=1e12, cpu_attention_efficiency=0.5),
              ssd=dict(model="test ssd", count=2, capacity_bytes=10**12, read_bytes_per_s=1e9, write_bytes_per_s=5e8,
                       latency_s=1e-4, queue_depth=32, link=dict(generation=4, lanes=4, efficiency=0.9, latency_s=0.0)))
     if with_csd:

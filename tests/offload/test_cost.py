@@ -17,6 +17,8 @@ UNCONTENDED = {
                                             kv_cpu=0.0)),
     "flexgen-sequential": ("a6000-ssd", Policy("flexgen", gpu_batch_size=32, num_gpu_batches=2, kv_gpu=0.2,
                                                kv_cpu=0.8, overlap=False)),
+    "flexgen-cpu-attention": ("a6000-ssd", Policy("flexgen", gpu_batch_size=16, num_gpu_batches=4, kv_gpu=0.2,
+                                                  kv_cpu=0.8, cpu_attention=True)),
     "instinfer-sparse": ("a6000-csd", Policy("instinfer", gpu_batch_size=32, num_gpu_batches=2, topk_fraction=0.125,
                                              topr_channels=16)),
     "instinfer-dense": ("a6000-csd", Policy("instinfer", gpu_batch_size=64)),

@@ -62,3 +62,15 @@ def test_store_counts_and_conserves():
     s.apply("free", 20.0)
     assert (s.resident_bytes, s.peak_bytes, s.written_bytes, s.read_bytes, s.freed_bytes) == (20.0, 40.0, 30.0, 5.0,
                                                                                               20.0)
+
+
+def test_a_link_cuts_a_transfer_to_fill_gaps():
+    ch = Channel("link", members=1, latency_s=0.0, splittable=True)
+    ch.book(2.0, 1.0)  # [2, 3)
+    assert ch.book(0.0, 3.0) == 4.0  # 2 s in [0, 2), 1 s in [3, 4)
+    assert ch.busy_s == [4.0]
+    assert ch.calendar == [[(0.0, 2.0), (2.0, 3.0), (3.0, 4.0)]]
+    slow = Channel("drive", members=1, latency_s=0.0, splittable=True)
+    slow.add_slowdown(Slowdown("drive", 0.0, 2.0, 0.5))
+    slow.book(2.0, 1.0)  # [2, 3)
+    assert slow.book(0.0, 2.0) == pytest.approx(4.0)  # 1 s of work in [0, 2) at half speed, 1 s in [3, 4)

@@ -19,6 +19,8 @@ def test_policy_specific_settings_are_checked():
         Policy("instinfer", gpu_batch_size=8, kv_gpu=0.1)
     with pytest.raises(SpecError, match="topk_fraction/topr_channels are InstInfer"):
         Policy("flexgen", gpu_batch_size=8, topk_fraction=0.5)
+    with pytest.raises(SpecError, match="cpu_attention is FlexGen's CPU delegation"):
+        Policy("leoam", gpu_batch_size=8, cpu_attention=True)
     with pytest.raises(SpecError, match="load_fraction is a LeoAM setting"):
         Policy("flexgen", gpu_batch_size=8, load_fraction=0.5)
     with pytest.raises(SpecError, match="needs topr_channels >= 1"):

@@ -68,6 +68,9 @@ CASES = {
     "flexgen-all-tiers": ("a6000-ssd", Policy("flexgen", gpu_batch_size=4, num_gpu_batches=2, w_gpu=0.5, w_cpu=0.25,
                                               kv_gpu=0.2, kv_cpu=0.5, act_gpu=0.0, act_cpu=0.5)),
     "flexgen-no-overlap": ("a6000-ssd", Policy("flexgen", gpu_batch_size=8, kv_gpu=0.3, kv_cpu=0.3, overlap=False)),
+    "flexgen-cpu-attention": ("a6000-ssd", Policy("flexgen", gpu_batch_size=4, num_gpu_batches=2, w_gpu=0.75,
+                                                  w_cpu=0.25, kv_gpu=0.2, kv_cpu=0.5, act_gpu=0.5, act_cpu=0.5,
+                                                  cpu_attention=True)),
     "leoam": ("a6000-ssd", Policy("leoam", gpu_batch_size=8, kv_gpu=0.1, kv_cpu=0.5, load_fraction=0.25)),
     "instinfer-sparse": ("a6000-csd", Policy("instinfer", gpu_batch_size=4, num_gpu_batches=2, topk_fraction=0.125,
                                              topr_channels=16)),
@@ -136,3 +139,21 @@ def test_event_count_is_bounded_by_layer_steps():
     b = simulate(plat, Workload.make("opt-13b", batch=8, prompt_len=1024, gen_len=20), pol)
     assert a.events == b.events  # 16x the context, same events
     assert a.events < 20 * 40 * 12
+
+
+def test_cpu_attention_keeps_the_cpu_cache_share_off_pcie():
+    plat = get_platform("a6000-ssd")
+    wl = Workload.make("opt-13b", batch=8, prompt_len=64, gen_len=8)
+    base = Policy("flexgen", gpu_batch_size=8, kv_gpu=0.0, kv_cpu=1.0)
+    gpu_att = simulate(plat, wl, base)
+    cpu_att = simulate(plat, wl, base.replace(cpu_attention=True))
+    m, L = wl.model, wl.model.num_layers
+    steps = (wl.gen_len - 1) * L
+    # only the attention outputs come back to the GPU; q and the fresh k, v rows go to the CPU
+    assert cpu_att.bytes_moved["pcie_h2d"] == pytest.approx(steps * 8 * m.q_dim * 2, rel=1e-12)
+    prefill_kv = wl.kv_total_bytes(wl.prompt_len)
+    assert cpu_att.bytes_moved["pcie_d2h"] == pytest.approx(prefill_kv + steps * 8 * (m.q_dim + 2 * m.kv_dim) * 2,
+                                                            rel=1e-12)
+    assert gpu_att.bytes_moved["pcie_h2d"] > 10 * cpu_att.bytes_moved["pcie_h2d"]
+    assert cpu_att.busy_s["cpu"] > 0 and gpu_att.busy_s["cpu"] == 0
+    assert cpu_att.stores["cpu"].resident_bytes == pytest.approx(wl.kv_total_bytes(wl.final_context), rel=1e-9)
