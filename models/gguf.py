@@ -16,7 +16,7 @@ import numpy as np
 
 from hwsim.errors import FormatError
 
-__all__ = ["GGUFModel", "read_gguf", "unpermute_qk"]
+__all__ = ["GGUFModel", "read_gguf", "read_gguf_metadata", "unpermute_qk"]
 
 
 @dataclass(frozen=True)
@@ -67,17 +67,29 @@ def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, rows // n_head // 2, 2, cols).swapaxes(1, 2).reshape(rows, cols)
 
 
+def _reader(path: Path):
+    import gguf
+
+    if not path.is_file():
+        raise FormatError(f"GGUF file {path} does not exist; pass the path of a .gguf model file")
+    try:
+        return gguf.GGUFReader(str(path))
+    except Exception as exc:  # the reader raises assorted errors on bad files
+        raise FormatError(f"{path} is not a readable GGUF file ({exc}); re-download or re-install the model") from exc
+
+
+def read_gguf_metadata(path: str | Path) -> dict:
+    """Only the metadata of a GGUF file (no tensor is dequantized)."""
+    reader = _reader(Path(path))
+    return {name: _field_value(f) for name, f in reader.fields.items()}
+
+
 def read_gguf(path: str | Path, *, unpermute: bool = True) -> GGUFModel:
     """Read and dequantize every tensor of a GGUF file (fp32), undoing the q/k permutation of llama models."""
     import gguf
 
     path = Path(path)
-    if not path.is_file():
-        raise FormatError(f"GGUF file {path} does not exist; pass the path of a .gguf model file")
-    try:
-        reader = gguf.GGUFReader(str(path))
-    except Exception as exc:  # the reader raises assorted errors on bad files
-        raise FormatError(f"{path} is not a readable GGUF file ({exc}); re-download or re-install the model") from exc
+    reader = _reader(path)
     metadata = {name: _field_value(f) for name, f in reader.fields.items()}
     arch = metadata.get("general.architecture", "llama")
     n_head = metadata.get(f"{arch}.attention.head_count")

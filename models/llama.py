@@ -8,6 +8,8 @@ Made to be compressed. Every projection is an `nn.Module` attribute (`q_proj`, `
   values the cache gives back for the compressed part, and `compressed_mask(T)` says, for query i and key j, whether
   key j is read from the compressed store when token i is decoded (the newest tokens stay dense). Attention is then
   evaluated exactly as token-by-token decoding against that cache would compute it, in one parallel pass.
+- `attn_impl`: replaces the whole attention computation: (q [B, H, T, D], k, v [B, Hkv, T, D] after RoPE, layer)
+  -> [B, H, T, D] (used to run the reference decode kernels over packed caches).
 - `attn_mask_fn`: a function (T, device) -> bool [T, T] of allowed (query, key) pairs, e.g. the Λ mask (sinks + local
   window, LM-Infinite). It replaces the plain causal mask and must be a subset of it.
 
@@ -46,6 +48,21 @@ class LlamaConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    @classmethod
+    def from_spec(cls, spec) -> "LlamaConfig":
+        """From a models.spec.ModelSpec of the llama family (SwiGLU, RMSNorm, RoPE)."""
+        from hwsim.errors import SpecError
+
+        if spec.ffn_type != "swiglu" or spec.norm != "rmsnorm" or spec.positional != "rope":
+            raise SpecError(f"model {spec.name!r} is not Llama-like (SwiGLU + RMSNorm + RoPE); models.llama "
+                            "cannot run it")
+        if spec.head_dim * spec.num_heads != spec.hidden_size:
+            raise SpecError(f"model {spec.name!r}: head_dim * num_heads != hidden_size is not supported")
+        return cls(n_layers=spec.num_layers, d_model=spec.hidden_size, n_heads=spec.num_heads,
+                   n_kv_heads=spec.num_kv_heads, d_ff=spec.ffn_hidden_size, vocab_size=spec.vocab_size,
+                   rope_theta=float(spec.rope_theta or 10000.0), norm_eps=spec.norm_eps,
+                   max_seq_len=spec.max_position_embeddings, tie_embeddings=spec.tied_embeddings)
 
 
 class KVCodec(Protocol):
@@ -105,6 +122,7 @@ class Attention(nn.Module):
         self.kv_codec: KVCodec | None = None
         self.attn_mask_fn: Callable[[int, torch.device], torch.Tensor] | None = None
         self.kv_observer: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None
+        self.attn_impl: Callable[..., torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
@@ -116,6 +134,9 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if self.kv_observer is not None:
             self.kv_observer(self.layer, k, v)
+        if self.attn_impl is not None:  # e.g. token-by-token decode attention over a packed cache
+            out = self.attn_impl(q, k, v, self.layer)  # [B, H, T, D]
+            return self.o_proj(out.transpose(1, 2).reshape(b, t, h * hd))
         allowed = self.attn_mask_fn(t, x.device) if self.attn_mask_fn is not None else causal_mask(t, x.device)
         rep = h // hkv
         scale = 1.0 / math.sqrt(hd)

