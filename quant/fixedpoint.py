@@ -50,7 +50,7 @@ token ``ne = (Mnew << F) - X_t >= 0``, ``i = ne >> F``, ``r = (ne >> (F - 5)) & 
 to 5 bits) and::
 
     p_t = (EXP2_TABLE[r] + ((1 << min(i, 9)) >> 1)) >> min(i, 9)          # uint8, 0..252
-    EXP2_TABLE[r] = floor(255 * 2^(-(r + 0.5) / 32) + 0.5)                # 32 entries, 128..252
+    EXP2_TABLE[r] = floor(255 * 2^(-(r + 0.5) / 32) + 0.5)                # 32 entries, 129..252
 
 i.e. 2^(-ne/2^F) * 255 with the integer part as a rounded right shift (round half up) and the fraction from
 a 32-entry table sampled at the bucket midpoints. ``l += sum_t p_t`` (uint28), and for each selected token
@@ -59,7 +59,7 @@ and channel c in V tile g: ``acc[c] += p'[t, g] * v[t, c]`` (int4 x uint8 produc
 Final normalisation
 -------------------
 ``Q = floor(2^44 / l)`` (a 38-bit restoring division; ``l >= 128`` always holds because the block that sets
-``M`` contains a token with ``i = 0`` and ``p >= 128``), then
+``M`` contains a token with ``i = 0`` and ``p >= 129``), then
 ``o[c] = clip((acc[c] * Q + 2^35) >> 36, -32768, 32767)`` (round half up; ``o`` is int16 with OF = 8
 fractional bits, in units of ``sv_max * 256/255``).
 
