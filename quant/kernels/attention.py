@@ -8,8 +8,8 @@ The cache holds tokens 0..T-1 (the current token's K/V already appended, so the 
 Kernels (float32 arithmetic on the cache's exact dequantized values, softmax in float64):
 * DenseKV: GEMV (numpy einsum) on an fp32 copy made once per cache object (CPUs have no fast fp16 GEMV; converting
   the fp16 cache every step costs more than the attention itself).
-* QuantKV: each call unpacks the int codes (int8 shift pairs, one pass per lane) straight to float32, folds the
-  per-channel K scales into q (and per-token V scales into p when a group spans head_dim), then batched GEMV.
+* QuantKV: each call unpacks the int codes lane by lane (int8 shift pair -> float32, contiguous per lane), folds the
+  per-channel K scales into q (and per-token V scales into p when a group spans head_dim), then batched GEMVs.
 * BitmapKV (fp16 or int values): a real sparse kernel. Once per cache object the bitmap tiles are decoded into two
   CSR matrices holding only the kept elements (dequantized fp32 values, int32 indices); each call is then two sparse
   matrix-vector products (MKL SpMV via torch.mv): scores = K_csr[(h, t), (h, d)] @ q and
@@ -109,63 +109,73 @@ class _DensePlan(_Plan):
         return p.new_zeros(p.shape[0], p.shape[1], self.k_recent.shape[2])
 
 
-def _unpack_to_float(packed: torch.Tensor, bits: int) -> torch.Tensor:
-    """uint8 [..., nbytes] of LSB-first two's complement codes -> float32 [..., nbytes * 8 / bits].
-
-    Lane i of a byte is sign-extended with an int8 shift pair: (x << (8 - bits*(i+1))) >> (8 - bits), written
-    straight into the float output (one pass per lane over the packed bytes; loops over the <= 4 lanes only)."""
-    x8 = packed.view(torch.int8)
+def _lane(x8: torch.Tensor, i: int, bits: int) -> torch.Tensor:
+    """Lane i (bits [i*bits, (i+1)*bits)) of every byte of int8 `x8`, sign-extended, as float32."""
     if bits == 8:
         return x8.to(torch.float32)
-    per = 8 // bits
-    out = torch.empty(*packed.shape, per, dtype=torch.float32)
-    for i in range(per):
-        left = 8 - bits * (i + 1)
-        out[..., i] = ((x8 << left) if left else x8) >> (8 - bits)
-    return out.flatten(-2)
+    left = 8 - bits * (i + 1)
+    return (((x8 << left) if left else x8) >> (8 - bits)).to(torch.float32)
 
 
 @dataclass
 class _QuantPlan(_Plan):
+    """Per call: lane i of each packed byte holds elements i, i+per, i+2*per... (per = 8 / bits) of a K channel row
+    (tokens) or a V token row (channels), so each lane is unpacked contiguously (int8 shift pair -> float32) and
+    multiplied on its own; only the small score / output tensors are interleaved. Per-channel K scales fold into q;
+    per-token V scales fold into p when one group spans head_dim, else they multiply the unpacked lane."""
+
     c: Any = None  # the QuantKV
 
     def __post_init__(self) -> None:
         c = self.c
         g = c.group_size
-        self.kq, self.vq = torch.from_numpy(c.kq), torch.from_numpy(c.vq)
+        self.per = 8 // c.bits
+        if c.head_dim % self.per:
+            raise SpecError(f"KV{c.bits} kernel needs head_dim divisible by {self.per}, got {c.head_dim}")
+        self.kq = torch.from_numpy(c.kq).view(torch.int8)
+        self.vq = torch.from_numpy(c.vq).view(torch.int8)
         ks, vs = torch.from_numpy(c.ks.astype(np.float32)), torch.from_numpy(c.vs.astype(np.float32))
-        # one K scale per channel per chunk (group >= 64 tokens) folds into q; otherwise expand per token
         self.ks_fold = ks[..., 0] if ks.shape[-1] == 1 else None  # [H, C, D]
         self.ks_full = None if ks.shape[-1] == 1 else ks[..., np.arange(CHUNK_TOKENS) // g]  # [H, C, D, 64]
-        # one V scale per token (group >= head_dim) folds into p; otherwise expand per channel
         self.vs_fold = vs[..., 0].reshape(c.num_heads, -1) if vs.shape[-1] == 1 else None  # [H, Tc]
         self.vs_full = (None if vs.shape[-1] == 1 else
                         vs[..., np.arange(c.head_dim) // g].reshape(c.num_heads, -1, c.head_dim))  # [H, Tc, D]
 
     def scores(self, qg):
-        c = self.c
+        c, per = self.c, self.per
         h, n, d, g = c.num_heads, c.n_chunks, c.head_dim, qg.shape[1]
         if n == 0:
             return qg.new_zeros(h, g, 0)
-        k = _unpack_to_float(self.kq, c.bits).view(h, n, d, CHUNK_TOKENS)  # integer codes, channel-major chunks
         if self.ks_fold is None:
-            k.mul_(self.ks_full)
-            qc = qg[:, None].expand(h, n, qg.shape[1], d)
+            qc = qg[:, None].expand(h, n, g, d)
         else:
             qc = qg[:, None] * self.ks_fold[:, :, None, :]  # [H, C, g, D]: q scaled per channel per chunk
-        s = torch.bmm(qc.reshape(h * n, g, d), k.view(h * n, d, CHUNK_TOKENS))  # [H*C, g, 64]
-        return s.view(h, n, g, CHUNK_TOKENS).permute(0, 2, 1, 3).reshape(h, g, c.n_compressed)
+        qc = qc.reshape(h * n, g, d)
+        kb = self.kq.view(h * n, d, CHUNK_TOKENS // per)  # byte j of a channel row: tokens per*j + i
+        lanes = []
+        for i in range(per):  # loop over the <= 4 lanes of a byte
+            k = _lane(kb, i, c.bits)  # [H*C, D, 64/per] integer codes of tokens i, i+per, ...
+            if self.ks_fold is None:
+                k.mul_(self.ks_full[..., i::per].reshape(h * n, d, -1))
+            lanes.append(torch.bmm(qc, k))  # [H*C, g, 64/per]
+        s = torch.stack(lanes, dim=-1).view(h, n, g, CHUNK_TOKENS)  # token per*j + i
+        return s.permute(0, 2, 1, 3).reshape(h, g, c.n_compressed)
 
     def apply_v(self, p):
-        c = self.c
+        c, per = self.c, self.per
+        h, g, d = c.num_heads, p.shape[1], c.head_dim
         if c.n_compressed == 0:
-            return p.new_zeros(p.shape[0], p.shape[1], c.head_dim)
-        v = _unpack_to_float(self.vq, c.bits).view(c.num_heads, c.n_compressed, c.head_dim)
-        if self.vs_fold is None:
-            v.mul_(self.vs_full)
-        else:
+            return p.new_zeros(h, g, d)
+        if self.vs_fold is not None:
             p = p * self.vs_fold[:, None, :]
-        return torch.bmm(p, v)
+        vb = self.vq.view(h, c.n_compressed, d // per)  # byte j of a token row: channels per*j + i
+        outs = []
+        for i in range(per):
+            v = _lane(vb, i, c.bits)  # [H, Tc, D/per]
+            if self.vs_fold is None:
+                v.mul_(self.vs_full[..., i::per])
+            outs.append(torch.bmm(p, v))  # [H, g, D/per]
+        return torch.stack(outs, dim=-1).reshape(h, g, d)
 
     def nbytes(self) -> int:
         return super().nbytes() + _tbytes(self.kq, self.vq) + self.c.ks.nbytes + self.c.vs.nbytes

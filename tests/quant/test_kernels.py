@@ -199,3 +199,6 @@ def test_attention_errors():
         decode_attention(np.ones((2, 8)), (np.ones((2, 5, 8)), np.ones((2, 5, 8))))
     with pytest.raises(SpecError, match="float"):
         decode_attention(np.ones((2, 8), np.int64), cache)
+    odd = QuantKV.from_float(np.ones((1, 64, 6)), np.ones((1, 64, 6)), bits=2)
+    with pytest.raises(SpecError, match="divisible by 4"):
+        decode_attention(np.ones((1, 6)), odd)
