@@ -18,18 +18,19 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hwsim.errors import SpecError
-from rtl.layouts import TILE, check_lanes, products_layout
+from rtl.layouts import checking, TILE, check_lanes, products_layout
 
 __all__ = ["Accumulator"]
 
 
 class Accumulator(wiring.Component):
     def __init__(self, *, entries: int, width: int, lanes: int):
-        if not isinstance(entries, int) or entries < TILE or entries % TILE:
-            raise SpecError(f"entries must be a positive multiple of {TILE}, got {entries!r}")
-        if not isinstance(width, int) or not 16 <= width <= 48:
-            raise SpecError(f"width must be an int in [16, 48], got {width!r}")
-        self.entries, self.width, self.lanes = entries, width, check_lanes(lanes)
+        with checking(self):
+            if not isinstance(entries, int) or entries < TILE or entries % TILE:
+                raise SpecError(f"entries must be a positive multiple of {TILE}, got {entries!r}")
+            if not isinstance(width, int) or not 16 <= width <= 48:
+                raise SpecError(f"width must be an int in [16, 48], got {width!r}")
+            self.entries, self.width, self.lanes = entries, width, check_lanes(lanes)
         lb = lanes.bit_length() - 1
         super().__init__({
             "clear": In(1),

@@ -14,14 +14,15 @@ from amaranth.hdl import Module, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl.layouts import TILE, check_lanes
+from rtl.layouts import checking, TILE, check_lanes
 
 __all__ = ["BitmapDecoder"]
 
 
 class BitmapDecoder(wiring.Component):
     def __init__(self, *, lanes: int):
-        self.lanes = check_lanes(lanes)
+        with checking(self):
+            self.lanes = check_lanes(lanes)
         self.lane_bits = lanes.bit_length() - 1
         max_beats = TILE // lanes
         super().__init__({

@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 from quant.fixedpoint import ACC_BITS, SCORE_BITS
 from rtl.accumulator import Accumulator
 from rtl.bitmap_decoder import BitmapDecoder
-from rtl.layouts import TILE, BlockHeader, OutBeat, TileHeader, check_head_dim, check_lanes, raw_values_shape
+from rtl.layouts import checking, TILE, BlockHeader, OutBeat, TileHeader, check_head_dim, check_lanes, raw_values_shape
 from rtl.mac_array import MacArray
 from rtl.normalizer import Normalizer
 from rtl.softmax import SoftmaxUnit
@@ -39,8 +39,9 @@ class AttentionEngine(wiring.Component):
     """Decode attention engine. ``head_dim``: 64 or 128; ``lanes``: MAC lanes, a power of two in [2, 64]."""
 
     def __init__(self, *, head_dim: int, lanes: int):
-        self.head_dim = check_head_dim(head_dim)
-        self.lanes = check_lanes(lanes)
+        with checking(self):
+            self.head_dim = check_head_dim(head_dim)
+            self.lanes = check_lanes(lanes)
         super().__init__({
             "blk": In(stream.Signature(BlockHeader)),
             "tile": In(stream.Signature(TileHeader)),

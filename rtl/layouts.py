@@ -17,13 +17,15 @@ software encoder (rtl/streams.py) builds the same integers the Verilog ports car
 """
 
 
+from contextlib import contextmanager
+
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 
 from hwsim.errors import SpecError
 
 __all__ = ["TILE", "BlockHeader", "TileHeader", "OutBeat", "raw_values_shape", "values_layout",
-           "products_layout", "check_lanes", "check_head_dim", "PROD_BITS", "MULT_BITS"]
+           "products_layout", "checking", "check_lanes", "check_head_dim", "PROD_BITS", "MULT_BITS"]
 
 TILE = 64
 MULT_BITS = 9  # lane multiplicand: int8 (K) or uint8 (V) as signed 9
@@ -60,6 +62,17 @@ def values_layout(lanes: int) -> data.ArrayLayout:
 
 def products_layout(lanes: int) -> data.ArrayLayout:
     return data.ArrayLayout(signed(PROD_BITS), lanes)
+
+
+@contextmanager
+def checking(component):
+    """Run a constructor's parameter checks; a rejected component is marked used, so Amaranth does not also
+    warn that it was never elaborated."""
+    try:
+        yield
+    except SpecError:
+        component._MustUse__used = True
+        raise
 
 
 def check_lanes(lanes) -> int:

@@ -11,14 +11,15 @@ from amaranth.hdl import Module, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl.layouts import MULT_BITS, check_lanes, products_layout, values_layout
+from rtl.layouts import checking, MULT_BITS, check_lanes, products_layout, values_layout
 
 __all__ = ["MacArray"]
 
 
 class MacArray(wiring.Component):
     def __init__(self, *, lanes: int):
-        self.lanes = check_lanes(lanes)
+        with checking(self):
+            self.lanes = check_lanes(lanes)
         super().__init__({
             "a": In(values_layout(lanes)),
             "b": In(signed(MULT_BITS)),

@@ -13,14 +13,15 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from quant.fixedpoint import ACC_BITS, L_BITS, OUT_BITS, OUT_FRAC_BITS, RECIP_BITS, RECIP_SHIFT
-from rtl.layouts import OutBeat, check_head_dim
+from rtl.layouts import checking, OutBeat, check_head_dim
 
 __all__ = ["Normalizer"]
 
 
 class Normalizer(wiring.Component):
     def __init__(self, *, head_dim: int):
-        self.head_dim = check_head_dim(head_dim)
+        with checking(self):
+            self.head_dim = check_head_dim(head_dim)
         super().__init__({
             "start": In(1),
             "l": In(L_BITS),

@@ -22,7 +22,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from quant.fixedpoint import (EXP2_TABLE, EXP_FRAC_BITS, EXP_TABLE_BITS, L_BITS, SCORE_BITS, SHIFT_CLAMP)
-from rtl.layouts import TILE, check_lanes
+from rtl.layouts import checking, TILE, check_lanes
 
 __all__ = ["SoftmaxUnit", "M_BITS"]
 
@@ -31,7 +31,8 @@ M_BITS = 30
 
 class SoftmaxUnit(wiring.Component):
     def __init__(self, *, lanes: int):
-        self.lanes = check_lanes(lanes)
+        with checking(self):
+            self.lanes = check_lanes(lanes)
         super().__init__({
             "head_start": In(1),
             "blk_start": In(1),

@@ -10,14 +10,15 @@ from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl.layouts import check_lanes, raw_values_shape, values_layout
+from rtl.layouts import checking, check_lanes, raw_values_shape, values_layout
 
 __all__ = ["Unpacker"]
 
 
 class Unpacker(wiring.Component):
     def __init__(self, *, lanes: int):
-        self.lanes = check_lanes(lanes)
+        with checking(self):
+            self.lanes = check_lanes(lanes)
         super().__init__({
             "i": In(stream.Signature(raw_values_shape(lanes))),
             "o": Out(stream.Signature(values_layout(lanes))),

@@ -1,4 +1,4 @@
-"""Drive rtl.engine.AttentionEngine in Amaranth's simulator with the streams of rtl/streams.py."""
+"""Amaranth-simulator helpers of tests/rtl: component testbenches and the engine driven by rtl/streams.py."""
 
 from __future__ import annotations
 
@@ -8,6 +8,17 @@ from amaranth.sim import Simulator
 
 from rtl.engine import AttentionEngine
 from rtl.streams import decode_output, encode_head
+
+
+def run_comb(dut, testbench):
+    """Run an async testbench (ctx) against a component, with a clock for its sync parts."""
+    sim = Simulator(dut)
+    try:
+        sim.add_clock(1e-8)
+    except NameError:  # purely combinational component: no sync domain
+        pass
+    sim.add_testbench(testbench)
+    sim.run()
 
 
 def _raw(x):
