@@ -256,16 +256,17 @@ class FlexGenPlanner(Planner):
         else:
             flops += wl.decode_attention_flops(B, wl.scheme.kv_attended_tokens(wl.model, context))
         mem += kv_read + max(delta, 0.0)
+        # the loaded weights / cache / hidden states are consumed; the new K/V rows (and the hidden states the next
+        # layer will load back) are produced in GPU memory and stored by the store stage
         fetched = W * (1 - p.w_gpu) + kv_read * (1 - p.kv_gpu) + (0 if first else hid * (1 - p.act_gpu))
-        store, kv_eff = self.store_kv("store_cache", delta, p.kv_gpu, p.kv_cpu, p.kv_disk)
-        eff = [Effect("gpu", "free", fetched)] if fetched > 0 else []
-        compute = (Route("compute", (Hop((self.gpu(flops, mem, p.num_gpu_batches),)),),
-                         effects=tuple(eff + kv_eff)),)
+        store, eff = self.store_kv("store_cache", delta, p.kv_gpu, p.kv_cpu, p.kv_disk)
+        if fetched > 0:
+            eff.insert(0, Effect("gpu", "free", fetched))
         if not last:
-            off = hid * (1 - p.act_gpu)
-            compute = (Route("compute", compute[0].hops,
-                             effects=compute[0].effects + ((Effect("gpu", "write", off),) if off > 0 else ())),)
+            if hid * (1 - p.act_gpu) > 0:
+                eff.append(Effect("gpu", "write", hid * (1 - p.act_gpu)))
             store += self.put("store_hidden", hid * p.act_cpu, hid * p.act_disk)
+        compute = (Route("compute", (Hop((self.gpu(flops, mem, p.num_gpu_batches),)),), effects=tuple(eff)),)
         return StepPlan(tuple(load), compute, tuple(store))
 
 

@@ -145,10 +145,11 @@ def _simulate_with_progress(simulate, platform, workload, policy, show: bool):
 
     if not show or not sys.stderr.isatty() or workload.gen_len < 64:
         return simulate(platform, workload, policy)
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.completed}/{task.total} tokens"),
-                  TimeElapsedColumn(), transient=True) as bar:
+                  TimeElapsedColumn(), transient=True, console=Console(file=sys.stderr)) as bar:
         task = bar.add_task("sim", total=workload.gen_len)
         return simulate(platform, workload, policy, progress=lambda done, total: bar.update(task, completed=done))
 

@@ -78,3 +78,28 @@ def test_console_entry_exits_2_on_bad_input():
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["hwsim: error: unknown platform 'nope'; use one of a6000-csd, "
                                                 "a6000-ssd or a path to a platform YAML"]
+
+
+def test_progress_bar_on_a_terminal(monkeypatch):
+    import io
+
+    from hwsim.cli import cmd_offload
+    from offload import Policy, Workload, get_platform, simulate
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    fake = Tty()
+    monkeypatch.setattr("sys.stderr", fake)
+    calls = []
+
+    def spy(*a, **kw):
+        calls.append(kw.get("progress") is not None)
+        return simulate(*a, **kw)
+
+    wl = Workload.make("opt-13b", batch=8, prompt_len=64, gen_len=64)
+    res = cmd_offload._simulate_with_progress(spy, get_platform("a6000-csd"), wl,
+                                              Policy("instinfer", gpu_batch_size=8), show=True)
+    assert calls == [True] and res.requests_completed == 8
+    assert "tokens" in fake.getvalue()

@@ -157,3 +157,17 @@ def test_cpu_attention_keeps_the_cpu_cache_share_off_pcie():
     assert gpu_att.bytes_moved["pcie_h2d"] > 10 * cpu_att.bytes_moved["pcie_h2d"]
     assert cpu_att.busy_s["cpu"] > 0 and gpu_att.busy_s["cpu"] == 0
     assert cpu_att.stores["cpu"].resident_bytes == pytest.approx(wl.kv_total_bytes(wl.final_context), rel=1e-9)
+
+
+@pytest.mark.parametrize("scheme", ["w2a8kv4", "accllm"])
+@pytest.mark.parametrize("case", ["flexgen-all-tiers", "flexgen-cpu-attention", "leoam", "instinfer-sparse"])
+def test_conservation_with_compressed_and_evicting_caches(scheme, case):
+    """KV4 chunks shrink when compressed and Λ attention evicts: negative K/V deltas free bytes in every tier."""
+    plat_name, pol = CASES[case]
+    plat = get_platform(plat_name)
+    wl = Workload.make("opt-13b", batch=8, prompt_len=100, gen_len=70, scheme=scheme)
+    if scheme == "accllm":  # a short Λ window so that eviction happens inside this run
+        wl = Workload.make("opt-13b", batch=8, prompt_len=100, gen_len=70,
+                           scheme=wl.scheme.replace(attn_sink=4, attn_window=128))
+    res = simulate(plat, wl, pol)
+    _check_conservation(res, make_planner(plat, wl, pol), wl)
