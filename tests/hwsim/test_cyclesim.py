@@ -180,3 +180,19 @@ def test_measured_profile_drives_the_simulation(scheme):
     att = lambda e: next(o for o in e.decode_ops if o.name == "attention")  # noqa: E731
     assert att(sp).bytes < att(d).bytes
     assert d.tpot_s >= sp.tpot_s
+
+
+@pytest.mark.parametrize("scheme", ["accllm", "fp16"])
+def test_prefill_never_faster_than_engine_peak(scheme):
+    m, s = get_model("smollm2-135m"), get_scheme(scheme)
+    for prompt in (1, 100, 700):
+        r = Accelerator(m, U280, s).prefill(prompt)
+        density = 0.5 if s.weight_pruning == "2:4" else 1.0
+        macs = prompt * m.num_layers * sum(l.weight_elems for l in m.block_linears) * density
+        assert r.cycles >= macs / macs_per_cycle(U280, s.weight_bits, s.act_bits)
+        assert r.cycles >= r.bus_busy_cycles
+
+
+def test_fpga_without_cycle_fields_refused_with_the_fix():
+    with pytest.raises(SpecError, match="weight_buffer_bytes|attention_lanes|engine_dsps"):
+        Accelerator(LLAMA, get_hardware("ecp5-85f"), get_scheme("accllm"))
