@@ -244,8 +244,9 @@ class QuantKV(KVCache):
     def from_raw(cls, meta: Mapping[str, Any], raw: Mapping[str, Any]) -> "QuantKV":
         h, t, d, c, tr = cls._dims(meta)
         bits, ngk, ngv = cls._groups(meta, d)
-        return cls(bits, meta["group_size"], h, t, d, c * CHUNK_TOKENS, np.asarray(raw["kq"]).reshape(h, c, packed_bytes(CHUNK_TOKENS * d, bits)),
-                   fp16_from_bytes(raw["ks"], (h, c, d, ngk)), np.asarray(raw["vq"]).reshape(h, c, packed_bytes(CHUNK_TOKENS * d, bits)),
+        chunk = packed_bytes(CHUNK_TOKENS * d, bits)
+        return cls(bits, meta["group_size"], h, t, d, c * CHUNK_TOKENS, np.asarray(raw["kq"]).reshape(h, c, chunk),
+                   fp16_from_bytes(raw["ks"], (h, c, d, ngk)), np.asarray(raw["vq"]).reshape(h, c, chunk),
                    fp16_from_bytes(raw["vs"], (h, c, CHUNK_TOKENS, ngv)),
                    fp16_from_bytes(raw["k_recent"], (h, tr, d)), fp16_from_bytes(raw["v_recent"], (h, tr, d)))
 
@@ -391,9 +392,10 @@ def _decode_bitmap_kv(c: BitmapKV) -> dict[str, np.ndarray]:
     vmask, vcodes = vmask[..., :d], vcodes.reshape(h, n, CHUNK_TOKENS, nvt * BITMAP_TILE)[..., :d]
     k_per_tok, v_per_tok = kmask.sum(axis=2), vmask.sum(axis=3)
     if np.any(k_per_tok != c.kept) or np.any(v_per_tok != c.kept):
-        raise FormatError(f"{what}: bitmaps keep {int(min(k_per_tok.min(initial=c.kept), v_per_tok.min(initial=c.kept)))}"
-                          f"..{int(max(k_per_tok.max(initial=c.kept), v_per_tok.max(initial=c.kept)))} elements per "
-                          f"token but the metadata says kept={c.kept}; the bitmaps are corrupt")
+        lo = int(min(k_per_tok.min(initial=c.kept), v_per_tok.min(initial=c.kept)))
+        hi = int(max(k_per_tok.max(initial=c.kept), v_per_tok.max(initial=c.kept)))
+        raise FormatError(f"{what}: bitmaps keep {lo}..{hi} elements per token but the metadata says "
+                          f"kept={c.kept}; the bitmaps are corrupt")
     if b == 16:
         kv = np.where(kmask, kcodes.view(np.float16).astype(np.float64), 0.0)
         vv = np.where(vmask, vcodes.view(np.float16).astype(np.float64), 0.0)

@@ -1,6 +1,7 @@
 """W(2)A8 linear kernels on packed formats: integer accumulation per weight group, then dequantization.
 
-y[n, o] = s_x[n] * sum_g s_w[o, g] * acc[n, o, g],   acc[n, o, g] = sum_{i in group g, kept} x_q[n, i] * (w_q[o, i] - z[o, g])
+y[n, o] = s_x[n] * sum_g s_w[o, g] * acc[n, o, g]
+acc[n, o, g] = sum_{i in group g, kept} x_q[n, i] * (w_q[o, i] - z[o, g])
 
 x_q are int8 per-token activation codes (Int8Activation), w_q the unsigned weight codes with zero point z and fp16
 scale s_w per group of `group_size` input columns (GroupQuantWeight, or the kept half of Sparse24Weight).
