@@ -125,11 +125,16 @@ def run(args) -> int:
 
     model, hw, scheme, artifact = _load_inputs(args)
     workload = Workload(batch=args.batch, prompt_len=args.prompt, gen_len=args.gen)
+    profile = None
     if artifact is not None:
-        scheme = artifact.adjust_scheme(scheme)
-    est = estimate(model, hw, scheme, workload, fidelity=args.fidelity)
-    if artifact is not None:
-        est = artifact.adjust_estimate(est)
+        if scheme == artifact.scheme:
+            profile = artifact.profile()
+        else:
+            import sys
+
+            sys.stderr.write("hwsim: note: the flags change the artifact's compression scheme; its measured byte "
+                             "counts and KV sparsity do not apply, nominal figures are used\n")
+    est = estimate(model, hw, scheme, workload, fidelity=args.fidelity, profile=profile)
     if args.json:
         from hwsim.cli._common import print_json
 
