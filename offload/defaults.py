@@ -48,7 +48,8 @@ def _greedy_kv(platform: "Platform", workload: "Workload", base: Policy) -> Poli
 
 
 def default_policy(kind: str, platform: "Platform", workload: "Workload") -> Policy:
-    """flexgen: FlexGen's policy search; leoam: greedy GPU -> CPU -> disk KV tiers, weights on GPU;
+    """flexgen: FlexGen's policy search; leoam: greedy GPU -> CPU -> disk KV tiers, weights on GPU, the number of GPU
+    batches that prices cheapest;
     instinfer: weights on GPU, KV in the drives, two GPU batches pipelined, SparF top-k 1/8, r = head_dim/8."""
     if kind not in POLICY_KINDS:
         raise SpecError(f"unknown policy {kind!r}; use one of {', '.join(POLICY_KINDS)}")
@@ -57,10 +58,24 @@ def default_policy(kind: str, platform: "Platform", workload: "Workload") -> Pol
         from offload.search import search_flexgen
 
         return search_flexgen(platform, workload).policy
-    gbs, n = _split(workload.batch, 2 if kind == "instinfer" else 8)
     if kind == "instinfer":
+        gbs, n = _split(workload.batch, 2)
         Policy("instinfer", gpu_batch_size=gbs, num_gpu_batches=n).check(platform, workload)
         return Policy("instinfer", gpu_batch_size=gbs, num_gpu_batches=n, topk_fraction=INSTINFER_TOPK,
                       topr_channels=max(1, workload.model.head_dim // INSTINFER_TOPR_DIV))
-    return _greedy_kv(platform, workload, Policy("leoam", gpu_batch_size=gbs, num_gpu_batches=n,
-                                                 load_fraction=LEOAM_LOAD_FRACTION))
+    from offload.search import estimate_total_s
+
+    best: tuple[float, Policy] | None = None
+    for n in (d for d in range(1, 17) if workload.batch % d == 0):  # fewer GPU batches re-read weights less often
+        pol = _greedy_kv(platform, workload, Policy("leoam", gpu_batch_size=workload.batch // n, num_gpu_batches=n,
+                                                    load_fraction=LEOAM_LOAD_FRACTION))
+        fp, cap = footprint(platform, workload, pol), capacities(platform)
+        if any(fp[s] > cap[s] for s in fp):
+            continue
+        t = estimate_total_s(platform, workload, pol)
+        if best is None or t < best[0]:
+            best = (t, pol)
+    if best is None:
+        raise SpecError(f"no LeoAM placement of {workload.model.name} (batch {workload.batch}) fits platform "
+                        f"{platform.name!r}; lower the batch or the context")
+    return best[1]
