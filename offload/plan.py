@@ -116,7 +116,7 @@ def channels(platform: "Platform") -> dict[str, ChannelSpec]:
         out["csd_flash_read"] = ChannelSpec("csd_flash_read", "link", c.count, c.nand_read_latency_s,
                                             c.engine_read_bytes_per_s)
         out["csd_flash_write"] = ChannelSpec("csd_flash_write", "link", c.count, 0.0, c.nand_write_bytes_per_s)
-        out["csd_fpga"] = ChannelSpec("csd_fpga", "compute", c.count, 0.0, c.fpga_attention_flops_per_s)
+        out["csd_fpga"] = ChannelSpec("csd_fpga", "compute", c.count, 0.0, c.attention_flops_per_s)
     return out
 
 

@@ -106,11 +106,32 @@ class CsdSpec:
     internal_switch: PcieLinkSpec
     engine_at_flash: bool
     fpga: str
-    fpga_attention_flops_per_s: float = field(metadata=rng(gt=0))
     fpga_dram_bytes: int = field(metadata=rng(gt=0))
     fpga_dram_bandwidth_bytes_per_s: float = field(metadata=rng(gt=0))
     host_link: PcieLinkSpec
     p2p_gpu: bool  # GPU <-> drive DMA without a bounce through host DRAM
+    # the attention engine's rate: a number, or an hwsim FPGA hardware spec (name or path) whose attention engines
+    # (lanes x engines MACs per cycle at freq_hz) are placed on the drive's FPGA; exactly one of the two
+    fpga_attention_flops_per_s: float | None = field(default=None, metadata=rng(gt=0))
+    fpga_attention_hardware: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.fpga_attention_flops_per_s is None) == (self.fpga_attention_hardware is None):
+            raise SpecError(f"csd {self.model!r}: give exactly one of fpga_attention_flops_per_s and "
+                            "fpga_attention_hardware (an hwsim FPGA spec with attention engines)")
+
+    @cached_property
+    def attention_flops_per_s(self) -> float:
+        """FLOP/s (2 per MAC) of the on-drive attention engine."""
+        if self.fpga_attention_flops_per_s is not None:
+            return self.fpga_attention_flops_per_s
+        from hwsim.hardware import get_hardware
+
+        hw = get_hardware(self.fpga_attention_hardware)
+        if hw.fpga is None or hw.fpga.attention_lanes == 0:
+            raise SpecError(f"csd {self.model!r}: hardware {self.fpga_attention_hardware!r} has no attention engine "
+                            "(fpga.attention_lanes); give fpga_attention_flops_per_s instead")
+        return 2.0 * hw.fpga.attention_lanes * hw.fpga.attention_engines * hw.freq_hz
 
     @property
     def nand_read_bytes_per_s(self) -> float:
@@ -191,5 +212,7 @@ def get_platform(name_or_path: str | Path) -> Platform:
         raise SpecError(f"unknown platform {text!r}; use one of {', '.join(list_platforms())} "
                         "or a path to a platform YAML")
     plat = from_mapping(Platform, read_yaml(path), str(path))
-    plat.gpu_spec  # resolve now so that a bad GPU name fails at load time  # noqa: B018
+    plat.gpu_spec  # resolve now so that a bad GPU or FPGA name fails at load time  # noqa: B018
+    if plat.csd is not None:
+        plat.csd.attention_flops_per_s  # noqa: B018
     return plat

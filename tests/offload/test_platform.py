@@ -67,3 +67,24 @@ def test_platform_gpu_must_be_a_gpu(tmp_path):
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(data))
     with pytest.raises(SpecError, match="is a fpga, not a gpu"):
         get_platform(tmp_path / "p.yaml")
+
+
+def test_csd_attention_rate_can_come_from_an_hwsim_fpga_spec(tmp_path):
+    from hwsim.hardware import get_hardware
+
+    data = read_yaml(PLATFORM_DIR / "a6000-csd.yaml")
+    del data["csd"]["fpga_attention_flops_per_s"]
+    data["csd"]["fpga_attention_hardware"] = "u280-accllm"
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(data))
+    hw = get_hardware("u280-accllm")
+    rate = get_platform(tmp_path / "p.yaml").csd.attention_flops_per_s
+    assert rate == 2.0 * hw.fpga.attention_lanes * hw.fpga.attention_engines * hw.freq_hz
+    data["csd"]["fpga_attention_flops_per_s"] = 1e11  # both given
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError, match="give exactly one of fpga_attention_flops_per_s and fpga_attention_hardware"):
+        get_platform(tmp_path / "p.yaml")
+    del data["csd"]["fpga_attention_flops_per_s"]
+    data["csd"]["fpga_attention_hardware"] = "a6000"  # a GPU: no attention engine
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError, match="has no attention engine"):
+        get_platform(tmp_path / "p.yaml")
