@@ -109,6 +109,9 @@ class _DensePlan(_Plan):
         return p.new_zeros(p.shape[0], p.shape[1], self.k_recent.shape[2])
 
 
+LANE_BLOCK_ELEMS = 1 << 18  # float32 elements of one unpacked lane per block (1 MiB: fits this CPU's L2)
+
+
 def _lane(x8: torch.Tensor, i: int, bits: int) -> torch.Tensor:
     """Lane i (bits [i*bits, (i+1)*bits)) of every byte of int8 `x8`, sign-extended, as float32."""
     if bits == 8:
@@ -121,7 +124,8 @@ def _lane(x8: torch.Tensor, i: int, bits: int) -> torch.Tensor:
 class _QuantPlan(_Plan):
     """Per call: lane i of each packed byte holds elements i, i+per, i+2*per... (per = 8 / bits) of a K channel row
     (tokens) or a V token row (channels), so each lane is unpacked contiguously (int8 shift pair -> float32) and
-    multiplied on its own; only the small score / output tensors are interleaved. Per-channel K scales fold into q;
+    multiplied on its own; only the small score / output tensors are interleaved. Heads are processed in blocks whose
+    unpacked lane fits in cache (2x less CPU time than unpacking whole tensors). Per-channel K scales fold into q;
     per-token V scales fold into p when one group spans head_dim, else they multiply the unpacked lane."""
 
     c: Any = None  # the QuantKV
@@ -141,6 +145,11 @@ class _QuantPlan(_Plan):
         self.vs_full = (None if vs.shape[-1] == 1 else
                         vs[..., np.arange(c.head_dim) // g].reshape(c.num_heads, -1, c.head_dim))  # [H, Tc, D]
 
+    def _head_block(self) -> int:
+        """KV heads per block so that one unpacked lane (float32) stays near 1 MiB, in cache."""
+        per_head = self.c.n_compressed * self.c.head_dim // self.per
+        return max(1, LANE_BLOCK_ELEMS // max(per_head, 1))
+
     def scores(self, qg):
         c, per = self.c, self.per
         h, n, d, g = c.num_heads, c.n_chunks, c.head_dim, qg.shape[1]
@@ -152,13 +161,15 @@ class _QuantPlan(_Plan):
             qc = qg[:, None] * self.ks_fold[:, :, None, :]  # [H, C, g, D]: q scaled per channel per chunk
         qc = qc.reshape(h * n, g, d)
         kb = self.kq.view(h * n, d, CHUNK_TOKENS // per)  # byte j of a channel row: tokens per*j + i
-        lanes = []
-        for i in range(per):  # loop over the <= 4 lanes of a byte
-            k = _lane(kb, i, c.bits)  # [H*C, D, 64/per] integer codes of tokens i, i+per, ...
-            if self.ks_fold is None:
-                k.mul_(self.ks_full[..., i::per].reshape(h * n, d, -1))
-            lanes.append(torch.bmm(qc, k))  # [H*C, g, 64/per]
-        s = torch.stack(lanes, dim=-1).view(h, n, g, CHUNK_TOKENS)  # token per*j + i
+        s = qg.new_empty(h * n, g, CHUNK_TOKENS // per, per)
+        step = self._head_block() * n
+        for r in range(0, h * n, step):  # blocks of heads (cache-sized), then the <= 4 lanes of a byte
+            for i in range(per):
+                k = _lane(kb[r:r + step], i, c.bits)  # [rows, D, 64/per] codes of tokens i, i+per, ...
+                if self.ks_fold is None:
+                    k.mul_(self.ks_full.view(h * n, d, CHUNK_TOKENS)[r:r + step, :, i::per])
+                s[r:r + step, :, :, i] = torch.bmm(qc[r:r + step], k)  # (out= a strided view is slow)
+        s = s.view(h, n, g, CHUNK_TOKENS)  # token per*j + i
         return s.permute(0, 2, 1, 3).reshape(h, g, c.n_compressed)
 
     def apply_v(self, p):
@@ -169,13 +180,15 @@ class _QuantPlan(_Plan):
         if self.vs_fold is not None:
             p = p * self.vs_fold[:, None, :]
         vb = self.vq.view(h, c.n_compressed, d // per)  # byte j of a token row: channels per*j + i
-        outs = []
-        for i in range(per):
-            v = _lane(vb, i, c.bits)  # [H, Tc, D/per]
-            if self.vs_fold is None:
-                v.mul_(self.vs_full[..., i::per])
-            outs.append(torch.bmm(p, v))  # [H, g, D/per]
-        return torch.stack(outs, dim=-1).reshape(h, g, d)
+        out = p.new_empty(h, g, d // per, per)
+        step = self._head_block()
+        for r in range(0, h, step):
+            for i in range(per):
+                v = _lane(vb[r:r + step], i, c.bits)  # [heads, Tc, D/per]
+                if self.vs_fold is None:
+                    v.mul_(self.vs_full[r:r + step, :, i::per])
+                out[r:r + step, :, :, i] = torch.bmm(p[r:r + step], v)
+        return out.reshape(h, g, d)
 
     def nbytes(self) -> int:
         return super().nbytes() + _tbytes(self.kq, self.vq) + self.c.ks.nbytes + self.c.vs.nbytes

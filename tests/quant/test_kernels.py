@@ -202,3 +202,20 @@ def test_attention_errors():
     odd = QuantKV.from_float(np.ones((1, 64, 6)), np.ones((1, 64, 6)), bits=2)
     with pytest.raises(SpecError, match="divisible by 4"):
         decode_attention(np.ones((1, 6)), odd)
+
+
+@pytest.mark.parametrize("bits,gs", [(4, 64), (4, 32), (2, 128), (8, 16)])
+def test_kv_int_kernel_head_blocks(bits, gs, monkeypatch):
+    """With a small block budget the KV-int kernel processes heads in several blocks (as at long contexts)."""
+    import quant.kernels.attention as att
+
+    monkeypatch.setattr(att, "LANE_BLOCK_ELEMS", 64 * 64)
+    rng = np.random.default_rng(bits * gs)
+    k, v = rng.standard_normal((5, 300, 64)), rng.standard_normal((5, 300, 64))
+    cache = QuantKV.from_float(k, v, bits=bits, group_size=gs)
+    assert att.plan_for(cache)._head_block() < cache.num_heads
+    q = rng.standard_normal((10, 64))
+    kd, vd = cache.dequantize()
+    out = decode_attention(q, cache)
+    ref = reference_decode_attention(q, kd, vd)
+    assert np.abs(out - ref).max() <= _fp32_tol(q, kd, vd, 2, 1 / 8)
