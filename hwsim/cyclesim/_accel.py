@@ -370,7 +370,6 @@ class Accelerator:
     def _run_layer(self, sim: _Sim, l: int, tokens: int, nxt_first: LinearPlan, attention) -> None:
         m = self.model
         plans = self._layer_plans(l, tokens)
-        by = {p.name: p for p in plans}
         h = m.hidden_size
         self._vector(sim, tokens * NORM_OPS_PER_ELEM * h)
         ready = sim.t
