@@ -7,7 +7,11 @@ to dense fp16; bytes of the kernel's working form (what a decode step streams he
 packed cache bytes / minimum wall time; the one-off plan build time; the output's max abs error
 against float64 attention over the unquantized K/V.
 
-    .venv/bin/python benchmarks/kernels.py [--context 4096] [--reps 20] [--threads 2] [--json]
+    .venv/bin/python benchmarks/kernels.py [--context 4096] [--reps 20] [--threads 1] [--json]
+
+Default 1 thread: the fastest dense baseline here (numpy einsum) is single-threaded, so one thread compares like
+with like, and process CPU time per step stays meaningful when other jobs share the 2 cores (with 2 threads the
+OpenMP barriers of torch/MKL stall whenever a thread is descheduled, and CPU time counts their spinning).
 
 Mustafar (arXiv 2505.22913) reports a cache of 45% of dense fp16 at 70% sparsity; the goal here is bitmap-sparse
 attention at 70% faster than dense on the CPU and its cache <= 45% of dense fp16.
@@ -26,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="llama-2-7b")
     ap.add_argument("--context", type=int, default=4096)
     ap.add_argument("--reps", type=int, default=20)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
