@@ -214,17 +214,17 @@ class _SparsePlan(_Plan):
         c = self.c
         h, d, tc = c.num_heads, c.head_dim, c.n_compressed
         t = c.tiles()
-        # K: rows (head, token), cols (head, channel); enumerate kept elements in row-major (row, col) order
-        km = t["k_mask"].transpose(0, 1, 3, 2)  # [H, C, 64, D]
-        hh, cc, tt, dd = np.nonzero(km)
-        rows = hh * tc + cc * CHUNK_TOKENS + tt
-        self.k = _csr(_crow(rows, h * tc), hh * d + dd, t["k_vals"].transpose(0, 1, 3, 2)[km], (h * tc, h * d))
-        # V^T: rows (head, channel), cols (head, token)
-        vm = t["v_mask"].transpose(0, 3, 1, 2)  # [H, D, C, 64]
-        hh, dd, cc, tt = np.nonzero(vm)
-        rows = hh * d + dd
-        self.vt = _csr(_crow(rows, h * d), hh * tc + cc * CHUNK_TOKENS + tt, t["v_vals"].transpose(0, 3, 1, 2)[vm],
-                       (h * d, h * tc))
+        # K: rows (head, token) = h*Tc + t, cols (head, channel); flat indices of the kept elements of K laid out
+        # [H, Tc, D] enumerate them in row-major (row, col) order, as CSR needs
+        k = np.ascontiguousarray(t["k_vals"].transpose(0, 1, 3, 2), np.float32).reshape(-1)  # [H, C, 64, D]
+        flat = np.flatnonzero(t["k_mask"].transpose(0, 1, 3, 2))
+        rows = flat // d
+        self.k = _csr(_crow(rows, h * tc), (rows // max(tc, 1)) * d + flat % d, k[flat], (h * tc, h * d))
+        # V^T: rows (head, channel) = h*D + d, cols (head, token); V^T laid out [H, D, Tc]
+        v = np.ascontiguousarray(t["v_vals"].transpose(0, 3, 1, 2), np.float32).reshape(-1)  # [H, D, C, 64]
+        flat = np.flatnonzero(t["v_mask"].transpose(0, 3, 1, 2))
+        rows = flat // max(tc, 1)
+        self.vt = _csr(_crow(rows, h * d), (rows // d) * tc + flat % max(tc, 1), v[flat], (h * d, h * tc))
 
     # one sparse matrix-vector product per query head of a GQA group (torch.mv on CSR is MKL's SpMV, several times
     # faster than CSR @ [n, 1]); the loop runs over the <= 8 heads sharing a KV head, not over elements
