@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from typing import Protocol
 
 from hwsim.errors import HwsimError, SpecError
 
-__all__ = ["BuildError", "Listener", "SilentListener", "Tool", "TOOLS", "find_tool", "needs_compile", "run_tool",
+__all__ = ["BuildError", "Listener", "SilentListener", "Tool", "ToolRun", "TOOLS", "find_tool", "needs_compile", "run_tool",
            "tool_version"]
 
 
@@ -107,11 +108,18 @@ def tool_version(name: str) -> str:
     return text[0].strip().strip('"') if text else "unknown"
 
 
+@dataclass(frozen=True)
+class ToolRun:
+    returncode: int
+    wall_s: float  # elapsed time
+    cpu_s: float  # user + system CPU time of the tool (on a busy machine far below wall_s)
+
+
 def run_tool(name: str, args: list[str], *, cwd: Path, log: str, step: str, text: str,
-             listener: Listener) -> subprocess.CompletedProcess:
+             listener: Listener) -> ToolRun:
     """Run YoWASP tool `name` with `args` (relative paths only) in `cwd`; stdout+stderr go to `cwd/log`.
 
-    Returns the completed process (the caller decides what a non-zero exit means); the step's progress and
+    Returns exit status and times (the caller decides what a non-zero exit means); the step's progress and
     duration go to `listener`, and a first-call WebAssembly compile is announced before it starts.
     """
     exe = find_tool(name)
@@ -120,10 +128,13 @@ def run_tool(name: str, args: list[str], *, cwd: Path, log: str, step: str, text
                       f"code (~{TOOLS[name].compile_s:.0f} s, once; cached by YoWASP)")
     listener.start(step, text)
     t0 = time.perf_counter()
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(cwd / log, "w") as fh:
         proc = subprocess.run([exe, *args], cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, check=False)
-    listener.done(step, time.perf_counter() - t0)
-    return proc
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = time.perf_counter() - t0
+    listener.done(step, wall)
+    return ToolRun(proc.returncode, wall, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime))
 
 
 def tail_errors(path: Path, limit: int = 2) -> str:
