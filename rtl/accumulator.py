@@ -18,7 +18,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hwsim.errors import SpecError
-from rtl.layouts import checking, TILE, check_lanes, products_layout
+from rtl.layouts import TILE, check_lanes, checking, products_layout
 
 __all__ = ["Accumulator"]
 

@@ -14,7 +14,7 @@ from amaranth.hdl import Module, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl.layouts import checking, TILE, check_lanes
+from rtl.layouts import TILE, check_lanes, checking
 
 __all__ = ["BitmapDecoder"]
 

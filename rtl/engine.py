@@ -26,7 +26,8 @@ from amaranth.lib.wiring import In, Out
 from quant.fixedpoint import ACC_BITS, SCORE_BITS
 from rtl.accumulator import Accumulator
 from rtl.bitmap_decoder import BitmapDecoder
-from rtl.layouts import checking, TILE, BlockHeader, OutBeat, TileHeader, check_head_dim, check_lanes, raw_values_shape
+from rtl.layouts import (TILE, BlockHeader, OutBeat, TileHeader, check_head_dim, check_lanes, checking,
+                         raw_values_shape)
 from rtl.mac_array import MacArray
 from rtl.normalizer import Normalizer
 from rtl.softmax import SoftmaxUnit

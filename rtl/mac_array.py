@@ -11,7 +11,7 @@ from amaranth.hdl import Module, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl.layouts import checking, MULT_BITS, check_lanes, products_layout, values_layout
+from rtl.layouts import MULT_BITS, check_lanes, checking, products_layout, values_layout
 
 __all__ = ["MacArray"]
 

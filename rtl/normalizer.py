@@ -13,7 +13,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from quant.fixedpoint import ACC_BITS, L_BITS, OUT_BITS, OUT_FRAC_BITS, RECIP_BITS, RECIP_SHIFT
-from rtl.layouts import checking, OutBeat, check_head_dim
+from rtl.layouts import OutBeat, check_head_dim, checking
 
 __all__ = ["Normalizer"]
 

@@ -22,7 +22,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from quant.fixedpoint import (EXP2_TABLE, EXP_FRAC_BITS, EXP_TABLE_BITS, L_BITS, SCORE_BITS, SHIFT_CLAMP)
-from rtl.layouts import checking, TILE, check_lanes
+from rtl.layouts import TILE, check_lanes, checking
 
 __all__ = ["SoftmaxUnit", "M_BITS"]
 
