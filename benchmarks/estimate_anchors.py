@@ -54,6 +54,22 @@ def rows(workloads, fidelities=("analytical", "cycle")):
     return out
 
 
+def traffic_check() -> list[dict]:
+    """Bytes one decode step moves at the primary workload's mean context (cycle model), and the HBM bandwidth the
+    published throughput implies if the design moved those bytes: a sanity check of the anchor itself."""
+    from hwsim.cyclesim import Accelerator
+
+    model, hw = get_model("llama-2-7b"), get_hardware("u280-accllm")
+    ctx = PRIMARY.prompt_len + PRIMARY.gen_len // 2
+    out = []
+    for label, preset, published, _ in ANCHORS:
+        step = Accelerator(model, hw, get_scheme(preset)).decode_step(ctx)
+        out.append({"anchor": label, "context": ctx, "bytes_per_token": step.bytes_moved,
+                    "implied_bw_bytes_per_s": step.bytes_moved * published,
+                    "implied_fraction_of_peak": step.bytes_moved * published / hw.memory.bandwidth_bytes_per_s})
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true")
@@ -61,8 +77,9 @@ def main() -> int:
     args = ap.parse_args()
     primary = rows([PRIMARY])
     sweep = [] if args.no_sweep else rows(SWEEP)
+    traffic = traffic_check()
     if args.json:
-        print(json.dumps({"primary": primary, "sweep": sweep}, indent=2))
+        print(json.dumps({"primary": primary, "sweep": sweep, "traffic": traffic}, indent=2))
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -82,6 +99,10 @@ def main() -> int:
                       f"{r['cycle_tok_s']:.1f}", f"{r['cycle_ratio']:.2f}x", f"{r['cycle_wall_s']:.2f} s")
         con.print(t)
     con.print("ratio = estimate / published; goal 0.90-1.10. Workloads of the anchors are not published.")
+    for t in traffic:
+        con.print(f"{t['anchor']}: the cycle model moves {t['bytes_per_token'] / 1e9:.2f} GB per decode step at "
+                  f"context {t['context']}; at the published rate that is {t['implied_bw_bytes_per_s'] / 1e9:.0f} "
+                  f"GB/s = {100 * t['implied_fraction_of_peak']:.0f}% of the U280's 460 GB/s peak")
     return 0
 
 
