@@ -379,11 +379,10 @@ class Accelerator:
             nxt = attn_in[i + 1] if i + 1 < len(attn_in) else (plans[3] if self._engine_attention(tokens) else None)
             self._linear(sim, p, ready, nxt, drain=i == len(attn_in) - 1)
         self._vector(sim, tokens * ROPE_OPS_PER_HIDDEN * h)
-        # KV append: the new tokens' K and V, fp16, written into the dense recent window
-        kvw = tokens * 2 * m.kv_dim * FP16_BYTES
-        start = sim.t
-        sim.bus.write(sim.t, kvw)
-        sim.acc.add("kv_append", sim.t - start, kvw)
+        if self._decoding:  # KV append: the new token's K and V, fp16, into the dense recent window
+            kvw = tokens * 2 * m.kv_dim * FP16_BYTES  # (prefill writes the layer's whole cache in its attention)
+            sim.bus.write(sim.t, kvw)
+            sim.acc.add("kv_append", 0, kvw)
         attention(sim, l)
         o = plans[3]
         ffn = plans[4:]
