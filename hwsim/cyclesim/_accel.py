@@ -174,6 +174,14 @@ class Accelerator:
                             "attention_lanes); add it to the hardware YAML")
         self.model, self.hw, self.s, self.profile, self.jump = model, hw, scheme, profile, jump
         self.mem = MemoryModel.from_hardware(hw)
+        # on-chip buffers: 2 weight tiles, the activation buffer, 2 KV blocks (int4, K + V) per attention engine
+        kv_block = 2 * TILE * model.head_dim * max(scheme.kv_bits, 4) // 8
+        self.on_chip_bytes = (2 * f.weight_buffer_bytes + f.activation_buffer_bytes
+                              + 2 * f.attention_engines * kv_block)
+        if self.on_chip_bytes > hw.on_chip_bytes:
+            raise SpecError(f"hardware {hw.name!r}: the buffers need {self.on_chip_bytes:,} B on chip (2 x "
+                            f"weight_buffer_bytes + activation_buffer_bytes + 2 KV blocks per attention engine) but "
+                            f"on_chip_bytes is {hw.on_chip_bytes:,}; shrink the buffers")
         self.vec_per_cycle = hw.compute.vector_ops_per_s / hw.freq_hz
         self.D = model.head_dim
         self.int_kv = scheme.kv_bits <= 8  # the attention engines take int KV; fp16 KV runs on the linear engine

@@ -196,3 +196,12 @@ def test_prefill_never_faster_than_engine_peak(scheme):
 def test_fpga_without_cycle_fields_refused_with_the_fix():
     with pytest.raises(SpecError, match="weight_buffer_bytes|attention_lanes|engine_dsps"):
         Accelerator(LLAMA, get_hardware("ecp5-85f"), get_scheme("accllm"))
+
+
+def test_buffers_must_fit_on_chip():
+    import dataclasses
+
+    assert Accelerator(LLAMA, U280, get_scheme("accllm")).on_chip_bytes <= U280.on_chip_bytes
+    big = dataclasses.replace(U280, fpga=dataclasses.replace(U280.fpga, activation_buffer_bytes=U280.on_chip_bytes))
+    with pytest.raises(SpecError, match="shrink the buffers"):
+        Accelerator(LLAMA, big, get_scheme("accllm"))
