@@ -9,7 +9,7 @@ published; the primary row uses `hwsim estimate`'s default workload (prompt 1024
 comparison was made; the sweep below shows how much the answer depends on that choice. Nothing is fitted: every
 hardware number comes from hwsim/hardware/u280-accllm.yaml with its source.
 
-Usage: python benchmarks/estimate_anchors.py [--json] [--no-sweep]
+Usage: python benchmarks/estimate_anchors.py [--json] [--no-sweep] [--sensitivity]
 """
 
 from __future__ import annotations
@@ -70,16 +70,48 @@ def traffic_check() -> list[dict]:
     return out
 
 
+def sensitivity() -> list[dict]:
+    """AccLLM anchor (cycle-level, primary workload) with each of our design choices in the U280 YAML halved and
+    doubled: how much the match depends on them."""
+    import dataclasses
+
+    model, base = get_model("llama-2-7b"), get_hardware("u280-accllm")
+    scheme = get_scheme("accllm")
+    f = base.fpga
+    variants = [("as shipped", base)]
+    for key in ("weight_buffer_bytes", "linear_pipeline_cycles", "engine_dsps"):
+        for k in (0.5, 2.0):
+            v = max(1, int(getattr(f, key) * k))
+            if key == "engine_dsps" and v > f.dsps:
+                continue
+            variants.append((f"fpga.{key} x{k:g}", dataclasses.replace(base, fpga=dataclasses.replace(f, **{key: v}))))
+    for k in (0.5, 2.0):
+        e = max(1, int(f.attention_engines * k))
+        variants.append((f"fpga.attention_engines x{k:g}",
+                         dataclasses.replace(base, fpga=dataclasses.replace(f, attention_engines=e))))
+    for lat in (55.0, 220.0):
+        variants.append((f"memory.latency_ns {lat:g}",
+                         dataclasses.replace(base, memory=dataclasses.replace(base.memory, latency_ns=lat))))
+    out = []
+    for name, hw in variants:
+        est = estimate(model, hw, scheme, PRIMARY, fidelity="cycle")
+        out.append({"variant": name, "cycle_tok_s": est.decode_tokens_per_s, "ratio": est.decode_tokens_per_s / 164})
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--no-sweep", action="store_true", help="only the primary workload")
+    ap.add_argument("--sensitivity", action="store_true",
+                    help="also vary each of our U280 design choices x0.5 / x2 (AccLLM anchor, cycle-level)")
     args = ap.parse_args()
     primary = rows([PRIMARY])
     sweep = [] if args.no_sweep else rows(SWEEP)
     traffic = traffic_check()
+    sens = sensitivity() if args.sensitivity else []
     if args.json:
-        print(json.dumps({"primary": primary, "sweep": sweep, "traffic": traffic}, indent=2))
+        print(json.dumps({"primary": primary, "sweep": sweep, "traffic": traffic, "sensitivity": sens}, indent=2))
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -103,6 +135,13 @@ def main() -> int:
         con.print(f"{t['anchor']}: the cycle model moves {t['bytes_per_token'] / 1e9:.2f} GB per decode step at "
                   f"context {t['context']}; at the published rate that is {t['implied_bw_bytes_per_s'] / 1e9:.0f} "
                   f"GB/s = {100 * t['implied_fraction_of_peak']:.0f}% of the U280's 460 GB/s peak")
+    if sens:
+        t = Table(title="AccLLM anchor (cycle-level, 1024+1024) vs our U280 design choices", header_style="bold")
+        for col in ("variant", "tok/s", "ratio to 164"):
+            t.add_column(col, justify="left" if col == "variant" else "right")
+        for r in sens:
+            t.add_row(r["variant"], f"{r['cycle_tok_s']:.1f}", f"{r['ratio']:.2f}x")
+        con.print(t)
     return 0
 
 
