@@ -205,3 +205,23 @@ def test_buffers_must_fit_on_chip():
     big = dataclasses.replace(U280, fpga=dataclasses.replace(U280.fpga, activation_buffer_bytes=U280.on_chip_bytes))
     with pytest.raises(SpecError, match="shrink the buffers"):
         Accelerator(LLAMA, big, get_scheme("accllm"))
+
+
+@settings(max_examples=15)
+@given(channels=st.sampled_from([1, 4, 32]), burst=st.sampled_from([32, 64, 256]),
+       latency=st.floats(0, 400), buf=st.integers(4096, 1 << 20), lanes=st.sampled_from([8, 64]),
+       engines=st.integers(1, 12), scheme=st.sampled_from(["accllm", "fp16", "w2a8kv4"]),
+       context=st.integers(1, 3000), batch=st.integers(1, 2))
+def test_layer_and_tile_jumps_exact_on_random_designs(channels, burst, latency, buf, lanes, engines, scheme,
+                                                       context, batch):
+    import dataclasses
+
+    hw = dataclasses.replace(
+        U280, memory=dataclasses.replace(U280.memory, channels=channels, burst_bytes=burst, latency_ns=latency),
+        fpga=dataclasses.replace(U280.fpga, weight_buffer_bytes=buf, attention_lanes=lanes,
+                                 attention_engines=engines))
+    m, s = get_model("smollm2-135m"), get_scheme(scheme)
+    fast = Accelerator(m, hw, s).decode_step(context, batch)
+    slow = Accelerator(m, hw, s, jump=False).decode_step(context, batch)
+    assert (fast.cycles, fast.bytes_moved, fast.bus_busy_cycles) == (slow.cycles, slow.bytes_moved,
+                                                                      slow.bus_busy_cycles)
