@@ -7,7 +7,7 @@ signed int8 query elements and accumulates; after ``head_dim // lanes`` beats it
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 

@@ -6,10 +6,11 @@ Tools run with cwd = the build directory and relative paths, because YoWASP hide
 """
 
 import json
+import re
 
 import pytest
 
-from fpga import BuildConfig, DoesNotFit, build
+from fpga import BuildConfig, build
 from fpga._report import part_resources
 from hwsim.cli import main
 from hwsim.hardware import get_hardware
@@ -97,9 +98,19 @@ def test_board_flow_through_amaranth_boards_is_byte_reproducible(tmp_path, capsy
     assert again.bitstream.read_bytes() == first and again.report["bitstream_sha256"] == rep["bitstream_sha256"]
 
 
-def test_overflow_is_reported_before_place_and_route(tmp_path):
-    # 256 lanes of the dot-product array need 256 multipliers; the part has 156
-    with pytest.raises(DoesNotFit, match=r"does not fit LFE5U-85F-6BG381C: after synthesis it needs 256 DSP "
-                                         r"\(MULT18X18D\) of 156; use fewer --lanes"):
-        build(BuildConfig(board="lfe5u-85f", design="dot", lanes=256, head_dim=256), tmp_path / "big")
-    assert (tmp_path / "big" / "synth_stat.json").exists() and not (tmp_path / "big" / "pnr.log").exists()
+def test_sweep_tabulates_plots_and_reports_overflow_before_place_and_route(tmp_path, capsys):
+    # dot-product array: 1 lane fits; 256 lanes need 256 multipliers and the part has 156
+    code = main(["fpga", "sweep", "--design", "dot", "--lanes", "1,256", "--head-dim", "256", "--out",
+                 str(tmp_path / "sw"), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    doc = json.loads(out)
+    small, big = doc["rows"]
+    assert small["fits"] and small["lanes"] == 1 and small["dsp"] == 1 and small["fmax_mhz"] > 20
+    assert 0 < small["lut_pct"] < 5 and small["timing_pass"] == (small["fmax_mhz"] >= 100)
+    assert not big["fits"] and re.search(r"does not fit LFE5U-85F-6BG381C: after synthesis it needs 256 DSP "
+                                         r"\(MULT18X18D\) of 156; use fewer --lanes", big["does_not_fit"])
+    assert (tmp_path / "sw" / "dot-d256-l256" / "synth_stat.json").exists()
+    assert not (tmp_path / "sw" / "dot-d256-l256" / "pnr.log").exists()  # refused before place and route
+    png = tmp_path / "sw" / "sweep.png"
+    assert doc["png"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
