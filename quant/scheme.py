@@ -15,7 +15,9 @@ Formats (bit-level layouts are documented in quant/formats; sizes here and there
   ``head_dim - round(kv_sparsity * head_dim)`` largest-magnitude elements. K tiles are 64 tokens of one channel,
   V tiles 64 channels of one token; a tile is a 64-bit bitmap plus its kept values (fp16 or int) padded to a byte.
 * Tokens are compressed in chunks of 64 (one K group / K tile); the newest ``kv_dense_recent`` tokens plus the
-  not-yet-full chunk stay dense fp16 (KIVI's residual, Mustafar's dense recent window).
+  not-yet-full chunk stay dense fp16 (KIVI's residual, Mustafar's dense recent window). A K group never spans two
+  chunks, so ``kv_group_size`` > 64 acts as 64 for K.
+* Symmetric int2 KV codes are ternary ({-1, 0, 1}, codes ±(2^(b-1)-1)); int4 is the intended KV width.
 * Λ attention (LM-Infinite): ``attn_sink`` first tokens + ``attn_window`` newest tokens are attended and kept;
   everything else is never read and is evicted from the cache.
 """
