@@ -43,6 +43,7 @@ def rows(args) -> list[Row]:
         Row("W4 g128 RTN", S(name="w4g128", weight_bits=4, weight_group_size=128), "rtn"),
         Row("W2 g64 RTN", S(name="w2g64", weight_bits=2, weight_group_size=64), "rtn"),
         Row("W2 g64 GPTQ (ours)", S(name="w2g64", weight_bits=2, weight_group_size=64), "gptq"),
+        Row("W2 g64 GPTQ+QAT/KD (ours)", S(name="w2g64", weight_bits=2, weight_group_size=64), "qat"),
         Row("W2 g128 GPTQ (ours)", S(name="w2g128", weight_bits=2, weight_group_size=128), "gptq"),
         Row("A8 per-token", S(name="a8", act_bits=8)),
         Row("KV4 (K/ch, V/tok, g64, 32 dense)", S(name="kv4", kv_bits=4, kv_group_size=64, kv_dense_recent=32)),
@@ -54,6 +55,7 @@ def rows(args) -> list[Row]:
         Row("KV bitmap 70% (32 dense)", get_scheme("mustafar70")),
         Row("W2A8KV4 g64 (GPTQ)", get_scheme("w2a8kv4")),
         Row("accllm: 2:4 + W2A8KV4 + Λ4+2048", acc),
+        Row("accllm, weights GPTQ+QAT/KD", acc, "qat"),
     ]
     L = args.long_seq
     out.append(Row(f"baseline @ {L}-token windows", S(name="fp16"), long=True))
@@ -74,6 +76,8 @@ def main(argv=None) -> int:
     p.add_argument("--long-seq", type=int, default=2048, help="window length of the Λ rows")
     p.add_argument("--calib-windows", type=int, default=128)
     p.add_argument("--calib-len", type=int, default=512)
+    p.add_argument("--qat-windows", type=int, default=1024, help="Wikipedia-lead windows the QAT rows train on")
+    p.add_argument("--qat-steps", type=int, default=500)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--rows", default=None, help="comma-separated row indices to run (default all)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -85,7 +89,10 @@ def main(argv=None) -> int:
     from models.data import eval_windows, read_wikitext2
     from models.smollm import load_smollm2
     from models.spec import get_model
+    import dataclasses
+
     from quant.evaluate import perplexity
+    from quant.methods import QATConfig
     from quant.quantize import Calibration, configs_for_scheme, quantize
 
     if args.threads:
@@ -98,20 +105,30 @@ def main(argv=None) -> int:
     short = eval_windows(tok, text, args.seq_len, args.max_tokens)
     long_w = eval_windows(tok, text, args.long_seq, args.max_tokens)
     todo = rows(args)
-    calib = None
-    if any(r.method in ("gptq", "rtn") and (r.scheme.weight_bits < 16 or r.scheme.weight_pruning != "none")
+    calib = qat_calib = None
+    if any(r.method in ("gptq", "rtn", "qat") and (r.scheme.weight_bits < 16 or r.scheme.weight_pruning != "none")
            for r in todo):
         calib = Calibration.wiki_leads(tok, n=args.calib_windows, seq_len=args.calib_len)
     results = []
     base_ppl: dict[bool, float] = {}
+    for is_long in sorted({r.long for r in todo}):  # ratios need the baseline at the same window length
+        if not any(r.long == is_long and r.scheme.name == "fp16" for r in todo):
+            base_ppl[is_long] = perplexity(base.to(dev), long_w if is_long else short).ppl
     print(f"# device {dev}; {sum(len(w) - 1 for w in short)} eval tokens in {len(short)} windows of {args.seq_len}; "
           f"calibration {args.calib_windows}x{args.calib_len} Wikipedia-lead tokens", file=sys.stderr, flush=True)
     for r in todo:
         t0 = time.time()
         m = __import__("copy").deepcopy(base).to(dev)
         reports = []
-        with torch.no_grad():
-            for cfg in configs_for_scheme(r.scheme, weight_method=r.method):
+        for cfg in configs_for_scheme(r.scheme, weight_method=r.method):
+            if isinstance(cfg, QATConfig):
+                if qat_calib is None:
+                    qat_calib = Calibration.wiki_leads(tok, n=args.qat_windows, seq_len=args.calib_len)
+                cfg = dataclasses.replace(cfg, steps=args.qat_steps, gptq_windows=args.calib_windows)
+                reports.extend(quantize(m, cfg, calibration=qat_calib))
+                print(f"  qat: {reports[-1]['kd_loss_first']} -> {reports[-1]['kd_loss_last']}", file=sys.stderr)
+                continue
+            with torch.no_grad():
                 reports.extend(quantize(m, cfg, calibration=calib))
         tq = time.time() - t0
         res = perplexity(m, long_w if r.long else short)

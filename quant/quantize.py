@@ -15,7 +15,9 @@ from typing import Any, Callable
 
 from hwsim.errors import SpecError
 
-__all__ = ["Calibration", "register", "quantize", "configs_for_scheme", "registered_configs"]
+__all__ = ["Calibration", "register", "quantize", "configs_for_scheme", "registered_configs", "WEIGHT_METHODS"]
+
+WEIGHT_METHODS = ("gptq", "qat", "rtn")
 
 _HANDLERS: dict[type, Callable[..., dict]] = {}
 
@@ -71,17 +73,21 @@ def quantize(model, config: Any, *, calibration: Calibration | None = None) -> l
 def configs_for_scheme(scheme, *, weight_method: str = "gptq") -> list:
     """The method configs a CompressionScheme implies, in application order.
 
-    weight_method: 'gptq' (error-compensating; SparseGPT-style joint pruning when the scheme prunes) or 'rtn'
-    (round to nearest; pruning by Wanda first).
+    weight_method: 'gptq' (error-compensating; SparseGPT-style joint pruning when the scheme prunes), 'qat' (GPTQ
+    initialisation + quantization-aware fine-tune with distillation; GPU advised) or 'rtn' (round to nearest;
+    pruning by Wanda first).
     """
-    from quant.methods import (A8Config, GPTQConfig, KV4Config, KVBitmapConfig, LambdaConfig, RTNConfig,
+    from quant.methods import (A8Config, GPTQConfig, KV4Config, KVBitmapConfig, LambdaConfig, QATConfig, RTNConfig,
                                WandaConfig)
 
-    if weight_method not in ("gptq", "rtn"):
-        raise SpecError(f"weight_method {weight_method!r} unknown; use 'gptq' or 'rtn'")
+    if weight_method not in WEIGHT_METHODS:
+        raise SpecError(f"weight_method {weight_method!r} unknown; use one of {', '.join(WEIGHT_METHODS)}")
     cfgs: list = []
     if scheme.weight_bits < 16 or scheme.weight_pruning != "none":
-        if weight_method == "gptq":
+        if weight_method == "qat" and scheme.weight_bits < 16:
+            cfgs.append(QATConfig(bits=scheme.weight_bits, group_size=scheme.weight_group_size,
+                                  pruning=scheme.weight_pruning, sparsity=scheme.weight_sparsity))
+        elif weight_method in ("gptq", "qat"):
             cfgs.append(GPTQConfig(bits=scheme.weight_bits, group_size=scheme.weight_group_size,
                                    pruning=scheme.weight_pruning, sparsity=scheme.weight_sparsity))
         else:

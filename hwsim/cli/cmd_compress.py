@@ -25,8 +25,9 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="model with offline weights (smollm2-135m)")
     p.add_argument("--scheme", required=True, help="compression preset (see `hwsim schemes`) or a scheme YAML")
     p.add_argument("--out", required=True, help="artifact directory to create")
-    p.add_argument("--method", default="gptq", choices=("gptq", "rtn"),
-                   help="weight method: gptq (error-compensating, SparseGPT-style pruning) or rtn (Wanda pruning "
+    p.add_argument("--method", default="gptq", choices=("gptq", "qat", "rtn"),
+                   help="weight method: gptq (error-compensating, SparseGPT-style pruning), qat (GPTQ + "
+                        "distillation fine-tune; GPU advised) or rtn (Wanda pruning "
                         "+ round to nearest); default gptq")
     p.add_argument("--calib-windows", type=_positive_int, default=128, help="calibration windows (default 128)")
     p.add_argument("--calib-len", type=_positive_int, default=512, help="tokens per calibration window (default 512)")

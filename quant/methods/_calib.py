@@ -26,11 +26,14 @@ class InputStats:
     """Accumulates H = sum_t x_t x_t^T / n (and hence the per-channel sum of squares) of a layer's inputs."""
 
     def __init__(self, n_in: int) -> None:
-        self.h = torch.zeros(n_in, n_in, dtype=torch.float64)
+        self.n_in = n_in
+        self.h: torch.Tensor | None = None
         self.n = 0
 
     def add(self, x: torch.Tensor) -> None:
         x2 = x.reshape(-1, x.shape[-1]).float()
+        if self.h is None:
+            self.h = torch.zeros(self.n_in, self.n_in, dtype=torch.float64, device=x2.device)
         self.h += (x2.T @ x2).double()  # fp32 product per batch, fp64 accumulation
         self.n += x2.shape[0]
 

@@ -72,23 +72,25 @@ def fake_quant_weight(w: torch.Tensor, bits: int, group_size: int, *, clip_searc
     """
     out_f, in_f = w.shape
     n_groups = -(-in_f // group_size)
+    dev = w.device
     deq = torch.empty_like(w)
-    codes = torch.empty(out_f, in_f, dtype=torch.uint8)
-    scales = torch.empty(out_f, n_groups, dtype=torch.float16)
-    zeros = torch.empty(out_f, n_groups, dtype=torch.uint8)
+    codes = torch.empty(out_f, in_f, dtype=torch.uint8, device=dev)
+    scales = torch.empty(out_f, n_groups, dtype=torch.float16, device=dev)
+    zeros = torch.empty(out_f, n_groups, dtype=torch.uint8, device=dev)
     for g in range(n_groups):
         sl = slice(g * group_size, min(in_f, (g + 1) * group_size))
         wg = w[:, sl].float()
-        src = wg if keep is None else torch.where(keep[:, sl], wg, torch.zeros_like(wg))
+        kg = None if keep is None else keep[:, sl].to(dev)
+        src = wg if kg is None else torch.where(kg, wg, torch.zeros_like(wg))
         s, z = weight_qparams(src, bits, clip_search=clip_search)
         q = quantize_codes(wg, s, z, bits)
-        if keep is not None:
-            q = torch.where(keep[:, sl], q, z[:, None].expand_as(q))
+        if kg is not None:
+            q = torch.where(kg, q, z[:, None].expand_as(q))
         deq[:, sl] = dequantize_codes(q, s, z).to(w.dtype)
         codes[:, sl] = q.to(torch.uint8)
         scales[:, g] = s.half()
         zeros[:, g] = z.to(torch.uint8)
-    return deq, codes, scales, zeros
+    return deq, codes.cpu(), scales.cpu(), zeros.cpu()
 
 
 def quant_act_int8(x: torch.Tensor) -> torch.Tensor:

@@ -85,8 +85,9 @@ def gptq_matrix(w: torch.Tensor, h: torch.Tensor, cfg: GPTQConfig):
     h[dead, dead] = 1
     w[:, dead] = 0
     act_order = cfg.act_order and cfg.pruning == "none" and quant
-    scales = torch.zeros(rows, n_groups)
-    zeros = torch.zeros(rows, n_groups)
+    dev = w.device
+    scales = torch.zeros(rows, n_groups, device=dev)
+    zeros = torch.zeros(rows, n_groups, device=dev)
     if act_order:
         for gi in range(n_groups):
             s, z = weight_qparams(w[:, gi * g : (gi + 1) * g], cfg.bits, clip_search=cfg.clip_search)
@@ -94,16 +95,16 @@ def gptq_matrix(w: torch.Tensor, h: torch.Tensor, cfg: GPTQConfig):
         perm = torch.argsort(torch.diagonal(h), descending=True)
         w, h = w[:, perm], h[perm][:, perm]
     else:
-        perm = torch.arange(cols)
+        perm = torch.arange(cols, device=dev)
     gidx = perm // g  # group of each (permuted) column
-    h += cfg.damp * torch.mean(torch.diagonal(h)) * torch.eye(cols)
+    h += cfg.damp * torch.mean(torch.diagonal(h)) * torch.eye(cols, device=dev)
     try:
         hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
     except RuntimeError as exc:  # not positive definite even after damping
         raise SpecError(f"GPTQ: Hessian not positive definite ({exc}); raise damp or use more calibration data") from exc
     q_all = torch.zeros_like(w)
-    codes = torch.zeros(rows, cols)
-    keep = torch.ones(rows, cols, dtype=torch.bool)
+    codes = torch.zeros(rows, cols, device=dev)
+    keep = torch.ones(rows, cols, dtype=torch.bool, device=dev)
     bs = cfg.block_size
     for i1 in range(0, cols, bs):
         i2 = min(i1 + bs, cols)
@@ -150,14 +151,15 @@ def gptq_matrix(w: torch.Tensor, h: torch.Tensor, cfg: GPTQConfig):
     inv = torch.argsort(perm)
     q_all, codes, keep = q_all[:, inv], codes[:, inv], keep[:, inv]
     pruned = cfg.pruning != "none"
+    keep = keep.cpu() if pruned else None
     if not quant:
-        return q_all, None, None, None, keep if pruned else None
-    return q_all, codes.to(torch.uint8), scales.half(), zeros.to(torch.uint8), keep if pruned else None
+        return q_all, None, None, None, keep
+    return q_all, codes.to(torch.uint8).cpu(), scales.half().cpu(), zeros.to(torch.uint8).cpu(), keep
 
 
 @register(GPTQConfig)
 def _gptq(model, cfg: GPTQConfig, calibration=None) -> dict:
-    ids = require_calibration(calibration, "GPTQ")
+    ids = require_calibration(calibration, "GPTQ").to(model.embed.weight.device)
     t0 = time.time()
     with torch.no_grad():
         x, cos, sin = block_inputs(model, ids)

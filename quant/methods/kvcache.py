@@ -154,7 +154,7 @@ def kv_statistics(model, windows, scheme, max_windows: int = 4) -> dict:
                 acc_len = (len(w) // chunk) * chunk
                 if acc_len == 0:
                     raise SpecError(f"calibration windows must hold at least {chunk} tokens")
-                model(torch.tensor([w[:acc_len]]))
+                model(torch.tensor([w[:acc_len]], device=model.embed.weight.device))
     finally:
         for blk in model.blocks:
             blk.attn.kv_observer = None
@@ -163,8 +163,8 @@ def kv_statistics(model, windows, scheme, max_windows: int = 4) -> dict:
     tot_bytes = tot_tok = 0
     dens = []
     for layer in sorted(acc):
-        k = torch.cat([a[0] for a in acc[layer]], dim=2)[0]  # [Hkv, T, D]
-        v = torch.cat([a[1] for a in acc[layer]], dim=2)[0]
+        k = torch.cat([a[0] for a in acc[layer]], dim=2)[0].cpu()  # [Hkv, T, D]
+        v = torch.cat([a[1] for a in acc[layer]], dim=2)[0].cpu()
         if scheme.kv_sparsity > 0:
             k, v = prune_per_token(k, scheme.kv_sparsity), prune_per_token(v, scheme.kv_sparsity)
         heads = []

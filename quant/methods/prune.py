@@ -51,7 +51,7 @@ def wanda_mask(w: torch.Tensor, col_norm: torch.Tensor, pattern: str, sparsity: 
 
 @register(WandaConfig)
 def _wanda(model, cfg: WandaConfig, calibration=None) -> dict:
-    ids = require_calibration(calibration, "Wanda")
+    ids = require_calibration(calibration, "Wanda").to(model.embed.weight.device)
     with torch.no_grad():
         x, cos, sin = block_inputs(model, ids)
         for blk in model.blocks:
@@ -59,10 +59,10 @@ def _wanda(model, cfg: WandaConfig, calibration=None) -> dict:
             stats = collect(blk, names, x, cos, sin, cfg.batch)
             for n in names:
                 old = QuantLinear.wrap(blk.linears()[n])
-                keep = wanda_mask(old.weight.data, stats[n].col_norm, cfg.pattern, cfg.sparsity)
+                keep = wanda_mask(old.weight.data, stats[n].col_norm.to(old.weight.device), cfg.pattern, cfg.sparsity)
                 if old.keep is not None:
-                    keep &= old.keep
-                blk.set_linear(n, QuantLinear(old.weight.data * keep, bits=16, keep=keep, pruning=cfg.pattern,
+                    keep &= old.keep.to(keep.device)
+                blk.set_linear(n, QuantLinear(old.weight.data * keep, bits=16, keep=keep.cpu(), pruning=cfg.pattern,
                                               act_bits=old.act_bits))
             x = run_block(blk, x, cos, sin, cfg.batch)
     return {"method": "wanda", "pattern": cfg.pattern, "sparsity": cfg.sparsity,
