@@ -147,6 +147,8 @@ class Attention(nn.Module):
         else:
             kc, vc = self.kv_codec.compress(k, v, self.layer)
             mc = self.kv_codec.compressed_mask(t, x.device)  # [T, T]
+            if getattr(self.kv_codec, "fp16_cache", False):  # the dense part of the cache is stored fp16
+                k, v = k.half().to(q.dtype), v.half().to(q.dtype)
             kr, kcr = k.repeat_interleave(rep, dim=1), kc.repeat_interleave(rep, dim=1)
             vr, vcr = v.repeat_interleave(rep, dim=1), vc.repeat_interleave(rep, dim=1)
             s = torch.where(mc, q @ kcr.transpose(-1, -2), q @ kr.transpose(-1, -2)) * scale  # [B, H, T, T]

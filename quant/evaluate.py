@@ -23,7 +23,7 @@ def window_nll(model, window: list[int]) -> tuple[float, int]:
     import torch
 
     with torch.no_grad():
-        x = torch.tensor([window], dtype=torch.long)
+        x = torch.tensor([window], dtype=torch.long, device=model.embed.weight.device)
         logits = model(x)[0, :-1]  # [T-1, V]
         nll = torch.nn.functional.cross_entropy(logits.float(), x[0, 1:], reduction="sum")
     return float(nll), len(window) - 1
@@ -118,7 +118,8 @@ def model_from_artifact(art, path: str = "packed"):
     path='packed': every projection computes through its packed format and the reference GEMM kernel, attention
     runs token by token through the reference decode kernel over a cache packed in the scheme's KV format.
     path='fake': the same stored weights dequantized once, int8 activations and the KV cache fake-quantized in
-    torch (quant.methods), attention evaluated in one parallel pass with exact decode-equivalent masking.
+    torch (quant.methods; the cache rounded to fp16 where the format stores fp16), attention evaluated in one
+    parallel pass with exact decode-equivalent masking.
     """
     import torch
 
@@ -158,9 +159,9 @@ def model_from_artifact(art, path: str = "packed"):
         for blk in model.blocks:
             blk.attn.attn_impl = _decode_attention_impl(s)
     else:
-        if s.kv_compressed:
-            model.set_kv_codec(KVCodec(bits=s.kv_bits, group_size=s.kv_group_size, sparsity=s.kv_sparsity,
-                                       dense_recent=s.kv_dense_recent))
+        # the cache stores fp16 (dense tokens too), as the packed KV formats do
+        model.set_kv_codec(KVCodec(bits=s.kv_bits, group_size=s.kv_group_size, sparsity=s.kv_sparsity,
+                                   dense_recent=s.kv_dense_recent, fp16_cache=True))
         if s.attn_window is not None:
             model.set_attn_mask(LambdaMask(s.attn_sink, s.attn_window))
     return model

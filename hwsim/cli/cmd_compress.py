@@ -43,8 +43,6 @@ def run(args) -> int:
     import dataclasses
     from pathlib import Path
 
-    import torch
-
     from hwsim.errors import SpecError
     from models.smollm import load_weights
     from models.spec import get_model
@@ -65,9 +63,8 @@ def run(args) -> int:
     model, tok = load_weights(args.model, n_layers=args.layers)
     calib = Calibration.wiki_leads(tok, n=args.calib_windows, seq_len=args.calib_len, seed=args.seed)
     reports = []
-    with torch.no_grad():
-        for cfg in configs_for_scheme(scheme, weight_method=args.method):
-            reports.extend(quantize(model, cfg, calibration=calib))
+    for cfg in configs_for_scheme(scheme, weight_method=args.method):
+        reports.extend(quantize(model, cfg, calibration=calib))
     kv = kv_statistics(model, list(calib.windows), scheme)
     prov = dict(calib.provenance, tokenizer=f"{args.model} GGUF vocab + merges", weight_method=args.method)
     write_artifact(out, model, spec, scheme, kv_stats=kv, calibration=prov, reports=reports, overwrite=args.force)

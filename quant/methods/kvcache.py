@@ -85,6 +85,11 @@ class KVCodec:
     sparsity: float = 0.0
     dense_recent: int = 0
     chunk: int = CHUNK_TOKENS
+    fp16_cache: bool = False  # round what the cache stores as fp16 (dense tokens, fp16-valued sparse tiles)
+
+    @property
+    def compressing(self) -> bool:
+        return self.bits < 16 or self.sparsity > 0
 
     def compress(self, k: torch.Tensor, v: torch.Tensor, layer: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         # k, v: [B, Hkv, T, D]
@@ -92,10 +97,14 @@ class KVCodec:
             k, v = prune_per_token(k, self.sparsity), prune_per_token(v, self.sparsity)
         if self.bits < 16:
             k, v = _quant_k(k, self.bits, self.group_size), _quant_v(v, self.bits, self.group_size)
+        elif self.fp16_cache:
+            k, v = k.half().to(k.dtype), v.half().to(v.dtype)
         return k, v
 
     def compressed_mask(self, t: int, device=None) -> torch.Tensor:
         i = torch.arange(t, device=device)
+        if not self.compressing:
+            return torch.zeros(t, t, dtype=torch.bool, device=device)
         n_comp = torch.clamp(i + 1 - self.dense_recent, min=0) // self.chunk * self.chunk  # per query
         return i[None, :] < n_comp[:, None]
 

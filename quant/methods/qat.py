@@ -148,11 +148,12 @@ def _qat(model, cfg: QATConfig, calibration=None) -> dict:
         x = ids[idx].to(dev)
         with torch.no_grad():
             t_logp = torch.log_softmax(teacher(x)[:, :-1].float() / cfg.temperature, dim=-1)
-        s_logp = torch.log_softmax(model(x)[:, :-1].float() / cfg.temperature, dim=-1)
-        loss = torch.nn.functional.kl_div(s_logp.flatten(0, 1), t_logp.flatten(0, 1), log_target=True,
-                                          reduction="batchmean")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        with torch.enable_grad():
+            s_logp = torch.log_softmax(model(x)[:, :-1].float() / cfg.temperature, dim=-1)
+            loss = torch.nn.functional.kl_div(s_logp.flatten(0, 1), t_logp.flatten(0, 1), log_target=True,
+                                              reduction="batchmean")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))

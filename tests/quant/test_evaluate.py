@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+import torch
+
+from hwsim.errors import SpecError
+from quant.artifact import load_artifact, write_artifact
+from quant.evaluate import model_from_artifact, perplexity
+from quant.quantize import Calibration, configs_for_scheme, quantize
+from quant.scheme import CompressionScheme, get_scheme
+
+# Packed path (reference kernels on the packed formats) vs fake quantization (torch), both run in float64 so that
+# no int8 activation code flips across a rounding boundary because of float32 noise (one flip moves a logit by
+# ~0.5 with SmolLM2's outlier activations). Same stored integers, same rules: the logits agree to float64 noise
+# (measured: identical). Stated tolerance: max |logit difference| <= 1e-4, mean <= 1e-6.
+MAX_ABS, MEAN_ABS = 1e-4, 1e-6
+T = 160  # > 64 + 32 tokens: the oldest chunk is compressed for the last queries
+
+N_LAYERS = 1
+
+
+def small_model(n_layers=N_LAYERS):
+    """The first layers of the real SmolLM2 (sliced from the cached full model) and its ModelSpec."""
+    import copy
+    import dataclasses
+
+    from models.smollm import load_smollm2
+    from models.spec import get_model
+
+    full, tok = load_smollm2(fresh=False)
+    m = copy.deepcopy(full)
+    m.blocks = m.blocks[:n_layers]
+    m.cfg = dataclasses.replace(m.cfg, n_layers=n_layers)
+    spec = dataclasses.replace(get_model("smollm2-135m"), num_layers=n_layers)
+    return m, spec, tok
+
+
+def compress(tmp, scheme, method="gptq", n_layers=N_LAYERS):
+    from quant.methods.kvcache import kv_statistics
+
+    m, spec, tok = small_model(n_layers)
+    calib = Calibration.wiki_leads(tok, n=2, seq_len=128)
+    reps = []
+    for cfg in configs_for_scheme(scheme, weight_method=method):
+        reps += quantize(m, cfg, calibration=calib)
+    kv = kv_statistics(m, list(calib.windows), scheme)
+    return write_artifact(tmp, m, spec, scheme, kv_stats=kv, calibration=calib.provenance, reports=reps), m
+
+
+def _window(tok):
+    from models.data import eval_windows, read_wikitext2
+
+    return eval_windows(tok, read_wikitext2("test", 3000), seq_len=T)[0]
+
+
+@pytest.mark.parametrize("scheme", [
+    get_scheme("accllm").replace(attn_window=100),  # 2:4 W2 A8 KV4 Λ
+    CompressionScheme(name="sp-kvbm", weight_bits=4, weight_group_size=64, weight_pruning="unstructured",
+                      weight_sparsity=0.5, kv_sparsity=0.7, kv_bits=4, kv_dense_recent=32),  # bitmap W, int4 bitmap KV
+    get_scheme("mustafar70"),  # fp16 weights, fp16-valued bitmap KV
+], ids=["accllm", "bitmapW4-kvbitmap4", "mustafar70"])
+def test_packed_and_fake_paths_agree(tmp_path, scheme):
+    from models.smollm import load_tokenizer
+
+    path, _ = compress(tmp_path / "a", scheme, n_layers=1)
+    art = load_artifact(path)
+    w = torch.tensor([_window(load_tokenizer("smollm2-135m"))])
+    with torch.no_grad():
+        a = model_from_artifact(art, "packed").double()(w)[0]
+        b = model_from_artifact(art, "fake").double()(w)[0]
+    d = (a - b).abs()
+    assert float(d.max()) <= MAX_ABS and float(d.mean()) <= MEAN_ABS, (float(d.max()), float(d.mean()))
+    # and the compression is visible: the fake path differs from the same model without KV compression
+    fake = model_from_artifact(art, "fake").double()
+    fake.set_kv_codec(None)
+    fake.set_attn_mask(None)
+    if scheme.kv_compressed:
+        with torch.no_grad():
+            assert float((fake(w)[0] - b).abs().max()) > 1e-2
+
+
+def test_24_kernel_equals_dense_conversion():
+    from quant.evaluate import _packed_linear
+    from quant.formats import Sparse24Weight
+    from quant.kernels import w_a8_gemm
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((24, 64))
+    sw = Sparse24Weight.from_float(w, bits=2, group_size=32)
+    x = rng.standard_normal((5, 64))
+    ref = w_a8_gemm(x, sw)  # the kernel's own 2:4 gather path
+    got = _packed_linear(sw, 8)(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_unknown_path(tmp_path):
+    with pytest.raises(SpecError, match="packed"):
+        model_from_artifact(None, "int3")
+
+
+def test_perplexity_result():
+    from models.smollm import load_smollm2
+
+    m, tok = load_smollm2(fresh=False)
+    r = perplexity(m, [_window(tok)[:65]])
+    assert r.n_tokens == 64 and r.n_windows == 1 and 1 < r.ppl < 1000
