@@ -91,8 +91,8 @@ class FpgaSpec:
     uram_bytes: int = field(default=0, metadata=rng(ge=0))
     engine_dsps: int = field(default=0, metadata=rng(ge=0))  # DSPs the linear-layer compute engine uses
     macs_per_dsp: dict[str, float] = field(default_factory=dict, metadata=rng(gt=0))  # DSP packing by precision
-    attention_lanes: int = field(default=0, metadata=rng(ge=0))  # int4 x int8 MAC lanes of the attention engine
-    attention_engines: int = field(default=1, metadata=rng(ge=1))
+    attention_lanes: int = field(default=0, metadata=rng(ge=0))  # int4 x int8 MAC lanes of ONE attention engine
+    attention_engines: int = field(default=1, metadata=rng(ge=1))  # copies of that engine
     # ---- used by the cycle-level simulator (hwsim/cyclesim); 0 = not described (the cycle model then refuses) ----
     weight_buffer_bytes: int = field(default=0, metadata=rng(ge=0))  # ONE of the linear engine's 2 weight buffers
     activation_buffer_bytes: int = field(default=0, metadata=rng(ge=0))  # on-chip activations (prefill token tile)
