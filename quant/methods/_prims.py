@@ -95,7 +95,8 @@ def fake_quant_weight(w: torch.Tensor, bits: int, group_size: int, *, clip_searc
 
 def quant_act_int8(x: torch.Tensor) -> torch.Tensor:
     """Per-token symmetric int8 fake quantization of x [..., C]: scale = max|x| / 127 stored fp16, q in -127..127."""
-    s = (x.abs().amax(dim=-1, keepdim=True) / 127.0).clamp(min=1e-8).half().float()
+    s = (x.abs().amax(dim=-1, keepdim=True) / 127.0).half().float()
+    s = torch.where(s == 0, torch.ones_like(s), s)  # all-zero token: scale 1.0, as quant.formats.Int8Activation
     return torch.clamp(torch.round(x / s), -127, 127) * s
 
 
@@ -106,7 +107,8 @@ def quant_sym_int(x: torch.Tensor, bits: int, dim: int) -> tuple[torch.Tensor, t
     Returns (dequantized x, int8 codes, fp16 scales with `dim` kept as size 1).
     """
     qmax = 2 ** (bits - 1) - 1
-    s = (x.abs().amax(dim=dim, keepdim=True) / qmax).clamp(min=1e-8).half()
+    s = (x.abs().amax(dim=dim, keepdim=True) / qmax).half()
+    s = torch.where(s == 0, torch.ones_like(s), s)  # all-zero group: scale 1.0, as quant.formats.kv
     q = torch.clamp(torch.round(x / s.float()), -qmax, qmax)
     return q * s.float(), q.to(torch.int8), s
 
