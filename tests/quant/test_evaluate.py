@@ -10,9 +10,11 @@ from quant.scheme import CompressionScheme, get_scheme
 
 # Packed path (reference kernels on the packed formats) vs fake quantization (torch), both run in float64 so that
 # no int8 activation code flips across a rounding boundary because of float32 noise (one flip moves a logit by
-# ~0.5 with SmolLM2's outlier activations). Same stored integers, same rules: the logits agree to float64 noise
-# (measured: identical). Stated tolerance: max |logit difference| <= 1e-4, mean <= 1e-6.
-MAX_ABS, MEAN_ABS = 1e-4, 1e-6
+# ~0.5 with SmolLM2's outlier activations). Same stored integers, same rules. The decode-attention kernels compute
+# in float32 on the exact dequantized cache values, so the logits agree to float32 noise (measured: identical for
+# accllm and mustafar70, max 8.4e-5 / mean 2e-6 for the int4 bitmap KV). Stated tolerance: max |logit difference|
+# <= 1e-3, mean <= 1e-5 (logits span ~30).
+MAX_ABS, MEAN_ABS = 1e-3, 1e-5
 T = 100  # >= 64 + 32 tokens: the oldest chunk is compressed for the last queries
 
 N_LAYERS = 1
