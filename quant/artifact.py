@@ -71,17 +71,6 @@ class ArtifactInfo:
         return MeasuredProfile(source=f"artifact {self.path}", layer_weight_bytes=self.layer_weight_bytes,
                                lm_head_bytes=self.lm_head_bytes, kv_sparsity_per_layer=self.kv_sparsity_per_layer)
 
-    def adjust_scheme(self, scheme):
-        """The scheme to estimate with: the given one (the artifact's own unless the user overrode it)."""
-        return scheme
-
-    def adjust_estimate(self, est):
-        """est with its weight bytes replaced by the artifact's real stored bytes (when the scheme is the
-        artifact's own)."""
-        if getattr(est, "scheme", None) != self.scheme.name or not hasattr(est, "weight_bytes"):
-            return est
-        return dataclasses.replace(est, weight_bytes=self.total_weight_bytes)
-
 
 def read_manifest(path: str | Path) -> dict:
     path = Path(path)
