@@ -5,7 +5,8 @@ One clock domain (``sync``). Per cycle, in priority order:
 * ``clear``: all entries <= 0;
 * ``shift_en``: all entries <= entry >> ``shift`` (arithmetic, floor) -- the online-softmax rescale;
 * ``add_en``: entry e <= entry + prod[lane[e]] for every e with ``hit[e]`` (the bitmap decoder guarantees at
-  most one lane per entry and per cycle, so no adder tree is needed: each entry has one adder and an L:1 mux).
+  most one lane per entry and per cycle, so no adder tree is needed: each entry has an L:1 product mux feeding
+  its one adder).
 
 ``acc`` exposes all entries (registered values). Width overflow wraps; the golden model bounds the values so
 that it never happens (quant/fixedpoint.py).
@@ -13,7 +14,7 @@ that it never happens (quant/fixedpoint.py).
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, signed, unsigned
+from amaranth.hdl import Array, Module, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -45,6 +46,7 @@ class Accumulator(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        prods = Array(self.prod[j] for j in range(self.lanes))
         for e in range(self.entries):
             a = self.acc[e]
             with m.If(self.clear):
@@ -52,8 +54,6 @@ class Accumulator(wiring.Component):
             with m.Elif(self.shift_en):
                 m.d.sync += a.eq(a >> self.shift)
             with m.Elif(self.add_en & self.hit[e]):
-                with m.Switch(self.lane[e]):
-                    for j in range(self.lanes):
-                        with m.Case(j):
-                            m.d.sync += a.eq(a + self.prod[j])
+                # select the product first (L:1 mux), then one adder per entry -- not one adder per lane
+                m.d.sync += a.eq(a + prods[self.lane[e]])
         return m
