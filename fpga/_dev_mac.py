@@ -12,6 +12,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hwsim.errors import SpecError
+from rtl.layouts import checking
 
 __all__ = ["DotProductArray"]
 
@@ -20,10 +21,12 @@ class DotProductArray(wiring.Component):
     """``head_dim``-long int4 . int8 dot products on ``lanes`` multipliers, one beat of ``lanes`` pairs per cycle."""
 
     def __init__(self, *, head_dim: int, lanes: int) -> None:
-        if lanes < 1 or lanes & (lanes - 1):
-            raise SpecError(f"lanes {lanes} is not a power of two >= 1; use 1, 2, 4, 8, ...")
-        if head_dim % lanes:
-            raise SpecError(f"head_dim {head_dim} is not a multiple of lanes {lanes}; use lanes dividing head_dim")
+        with checking(self):  # a rejected instance is marked used: no UnusedElaboratable warning at GC time
+            if lanes < 1 or lanes & (lanes - 1):
+                raise SpecError(f"lanes {lanes} is not a power of two >= 1; use 1, 2, 4, 8, ...")
+            if head_dim % lanes:
+                raise SpecError(f"head_dim {head_dim} is not a multiple of lanes {lanes}; use lanes dividing "
+                                "head_dim")
         self.head_dim, self.lanes = head_dim, lanes
         beat = data.StructLayout({"k": data.ArrayLayout(signed(4), lanes), "q": data.ArrayLayout(signed(8), lanes)})
         super().__init__({"i": In(stream.Signature(beat)), "o": Out(stream.Signature(signed(32)))})

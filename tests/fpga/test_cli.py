@@ -67,3 +67,17 @@ def test_build_config_and_boards():
         BuildConfig(design="x")
     with pytest.raises(SpecError, match="unknown board"):
         build(BuildConfig(board="nope"), "unused")
+
+
+def test_rejected_design_leaves_no_unused_elaboratable():
+    """A constructor that rejects its parameters must not leave Amaranth an unused elaboratable to warn about when it
+    is collected (with warnings as errors that surfaced in whatever test ran at GC time)."""
+    import gc
+
+    from fpga._dev_mac import DotProductArray
+
+    with pytest.raises(SpecError, match="not a power of two"):
+        DotProductArray(head_dim=64, lanes=3)
+    with pytest.raises(SpecError, match="not a multiple"):
+        DotProductArray(head_dim=64, lanes=128)
+    gc.collect()
