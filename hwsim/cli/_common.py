@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
 from typing import Any
 
-__all__ = ["print_json", "fmt_bytes", "fmt_time", "console"]
+__all__ = ["print_json", "fmt_bytes", "fmt_time", "console", "positive_int", "int_list"]
 
 
 def print_json(data: Any) -> None:
@@ -46,3 +47,25 @@ def console():
     from rich.console import Console
 
     return Console()
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def int_list(text: str) -> list[int]:
+    """argparse type: a comma-separated list of integers >= 1."""
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 2,4,8") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give integers >= 1, e.g. 2,4,8")
+    return values

@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
+
+from hwsim.cli._common import positive_int
 
 __all__ = ["register", "run"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
 
 
 def register(sub) -> None:
@@ -29,10 +20,10 @@ def register(sub) -> None:
                    help="weight method: gptq (error-compensating, SparseGPT-style pruning), qat (GPTQ + "
                         "distillation fine-tune; GPU advised) or rtn (Wanda pruning "
                         "+ round to nearest); default gptq")
-    p.add_argument("--calib-windows", type=_positive_int, default=128, help="calibration windows (default 128)")
-    p.add_argument("--calib-len", type=_positive_int, default=512, help="tokens per calibration window (default 512)")
+    p.add_argument("--calib-windows", type=positive_int, default=128, help="calibration windows (default 128)")
+    p.add_argument("--calib-len", type=positive_int, default=512, help="tokens per calibration window (default 512)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration article order (default 0)")
-    p.add_argument("--layers", type=_positive_int, default=None,
+    p.add_argument("--layers", type=positive_int, default=None,
                    help="keep only the first N transformer layers (quick experiments and tests)")
     p.add_argument("--force", action="store_true", help="replace an existing artifact at OUT")
     p.add_argument("--json", action="store_true", help="print one JSON document describing the artifact")

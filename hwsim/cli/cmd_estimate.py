@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
+from hwsim.cli._common import positive_int
 
 from hwsim.errors import SpecError
 
 __all__ = ["register", "run", "resolve_scheme"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
 
 
 def register(sub) -> None:
@@ -43,9 +33,9 @@ def register(sub) -> None:
                    help="KV bitmap sparsity fraction in [0, 1) (Mustafar; 32 newest tokens dense)")
     p.add_argument("--lambda", dest="lambda_", default=None, metavar="SINK,WINDOW",
                    help="Λ attention: SINK first tokens + WINDOW newest tokens")
-    p.add_argument("--batch", type=_positive_int, default=1)
-    p.add_argument("--prompt", type=_positive_int, default=1024, help="prompt tokens (default 1024)")
-    p.add_argument("--gen", type=_positive_int, default=1024, help="generated tokens (default 1024)")
+    p.add_argument("--batch", type=positive_int, default=1)
+    p.add_argument("--prompt", type=positive_int, default=1024, help="prompt tokens (default 1024)")
+    p.add_argument("--gen", type=positive_int, default=1024, help="generated tokens (default 1024)")
     p.add_argument("--fidelity", default="analytical", choices=("analytical", "cycle"))
     p.add_argument("--json", action="store_true", help="print one JSON document with every figure and the inputs")
     p.set_defaults(func=run)

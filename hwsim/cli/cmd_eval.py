@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
+
+from hwsim.cli._common import positive_int
 
 __all__ = ["register", "run"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
 
 
 def register(sub) -> None:
@@ -25,8 +16,8 @@ def register(sub) -> None:
     p.add_argument("--artifact", required=True, help="artifact directory written by `hwsim compress`")
     p.add_argument("--text", default="wikitext2", choices=("wikitext2", "wikitext2-valid"),
                    help="evaluation text (default wikitext2 = WikiText-2 test)")
-    p.add_argument("--max-tokens", type=_positive_int, default=None, help="use only the first N text tokens")
-    p.add_argument("--seq-len", type=_positive_int, default=512, help="tokens per window (default 512)")
+    p.add_argument("--max-tokens", type=positive_int, default=None, help="use only the first N text tokens")
+    p.add_argument("--seq-len", type=positive_int, default=512, help="tokens per window (default 512)")
     p.add_argument("--path", default="packed", choices=("packed", "fake"),
                    help="packed: reference kernels on the packed formats (slow, exact); fake: fake quantization "
                         "in torch (fast); default packed")

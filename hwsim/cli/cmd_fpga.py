@@ -2,31 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
+from hwsim.cli._common import int_list, positive_int
 
 from hwsim.errors import SpecError
 
 __all__ = ["register", "run"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 2,4,8") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give integers >= 1, e.g. 2,4,8")
-    return values
 
 
 def register(sub) -> None:
@@ -42,8 +22,8 @@ def register(sub) -> None:
                                       "`hwsim estimate --hardware`)")
     b.add_argument("--board", default="ulx3s-85f",
                    help="ulx3s-85f (board flow: PLL, LEDs) or lfe5u-85f (bare chip) (default: ulx3s-85f)")
-    b.add_argument("--lanes", type=_positive_int, default=8, help="MAC lanes of the engine (default 8)")
-    b.add_argument("--head-dim", type=_positive_int, default=64, help="head dimension, 64 or 128 (default 64)")
+    b.add_argument("--lanes", type=positive_int, default=8, help="MAC lanes of the engine (default 8)")
+    b.add_argument("--head-dim", type=positive_int, default=64, help="head dimension, 64 or 128 (default 64)")
     b.add_argument("--freq", type=float, default=100.0, metavar="MHZ", help="target clock in MHz (default 100)")
     b.add_argument("--out", default="build", metavar="DIR", help="build directory (default: build)")
     b.add_argument("--design", default="engine", choices=("engine", "dot"),
@@ -53,9 +33,9 @@ def register(sub) -> None:
 
     s = fsub.add_parser("sweep", help="build a grid of lanes (x head_dim); print and plot resources and Fmax")
     s.add_argument("--board", default="lfe5u-85f", help="target (default: lfe5u-85f, the bare chip)")
-    s.add_argument("--lanes", type=_int_list, default=[2, 4, 8, 16], metavar="N,N,...",
+    s.add_argument("--lanes", type=int_list, default=[2, 4, 8, 16], metavar="N,N,...",
                    help="lanes to build (default 2,4,8,16)")
-    s.add_argument("--head-dim", type=_int_list, default=[64], metavar="D,D", help="head dims (default 64)")
+    s.add_argument("--head-dim", type=int_list, default=[64], metavar="D,D", help="head dims (default 64)")
     s.add_argument("--freq", type=float, default=100.0, metavar="MHZ", help="target clock in MHz (default 100)")
     s.add_argument("--out", default="build/fpga-sweep", metavar="DIR",
                    help="root of the per-point build directories (default: build/fpga-sweep)")

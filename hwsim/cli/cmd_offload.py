@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
+from hwsim.cli._common import int_list, positive_int
 
 from hwsim.errors import SpecError
 
 __all__ = ["register", "run"]
 
 _POLICIES = ("flexgen", "leoam", "instinfer")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: give integers >= 1, e.g. 8,16,32,64")
-    return values
 
 
 def register(sub) -> None:
@@ -41,19 +21,19 @@ def register(sub) -> None:
                    help="shipped platform (a6000-ssd, a6000-csd) or a platform YAML (default a6000-csd)")
     p.add_argument("--policy", default="instinfer", choices=_POLICIES)
     p.add_argument("--scheme", default="fp16", help="compression preset or scheme YAML (default fp16)")
-    p.add_argument("--batch", type=_positive_int, default=64)
-    p.add_argument("--prompt", type=_positive_int, default=1024, help="prompt tokens (default 1024)")
-    p.add_argument("--gen", type=_positive_int, default=1024, help="generated tokens (default 1024)")
+    p.add_argument("--batch", type=positive_int, default=64)
+    p.add_argument("--prompt", type=positive_int, default=1024, help="prompt tokens (default 1024)")
+    p.add_argument("--gen", type=positive_int, default=1024, help="generated tokens (default 1024)")
     p.add_argument("--placement", default=None, metavar="WG,WC,KG,KC,HG,HC",
                    help="FlexGen-style percentages of weights, KV cache and activations on GPU and CPU (the rest "
                         "on disk), e.g. 100,0,15,85,100,0 (default: policy search / greedy / InstInfer layout)")
     p.add_argument("--policy-yaml", default=None, metavar="YAML",
                    help="a complete Policy as YAML (its fields: kind, gpu_batch_size, num_gpu_batches, w_gpu, ...); "
                         "overrides --policy and the placement flags")
-    p.add_argument("--gpu-batches", type=_positive_int, default=None,
+    p.add_argument("--gpu-batches", type=positive_int, default=None,
                    help="number of GPU batches the batch is split into (must divide --batch)")
     p.add_argument("--topk", type=float, default=None, help="InstInfer: fraction of tokens attended (1 = dense)")
-    p.add_argument("--topr", type=_positive_int, default=None, help="InstInfer: query channels for approximation")
+    p.add_argument("--topr", type=positive_int, default=None, help="InstInfer: query channels for approximation")
     p.add_argument("--no-overlap", action="store_true", help="do not overlap load / compute / store")
     p.add_argument("--fidelity", default="simpy", choices=("simpy", "analytical"))
     p.add_argument("--json", action="store_true", help="print one JSON document")
@@ -61,7 +41,7 @@ def register(sub) -> None:
                                                                "supports over --sweep (analytical model)")
     p.add_argument("--sweep", default="batch", choices=("batch", "context"),
                    help="x axis of --plot: batch size, or prompt = generated length (default batch)")
-    p.add_argument("--sweep-values", type=_int_list, default=None, metavar="N,N,...",
+    p.add_argument("--sweep-values", type=int_list, default=None, metavar="N,N,...",
                    help="points of the sweep (default 8,16,32,64 for batch; 256,512,1024,2048 for context)")
     p.set_defaults(func=run)
 
