@@ -34,6 +34,8 @@ __all__ = ["BuildConfig", "BuildResult", "build", "DESIGNS", "make_design"]
 DESIGNS = {
     "engine": "rtl.engine:AttentionEngine",  # the attention engine of rtl/ (issue 5)
     "dot": "fpga._dev_mac:DotProductArray",  # small int4 x int8 dot-product array (flow development, quick tests)
+    "softmax": "fpga._units:softmax",  # the engine's units alone (timing closure unit by unit)
+    "normalizer": "fpga._units:normalizer",
 }
 # synth_ecp5 runs up to its LUT mapping; the LUTs are then mapped by Yosys' classic ABC (4-input LUTs, wide
 # functions into PFUMX/L6MUX21) instead of its default ABC9, and synth_ecp5 finishes from map_cells. Measured on

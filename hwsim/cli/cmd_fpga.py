@@ -6,6 +6,9 @@ from hwsim.cli._common import int_list, positive_int
 
 from hwsim.errors import SpecError
 
+# fpga._flow.DESIGNS, kept literal so the CLI does not import fpga/ at start-up (tests/fpga/test_cli.py checks it)
+DESIGN_CHOICES = ("engine", "dot", "softmax", "normalizer")
+
 __all__ = ["register", "run"]
 
 
@@ -26,7 +29,7 @@ def register(sub) -> None:
     b.add_argument("--head-dim", type=positive_int, default=64, help="head dimension, 64 or 128 (default 64)")
     b.add_argument("--freq", type=float, default=100.0, metavar="MHZ", help="target clock in MHz (default 100)")
     b.add_argument("--out", default="build", metavar="DIR", help="build directory (default: build)")
-    b.add_argument("--design", default="engine", choices=("engine", "dot"),
+    b.add_argument("--design", default="engine", choices=DESIGN_CHOICES,
                    help="engine: rtl/ attention engine; dot: small int4xint8 dot-product array (flow check)")
     b.add_argument("--json", action="store_true", help="print the report as one JSON document")
     b.set_defaults(func=run, action="build")
@@ -40,7 +43,7 @@ def register(sub) -> None:
     s.add_argument("--out", default="build/fpga-sweep", metavar="DIR",
                    help="root of the per-point build directories (default: build/fpga-sweep)")
     s.add_argument("--png", default=None, metavar="PATH", help="plot file (default: OUT/sweep.png)")
-    s.add_argument("--design", default="engine", choices=("engine", "dot"))
+    s.add_argument("--design", default="engine", choices=DESIGN_CHOICES)
     s.add_argument("--json", action="store_true", help="print the rows as one JSON document")
     s.set_defaults(func=run, action="sweep")
 

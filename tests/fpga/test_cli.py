@@ -81,3 +81,10 @@ def test_rejected_design_leaves_no_unused_elaboratable():
     with pytest.raises(SpecError, match="not a multiple"):
         DotProductArray(head_dim=64, lanes=128)
     gc.collect()
+
+
+def test_cli_design_choices_are_the_flow_designs():
+    from fpga import DESIGNS
+    from hwsim.cli.cmd_fpga import DESIGN_CHOICES
+
+    assert set(DESIGN_CHOICES) == set(DESIGNS)

@@ -1,0 +1,38 @@
+"""Pipeline depths of the attention engine: the one source of truth for the RTL (rtl/engine.py and its units), the
+closed-form cycle count (rtl/cycles.py) and the cycle-level simulator (hwsim/cyclesim/attention_engine.py).
+
+Pure Python (no Amaranth import), so the simulator can use it without elaborating anything.
+
+The engine runs at >= 100 MHz on an LFE5U-85F-6 (issue 6), so every unit is pipelined so that no register-to-register
+path has more than about 3 LUT levels plus one carry chain or one DSP multiply. The numbers below are contracts: each
+unit's tests check its own, and rtl/cycles.py is checked against Verilator.
+
+Convention: "command at cycle t" = the command input is high during cycle t (sampled at the rising edge that ends
+cycle t); "visible from cycle t + N" = a reader that samples during cycle t + N sees the result.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SCAN_LATENCY", "UPDATE_LATENCY", "EXP_LATENCY", "L_LATENCY", "NORM_PIPE", "BLK_CYCLES", "BEAT_LATENCY"]
+
+# ---- SoftmaxUnit (rtl/softmax.py) ------------------------------------------------------------------------------
+#: a ``scan`` at cycle t is folded into the block max seen by an ``update`` issued at cycle t + SCAN_LATENCY or later
+SCAN_LATENCY = 4
+#: an ``update`` at cycle t drives ``rescale`` with ``rescale_stb`` high during cycle t + UPDATE_LATENCY (one cycle;
+#: l >>= rescale takes effect at that edge); an ``exp`` issued at cycle t + UPDATE_LATENCY + 1 or later sees the new M
+UPDATE_LATENCY = 6
+#: an ``exp`` at cycle t writes its L p values: p_all[chunk] is visible from cycle t + EXP_LATENCY on
+EXP_LATENCY = 8
+#: ... and l includes their sum from cycle t + L_LATENCY on
+L_LATENCY = 12
+
+# ---- Normalizer (rtl/normalizer.py) -----------------------------------------------------------------------------
+#: ``start`` at cycle t: RECIP_BITS division cycles (t+1 .. t+RECIP_BITS), then output beat c (stall-free) is valid
+#: during cycle t + 1 + RECIP_BITS + NORM_PIPE + c
+NORM_PIPE = 4
+
+# ---- engine controller (rtl/engine.py) ---------------------------------------------------------------------------
+#: cycles of the BLK phase (header accept, then the block's popcount(sel) in a 2-stage adder tree)
+BLK_CYCLES = 3
+#: a K/V beat issued at cycle t has updated its accumulator entries, visible from cycle t + BEAT_LATENCY on
+BEAT_LATENCY = 5
