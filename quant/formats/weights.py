@@ -166,6 +166,56 @@ class GroupQuantWeight(Packed):
                    fp16_from_bytes(raw["scales"], (rows, g)), np.asarray(raw["qzeros"]).reshape(rows, -1))
 
 
+# ---- group parameters of the sparse formats -------------------------------------------------------------------
+def _n_groups(cols: int, group_size: int, bits: int) -> int:
+    """Scale/zero-point groups per row: ceil(cols / group_size) for int codes, none for fp16 values (bits = 16)."""
+    return -(-cols // group_size) if bits < 16 else 0
+
+
+class _SparseGroupWeight(Packed):
+    """What the sparse weight formats share: int codes (bits < 16) with fp16 scales and packed zero points per group
+    of `group_size` dense input columns, or fp16 values (bits = 16, no groups); the metadata that describes them; the
+    scales and qzeros sections. A subclass is a frozen dataclass with fields bits, group_size, out_features,
+    in_features, scales, qzeros."""
+
+    @property
+    def quantized(self) -> bool:
+        return self.bits < 16
+
+    @property
+    def n_groups(self) -> int:
+        return _n_groups(self.in_features, self.group_size, self.bits)
+
+    def meta(self) -> dict[str, Any]:
+        return {"format": self.FORMAT, "bits": self.bits, "group_size": self.group_size,
+                "out_features": self.out_features, "in_features": self.in_features}
+
+    @classmethod
+    def _checked_params(cls, meta: Mapping[str, Any]) -> tuple[int, int, int, int]:
+        """(bits, group_size, rows, cols) from `meta`, validated; FormatError on a bad value."""
+        what = cls.FORMAT
+        bits = meta_choice(meta, "bits", QUANT_BITS + (16,), what)
+        gs, rows, cols = (meta_int(meta, k, what, 1) for k in ("group_size", "out_features", "in_features"))
+        return bits, gs, rows, cols
+
+    @staticmethod
+    def _group_sections(rows: int, cols: int, gs: int, bits: int) -> list[Section]:
+        g = _n_groups(cols, gs, bits)
+        return [Section("scales", rows * g * FP16_BYTES), Section("qzeros", rows * packed_bytes(g, bits))]
+
+    @staticmethod
+    def _raw_params(meta: Mapping[str, Any]) -> tuple[int, int, int, int]:
+        """(bits, group_size, rows, cols) from metadata that `layout` has already checked."""
+        return meta["bits"], meta["group_size"], meta["out_features"], meta["in_features"]
+
+    @staticmethod
+    def _group_arrays(raw: Mapping[str, Any], rows: int, cols: int, gs: int, bits: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """(scales float16 [rows, G], qzeros uint8 [rows, packed]) from the raw sections."""
+        g = _n_groups(cols, gs, bits)
+        return fp16_from_bytes(raw["scales"], (rows, g)), np.asarray(raw["qzeros"]).reshape(rows, -1)
+
+
 # ---- 2:4 semi-structured -------------------------------------------------------------------------------------
 def prune_2_4(w: np.ndarray) -> np.ndarray:
     """Keep-mask [out, in] keeping the 2 largest-magnitude of every 4 consecutive input columns (ties: lower
@@ -181,7 +231,7 @@ def prune_2_4(w: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True, eq=False)
-class Sparse24Weight(Packed):
+class Sparse24Weight(_SparseGroupWeight):
     """2:4 sparse W[out, in]: per 4 dense input columns two kept values (in column order) with 2-bit positions.
 
     qvalues: uint8 [out, packed_bytes(in/2, bits)] kept codes (bits < 16) or fp16 patterns (bits = 16);
@@ -226,14 +276,6 @@ class Sparse24Weight(Packed):
         return cls(bits, group_size, rows, cols, pack_bits(vals, bits), pack_bits(idx, 2), scales,
                    pack_bits(zeros, bits) if bits < 16 else np.zeros((rows, 0), np.uint8))
 
-    @property
-    def quantized(self) -> bool:
-        return self.bits < 16
-
-    @property
-    def n_groups(self) -> int:
-        return -(-self.in_features // self.group_size) if self.quantized else 0
-
     def kept_columns(self) -> np.ndarray:
         """int64 [out, in/2] dense column of each kept value."""
         k = self.in_features // 2
@@ -268,21 +310,14 @@ class Sparse24Weight(Packed):
         return out
 
     # ---- serialization ----
-    def meta(self) -> dict[str, Any]:
-        return {"format": self.FORMAT, "bits": self.bits, "group_size": self.group_size,
-                "out_features": self.out_features, "in_features": self.in_features}
-
     @classmethod
     def layout(cls, meta: Mapping[str, Any]) -> list[Section]:
-        what = cls.FORMAT
-        bits = meta_choice(meta, "bits", QUANT_BITS + (16,), what)
-        gs, rows, cols = (meta_int(meta, k, what, 1) for k in ("group_size", "out_features", "in_features"))
+        bits, gs, rows, cols = cls._checked_params(meta)
         if cols % 4:
-            raise FormatError(f"{what}: in_features {cols} is not divisible by 4")
+            raise FormatError(f"{cls.FORMAT}: in_features {cols} is not divisible by 4")
         k = cols // 2
-        g = -(-cols // gs) if bits < 16 else 0
         return [Section("qvalues", rows * packed_bytes(k, bits)), Section("indices", rows * packed_bytes(k, 2)),
-                Section("scales", rows * g * FP16_BYTES), Section("qzeros", rows * packed_bytes(g, bits))]
+                *cls._group_sections(rows, cols, gs, bits)]
 
     def raw(self) -> dict[str, Any]:
         return {"qvalues": self.qvalues, "indices": self.indices, "scales": fp16_bytes(self.scales),
@@ -290,20 +325,19 @@ class Sparse24Weight(Packed):
 
     @classmethod
     def from_raw(cls, meta: Mapping[str, Any], raw: Mapping[str, Any]) -> "Sparse24Weight":
-        bits, gs, rows, cols = meta["bits"], meta["group_size"], meta["out_features"], meta["in_features"]
-        g = -(-cols // gs) if bits < 16 else 0
+        bits, gs, rows, cols = cls._raw_params(meta)
         idx = np.asarray(raw["indices"]).reshape(rows, -1)
         pos = unpack_bits(idx, cols // 2, 2).reshape(rows, -1, 2)
         if np.any(pos[..., 0] >= pos[..., 1]):
             raise FormatError(f"{cls.FORMAT}: 2:4 position metadata must hold two increasing positions per block "
                               "of 4; the buffer is corrupt")
         return cls(bits, gs, rows, cols, np.asarray(raw["qvalues"]).reshape(rows, -1), idx,
-                   fp16_from_bytes(raw["scales"], (rows, g)), np.asarray(raw["qzeros"]).reshape(rows, -1))
+                   *cls._group_arrays(raw, rows, cols, gs, bits))
 
 
 # ---- unstructured, bitmap tiles ------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
-class BitmapSparseWeight(Packed):
+class BitmapSparseWeight(_SparseGroupWeight):
     """Unstructured-sparse W[out, in]: each row cut into tiles of 64 dense columns (the last one partial, its
     bitmap bits past the row end clear); a tile is a uint64 bitmap + its kept codes packed at `bits`, byte-padded.
 
@@ -363,14 +397,6 @@ class BitmapSparseWeight(Packed):
         return cls(bits, group_size, rows, cols, bitmaps.reshape(rows, n_tiles), payload, scales, zeros)
 
     @property
-    def quantized(self) -> bool:
-        return self.bits < 16
-
-    @property
-    def n_groups(self) -> int:
-        return -(-self.in_features // self.group_size) if self.quantized else 0
-
-    @property
     def nnz_per_tile(self) -> list[int]:
         """Kept values of each tile, row-major (the argument CompressionScheme.matrix_bytes takes)."""
         return popcount64(self.bitmaps).reshape(-1).tolist()
@@ -394,18 +420,11 @@ class BitmapSparseWeight(Packed):
         return np.where(mask, vals, 0.0)
 
     # ---- serialization ----
-    def meta(self) -> dict[str, Any]:
-        return {"format": self.FORMAT, "bits": self.bits, "group_size": self.group_size,
-                "out_features": self.out_features, "in_features": self.in_features}
-
     @classmethod
     def layout(cls, meta: Mapping[str, Any]) -> list[Section]:
-        what = cls.FORMAT
-        bits = meta_choice(meta, "bits", QUANT_BITS + (16,), what)
-        gs, rows, cols = (meta_int(meta, k, what, 1) for k in ("group_size", "out_features", "in_features"))
-        g = -(-cols // gs) if bits < 16 else 0
+        bits, gs, rows, cols = cls._checked_params(meta)
         return [Section("tiles", n_tiles=rows * -(-cols // BITMAP_TILE), bits=bits),
-                Section("scales", rows * g * FP16_BYTES), Section("qzeros", rows * packed_bytes(g, bits))]
+                *cls._group_sections(rows, cols, gs, bits)]
 
     def raw(self) -> dict[str, Any]:
         return {"tiles": (self.bitmaps.reshape(-1), self.payload), "scales": fp16_bytes(self.scales),
@@ -413,8 +432,7 @@ class BitmapSparseWeight(Packed):
 
     @classmethod
     def from_raw(cls, meta: Mapping[str, Any], raw: Mapping[str, Any]) -> "BitmapSparseWeight":
-        bits, gs, rows, cols = meta["bits"], meta["group_size"], meta["out_features"], meta["in_features"]
-        g = -(-cols // gs) if bits < 16 else 0
+        bits, gs, rows, cols = cls._raw_params(meta)
         n_tiles = -(-cols // BITMAP_TILE)
         bitmaps, payload = raw["tiles"]
         mask, _ = unpack_tiles(bitmaps, payload, bits, cls.FORMAT)  # validates popcount vs payload length
@@ -423,4 +441,4 @@ class BitmapSparseWeight(Packed):
             raise FormatError(f"{cls.FORMAT}: a last-tile bitmap marks columns past in_features={cols}; the bitmaps "
                               "are corrupt")
         return cls(bits, gs, rows, cols, np.asarray(bitmaps).reshape(rows, n_tiles), np.asarray(payload),
-                   fp16_from_bytes(raw["scales"], (rows, g)), np.asarray(raw["qzeros"]).reshape(rows, -1))
+                   *cls._group_arrays(raw, rows, cols, gs, bits))
