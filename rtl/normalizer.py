@@ -1,21 +1,53 @@
 """Normaliser: ``Q = floor(2^44 / l)`` by restoring division, then ``o[c] = sat16((acc[c] * Q + 2^35) >> 36)``.
 
-``start`` (one cycle) latches the initial remainder 2^44 >> 38 = 64; then 38 DIV cycles produce one quotient
-bit each (``rem2 = 2 rem``; if ``rem2 >= l``: ``rem = rem2 - l``, bit 1); then D OUT cycles present one output
-beat each on the ``o`` stream (payload from registers only; ``done`` pulses with the last accepted beat).
-``l`` and ``acc`` must stay constant from ``start`` to ``done``.
+Pipelined for >= 100 MHz on an LFE5U-85F-6 (issue 6); the latency contract is ``rtl.timing.NORM_PIPE``.
+
+Timing (``start`` high during cycle t, ``o.ready`` always high)
+--------------------------------------------------------------
+* t: ``start`` latches the initial remainder 2^44 >> 38 = 64.
+* t+1 .. t+RECIP_BITS: one quotient bit per cycle, MSB first (``diff = 2 rem - l``; if ``diff >= 0``:
+  ``rem = diff``, bit 1; else ``rem = 2 rem``, bit 0): one 30-bit subtract and a 2:1 mux per cycle.
+* output beat c is valid during cycle t + 1 + RECIP_BITS + NORM_PIPE + c, one per cycle.
+
+Output pipeline (one beat per stage, all stages advance together on ``adv = ~o.valid | o.ready``)
+--------------------------------------------------------------------------------------------------
+The beat index c is issued into the pipeline while the division still runs (``acc`` only has to be stable from
+then on; it is never latched), so that the first beat's accumulator word reaches the multiplier exactly in the
+first cycle after the division. The pipeline registers, in order:
+
+* I   (issue): the index c (an up-counter), its ``last`` flag.
+* F1  (fetch 1): for each of 8 groups of D/8 consecutive words, the word ``c mod (D/8)`` of the group
+  (8 or 16:1 mux per bit).
+* F2  (fetch 2): ``a = acc[c]``: an 8:1 mux of the F1 words by ``c div (D/8)`` (index bits carried along).
+* P   (NORM_PIPE stage 1): six partial products, one MULT18X18D each: ``a = ah 2^17 + al`` (al: 17 bits unsigned,
+  ah: 15 bits signed), ``Q = q2 2^34 + q1 2^17 + q0`` (q0, q1: 17 bits, q2: 4 bits unsigned).
+* S   (stage 2): three sums of two products each, ``X = al q0 + 2^35 + (al q1 << 17)`` (the rounding constant
+  fills a bit that is always 0), ``Y = ah q0 + (ah q1 << 17)``, ``Z = al q2 + (ah q2 << 17)``.
+* T   (stage 3): ``R = (X + (Y << 17) + (Z << 34)) >> 36``, i.e. ``(acc[c] Q + 2^35) >> 36`` (34 bits signed; the 17 low
+  bits of X take no adder).
+* O   (stage 4): the ``o`` payload register: ``R`` saturated to int16, ``last`` (c = D - 1), ``o.valid``.
+
+``o.valid`` and ``o.payload`` come from registers only; ``done = o.valid & o.ready & last``. ``l`` and ``acc``
+must stay constant from ``start`` to ``done`` (``acc`` only from cycle t + RECIP_BITS - 1 on); the next ``start`` may
+come the cycle after ``done``.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from quant.fixedpoint import ACC_BITS, L_BITS, OUT_BITS, OUT_FRAC_BITS, RECIP_BITS, RECIP_SHIFT
 from rtl.layouts import OutBeat, check_head_dim, checking
+from rtl.timing import NORM_PIPE
 
 __all__ = ["Normalizer"]
+
+_GROUPS = 8  # F1 groups (F2 is an 8:1 mux)
+_FETCH = 2  # fetch stages F1, F2 between the issue register and the multipliers
+_CHUNK = 17  # unsigned operand chunk of an 18x18 signed multiplier
+_STAGES = 4  # P, S, T, O: must equal NORM_PIPE
 
 
 class Normalizer(wiring.Component):
@@ -31,40 +63,111 @@ class Normalizer(wiring.Component):
         })
 
     def elaborate(self, platform):
+        assert _STAGES == NORM_PIPE, "the output pipeline must have exactly NORM_PIPE stages (rtl/timing.py)"
+        assert ACC_BITS - _CHUNK <= 18 and RECIP_BITS <= 3 * _CHUNK
         m = Module()
         D = self.head_dim
-        rem = Signal(L_BITS + 1)
+        G = _GROUPS
+        S = D // G  # words per F1 group
+        lo_bits = (S - 1).bit_length()
+
+        # ---- division: t+1 .. t+RECIP_BITS ----------------------------------------------------------------
+        rem = Signal(L_BITS)
         q = Signal(RECIP_BITS)
         k = Signal(range(RECIP_BITS))
-        c = Signal(range(D))
-        rem2 = Signal(L_BITS + 2)
-        m.d.comb += rem2.eq(rem << 1)
-        ge = rem2 >= self.l
-        sh = RECIP_SHIFT - OUT_FRAC_BITS
-        a = self.acc.as_value().word_select(c, ACC_BITS).as_signed()
-        r = Signal(signed(ACC_BITS + RECIP_BITS + 2))
-        m.d.comb += r.eq((a * q + (1 << (sh - 1))) >> sh)
-        hi, lo = (1 << (OUT_BITS - 1)) - 1, -(1 << (OUT_BITS - 1))
-        sat = Mux(r > hi, hi, Mux(r < lo, lo, r[:OUT_BITS]))
-        with m.FSM(init="IDLE"):
-            with m.State("IDLE"):
-                with m.If(self.start):
-                    m.d.sync += [rem.eq(1 << (RECIP_SHIFT - RECIP_BITS)), q.eq(0), k.eq(0)]
-                    m.next = "DIV"
-            with m.State("DIV"):
-                m.d.sync += [rem.eq(Mux(ge, rem2 - self.l, rem2)), q.eq((q << 1) | ge), k.eq(k + 1)]
-                with m.If(k == RECIP_BITS - 1):
-                    m.d.sync += c.eq(0)
-                    m.next = "OUT"
-            with m.State("OUT"):
-                m.d.comb += [
-                    self.o.valid.eq(1),
-                    self.o.payload.data.eq(sat),
-                    self.o.payload.last.eq(c == D - 1),
-                ]
-                with m.If(self.o.ready):
-                    m.d.sync += c.eq(c + 1)
-                    with m.If(c == D - 1):
-                        m.d.comb += self.done.eq(1)
-                        m.next = "IDLE"
+        busy = Signal()
+        diff = Signal(signed(L_BITS + 2))
+        m.d.comb += diff.eq(Cat(0, rem).as_unsigned() - self.l)
+        ge = ~diff[-1]
+        with m.If(self.start):
+            m.d.sync += [rem.eq(1 << (RECIP_SHIFT - RECIP_BITS)), q.eq(0), k.eq(0), busy.eq(1)]
+        with m.Elif(busy):
+            m.d.sync += [rem.eq(Mux(ge, diff[:L_BITS], Cat(0, rem))), q.eq(Cat(ge, q)), k.eq(k + 1)]
+            with m.If(k == RECIP_BITS - 1):
+                m.d.sync += busy.eq(0)
+
+        # ---- output pipeline --------------------------------------------------------------------------------
+        adv = Signal()
+        o_valid = Signal()
+        m.d.comb += adv.eq(~o_valid | self.o.ready)
+
+        # I: issue register, first valid during t + 1 + RECIP_BITS - _FETCH
+        iv = Signal()
+        ic = Signal(range(D))
+        ilast = Signal()
+        with m.If(busy & (k == RECIP_BITS - _FETCH - 1)):
+            m.d.sync += [iv.eq(1), ic.eq(0), ilast.eq(D == 1)]
+        with m.Elif(adv & iv):
+            m.d.sync += [ic.eq(ic + 1), ilast.eq(ic == D - 2)]
+            with m.If(ilast):
+                m.d.sync += iv.eq(0)
+
+        # F1: one S:1 mux per group
+        acc = self.acc
+        f1v, f1last = Signal(), Signal()
+        f1hi = Signal(range(G))
+        f1 = [Signal(signed(ACC_BITS), name=f"f1_{g}") for g in range(G)]
+        f2v, f2last = Signal(), Signal()
+        a = Signal(signed(ACC_BITS))
+        with m.If(adv):
+            m.d.sync += [f1v.eq(iv), f1last.eq(ilast), f1hi.eq(ic[lo_bits:])]
+            for g in range(G):
+                words = Cat(*[acc[g * S + j] for j in range(S)])
+                m.d.sync += f1[g].eq(words.word_select(ic[:lo_bits], ACC_BITS) if S > 1 else words)
+            # F2: 8:1 mux of the groups
+            m.d.sync += [f2v.eq(f1v), f2last.eq(f1last), a.eq(Cat(*f1).word_select(f1hi, ACC_BITS))]
+
+        # P: partial products (the multiplier operands are a and the settled quotient q)
+        al = a[:_CHUNK]
+        ah = a[_CHUNK:].as_signed()
+        q0, q1, q2 = q[:_CHUNK], q[_CHUNK:2 * _CHUNK], q[2 * _CHUNK:]
+        pv, plast = Signal(), Signal()
+        p00 = Signal(unsigned(2 * _CHUNK))
+        p01 = Signal(unsigned(2 * _CHUNK))
+        p02 = Signal(unsigned(_CHUNK + len(q2)))
+        p10 = Signal(signed(len(ah) + _CHUNK + 1))
+        p11 = Signal(signed(len(ah) + _CHUNK + 1))
+        p12 = Signal(signed(len(ah) + len(q2) + 1))
+        # S: three sums
+        sv, slast = Signal(), Signal()
+        x = Signal(unsigned(3 * _CHUNK + 2))
+        y = Signal(signed(len(p11) + _CHUNK + 1))
+        z = Signal(signed(len(p12) + _CHUNK + 1))
+        # T: the rounded, shifted product
+        sh = RECIP_SHIFT - OUT_FRAC_BITS  # 36
+        tv, tlast = Signal(), Signal()
+        r = Signal(signed(ACC_BITS + RECIP_BITS + 1 - sh))
+        # x's low _CHUNK bits pass through; only bits >= _CHUNK take the 3-operand add
+        hi = Signal(signed(len(r) + sh - _CHUNK + 1))
+        m.d.comb += hi.eq(x[_CHUNK:] + y + (z << _CHUNK))
+        # O: output register
+        o_data = Signal(signed(OUT_BITS))
+        o_last = Signal()
+        with m.If(adv):
+            m.d.sync += [
+                pv.eq(f2v), plast.eq(f2last),
+                p00.eq(al * q0), p01.eq(al * q1), p02.eq(al * q2),
+                p10.eq(ah * q0), p11.eq(ah * q1), p12.eq(ah * q2),
+            ]
+            # bit 35 of p00 (< 2^34) is always 0, so OR-ing in the rounding constant 2^35 is an exact add
+            m.d.sync += [
+                sv.eq(pv), slast.eq(plast),
+                x.eq(Cat(p00, 0, 1) + (p01 << _CHUNK)),
+                y.eq(p10 + (p11 << _CHUNK)),
+                z.eq(p02 + (p12 << _CHUNK)),
+            ]
+            m.d.sync += [tv.eq(sv), tlast.eq(slast), r.eq(hi[sh - _CHUNK:])]
+            top, bot = (1 << (OUT_BITS - 1)) - 1, -(1 << (OUT_BITS - 1))
+            sign = r[-1]
+            ovf = ~((r[OUT_BITS - 1:] == 0) | (r[OUT_BITS - 1:] == (1 << (len(r) - OUT_BITS + 1)) - 1))
+            m.d.sync += [
+                o_valid.eq(tv), o_last.eq(tlast),
+                o_data.eq(Mux(ovf, Mux(sign, bot, top), r[:OUT_BITS])),
+            ]
+        m.d.comb += [
+            self.o.valid.eq(o_valid),
+            self.o.payload.data.eq(o_data),
+            self.o.payload.last.eq(o_last),
+            self.done.eq(o_valid & self.o.ready & o_last),
+        ]
         return m
