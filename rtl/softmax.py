@@ -1,18 +1,39 @@
 """Softmax unit: block max, running max M, rescale shift, and L exp2 lanes (the online softmax of
-quant/fixedpoint.py, bit exact).
+quant/fixedpoint.py, bit exact), pipelined for >= 100 MHz on an LFE5U-85F-6 (issue 6).
 
-State (``sync``): ``bmax`` (block max of raw scores, signed 20), ``M`` (signed 30) + ``m_valid``, ``l`` (uint28,
-port ``l``) and the 64 p values of the current block (``p_all``, uint8 each). Commands, one per cycle, issued by
-the engine controller:
+State (``sync``): ``bmax`` (block max of raw scores, kept as a 20-bit offset-binary key), ``M`` (signed 30,
+port ``m``) + ``m_valid``, ``l`` (uint28, port ``l``) and the 64 p values of the current block (``p_all``, uint8
+each). Every output is a register. Commands (1-cycle pulses, "command at cycle t" = high during cycle t) and their
+latencies are the contracts of rtl/timing.py:
 
-* ``head_start``: m_valid <= 0, l <= 0.   ``blk_start``: bmax <= -2^19.
-* ``scan``: bmax <= max(bmax, max over gated lanes of ``s``) (L raw scores, combinational tree).
-* ``update``: ``Xmax = (bmax * mant) >> shift``, ``Mblk = (Xmax + 255) >> 8``, ``Mnew = max(M, Mblk)`` (``Mblk``
-  when not m_valid); output ``rescale = min(Mnew - M, 31)`` (0 when not m_valid) this cycle; M <= Mnew,
-  l <= l >> rescale.
-* ``exp``: per lane ``X = (s * mant) >> shift``, ``ne = (M << 8) - X``, ``i = min(ne >> 8, 9)``,
-  ``r = ne[3:8]``, ``p = (T[r] + ((1 << i) >> 1)) >> i`` (0 for a gated-off lane); p_all[chunk] <= p,
-  l <= l + sum(p).
+* ``head_start``: m_valid <= 0, l <= 0 (at the edge ending cycle t).   ``blk_start``: bmax <= -2^19 (same edge).
+  Both must come after every earlier command's results have landed (the engine leaves >= 40 cycles).
+* ``scan`` (SCAN_LATENCY = 4): bmax <= max(bmax, max over the gated lanes of ``s``); an ``update`` at t + 4 or
+  later sees it. Stages: the L scores become 21-bit unsigned keys ``gate:(s + 2^19)`` (a gated lane always beats
+  an ungated one, no logic), then a compare-and-select tree of log2(L) levels spread over cycles t .. t+2 (at most
+  2 levels per cycle), then at t+3 the loop bmax <= max(bmax, tree max) (skipped when no lane was gated).
+* ``update`` (UPDATE_LATENCY = 6): ``Xmax = (bmax * mant) >> shift``, ``Mblk = (Xmax + 255) >> 8``,
+  ``Mnew = max(M, Mblk)`` (``Mblk`` when not m_valid), ``rescale = min(Mnew - M, 31)`` (0 when not m_valid).
+  ``rescale`` holds the value and ``rescale_stb`` is high during cycle t + 6 exactly; at the edge ending t + 6,
+  l <= l >> rescale, M <= Mnew, m_valid <= 1 (an ``exp`` at t + 7 or later sees the new M; M is read by the exp
+  lanes in their 5th stage). Stages: t: product split ``(bmax >> 2) * mant`` (one MULT18X18D, 18x17 signed) and
+  ``bmax[0:2] * mant`` (a 4-way select of 0, mant, 2 mant, 3 mant); t+1: their sum (36-bit carry chain);
+  t+2: arithmetic shift by ``shift[3:6] * 8``; t+3: by ``shift[0:3]``; t+4: three parallel carry chains
+  ``(M << 8) - Xmax`` (its sign: Mblk > M; bits 8..12: -(Mnew - M) mod 32), ``((M + 31) << 8) - Xmax`` (its sign:
+  Mblk - M > 31) and ``Mblk``; t+5: the clamp -> ``rescale``/``rescale_stb``/Mnew registers, and ``l`` shifted by
+  ``rescale[3:5] * 8``; t+6: by ``rescale[0:3]``. ``l`` must not change between t+5 and t+6 (no exp in flight:
+  guaranteed by the engine's schedule).
+* ``exp`` (EXP_LATENCY = 8, L_LATENCY = 12), per lane: ``X = (s * mant) >> shift``, ``ne = (M << 8) - X``,
+  ``i = min(ne >> 8, 9)``, ``r = ne[3:8]``, ``p = (T[r] + ((1 << i) >> 1)) >> i`` (0 for a gated-off lane; ne < 0,
+  which the schedule never produces, is taken as ne = 0 like the golden model's max(ne, 0)); p_all[chunk] <= p
+  (visible from t + 8; other chunks unchanged), l <= l + sum(p) (visible from t + 12). Stages: t: split product
+  as for update (one DSP per lane); t+1: sum; t+2/t+3: the two shift halves; t+4: ``ne`` (39-bit carry chain);
+  t+5: clamp (``ne < 0``; ``ne >> 8 >= 16`` or gated off -> p = 0) and the 32-entry table ``T[r]``; t+6:
+  ``T >> i`` and the rounding bit ``T[i-1]`` (``(T + 2^(i-1)) >> i == (T >> i) + T[i-1]``); t+7: p = sum of both -> p_all[chunk]
+  and a per-lane p register; t+8 .. t+10: adder tree over the L lanes (<= 2 levels per cycle); t+11: l <= l + sum.
+
+``mant``/``shift`` must hold from ``blk_start`` until the block's last exp has landed; ``3 * mant`` is a register
+that follows ``mant`` one cycle later (the first use of ``mant`` is an update >= 5 cycles after ``blk_start``).
 """
 
 from __future__ import annotations
@@ -21,12 +42,29 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigne
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from quant.fixedpoint import (EXP2_TABLE, EXP_FRAC_BITS, EXP_TABLE_BITS, L_BITS, SCORE_BITS, SHIFT_CLAMP)
+from quant.fixedpoint import EXP2_TABLE, EXP_FRAC_BITS, EXP_TABLE_BITS, L_BITS, SCORE_BITS, SHIFT_CLAMP
 from rtl.layouts import TILE, check_lanes, checking
+from rtl.timing import EXP_LATENCY, L_LATENCY, SCAN_LATENCY, UPDATE_LATENCY
 
 __all__ = ["SoftmaxUnit", "M_BITS"]
 
 M_BITS = 30
+PROD_BITS = SCORE_BITS + 16  # s * mant: |s| <= 2^19, mant < 2^16 -> signed 36
+NE_BITS = M_BITS + EXP_FRAC_BITS + 1  # (M << 8) - X, signed 39
+
+# the stage counts below are what this file implements; rtl/timing.py is the contract they must equal
+_SCAN_STAGES = 4  # 3 tree stages + the bmax loop
+_UPDATE_STAGES = 6  # product, sum, shift, shift, chains, clamp (+ the strobe cycle)
+_EXP_STAGES = 8  # product, sum, shift, shift, ne, clamp+table, shift by i, p
+_SUM_STAGES = 4  # 3 adder-tree stages + the l accumulator
+assert (_SCAN_STAGES, _UPDATE_STAGES, _EXP_STAGES, _EXP_STAGES + _SUM_STAGES) == (
+    SCAN_LATENCY, UPDATE_LATENCY, EXP_LATENCY, L_LATENCY), "rtl/timing.py and rtl/softmax.py disagree"
+
+
+def _split_levels(n: int, stages: int = 3) -> list[int]:
+    """n tree levels over `stages` pipeline stages, the later stages taking the extra ones."""
+    base, extra = divmod(n, stages)
+    return [base + (1 if k >= stages - extra else 0) for k in range(stages)]
 
 
 class SoftmaxUnit(wiring.Component):
@@ -45,71 +83,148 @@ class SoftmaxUnit(wiring.Component):
             "mant": In(16),
             "shift": In(6),
             "rescale": Out(range(SHIFT_CLAMP + 1)),
+            "rescale_stb": Out(1),
             "l": Out(L_BITS),
             "m": Out(signed(M_BITS)),
             "p_all": Out(data.ArrayLayout(unsigned(8), TILE)),
         })
 
+    # ------------------------------------------------------------------------------------------ helpers
+    def _scaled(self, m, s, name, mant3):
+        """4-stage pipeline of X = (s * mant) >> shift for a signed SCORE_BITS value s (valid 4 edges later)."""
+        hi = Signal(signed(PROD_BITS - 2), name=f"{name}_hi")  # (s >> 2) * mant: 18 x 17 signed, one DSP
+        lo = Signal(18, name=f"{name}_lo")  # s[0:2] * mant
+        mant = self.mant
+        m.d.sync += [
+            hi.eq(s[2:].as_signed() * mant),
+            lo.eq(Array([Const(0, 18), mant, mant << 1, mant3])[s[0:2]]),
+        ]
+        prod = Signal(signed(PROD_BITS), name=f"{name}_prod")
+        m.d.sync += prod.eq((hi << 2) + lo)
+        coarse = Signal(signed(PROD_BITS), name=f"{name}_sh1")
+        m.d.sync += coarse.eq(prod >> Cat(Const(0, 3), self.shift[3:6]))
+        x = Signal(signed(PROD_BITS), name=f"{name}_x")
+        m.d.sync += x.eq(coarse >> self.shift[0:3])
+        return x
+
     def elaborate(self, platform):
         m = Module()
         L = self.lanes
         F, TB = EXP_FRAC_BITS, EXP_TABLE_BITS
-        bmax = Signal(signed(SCORE_BITS), init=-(1 << (SCORE_BITS - 1)))
-        m_valid = Signal()
-        lo = Const(-(1 << (SCORE_BITS - 1)), signed(SCORE_BITS))
+        SB = SCORE_BITS
+        levels = L.bit_length() - 1
 
-        # scan: max over the gated lanes
-        cmax = lo
-        for j in range(L):
-            v = Mux(self.gate[j], self.s[j], lo)
-            cmax = Mux(v > cmax, v, cmax)
-        cm = Signal(signed(SCORE_BITS))
-        m.d.comb += cm.eq(cmax)
+        mant3 = Signal(18)  # 3 * mant, one cycle behind mant (see the module docstring)
+        m.d.sync += mant3.eq(self.mant * 3)
+
+        # ------------------------------------------------------------------ scan: block max over gated lanes
+        # key = gate : (s + 2^19) (offset binary): unsigned compare, a gated lane beats any ungated one
+        keys = [Cat(self.s[j][:SB - 1], ~self.s[j][SB - 1], self.gate[j]) for j in range(L)]
+        for k, n in enumerate(_split_levels(levels)):
+            for _ in range(n):
+                keys = [Mux(keys[2 * q] > keys[2 * q + 1], keys[2 * q], keys[2 * q + 1])
+                        for q in range(len(keys) // 2)]
+            regs = [Signal(SB + 1, name=f"scan{k}_{q}") for q in range(len(keys))]
+            m.d.sync += [r.eq(v) for r, v in zip(regs, keys)]
+            keys = regs
+        scan_v = Signal(3)  # scan valid at the outputs of the 3 tree stages
+        m.d.sync += scan_v.eq(Cat(self.scan, scan_v[:2]))
+        cmax = keys[0]
+        bmax_key = Signal(SB)  # bmax + 2^19
         with m.If(self.blk_start):
-            m.d.sync += bmax.eq(lo)
-        with m.Elif(self.scan):
-            m.d.sync += bmax.eq(Mux(cm > bmax, cm, bmax))
+            m.d.sync += bmax_key.eq(0)
+        with m.Elif(scan_v[2] & cmax[SB] & (cmax[:SB] > bmax_key)):
+            m.d.sync += bmax_key.eq(cmax[:SB])
+        bmax = Cat(bmax_key[:SB - 1], ~bmax_key[SB - 1]).as_signed()
 
-        # update
-        xmax = Signal(signed(SCORE_BITS + 17))
-        mblk = Signal(signed(M_BITS))
-        mnew = Signal(signed(M_BITS))
-        delta = Signal(signed(M_BITS + 1))
-        m.d.comb += [
-            xmax.eq((bmax * self.mant) >> self.shift),
+        # ------------------------------------------------------------------ update
+        m_valid = Signal()
+        m31 = Signal(signed(M_BITS + 1))  # M + 31, follows M one cycle later (updates are far apart)
+        m.d.sync += m31.eq(self.m + SHIFT_CLAMP)
+        upd_v = Signal(6)  # update valid at the outputs of stages t .. t+5
+        m.d.sync += upd_v.eq(Cat(self.update, upd_v[:5]))
+        xmax = self._scaled(m, bmax, "upd", mant3)  # valid at the output of stage t+3
+        ne_a = Signal(signed(NE_BITS))  # (M << 8) - Xmax: >> 8 is M - Mblk
+        ne_b = Signal(signed(NE_BITS + 1))  # ((M + 31) << 8) - Xmax: < 0 <=> Mblk - M > 31
+        mblk = Signal(signed(M_BITS + 1))
+        m.d.sync += [
+            ne_a.eq((self.m << F) - xmax),
+            ne_b.eq((m31 << F) - xmax),
             mblk.eq((xmax + ((1 << F) - 1)) >> F),
-            mnew.eq(Mux(m_valid & (self.m > mblk), self.m, mblk)),
-            delta.eq(Mux(m_valid, mnew - self.m, 0)),
-            self.rescale.eq(Mux(delta > SHIFT_CLAMP, SHIFT_CLAMP, delta[:5])),
         ]
+        # stage t+5: clamp
+        grow = m_valid & ne_a[-1]  # Mblk > M (and not the head's first block)
+        neg5 = (-ne_a[F:F + 5])[:5]  # (Mblk - M) mod 32
+        resc = Mux(grow, Mux(ne_b[-1], SHIFT_CLAMP, neg5), 0)
+        mnew = Signal(signed(M_BITS))
+        l_c = Signal(L_BITS)  # l >> (rescale & 24)
+        m.d.sync += [
+            self.rescale_stb.eq(upd_v[4]),
+            mnew.eq(Mux(~m_valid | ne_a[-1], mblk, self.m)),
+        ]
+        with m.If(upd_v[4]):
+            m.d.sync += [self.rescale.eq(resc), l_c.eq(self.l >> Cat(Const(0, 3), resc[3:5]))]
 
-        # exp lanes
+        # ------------------------------------------------------------------ exp lanes
+        exp_v = Signal(11)  # exp valid at the outputs of stages t .. t+10
+        m.d.sync += exp_v.eq(Cat(self.exp, exp_v[:10]))
+        chunk_d = [self.chunk]
+        gate_d = [self.gate]
+        for k in range(7):  # chunk to stage t+7 (write address), gate to stage t+5
+            c = Signal.like(self.chunk, name=f"chunk_d{k}")
+            g = Signal(L, name=f"gate_d{k}")
+            m.d.sync += [c.eq(chunk_d[-1]), g.eq(gate_d[-1])]
+            chunk_d.append(c)
+            gate_d.append(g)
         table = Array(Const(t, 8) for t in EXP2_TABLE)
-        psum = 0
-        ps = []
+        ps, pn = [], []
         for j in range(L):
-            x = Signal(signed(SCORE_BITS + 17), name=f"x{j}")
-            ne = Signal(signed(M_BITS + F + 1), name=f"ne{j}")
-            i = Signal(range(10), name=f"i{j}")
-            p = Signal(8, name=f"p{j}")
-            ie = ne >> F
-            m.d.comb += [
-                x.eq((self.s[j] * self.mant) >> self.shift),
-                ne.eq((self.m << F) - x),
-                i.eq(Mux(ie > 9, 9, ie[:4])),
+            x = self._scaled(m, self.s[j], f"e{j}", mant3)  # stage t+3 output
+            ne = Signal(signed(NE_BITS), name=f"ne{j}")
+            m.d.sync += ne.eq((self.m << F) - x)  # t+4
+            # t+5: clamp and table
+            neg = ne[-1]
+            big = ne[F + 4:] != 0  # ne >> 8 >= 16; 9..15 give p = 0 through the shift itself (T < 2^8)
+            t_r = Signal(8, name=f"t{j}")
+            i_r = Signal(4, name=f"i{j}")
+            z_r = Signal(name=f"z{j}")  # p = 0
+            m.d.sync += [
+                t_r.eq(table[Mux(neg, 0, ne[F - TB:F])]),
+                i_r.eq(Mux(neg, 0, ne[F:F + 4])),
+                z_r.eq(~gate_d[5][j] | (~neg & big)),
             ]
-            t = table[ne[F - TB:F]]
-            half = (Const(1, 10) << i) >> 1
-            m.d.comb += p.eq(Mux(self.gate[j], (t + half) >> i, 0))
+            # t+6: T >> i and the rounding bit T[i-1]
+            sh_r = Signal(8, name=f"psh{j}")
+            rb_r = Signal(name=f"prb{j}")
+            m.d.sync += [
+                sh_r.eq(Mux(z_r, 0, t_r >> i_r)),
+                rb_r.eq(~z_r & (Cat(Const(0, 1), t_r) >> i_r)[0]),
+            ]
+            # t+7: p
+            p_next = Signal(8, name=f"pn{j}")
+            m.d.comb += p_next.eq(sh_r + rb_r)
+            p = Signal(8, name=f"p{j}")
+            m.d.sync += p.eq(p_next)
+            pn.append(p_next)
             ps.append(p)
-            psum = psum + p
+        pa = self.p_all.as_value()
+        with m.If(exp_v[6]):
+            m.d.sync += pa.word_select(chunk_d[7], 8 * L).eq(Cat(*pn))
+        # t+8 .. t+10: adder tree over the lanes
+        vals = ps
+        for k, n in enumerate(_split_levels(levels)):
+            for _ in range(n):
+                vals = [vals[2 * q] + vals[2 * q + 1] for q in range(len(vals) // 2)]
+            regs = [Signal(8 + levels, name=f"sum{k}_{q}") for q in range(len(vals))]
+            m.d.sync += [r.eq(v) for r, v in zip(regs, vals)]
+            vals = regs
+        psum = vals[0]
 
+        # ------------------------------------------------------------------ l, M, m_valid
         with m.If(self.head_start):
             m.d.sync += [m_valid.eq(0), self.l.eq(0)]
-        with m.Elif(self.update):
-            m.d.sync += [self.m.eq(mnew), m_valid.eq(1), self.l.eq(self.l >> self.rescale)]
-        with m.Elif(self.exp):
+        with m.Elif(upd_v[5]):
+            m.d.sync += [self.m.eq(mnew), m_valid.eq(1), self.l.eq(l_c >> self.rescale[0:3])]
+        with m.Elif(exp_v[10]):
             m.d.sync += self.l.eq(self.l + psum)
-            pa = self.p_all.as_value()
-            m.d.sync += pa.word_select(self.chunk, 8 * L).eq(Cat(*ps))
         return m
