@@ -6,44 +6,15 @@ import torch
 
 from hwsim.errors import FormatError, SpecError
 from quant.artifact import load_artifact, read_estimate_inputs, write_artifact
-from quant.quantize import Calibration, configs_for_scheme, quantize
 from quant.scheme import get_scheme
 
 N_LAYERS = 2
 
 
-def small_model(n_layers=N_LAYERS):
-    """The first layers of the real SmolLM2 (sliced from the cached full model) and its ModelSpec."""
-    import copy
-    import dataclasses
-
-    from models.smollm import load_smollm2
-    from models.spec import get_model
-
-    full, tok = load_smollm2(fresh=False)
-    m = copy.deepcopy(full)
-    m.blocks = m.blocks[:n_layers]
-    m.cfg = dataclasses.replace(m.cfg, n_layers=n_layers)
-    spec = dataclasses.replace(get_model("smollm2-135m"), num_layers=n_layers)
-    return m, spec, tok
-
-
-def compress(tmp, scheme, method="gptq", n_layers=N_LAYERS):
-    from quant.methods.kvcache import kv_statistics
-
-    m, spec, tok = small_model(n_layers)
-    calib = Calibration.wiki_leads(tok, n=2, seq_len=128)
-    reps = []
-    for cfg in configs_for_scheme(scheme, weight_method=method):
-        reps += quantize(m, cfg, calibration=calib)
-    kv = kv_statistics(m, list(calib.windows), scheme)
-    return write_artifact(tmp, m, spec, scheme, kv_stats=kv, calibration=calib.provenance, reports=reps), m
-
-
 @pytest.fixture(scope="module")
-def art(tmp_path_factory):
+def art(tmp_path_factory, compress_smollm2):
     scheme = get_scheme("accllm").replace(attn_window=64)
-    path, model = compress(tmp_path_factory.mktemp("a") / "acc", scheme)
+    path, model = compress_smollm2(tmp_path_factory.mktemp("a") / "acc", scheme, N_LAYERS)
     return path, model, scheme
 
 

@@ -3,9 +3,8 @@ import pytest
 import torch
 
 from hwsim.errors import SpecError
-from quant.artifact import load_artifact, write_artifact
+from quant.artifact import load_artifact
 from quant.evaluate import model_from_artifact, perplexity
-from quant.quantize import Calibration, configs_for_scheme, quantize
 from quant.scheme import CompressionScheme, get_scheme
 
 # Packed path (reference kernels on the packed formats) vs fake quantization (torch), both run in float64 so that
@@ -20,34 +19,6 @@ T = 100  # >= 64 + 32 tokens: the oldest chunk is compressed for the last querie
 N_LAYERS = 1
 
 
-def small_model(n_layers=N_LAYERS):
-    """The first layers of the real SmolLM2 (sliced from the cached full model) and its ModelSpec."""
-    import copy
-    import dataclasses
-
-    from models.smollm import load_smollm2
-    from models.spec import get_model
-
-    full, tok = load_smollm2(fresh=False)
-    m = copy.deepcopy(full)
-    m.blocks = m.blocks[:n_layers]
-    m.cfg = dataclasses.replace(m.cfg, n_layers=n_layers)
-    spec = dataclasses.replace(get_model("smollm2-135m"), num_layers=n_layers)
-    return m, spec, tok
-
-
-def compress(tmp, scheme, method="gptq", n_layers=N_LAYERS):
-    from quant.methods.kvcache import kv_statistics
-
-    m, spec, tok = small_model(n_layers)
-    calib = Calibration.wiki_leads(tok, n=2, seq_len=128)
-    reps = []
-    for cfg in configs_for_scheme(scheme, weight_method=method):
-        reps += quantize(m, cfg, calibration=calib)
-    kv = kv_statistics(m, list(calib.windows), scheme)
-    return write_artifact(tmp, m, spec, scheme, kv_stats=kv, calibration=calib.provenance, reports=reps), m
-
-
 def _window(tok):
     from models.data import eval_windows, read_wikitext2
 
@@ -60,10 +31,10 @@ def _window(tok):
                       weight_sparsity=0.5, kv_sparsity=0.7, kv_bits=4, kv_dense_recent=32),  # bitmap W, int4 bitmap KV
     get_scheme("mustafar70"),  # fp16 weights, fp16-valued bitmap KV
 ], ids=["accllm", "bitmapW4-kvbitmap4", "mustafar70"])
-def test_packed_and_fake_paths_agree(tmp_path, scheme):
+def test_packed_and_fake_paths_agree(tmp_path, scheme, compress_smollm2):
     from models.smollm import load_tokenizer
 
-    path, _ = compress(tmp_path / "a", scheme, n_layers=1)
+    path, _ = compress_smollm2(tmp_path / "a", scheme, N_LAYERS)
     art = load_artifact(path)
     w = torch.tensor([_window(load_tokenizer("smollm2-135m"))])
     with torch.no_grad():
