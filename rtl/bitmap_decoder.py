@@ -1,11 +1,18 @@
-"""Bitmap decoder: which token/channel position of a 64-element tile each lane serves in a given beat.
+"""Bitmap decoder: which token/channel position of a 64-element tile each lane serves in a given beat (pipelined).
 
 For the tile bitmap ``bm`` (bit i = element i is streamed) the streamed values are numbered by their rank
-``r_i = popcount(bm[0:i])``; beat ``c`` carries values ``cL .. cL+L-1``. Outputs (combinational):
+``r_i = popcount(bm[0:i])``; beat ``c`` carries values ``cL .. cL+L-1``. Outputs, registered, for the ``bitmap`` /
+``beat`` presented DECODER_LATENCY (3) cycles earlier (one new input per cycle):
 
 * ``hit[i] = bm[i] & (r_i // L == beat)``: position i is updated in this beat,
-* ``lane[i] = r_i mod L``: by the product of that lane,
-* ``count = popcount(bm)``, ``nbeats = max(1, ceil(count / L))``, ``last = (beat == nbeats - 1)``.
+* ``lane[i] = r_i mod L``: by the product of that lane.
+
+The ranks are computed in logarithmic depth: the bitmap is cut into 16 blocks of 4 bits; ``r_i`` = (kept bits of
+the blocks before i's block) + (kept bits before i inside its block, one LUT4 per bit). The 16 block totals are
+prefix-summed by a Sklansky tree of 4 adder levels. Stages: A = in-block counts + tree levels 1-2, B = levels 3-4,
+C = the rank add and the beat compare; each is at most one LUT level and two 7-bit carry chains (100 MHz on ECP5,
+rtl/timing.py). (A 64-step ripple count was the engine's first critical path.) The tile's value count and beat
+count are not made here: the engine precomputes them when the tile header arrives (rtl/popcount.py).
 """
 
 from __future__ import annotations
@@ -16,9 +23,10 @@ from amaranth.lib.wiring import In, Out
 
 from rtl.layouts import TILE, check_lanes, checking
 
-__all__ = ["BitmapDecoder"]
+__all__ = ["BitmapDecoder", "DECODER_LATENCY"]
 
 BLOCK = 4  # bitmap bits per block of the rank computation: an in-block count of <= 3 bits is one LUT4 per bit
+DECODER_LATENCY = 3
 
 
 class BitmapDecoder(wiring.Component):
@@ -26,70 +34,62 @@ class BitmapDecoder(wiring.Component):
         with checking(self):
             self.lanes = check_lanes(lanes)
         self.lane_bits = lanes.bit_length() - 1
-        max_beats = TILE // lanes
         super().__init__({
             "bitmap": In(TILE),
-            "beat": In(range(max_beats)),
+            "beat": In(range(TILE // lanes)),
             "hit": Out(TILE),
             "lane": Out(data.ArrayLayout(unsigned(self.lane_bits), TILE)),
-            "count": Out(range(TILE + 1)),
-            "nbeats": Out(range(max_beats + 1)),
-            "last": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
-        lb = self.lane_bits
-        ranks = self._ranks(m)  # exclusive prefix popcounts r_i
-        for i in range(TILE):
-            m.d.comb += [
-                self.hit[i].eq(self.bitmap[i] & (ranks[i][lb:] == self.beat)),
-                self.lane[i].eq(ranks[i][:lb]),
-            ]
-        nb = Signal(range(TILE // self.lanes + 2))
-        m.d.comb += nb.eq((self.count + self.lanes - 1) >> lb)
-        m.d.comb += self.nbeats.eq(nb | (nb == 0))
-        m.d.comb += self.last.eq(self.beat == self.nbeats - 1)
-        return m
+        lb, nblk = self.lane_bits, TILE // BLOCK
 
-    def _ranks(self, m: Module) -> list[Signal]:
-        """Exclusive prefix popcounts ``r_i = popcount(bitmap[0:i])`` (and ``count``) in logarithmic depth.
+        def stage(name, value, shape):
+            r = Signal(shape, name=name)
+            m.d.sync += r.eq(value)
+            return r
 
-        The bitmap is cut into blocks of ``BLOCK`` bits; ``r_i`` = (kept bits of the blocks before i's block) +
-        (kept bits before i inside its block). The block totals are prefix-summed by a Sklansky tree (log2 of the
-        block count adder levels), each sum in a signal of its exact range so the adders stay narrow. Same values
-        as the 64-step ripple ``r_i = r_{i-1} + bm[i-1]``, which was the engine's critical path.
-        """
+        # stage A: in-block exclusive ranks, block totals, Sklansky levels 1-2
         bm = self.bitmap
-        nblk = TILE // BLOCK
-        local = []  # local[k][j] = popcount(bm[BLOCK*k : BLOCK*k + j]), j = 0..BLOCK
+        local = []
+        pre = []
         for k in range(nblk):
-            row = [Const(0, 1)]
-            for j in range(1, BLOCK + 1):
-                v = Signal(range(j + 1), name=f"blk{k}_pop{j}")
-                m.d.comb += v.eq(sum((bm[BLOCK * k + t] for t in range(j)), Const(0, range(j + 1))))
-                row.append(v)
+            row = []
+            for j in range(BLOCK):
+                row.append(sum((bm[BLOCK * k + t] for t in range(j)), Const(0, range(BLOCK))))
             local.append(row)
+            pre.append(sum((bm[BLOCK * k + t] for t in range(BLOCK)), Const(0, range(BLOCK + 1))))
 
-        def scan(lo: int, hi: int) -> list:
-            """Inclusive prefix sums of the block totals lo..hi-1 (Sklansky: halves, then add the left total)."""
-            if hi - lo == 1:
-                return [local[lo][BLOCK]]
-            mid = (lo + hi) // 2
-            left, right = scan(lo, mid), scan(mid, hi)
-            out = list(left)
-            for k, r in zip(range(mid, hi), right):
-                v = Signal(range(BLOCK * (k - lo + 1) + 1), name=f"pre{lo}_{k}")
-                m.d.comb += v.eq(left[-1] + r)
-                out.append(v)
+        def level(vals, lvl):
+            span = 1 << lvl
+            out = list(vals)
+            for k in range(len(vals)):
+                if (k // span) % 2:
+                    out[k] = vals[k] + vals[(k // span) * span - 1]
             return out
 
-        incl = scan(0, nblk)
-        m.d.comb += self.count.eq(incl[-1])
-        ranks = []
+        pre = level(level(pre, 0), 1)
+        bm_a = stage("dec_bm_a", bm, TILE)
+        beat_a = stage("dec_beat_a", self.beat, self.beat.shape())
+        local_a = [[stage(f"dec_loc{k}_{j}_a", local[k][j], range(BLOCK)) for j in range(BLOCK)] for k in range(nblk)]
+        pre_a = [stage(f"dec_pre{k}_a", pre[k], range(BLOCK * 4 + 1)) for k in range(nblk)]
+
+        # stage B: Sklansky levels 3-4 -> inclusive block prefix sums
+        incl = level(level(pre_a, 2), 3)
+        bm_b = stage("dec_bm_b", bm_a, TILE)
+        beat_b = stage("dec_beat_b", beat_a, beat_a.shape())
+        local_b = [[stage(f"dec_loc{k}_{j}_b", local_a[k][j], range(BLOCK)) for j in range(BLOCK)]
+                   for k in range(nblk)]
+        incl_b = [stage(f"dec_incl{k}_b", incl[k], range(TILE + 1)) for k in range(nblk)]
+
+        # stage C: rank = blocks before + in-block rank; hit and lane registered
         for i in range(TILE):
             k, j = divmod(i, BLOCK)
-            r = Signal(range(TILE + 1), name=f"rank{i}")
-            m.d.comb += r.eq(local[k][j] if k == 0 else incl[k - 1] + local[k][j])
-            ranks.append(r)
-        return ranks
+            r = Signal(range(TILE), name=f"rank{i}")
+            m.d.comb += r.eq(local_b[k][j] if k == 0 else incl_b[k - 1] + local_b[k][j])
+            m.d.sync += [
+                self.hit[i].eq(bm_b[i] & (r[lb:] == beat_b)),
+                self.lane[i].eq(r[:lb]),
+            ]
+        return m

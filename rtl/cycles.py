@@ -9,41 +9,47 @@ Cycles are counted from the clock cycle in which the head's first ``blk`` beat i
 up to and including the cycle in which its last ``out`` beat is accepted, with every input stream always
 valid and ``out`` always ready ("stall-free"). With stalls the engine only waits; it never reorders.
 
-Pipeline (single clock domain ``sync``; L = lanes, D = head_dim, G = D / 64)
-----------------------------------------------------------------------------
+Pipeline (single clock domain ``sync``; L = lanes, D = head_dim, G = D / 64; depths from rtl/timing.py)
+---------------------------------------------------------------------------------------------------------
 The engine is a sequential controller that runs one phase at a time; per block b (64 token positions):
 
 ==========  =====================================================================  ==========================
 phase        work                                                                    cycles
 ==========  =====================================================================  ==========================
-BLK          accept the block header, clear the 64 score accumulators               1
-KRUN         D K tiles, channel d = 0..D-1; one tile beat per cycle: the bitmap       sum_d max(1, ceil(nk[b,d]/L))
-             decoder assigns up to L streamed values to token positions, L int4 x
-             int8 lanes multiply them by qk[d] and the score accumulators add them
+BLK          accept the block header; clear the 64 score accumulators; popcount       BLK_CYCLES = 3
+             of sel (2 stages)
+KRUN         D K tiles, channel d = 0..D-1; one tile beat issued per cycle: the        sum_d max(1, ceil(nk[b,d]/L))
+             bitmap decoder assigns up to L streamed values to token positions, L
+             int4 x int8 lanes multiply them by qk[d], the score accumulators add
+KDRAIN       the last K beats pass the beat pipeline                                 BEAT_LATENCY - 1 = 4
 SCAN         block max of the raw scores of the selected tokens, L per cycle         64 / L
-UPD          running max M, rescale shift; output accumulators and l >>= shift       1
+SWAIT + UPD  the last scan reaches the block max; running max M, rescale shift       SCAN_LATENCY = 4
+UWAIT        the update pipeline (output accumulators and l >>= shift meanwhile)      UPDATE_LATENCY = 6
 EXP          scaled score + exp2 (shift + 32-entry table) for L tokens per cycle,     64 / L
              p stored, l += sum p
+EWAIT        the last p values land, p of the first selected token is read            EXP_LATENCY + 1 = 9
 VRUN         for each selected token, its G V tiles; one tile beat per cycle, the      sum_{t in sel_b} sum_g
              lanes multiply by p'[t,g] = (p_t sv[t,g] + 128) >> 8 and the D output        max(1, ceil(nv[b,t,g]/L))
              accumulators add them
 ==========  =====================================================================  ==========================
 
-A tile with no streamed value still takes one cycle (its header is consumed). Tile headers go through a
-2-entry FIFO that the ``tile`` stream fills one per cycle, so back-to-back one-beat tiles never stall. After
-the last block: the normaliser divides 2^44 by l, one quotient bit per cycle (RECIP_BITS = 38 cycles), then
-emits the D outputs, one per cycle. The next head's first ``blk`` beat can be accepted in the cycle after the
-last ``out`` beat.
+so a block costs BLOCK_FIXED = BLK_CYCLES + BEAT_LATENCY + SCAN_LATENCY + UPDATE_LATENCY + EXP_LATENCY = 26 cycles
+plus 2 * 64 / L plus its tile beats. A tile with no streamed value still takes one cycle (its header is consumed).
+Tile headers pass a 2-stage popcount into a 4-entry FIFO with credit-based ``ready``, so back-to-back one-beat tiles
+never stall. After the last block's last V beat: one cycle to start the normaliser, which divides 2^44 by l (one
+quotient bit per cycle, RECIP_BITS = 38 cycles), passes NORM_PIPE = 4 pipeline stages, then emits the D outputs,
+one per cycle: a tail of RECIP_BITS + NORM_PIPE + 1 + D cycles. The next head's first ``blk`` beat can be accepted in
+the cycle after the last ``out`` beat.
 
 Here ``nk[b, d]`` = values streamed for K tile (b, d): popcount of its bitmap in a sparse block (kept values of
 masked tokens included: they are fetched and gated), popcount of ``sel_b`` in a dense block; ``nv[b, t, g]`` =
 popcount of the V tile's bitmap in a sparse block, 64 in a dense block.
 
-    cycles = sum_b [ 2 + 2 * 64 / L + sum_d max(1, ceil(nk[b,d] / L))
-                     + sum_{t in sel_b} sum_g max(1, ceil(nv[b,t,g] / L)) ]  + 38 + D
+    cycles = sum_b [ BLOCK_FIXED + 2 * 64 / L + sum_d max(1, ceil(nk[b,d] / L))
+                     + sum_{t in sel_b} sum_g max(1, ceil(nv[b,t,g] / L)) ]  + RECIP_BITS + NORM_PIPE + 1 + D
 
 MAC-lane utilisation = (sum of all nk and nv) / (L * cycles); dense steady state (all blocks full, no Λ cut)
-per block: (2 * 64 * D / L) busy of (2 + 128 / L + 2 * 64 * D / L) cycles, e.g. 1024 / 1042 = 98.3 % for
+per block: (2 * 64 * D / L) busy of (BLOCK_FIXED + 128 / L + 2 * 64 * D / L) cycles, e.g. 1024 / 1066 = 96.1 % for
 D = 64, L = 8.
 """
 
@@ -53,8 +59,12 @@ import numpy as np
 
 from quant.fixedpoint import RECIP_BITS, TILE, EngineHead
 from rtl.layouts import check_head_dim, check_lanes
+from rtl.timing import BEAT_LATENCY, BLK_CYCLES, EXP_LATENCY, NORM_PIPE, SCAN_LATENCY, UPDATE_LATENCY
 
-__all__ = ["head_cycles", "cycles_from_counts", "head_macs", "lane_utilisation", "steady_state_utilisation"]
+BLOCK_FIXED = BLK_CYCLES + BEAT_LATENCY + SCAN_LATENCY + UPDATE_LATENCY + EXP_LATENCY
+TAIL_FIXED = RECIP_BITS + NORM_PIPE + 1  # + head_dim output beats
+
+__all__ = ["BLOCK_FIXED", "TAIL_FIXED", "head_cycles", "cycles_from_counts", "head_macs", "lane_utilisation", "steady_state_utilisation"]
 
 
 def _tile_cycles(n: np.ndarray, lanes: int) -> np.ndarray:
@@ -71,9 +81,9 @@ def cycles_from_counts(head_dim: int, lanes: int, nk: np.ndarray, nv: list[np.nd
     check_lanes(lanes)
     nk = np.asarray(nk)
     B = nk.shape[0]
-    total = B * (2 + 2 * (TILE // lanes)) + int(_tile_cycles(nk, lanes).sum())
+    total = B * (BLOCK_FIXED + 2 * (TILE // lanes)) + int(_tile_cycles(nk, lanes).sum())
     total += sum(int(_tile_cycles(x, lanes).sum()) for x in nv)
-    return total + RECIP_BITS + head_dim
+    return total + TAIL_FIXED + head_dim
 
 
 def head_cycles(head: EngineHead, lanes: int) -> int:
@@ -100,4 +110,4 @@ def lane_utilisation(head: EngineHead, lanes: int) -> float:
 def steady_state_utilisation(head_dim: int, lanes: int) -> float:
     """Utilisation of a full dense block (the steady state of a long dense head)."""
     busy = 2 * TILE * head_dim // lanes
-    return busy / (2 + 2 * TILE // lanes + busy)
+    return busy / (BLOCK_FIXED + 2 * TILE // lanes + busy)

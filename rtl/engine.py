@@ -9,14 +9,28 @@ layouts in rtl/layouts.py, beat order in rtl/streams.py):
 * ``out``  out: :class:`~rtl.layouts.OutBeat`, D int16 outputs per head.
 
 Every ``ready`` and the ``out`` payload/valid depend on registered state only (never on a ``valid`` of the same
-cycle). Datapath and rounding: quant/fixedpoint.py (bit exact). Phases and cycle counts: rtl/cycles.py.
+cycle); input payloads are expected from registers (the header popcounts start from them). Datapath and rounding:
+quant/fixedpoint.py (bit exact). Phases and cycle counts: rtl/cycles.py; pipeline depths: rtl/timing.py.
 
-Submodules: Unpacker (val bus -> int4 lanes), a 2-entry tile-header FIFO, BitmapDecoder (lane -> position
-assignment), MacArray (L int4 x 9-bit multipliers shared by the K and the V phase), two Accumulators (64 score
-registers, D output registers), SoftmaxUnit (max, rescale, exp lanes, l), Normalizer (reciprocal, output).
+Pipelined for >= 100 MHz on ECP5 (issue 6): no register-to-register path has more than a few LUT levels plus one
+carry chain or one multiply.
+
+* Tile headers: accepted -> Popcount64 (2 stages: value count -> last beat index, empty flag) -> a 4-entry FIFO.
+  ``tile.ready`` is a credit (FIFO level + headers in flight < 4), so one header per cycle flows without stalls.
+* Block header: accepted in BLK; its popcount(sel) runs in BLK1-BLK2 (dense K tiles stream the sel tokens).
+* Beat pipeline (K and V): the controller issues a beat (tile header at the FIFO head + one values beat) in cycle t;
+  S1 registers it; the BitmapDecoder (3 stages) turns (bitmap, beat) into hit/lane while p' = p*sv is multiplied
+  (S2), rounded and muxed with the K multiplicand (S3) and the MacArray products are registered (S4); the
+  Accumulators add them at the end of S4 (visible from t + BEAT_LATENCY).
+* V tokens: the one-hot current/next selected token and the rest of ``sel`` are registers; advancing finds the next
+  one-hot with one 64-bit carry chain, and p of the next token is read by a one-hot AND-OR into a register.
+* SoftmaxUnit commands and its score/gate/chunk inputs are registered; the controller waits the unit latencies of
+  rtl/timing.py between phases (KDRAIN, SWAIT, UWAIT, EWAIT). Normalizer as in rtl/normalizer.py.
 """
 
 from __future__ import annotations
+
+from functools import reduce
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
@@ -25,15 +39,29 @@ from amaranth.lib.wiring import In, Out
 
 from quant.fixedpoint import ACC_BITS, SCORE_BITS
 from rtl.accumulator import Accumulator
-from rtl.bitmap_decoder import BitmapDecoder
-from rtl.layouts import (TILE, BlockHeader, OutBeat, TileHeader, check_head_dim, check_lanes, checking,
-                         raw_values_shape)
+from rtl.bitmap_decoder import DECODER_LATENCY, BitmapDecoder
+from rtl.layouts import (MULT_BITS, TILE, BlockHeader, OutBeat, TileHeader, check_head_dim, check_lanes, checking,
+                         products_layout, raw_values_shape, values_layout)
 from rtl.mac_array import MacArray
 from rtl.normalizer import Normalizer
+from rtl.popcount import POPCOUNT_LATENCY, Popcount64
 from rtl.softmax import SoftmaxUnit
+from rtl.timing import BEAT_LATENCY, BLK_CYCLES, EXP_LATENCY, SCAN_LATENCY, UPDATE_LATENCY
 from rtl.unpacker import Unpacker
 
-__all__ = ["AttentionEngine"]
+__all__ = ["AttentionEngine", "TILE_FIFO_DEPTH"]
+
+TILE_FIFO_DEPTH = 4  # tile headers: FIFO entries (covers the 2 popcount stages in flight + one per cycle)
+
+# the stage counts this controller is written for (rtl/timing.py is the contract; these tie it to the code)
+assert POPCOUNT_LATENCY == BLK_CYCLES - 1
+assert BEAT_LATENCY == 1 + DECODER_LATENCY + 1
+
+
+def _lowest(x: Signal) -> tuple:
+    """(one-hot lowest set bit of x, x without it): one shared carry chain x - 1."""
+    dec = x - 1
+    return x & ~dec[:len(x)], x & dec[:len(x)]
 
 
 class AttentionEngine(wiring.Component):
@@ -55,8 +83,12 @@ class AttentionEngine(wiring.Component):
         L, D = self.lanes, self.head_dim
         G = D // TILE
         nch = TILE // L
+        lb = L.bit_length() - 1
         m.submodules.unpack = unpack = Unpacker(lanes=L)
-        m.submodules.fifo = fifo = SyncFIFO(width=TileHeader.as_shape().size, depth=2)
+        m.submodules.tpop = tpop = Popcount64()
+        m.submodules.spop = spop = Popcount64()
+        hw = TileHeader.as_shape().size
+        m.submodules.fifo = fifo = SyncFIFO(width=hw + 7, depth=TILE_FIFO_DEPTH)
         m.submodules.dec = dec = BitmapDecoder(lanes=L)
         m.submodules.mac = mac = MacArray(lanes=L)
         m.submodules.sacc = sacc = Accumulator(entries=TILE, width=SCORE_BITS, lanes=L)
@@ -66,81 +98,130 @@ class AttentionEngine(wiring.Component):
 
         wiring.connect(m, wiring.flipped(self.val), unpack.i)
         wiring.connect(m, norm.o, wiring.flipped(self.out))
+
+        # ---- tile headers: popcount (2 stages) -> FIFO entry {header, last beat index, empty} -------------------
+        t1_v, t2_v = Signal(), Signal()
+        t1_h, t2_h = Signal(hw), Signal(hw)
         m.d.comb += [
-            fifo.w_data.eq(self.tile.payload.as_value()),
-            fifo.w_en.eq(self.tile.valid),
-            self.tile.ready.eq(fifo.w_rdy),
+            self.tile.ready.eq(fifo.level + t1_v + t2_v < TILE_FIFO_DEPTH),
+            tpop.x.eq(self.tile.payload.bitmap),
+        ]
+        m.d.sync += [t1_v.eq(self.tile.valid & self.tile.ready), t1_h.eq(self.tile.payload.as_value()),
+                     t2_v.eq(t1_v), t2_h.eq(t1_h)]
+
+        def last_beat(count):  # index of a tile's last values beat: max(0, ceil(count / L) - 1)
+            return Mux(count == 0, 0, (count - 1) >> lb)[:6]
+
+        m.d.comb += [
+            fifo.w_data.eq(Cat(t2_h, last_beat(tpop.count), tpop.count == 0)),
+            fifo.w_en.eq(t2_v),
         ]
         hdr = Signal(TileHeader)
-        m.d.comb += hdr.eq(fifo.r_data)
+        m.d.comb += hdr.eq(fifo.r_data[:hw])
+        h_lastbeat, h_empty = fifo.r_data[hw:hw + 6], fifo.r_data[hw + 6]
 
-        # block registers
+        # ---- block registers --------------------------------------------------------------------------------------
         sel = Signal(TILE)
         mant = Signal(16)
         shift = Signal(6)
         sparse = Signal()
         blast = Signal()
         head_first = Signal(init=1)
-        beat = Signal(range(nch))
+        sel_lastbeat = Signal(6)
+        sel_empty = Signal()
+        beat = Signal(6)
         kd = Signal(range(D))
-        chunk = Signal(range(nch))
-        vrem = Signal(TILE)
         vg = Signal(range(G))
+        chunk = Signal(range(nch))
+        wait = Signal(4)
+        m.d.comb += spop.x.eq(self.blk.payload.sel)
 
-        in_k = Signal()
-        in_v = Signal()
-        # tile decode (K: bitmap or sel; V: bitmap or all channels)
+        # ---- issue stage ------------------------------------------------------------------------------------------
+        in_k, in_v = Signal(), Signal()
         ones = Const((1 << TILE) - 1, TILE)
+        eff_bm = Signal(TILE)
+        eff_last = Signal(6)
+        eff_empty = Signal()
         m.d.comb += [
-            dec.bitmap.eq(Mux(sparse, hdr.bitmap, Mux(in_k, sel, ones))),
-            dec.beat.eq(beat),
+            eff_bm.eq(Mux(sparse, hdr.bitmap, Mux(in_k, sel, ones))),
+            eff_last.eq(Mux(sparse, h_lastbeat, Mux(in_k, sel_lastbeat, nch - 1))),
+            eff_empty.eq(Mux(sparse, h_empty, in_k & sel_empty)),
         ]
-        need_val = dec.count != 0
         run = in_k | in_v
         go = Signal()
+        tlast = Signal()
         m.d.comb += [
-            unpack.o.ready.eq(run & fifo.r_rdy & need_val),
-            go.eq(run & fifo.r_rdy & (~need_val | unpack.o.valid)),
+            unpack.o.ready.eq(run & fifo.r_rdy & ~eff_empty),
+            go.eq(run & fifo.r_rdy & (eff_empty | unpack.o.valid)),
+            tlast.eq(beat == eff_last),
         ]
 
-        # V-phase token (lowest set bit of vrem) and its p' = (p * sv + 128) >> 8
-        tok = Signal(range(TILE))
-        for i in reversed(range(TILE)):
-            with m.If(vrem[i]):
-                m.d.comb += tok.eq(i)
-        p_t = sm.p_all.as_value().word_select(tok, 8)
-        pv = Signal(8)
-        m.d.comb += pv.eq((p_t * hdr.mult + 128) >> 8)
+        # ---- V token sequencer: one-hot current/next selected token, rest of sel, p of the current token --------
+        cur_iso, nxt_iso, rest = Signal(TILE), Signal(TILE), Signal(TILE)
+        nxt_zero = Signal()
+        pt = Signal(8)
+        rest_low, rest_rest = _lowest(rest)
+        iso_rd = Mux(in_v, nxt_iso, cur_iso)
+        p_rd = reduce(lambda a, b: a | b, [sm.p_all[i] & iso_rd[i].replicate(8) for i in range(TILE)])
+        adv = Signal()  # V phase: the current token's last tile beat is issued
+        m.d.comb += adv.eq(in_v & go & tlast & (vg == G - 1))
+
+        # ---- beat pipeline S1..S4 ---------------------------------------------------------------------------------
+        s1_v, s1_k, s1_bm, s1_beat = Signal(), Signal(), Signal(TILE), Signal(6)
+        s1_vals, s1_mult, s1_pt, s1_vg = Signal(values_layout(L)), Signal(8), Signal(8), Signal(range(G))
+        m.d.sync += [s1_v.eq(go), s1_k.eq(in_k), s1_bm.eq(eff_bm), s1_beat.eq(beat),
+                     s1_vals.eq(unpack.o.payload), s1_mult.eq(hdr.mult), s1_pt.eq(pt), s1_vg.eq(vg)]
+        m.d.comb += [dec.bitmap.eq(s1_bm), dec.beat.eq(s1_beat)]
+        s2_v, s2_k, s2_vals, s2_mult, s2_vg = Signal(), Signal(), Signal(values_layout(L)), Signal(8), Signal(range(G))
+        s2_pv = Signal(16)
+        m.d.sync += [s2_v.eq(s1_v), s2_k.eq(s1_k), s2_vals.eq(s1_vals), s2_mult.eq(s1_mult), s2_vg.eq(s1_vg),
+                     s2_pv.eq(s1_pt * s1_mult)]
+        s3_v, s3_k, s3_vals, s3_vg = Signal(), Signal(), Signal(values_layout(L)), Signal(range(G))
+        s3_b = Signal(MULT_BITS)
+        m.d.sync += [s3_v.eq(s2_v), s3_k.eq(s2_k), s3_vals.eq(s2_vals), s3_vg.eq(s2_vg),
+                     s3_b.eq(Mux(s2_k, s2_mult.as_signed(), ((s2_pv + 128) >> 8)[:8]))]
+        m.d.comb += [mac.a.eq(s3_vals), mac.b.eq(s3_b.as_signed())]
+        s4_v, s4_k, s4_vg = Signal(), Signal(), Signal(range(G))
+        s4_prod = Signal(products_layout(L))
+        m.d.sync += [s4_v.eq(s3_v), s4_k.eq(s3_k), s4_vg.eq(s3_vg), s4_prod.eq(mac.prod)]
+        lw = dec.lane.as_value().shape().width
         m.d.comb += [
-            mac.a.eq(unpack.o.payload),
-            mac.b.eq(Mux(in_k, hdr.mult.as_signed(), pv)),
-        ]
-        m.d.comb += [
-            sacc.add_en.eq(in_k & go),
+            sacc.add_en.eq(s4_v & s4_k),
             sacc.hit.eq(dec.hit & sel),
             sacc.lane.eq(dec.lane),
-            sacc.prod.eq(mac.prod),
-            oacc.add_en.eq(in_v & go),
-            oacc.prod.eq(mac.prod),
+            sacc.prod.eq(s4_prod),
+            oacc.add_en.eq(s4_v & ~s4_k),
+            oacc.prod.eq(s4_prod),
         ]
         for g in range(G):
             m.d.comb += [
-                oacc.hit[g * TILE:(g + 1) * TILE].eq(Mux(vg == g, dec.hit, 0)),
-                oacc.lane.as_value()[g * dec.lane.as_value().shape().width:
-                                     (g + 1) * dec.lane.as_value().shape().width].eq(dec.lane.as_value()),
+                oacc.hit[g * TILE:(g + 1) * TILE].eq(Mux(s4_vg == g, dec.hit, 0)),
+                oacc.lane.as_value()[g * lw:(g + 1) * lw].eq(dec.lane.as_value()),
             ]
 
-        # softmax unit inputs: the current chunk of L scores
+        # ---- softmax unit: registered commands and inputs ---------------------------------------------------------
+        scan_req, exp_req, upd_req = Signal(), Signal(), Signal()
+        s_r = Signal(SCORE_BITS * L)
+        gate_r = Signal(L)
+        chunk_r = Signal(range(nch))
+        scan_r, exp_r, upd_r = Signal(), Signal(), Signal()
+        m.d.sync += [
+            scan_r.eq(scan_req), exp_r.eq(exp_req), upd_r.eq(upd_req),
+            s_r.eq(sacc.acc.as_value().word_select(chunk, SCORE_BITS * L)),
+            gate_r.eq(sel.word_select(chunk, L)),
+            chunk_r.eq(chunk),
+        ]
         m.d.comb += [
-            sm.s.eq(sacc.acc.as_value().word_select(chunk, SCORE_BITS * L)),
-            sm.gate.eq(sel.word_select(chunk, L)),
-            sm.mant.eq(mant),
-            sm.shift.eq(shift),
-            sm.chunk.eq(chunk),
-            oacc.shift.eq(sm.rescale),
+            sm.scan.eq(scan_r), sm.exp.eq(exp_r), sm.update.eq(upd_r),
+            sm.s.as_value().eq(s_r), sm.gate.eq(gate_r), sm.chunk.eq(chunk_r),
+            sm.mant.eq(mant), sm.shift.eq(shift),
+            oacc.shift_en.eq(sm.rescale_stb), oacc.shift.eq(sm.rescale),
             norm.l.eq(sm.l),
             norm.acc.eq(oacc.acc),
         ]
+        norm_start = Signal()
+        m.d.sync += norm_start.eq(0)
+        m.d.comb += norm.start.eq(norm_start)
 
         with m.FSM(init="BLK"):
             with m.State("BLK"):
@@ -148,51 +229,77 @@ class AttentionEngine(wiring.Component):
                 with m.If(self.blk.valid):
                     p = self.blk.payload
                     m.d.sync += [sel.eq(p.sel), mant.eq(p.score_mant), shift.eq(p.score_shift),
-                                 sparse.eq(p.sparse), blast.eq(p.last), beat.eq(0), kd.eq(0),
-                                 head_first.eq(0)]
-                    m.d.comb += [sacc.clear.eq(1), sm.blk_start.eq(1)]
-                    with m.If(head_first):
-                        m.d.comb += [sm.head_start.eq(1), oacc.clear.eq(1)]
-                    m.next = "KRUN"
+                                 sparse.eq(p.sparse), blast.eq(p.last), beat.eq(0), kd.eq(0)]
+                    m.next = "BLK1"
+            with m.State("BLK1"):
+                sel_low, sel_rest = _lowest(sel)
+                m.d.comb += [sacc.clear.eq(1), sm.blk_start.eq(1)]
+                m.d.sync += [cur_iso.eq(sel_low), rest.eq(sel_rest)]
+                with m.If(head_first):
+                    m.d.comb += [sm.head_start.eq(1), oacc.clear.eq(1)]
+                    m.d.sync += head_first.eq(0)
+                m.next = "BLK2"
+            with m.State("BLK2"):  # spop.count = popcount(sel) now
+                m.d.sync += [sel_lastbeat.eq(last_beat(spop.count)), sel_empty.eq(spop.count == 0),
+                             nxt_iso.eq(rest_low), rest.eq(rest_rest), nxt_zero.eq(rest == 0)]
+                m.next = "KRUN"
             with m.State("KRUN"):
                 m.d.comb += in_k.eq(1)
                 with m.If(go):
-                    with m.If(dec.last):
+                    with m.If(tlast):
                         m.d.comb += fifo.r_en.eq(1)
                         m.d.sync += [beat.eq(0), kd.eq(kd + 1)]
                         with m.If(kd == D - 1):
-                            m.d.sync += chunk.eq(0)
-                            m.next = "SCAN"
+                            m.d.sync += wait.eq(BEAT_LATENCY - 2)
+                            m.next = "KDRAIN"
                     with m.Else():
                         m.d.sync += beat.eq(beat + 1)
+            with m.State("KDRAIN"):  # the last K beats reach the score accumulators
+                m.d.sync += wait.eq(wait - 1)
+                with m.If(wait == 0):
+                    m.d.sync += chunk.eq(0)
+                    m.next = "SCAN"
             with m.State("SCAN"):
-                m.d.comb += sm.scan.eq(1)
+                m.d.comb += scan_req.eq(1)
                 m.d.sync += chunk.eq(chunk + 1)
                 with m.If(chunk == nch - 1):
-                    m.d.sync += chunk.eq(0)
+                    m.d.sync += [chunk.eq(0), wait.eq(SCAN_LATENCY - 2)]
+                    m.next = "SWAIT"
+            with m.State("SWAIT"):  # the last scan reaches the block max
+                m.d.sync += wait.eq(wait - 1)
+                with m.If(wait == 0):
                     m.next = "UPD"
             with m.State("UPD"):
-                m.d.comb += [sm.update.eq(1), oacc.shift_en.eq(1)]
-                m.next = "EXP"
+                m.d.comb += upd_req.eq(1)
+                m.d.sync += wait.eq(UPDATE_LATENCY - 1)
+                m.next = "UWAIT"
+            with m.State("UWAIT"):  # the new M reaches the exp lanes (rescale_stb shifts oacc meanwhile)
+                m.d.sync += wait.eq(wait - 1)
+                with m.If(wait == 0):
+                    m.next = "EXP"
             with m.State("EXP"):
-                m.d.comb += sm.exp.eq(1)
+                m.d.comb += exp_req.eq(1)
                 m.d.sync += chunk.eq(chunk + 1)
                 with m.If(chunk == nch - 1):
-                    m.d.sync += [chunk.eq(0), vrem.eq(sel), vg.eq(0), beat.eq(0)]
+                    m.d.sync += [chunk.eq(0), wait.eq(EXP_LATENCY)]
+                    m.next = "EWAIT"
+            with m.State("EWAIT"):  # the last p values land; then p of the first selected token is read
+                m.d.sync += wait.eq(wait - 1)
+                with m.If(wait == 0):
+                    m.d.sync += [pt.eq(p_rd), beat.eq(0), vg.eq(0)]
                     m.next = "VRUN"
             with m.State("VRUN"):
                 m.d.comb += in_v.eq(1)
                 with m.If(go):
-                    with m.If(dec.last):
+                    with m.If(tlast):
                         m.d.comb += fifo.r_en.eq(1)
                         m.d.sync += beat.eq(0)
                         with m.If(vg == G - 1):
-                            rest = vrem & (vrem - 1)
-                            m.d.sync += [vg.eq(0), vrem.eq(rest)]
-                            with m.If(rest == 0):
+                            m.d.sync += [vg.eq(0), cur_iso.eq(nxt_iso), nxt_iso.eq(rest_low),
+                                         rest.eq(rest_rest), nxt_zero.eq(rest == 0), pt.eq(p_rd)]
+                            with m.If(nxt_zero):
                                 with m.If(blast):
-                                    m.d.comb += norm.start.eq(1)
-                                    m.d.sync += head_first.eq(1)
+                                    m.d.sync += [norm_start.eq(1), head_first.eq(1)]
                                     m.next = "NORM"
                                 with m.Else():
                                     m.next = "BLK"

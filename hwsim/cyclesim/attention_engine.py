@@ -1,19 +1,23 @@
 """Cycle model of the RTL attention engine (rtl/engine.py), phase by phase, with an optional functional datapath.
 
-The engine (documented in rtl/cycles.py; lanes L, head_dim D, G = D / 64 V tiles per token) is a sequential
-controller. For every 64-token block it runs the phases
+The engine (documented in rtl/cycles.py; lanes L, head_dim D, G = D / 64 V tiles per token; pipeline depths from
+rtl/timing.py, the contract the RTL units are tested against) is a sequential controller. For every 64-token
+block it runs the phases
 
-    BLK   accept the block header, clear the 64 score accumulators                       1 cycle
-    KRUN  the D K tiles (channel d); a tile holds the header beat and ceil(n/L) value beats; the header FIFO
-          (2 entries, filled one per cycle) lets the first value beat go with the header, so a tile occupies
-          the lanes max(1, ceil(n / L)) cycles
-    SCAN  block max of the selected raw scores, L scores per cycle                        64 / L cycles
-    UPD   running max, rescale of the accumulators                                        1 cycle
-    EXP   scaled score + exp2 of L tokens per cycle, l += sum p                            64 / L cycles
-    VRUN  for each selected token its G V tiles, max(1, ceil(n / L)) cycles each
+    BLK    accept the block header, clear the score accumulators, popcount(sel)        BLK_CYCLES (3)
+    KRUN   the D K tiles (channel d); the header FIFO (filled one per cycle ahead of use) lets the first value
+           beat go with the header, so a tile occupies the lanes max(1, ceil(n / L)) cycles
+    KDRAIN the last K beats pass the beat pipeline                                      BEAT_LATENCY - 1 (4)
+    SCAN   block max of the selected raw scores, L scores per cycle                      64 / L
+    UPD    the last scan reaches the block max, then the update command                  SCAN_LATENCY (4)
+    UWAIT  running max and rescale of the accumulators in the update pipeline            UPDATE_LATENCY (6)
+    EXP    scaled score + exp2 of L tokens per cycle, l += sum p                         64 / L
+    EWAIT  the last p values land; p of the first selected token is read                 EXP_LATENCY + 1 (9)
+    VRUN   for each selected token its G V tiles, max(1, ceil(n / L)) cycles each
 
-and after the last block DIV (restoring division 2^44 / l, one quotient bit per cycle: RECIP_BITS cycles) and OUT
-(D output beats, one per cycle). Cycles count from the first header beat accepted to the last output beat.
+and after the last block NSTART (1 cycle), DIV (restoring division 2^44 / l, one quotient bit per cycle:
+RECIP_BITS cycles), NPIPE (the normaliser's NORM_PIPE output stages) and OUT (D output beats, one per cycle).
+Cycles count from the first header beat accepted to the last output beat.
 
 Two ways to run the same machine:
 
@@ -38,6 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hwsim.errors import SpecError
+from rtl.timing import BEAT_LATENCY, BLK_CYCLES, EXP_LATENCY, NORM_PIPE, SCAN_LATENCY, UPDATE_LATENCY
 
 __all__ = ["BlockWork", "HeadWork", "EngineRun", "EngineModel", "head_work", "ENGINE_LANES", "ENGINE_HEAD_DIMS"]
 
@@ -45,6 +50,7 @@ TILE = 64  # tokens per block / K tile, channels per V tile (TEAM.md tile layout
 ENGINE_LANES = (2, 4, 8, 16, 32, 64)  # the RTL's allowed lane counts (rtl/layouts.py check_lanes)
 ENGINE_HEAD_DIMS = (64, 128)
 RECIP_BITS = 38  # quotient bits of the normaliser's restoring division (quant/fixedpoint.py RECIP_BITS)
+PHASES = ("BLK", "KRUN", "KDRAIN", "SCAN", "UPD", "UWAIT", "EXP", "EWAIT", "VRUN", "NSTART", "DIV", "NPIPE", "OUT")
 
 
 @dataclass(frozen=True)
@@ -170,13 +176,14 @@ class EngineModel:
         key = blk.key()
         got = self._cache.get(key)
         if got is None:
-            got = {"BLK": 1, "KRUN": self._tiles(blk.nk), "SCAN": TILE // self.L, "UPD": 1,
-                   "EXP": TILE // self.L, "VRUN": self._tiles(blk.nv.reshape(-1))}
+            got = {"BLK": BLK_CYCLES, "KRUN": self._tiles(blk.nk), "KDRAIN": BEAT_LATENCY - 1,
+                   "SCAN": TILE // self.L, "UPD": SCAN_LATENCY, "UWAIT": UPDATE_LATENCY, "EXP": TILE // self.L,
+                   "EWAIT": EXP_LATENCY + 1, "VRUN": self._tiles(blk.nv.reshape(-1))}
             self._cache[key] = got
         return got
 
     def tail_phases(self) -> dict[str, int]:
-        return {"DIV": RECIP_BITS, "OUT": self.D}
+        return {"NSTART": 1, "DIV": RECIP_BITS, "NPIPE": NORM_PIPE, "OUT": self.D}
 
     # ---- event-driven run ------------------------------------------------------------------------------------
     def run(self, work: HeadWork, arrivals: list[int] | None = None, *, engine_head=None,
@@ -188,7 +195,7 @@ class EngineModel:
             raise SpecError(f"head of dim {work.head_dim} on an engine built for {self.D}")
         if not work.blocks:
             raise SpecError("a head needs at least one block; select at least one token")
-        phases = {k: 0 for k in ("BLK", "KRUN", "SCAN", "UPD", "EXP", "VRUN", "DIV", "OUT")}
+        phases = {k: 0 for k in PHASES}
         lane_ops = 0
         t = 0
         wait = 0
@@ -202,10 +209,9 @@ class EngineModel:
             krun = np.maximum(1, -(-nk // self.L)).sum(axis=1)  # [B]
             vrun = (np.maximum(1, -(-nv // self.L)) * sel[:, :, None]).sum(axis=(1, 2))  # [B]
             B = nk.shape[0]
-            fixed = 2 + 2 * (TILE // self.L)  # BLK + SCAN + UPD + EXP
-            per = krun + vrun + fixed
-            phases.update(BLK=B, KRUN=int(krun.sum()), SCAN=B * (TILE // self.L), UPD=B, EXP=B * (TILE // self.L),
-                          VRUN=int(vrun.sum()))
+            fixed = {k: B * v for k, v in self.block_phases(work.blocks[0]).items() if k not in ("KRUN", "VRUN")}
+            per = krun + vrun + sum(fixed.values()) // B
+            phases.update(fixed, KRUN=int(krun.sum()), VRUN=int(vrun.sum()))
             ends = np.cumsum(per)
             starts = (ends - per).tolist()
             t = int(ends[-1])
@@ -245,9 +251,12 @@ class EngineModel:
     def run_stepped(self, work: HeadWork) -> int:
         """The controller advanced one clock at a time (stall-free). Slow; the reference for `run`."""
         L = self.L
+        waits = {"BLK": BLK_CYCLES, "KDRAIN": BEAT_LATENCY - 1, "UPD": SCAN_LATENCY, "UWAIT": UPDATE_LATENCY,
+                 "EWAIT": EXP_LATENCY + 1}  # fixed-length states: cycles each
+        after = {"BLK": "KRUN", "KDRAIN": "SCAN", "UPD": "UWAIT", "UWAIT": "EXP", "EWAIT": "VRUN"}
         cycles = 0
         for blk in work.blocks:
-            state = "BLK"
+            state, left = "BLK", waits["BLK"]
             tiles_k = [int(n) for n in blk.nk]
             tiles_v = [int(n) for n in blk.nv.reshape(-1)]
             ti = 0
@@ -255,8 +264,14 @@ class EngineModel:
             count = 0
             while state != "NEXT":
                 cycles += 1
-                if state == "BLK":
-                    state, ti, beats_left = "KRUN", 0, 0
+                if state in waits:
+                    left -= 1
+                    if left == 0:
+                        state = after[state]
+                        left = waits.get(state, 0)
+                        ti = beats_left = count = 0
+                        if state == "VRUN" and not tiles_v:
+                            state = "NEXT"
                 elif state in ("KRUN", "VRUN"):
                     tiles = tiles_k if state == "KRUN" else tiles_v
                     if beats_left == 0:  # header beat accepted, first value beat (if any) with it
@@ -265,18 +280,13 @@ class EngineModel:
                     if beats_left == 0:
                         ti += 1
                         if ti == len(tiles):
-                            state, count = ("SCAN", 0) if state == "KRUN" else ("NEXT", 0)
-                            ti = 0
+                            state, left = ("KDRAIN", waits["KDRAIN"]) if state == "KRUN" else ("NEXT", 0)
                 elif state in ("SCAN", "EXP"):
                     count += L
                     if count >= TILE:
-                        state, count = ("UPD", 0) if state == "SCAN" else ("VRUN", 0)
-                        ti = beats_left = 0
-                        if state == "VRUN" and not tiles_v:
-                            state = "NEXT"
-                elif state == "UPD":
-                    state, count = "EXP", 0
-        for _ in range(RECIP_BITS):  # DIV: one quotient bit per cycle
+                        state = "UPD" if state == "SCAN" else "EWAIT"
+                        left = waits[state]
+        for _ in range(1 + RECIP_BITS + NORM_PIPE):  # NSTART, DIV (one quotient bit per cycle), NPIPE
             cycles += 1
         for _ in range(self.D):  # OUT: one output beat per cycle
             cycles += 1
