@@ -18,7 +18,8 @@ first cycle after the division. The pipeline registers, in order:
 * I   (issue): the index c (an up-counter), its ``last`` flag.
 * F1  (fetch 1): for each of 8 groups of D/8 consecutive words, the word ``c mod (D/8)`` of the group
   (8 or 16:1 mux per bit).
-* F2  (fetch 2): ``a = acc[c]``: an 8:1 mux of the F1 words by ``c div (D/8)`` (index bits carried along).
+* F2  (fetch 2): ``acc[c]``: an 8:1 mux of the F1 words by ``c div (D/8)`` (index bits carried along).
+* F3  (fetch 3): ``a``, a plain copy of F2, so that the multiplier inputs come from registers next to the DSPs.
 * P   (NORM_PIPE stage 1): six partial products, one MULT18X18D each: ``a = ah 2^17 + al`` (al: 17 bits unsigned,
   ah: 15 bits signed), ``Q = q2 2^34 + q1 2^17 + q0`` (q0, q1: 17 bits, q2: 4 bits unsigned).
 * S   (stage 2): three sums of two products each, ``X = al q0 + 2^35 + (al q1 << 17)`` (the rounding constant
@@ -27,9 +28,9 @@ first cycle after the division. The pipeline registers, in order:
   bits of X take no adder).
 * O   (stage 4): the ``o`` payload register: ``R`` saturated to int16, ``last`` (c = D - 1), ``o.valid``.
 
-``o.valid`` and ``o.payload`` come from registers only; ``done = o.valid & o.ready & last``. ``l`` and ``acc``
-must stay constant from ``start`` to ``done`` (``acc`` only from cycle t + RECIP_BITS - 1 on); the next ``start`` may
-come the cycle after ``done``.
+``o.valid`` and ``o.payload`` come from registers only; ``done = o.valid & o.ready & last``. ``l`` must stay
+constant from ``start`` to ``done``, ``acc`` from cycle t + RECIP_BITS - 2 (when F1 first reads it) to ``done``; the
+next ``start`` may come the cycle after ``done``.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from rtl.timing import NORM_PIPE
 __all__ = ["Normalizer"]
 
 _GROUPS = 8  # F1 groups (F2 is an 8:1 mux)
-_FETCH = 2  # fetch stages F1, F2 between the issue register and the multipliers
+_FETCH = 3  # fetch stages F1, F2, F3 between the issue register and the multipliers
 _CHUNK = 17  # unsigned operand chunk of an 18x18 signed multiplier
 _STAGES = 4  # P, S, T, O: must equal NORM_PIPE
 
@@ -108,6 +109,8 @@ class Normalizer(wiring.Component):
         f1hi = Signal(range(G))
         f1 = [Signal(signed(ACC_BITS), name=f"f1_{g}") for g in range(G)]
         f2v, f2last = Signal(), Signal()
+        a2 = Signal(signed(ACC_BITS))
+        f3v, f3last = Signal(), Signal()
         a = Signal(signed(ACC_BITS))
         with m.If(adv):
             m.d.sync += [f1v.eq(iv), f1last.eq(ilast), f1hi.eq(ic[lo_bits:])]
@@ -115,7 +118,9 @@ class Normalizer(wiring.Component):
                 words = Cat(*[acc[g * S + j] for j in range(S)])
                 m.d.sync += f1[g].eq(words.word_select(ic[:lo_bits], ACC_BITS) if S > 1 else words)
             # F2: 8:1 mux of the groups
-            m.d.sync += [f2v.eq(f1v), f2last.eq(f1last), a.eq(Cat(*f1).word_select(f1hi, ACC_BITS))]
+            m.d.sync += [f2v.eq(f1v), f2last.eq(f1last), a2.eq(Cat(*f1).word_select(f1hi, ACC_BITS))]
+            # F3: a copy that the placer can put next to the DSPs (the MULT18X18D's own delay is ~3.9 ns)
+            m.d.sync += [f3v.eq(f2v), f3last.eq(f2last), a.eq(a2)]
 
         # P: partial products (the multiplier operands are a and the settled quotient q)
         al = a[:_CHUNK]
@@ -145,7 +150,7 @@ class Normalizer(wiring.Component):
         o_last = Signal()
         with m.If(adv):
             m.d.sync += [
-                pv.eq(f2v), plast.eq(f2last),
+                pv.eq(f3v), plast.eq(f3last),
                 p00.eq(al * q0), p01.eq(al * q1), p02.eq(al * q2),
                 p10.eq(ah * q0), p11.eq(ah * q1), p12.eq(ah * q2),
             ]
