@@ -10,8 +10,8 @@ latencies are the contracts of rtl/timing.py:
   Both must come after every earlier command's results have landed (the engine leaves >= 40 cycles).
 * ``scan`` (SCAN_LATENCY = 4): bmax <= max(bmax, max over the gated lanes of ``s``); an ``update`` at t + 4 or
   later sees it. Stages: the L scores become 21-bit unsigned keys ``gate:(s + 2^19)`` (a gated lane always beats
-  an ungated one, no logic), then a compare-and-select tree of log2(L) levels spread over cycles t .. t+2 (at most
-  2 levels per cycle), then at t+3 the loop bmax <= max(bmax, tree max) (skipped when no lane was gated).
+  an ungated one, no logic), then a max tree over cycles t .. t+2 whose nodes take 2 or 4 keys (a 4-key node is
+  one level of 6 parallel comparators and a select, one carry chain deep), then at t+3 the loop bmax <= max(bmax, tree max) (skipped when no lane was gated).
 * ``update`` (UPDATE_LATENCY = 6): ``Xmax = (bmax * mant) >> shift``, ``Mblk = (Xmax + 255) >> 8``,
   ``Mnew = max(M, Mblk)`` (``Mblk`` when not m_valid), ``rescale = min(Mnew - M, 31)`` (0 when not m_valid).
   ``rescale`` holds the value and ``rescale_stb`` is high during cycle t + 6 exactly; at the edge ending t + 6,
@@ -29,8 +29,9 @@ latencies are the contracts of rtl/timing.py:
   (visible from t + 8; other chunks unchanged), l <= l + sum(p) (visible from t + 12). Stages: t: split product
   as for update (one DSP per lane); t+1: sum; t+2/t+3: the two shift halves; t+4: ``ne`` (39-bit carry chain);
   t+5: clamp (``ne < 0``; ``ne >> 8 >= 16`` or gated off -> p = 0) and the 32-entry table ``T[r]``; t+6:
-  ``T >> i`` and the rounding bit ``T[i-1]`` (``(T + 2^(i-1)) >> i == (T >> i) + T[i-1]``); t+7: p = sum of both -> p_all[chunk]
-  and a per-lane p register; t+8 .. t+10: adder tree over the L lanes (<= 2 levels per cycle); t+11: l <= l + sum.
+  ``T >> i`` and the rounding bit ``T[i-1]`` (``(T + 2^(i-1)) >> i == (T >> i) + T[i-1]``); t+7: p = sum of both
+  -> p_all[chunk] and a per-lane p register; t+8 .. t+10: adder tree over the L lanes (<= 2 levels per cycle);
+  t+11: l <= l + sum.
 
 ``mant``/``shift`` must hold from ``blk_start`` until the block's last exp has landed; ``3 * mant`` is a register
 that follows ``mant`` one cycle later (the first use of ``mant`` is an update >= 5 cycles after ``blk_start``).
@@ -65,6 +66,34 @@ def _split_levels(n: int, stages: int = 3) -> list[int]:
     """n tree levels over `stages` pipeline stages, the later stages taking the extra ones."""
     base, extra = divmod(n, stages)
     return [base + (1 if k >= stages - extra else 0) for k in range(stages)]
+
+
+def _scan_radices(lanes: int) -> list[int]:
+    """Radix (1, 2 or 4) of each of the 3 max-tree stages, product = lanes; the small ones first."""
+    radices, n = [], lanes
+    while n > 1:
+        radices.append(4 if n % 4 == 0 else 2)
+        n //= radices[-1]
+    return [1] * (3 - len(radices)) + sorted(radices)
+
+
+def _max_of(m, vals, name):
+    """max of 1, 2 or 4 unsigned values: one level of parallel comparators (carry chains), then the select.
+
+    For 4: the pair winners are chosen by a >= b and c >= d, and the pair (a|b) vs (c|d) by the one of the four
+    cross comparisons the pair winners pick (a 6-input function), so only one carry chain is on any path."""
+    if len(vals) == 1:
+        return vals[0]
+    if len(vals) == 2:
+        return Mux(vals[0] >= vals[1], vals[0], vals[1])
+    a, b, c, d = vals
+    cmp = {}
+    for x, y, tag in ((a, b, "ab"), (c, d, "cd"), (a, c, "ac"), (a, d, "ad"), (b, c, "bc"), (b, d, "bd")):
+        cmp[tag] = Signal(name=f"{name}_{tag}")
+        m.d.comb += cmp[tag].eq(x >= y)
+    ab, cd = cmp["ab"], cmp["cd"]
+    left = Mux(ab, Mux(cd, cmp["ac"], cmp["ad"]), Mux(cd, cmp["bc"], cmp["bd"]))  # max(a, b) >= max(c, d)
+    return Mux(left, Mux(ab, a, b), Mux(cd, c, d))
 
 
 class SoftmaxUnit(wiring.Component):
@@ -120,10 +149,8 @@ class SoftmaxUnit(wiring.Component):
         # ------------------------------------------------------------------ scan: block max over gated lanes
         # key = gate : (s + 2^19) (offset binary): unsigned compare, a gated lane beats any ungated one
         keys = [Cat(self.s[j][:SB - 1], ~self.s[j][SB - 1], self.gate[j]) for j in range(L)]
-        for k, n in enumerate(_split_levels(levels)):
-            for _ in range(n):
-                keys = [Mux(keys[2 * q] > keys[2 * q + 1], keys[2 * q], keys[2 * q + 1])
-                        for q in range(len(keys) // 2)]
+        for k, radix in enumerate(_scan_radices(L)):
+            keys = [_max_of(m, keys[radix * q:radix * (q + 1)], f"scan{k}_{q}") for q in range(len(keys) // radix)]
             regs = [Signal(SB + 1, name=f"scan{k}_{q}") for q in range(len(keys))]
             m.d.sync += [r.eq(v) for r, v in zip(regs, keys)]
             keys = regs
