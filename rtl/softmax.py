@@ -11,13 +11,14 @@ latencies are the contracts of rtl/timing.py:
 * ``scan`` (SCAN_LATENCY = 4): bmax <= max(bmax, max over the gated lanes of ``s``); an ``update`` at t + 4 or
   later sees it. Stages: the L scores become 21-bit unsigned keys ``gate:(s + 2^19)`` (a gated lane always beats
   an ungated one, no logic), then a max tree over cycles t .. t+2 whose nodes take 2 or 4 keys (a 4-key node is
-  one level of 6 parallel comparators and a select, one carry chain deep), then at t+3 the loop bmax <= max(bmax, tree max) (skipped when no lane was gated).
+  one level of 6 parallel comparators and a select, one carry chain deep), then at t+3 the loop
+  bmax <= max(bmax, tree max) (skipped when no lane was gated).
 * ``update`` (UPDATE_LATENCY = 6): ``Xmax = (bmax * mant) >> shift``, ``Mblk = (Xmax + 255) >> 8``,
   ``Mnew = max(M, Mblk)`` (``Mblk`` when not m_valid), ``rescale = min(Mnew - M, 31)`` (0 when not m_valid).
   ``rescale`` holds the value and ``rescale_stb`` is high during cycle t + 6 exactly; at the edge ending t + 6,
   l <= l >> rescale, M <= Mnew, m_valid <= 1 (an ``exp`` at t + 7 or later sees the new M; M is read by the exp
-  lanes in their 5th stage). Stages: t: product split ``(bmax >> 2) * mant`` (one MULT18X18D, 18x17 signed) and
-  ``bmax[0:2] * mant`` (a 4-way select of 0, mant, 2 mant, 3 mant); t+1: their sum (36-bit carry chain);
+  lanes in their 6th stage). Stages: t: product split ``(bmax >> 2) * mant`` (one MULT18X18D, 18x17 signed) and
+  ``bmax[0:2] * mant`` (a 17-bit add of the gated mant and 2 mant); t+1: their sum (36-bit carry chain);
   t+2: arithmetic shift by ``shift[3:6] * 8``; t+3: by ``shift[0:3]``; t+4: three parallel carry chains
   ``(M << 8) - Xmax`` (its sign: Mblk > M; bits 8..12: -(Mnew - M) mod 32), ``((M + 31) << 8) - Xmax`` (its sign:
   Mblk - M > 31) and ``Mblk``; t+5: the clamp -> ``rescale``/``rescale_stb``/Mnew registers, and ``l`` shifted by
@@ -26,15 +27,17 @@ latencies are the contracts of rtl/timing.py:
 * ``exp`` (EXP_LATENCY = 8, L_LATENCY = 12), per lane: ``X = (s * mant) >> shift``, ``ne = (M << 8) - X``,
   ``i = min(ne >> 8, 9)``, ``r = ne[3:8]``, ``p = (T[r] + ((1 << i) >> 1)) >> i`` (0 for a gated-off lane; ne < 0,
   which the schedule never produces, is taken as ne = 0 like the golden model's max(ne, 0)); p_all[chunk] <= p
-  (visible from t + 8; other chunks unchanged), l <= l + sum(p) (visible from t + 12). Stages: t: split product
-  as for update (one DSP per lane); t+1: sum; t+2/t+3: the two shift halves; t+4: ``ne`` (39-bit carry chain);
-  t+5: clamp (``ne < 0``; ``ne >> 8 >= 16`` or gated off -> p = 0) and the 32-entry table ``T[r]``; t+6:
-  ``T >> i`` and the rounding bit ``T[i-1]`` (``(T + 2^(i-1)) >> i == (T >> i) + T[i-1]``); t+7: p = sum of both
-  -> p_all[chunk] and a per-lane p register; t+8 .. t+10: adder tree over the L lanes (<= 2 levels per cycle);
-  t+11: l <= l + sum.
+  (visible from t + 8; other chunks unchanged), l <= l + sum(p) (visible from t + 12). Stages: t: the lane's
+  score into a local register; t+1: split product as for update (one DSP per lane); t+2: sum; t+3/t+4: the two
+  shift halves; t+5: ``ne`` (39-bit carry chain); t+6: clamp (``ne < 0``; ``ne >> 8 >= 16`` or gated off -> T = 0)
+  and the 32-entry table ``T[r]``; t+7: ``p = (T >> i) + T[i-1]`` (``(T + 2^(i-1)) >> i == (T >> i) + T[i-1]``;
+  i = 9..15 give 0 through the shift) -> p_all[chunk] and a per-lane p register; t+8 .. t+10: adder tree over the
+  L lanes (<= 2 levels per cycle); t+11: l <= l + sum.
 
-``mant``/``shift`` must hold from ``blk_start`` until the block's last exp has landed; ``3 * mant`` is a register
-that follows ``mant`` one cycle later (the first use of ``mant`` is an update >= 5 cycles after ``blk_start``).
+Each DSP reads its own register copy of ``mant`` (register duplication against the fan-out of one ``mant`` to
+L + 1 DSPs): the update's copy loads at every scan, lane j's at every update and every scan with lane j gated (the
+load enables differ, so synthesis cannot merge the copies). The copies are right because ``mant``/``shift`` must
+hold from ``blk_start`` until the block's last exp has landed (the engine's per-block registers).
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ NE_BITS = M_BITS + EXP_FRAC_BITS + 1  # (M << 8) - X, signed 39
 # the stage counts below are what this file implements; rtl/timing.py is the contract they must equal
 _SCAN_STAGES = 4  # 3 tree stages + the bmax loop
 _UPDATE_STAGES = 6  # product, sum, shift, shift, chains, clamp (+ the strobe cycle)
-_EXP_STAGES = 8  # product, sum, shift, shift, ne, clamp+table, shift by i, p
+_EXP_STAGES = 8  # input, product, sum, shift, shift, ne, clamp+table, p
 _SUM_STAGES = 4  # 3 adder-tree stages + the l accumulator
 assert (_SCAN_STAGES, _UPDATE_STAGES, _EXP_STAGES, _EXP_STAGES + _SUM_STAGES) == (
     SCAN_LATENCY, UPDATE_LATENCY, EXP_LATENCY, L_LATENCY), "rtl/timing.py and rtl/softmax.py disagree"
@@ -119,14 +122,13 @@ class SoftmaxUnit(wiring.Component):
         })
 
     # ------------------------------------------------------------------------------------------ helpers
-    def _scaled(self, m, s, name, mant3):
+    def _scaled(self, m, s, name, mant):
         """4-stage pipeline of X = (s * mant) >> shift for a signed SCORE_BITS value s (valid 4 edges later)."""
         hi = Signal(signed(PROD_BITS - 2), name=f"{name}_hi")  # (s >> 2) * mant: 18 x 17 signed, one DSP
         lo = Signal(18, name=f"{name}_lo")  # s[0:2] * mant
-        mant = self.mant
         m.d.sync += [
             hi.eq(s[2:].as_signed() * mant),
-            lo.eq(Array([Const(0, 18), mant, mant << 1, mant3])[s[0:2]]),
+            lo.eq(Mux(s[0], mant, 0) + Mux(s[1], mant << 1, 0)),
         ]
         prod = Signal(signed(PROD_BITS), name=f"{name}_prod")
         m.d.sync += prod.eq((hi << 2) + lo)
@@ -143,8 +145,6 @@ class SoftmaxUnit(wiring.Component):
         SB = SCORE_BITS
         levels = L.bit_length() - 1
 
-        mant3 = Signal(18)  # 3 * mant, one cycle behind mant (see the module docstring)
-        m.d.sync += mant3.eq(self.mant * 3)
 
         # ------------------------------------------------------------------ scan: block max over gated lanes
         # key = gate : (s + 2^19) (offset binary): unsigned compare, a gated lane beats any ungated one
@@ -170,7 +170,11 @@ class SoftmaxUnit(wiring.Component):
         m.d.sync += m31.eq(self.m + SHIFT_CLAMP)
         upd_v = Signal(6)  # update valid at the outputs of stages t .. t+5
         m.d.sync += upd_v.eq(Cat(self.update, upd_v[:5]))
-        xmax = self._scaled(m, bmax, "upd", mant3)  # valid at the output of stage t+3
+        # local copy of mant for the update's DSP, loaded by every scan (mant holds from blk_start on)
+        mant_u = Signal(16)
+        with m.If(self.scan):
+            m.d.sync += mant_u.eq(self.mant)
+        xmax = self._scaled(m, bmax, "upd", mant_u)  # valid at the output of stage t+3
         ne_a = Signal(signed(NE_BITS))  # (M << 8) - Xmax: >> 8 is M - Mblk
         ne_b = Signal(signed(NE_BITS + 1))  # ((M + 31) << 8) - Xmax: < 0 <=> Mblk - M > 31
         mblk = Signal(signed(M_BITS + 1))
@@ -197,7 +201,7 @@ class SoftmaxUnit(wiring.Component):
         m.d.sync += exp_v.eq(Cat(self.exp, exp_v[:10]))
         chunk_d = [self.chunk]
         gate_d = [self.gate]
-        for k in range(7):  # chunk to stage t+7 (write address), gate to stage t+5
+        for k in range(7):  # chunk to stage t+7 (write address), gate to stage t+6
             c = Signal.like(self.chunk, name=f"chunk_d{k}")
             g = Signal(L, name=f"gate_d{k}")
             m.d.sync += [c.eq(chunk_d[-1]), g.eq(gate_d[-1])]
@@ -206,30 +210,29 @@ class SoftmaxUnit(wiring.Component):
         table = Array(Const(t, 8) for t in EXP2_TABLE)
         ps, pn = [], []
         for j in range(L):
-            x = self._scaled(m, self.s[j], f"e{j}", mant3)  # stage t+3 output
+            # stage t: the lane's score and its own copy of mant (register duplication against the fan-out of
+            # mant to every DSP; the load enables differ per lane, so synthesis does not merge the copies; every
+            # copy loads at the update, after which mant holds until the block's exps are done)
+            s_r = Signal(signed(SB), name=f"s{j}")
+            mant_j = Signal(16, name=f"mant{j}")
+            m.d.sync += s_r.eq(self.s[j])
+            with m.If(self.update | (self.scan & self.gate[j])):
+                m.d.sync += mant_j.eq(self.mant)
+            x = self._scaled(m, s_r, f"e{j}", mant_j)  # stage t+4 output
             ne = Signal(signed(NE_BITS), name=f"ne{j}")
-            m.d.sync += ne.eq((self.m << F) - x)  # t+4
-            # t+5: clamp and table
+            m.d.sync += ne.eq((self.m << F) - x)  # t+5
+            # t+6: clamp and table
             neg = ne[-1]
             big = ne[F + 4:] != 0  # ne >> 8 >= 16; 9..15 give p = 0 through the shift itself (T < 2^8)
             t_r = Signal(8, name=f"t{j}")
             i_r = Signal(4, name=f"i{j}")
-            z_r = Signal(name=f"z{j}")  # p = 0
             m.d.sync += [
-                t_r.eq(table[Mux(neg, 0, ne[F - TB:F])]),
+                t_r.eq(Mux(~gate_d[6][j] | (~neg & big), 0, table[Mux(neg, 0, ne[F - TB:F])])),  # T = 0: p = 0
                 i_r.eq(Mux(neg, 0, ne[F:F + 4])),
-                z_r.eq(~gate_d[5][j] | (~neg & big)),
             ]
-            # t+6: T >> i and the rounding bit T[i-1]
-            sh_r = Signal(8, name=f"psh{j}")
-            rb_r = Signal(name=f"prb{j}")
-            m.d.sync += [
-                sh_r.eq(Mux(z_r, 0, t_r >> i_r)),
-                rb_r.eq(~z_r & (Cat(Const(0, 1), t_r) >> i_r)[0]),
-            ]
-            # t+7: p
+            # t+7: p = (T >> i) + T[i-1]
             p_next = Signal(8, name=f"pn{j}")
-            m.d.comb += p_next.eq(sh_r + rb_r)
+            m.d.comb += p_next.eq((t_r >> i_r) + (Cat(Const(0, 1), t_r) >> i_r)[0])
             p = Signal(8, name=f"p{j}")
             m.d.sync += p.eq(p_next)
             pn.append(p_next)
