@@ -28,7 +28,7 @@ from rtl.streams import tile_value_counts  # noqa: E402
 from rtl.workloads import HeadSpec, random_head  # noqa: E402
 
 OUT = HERE.parent / "data" / "rtl_cycles.json"
-CONFIGS = {(64, 8): 12, (128, 8): 10}
+CONFIGS = {(64, 8): 12, (128, 8): 10, (64, 2): 3, (64, 32): 3}
 
 
 def _specs(rng, head_dim, n):
