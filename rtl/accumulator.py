@@ -8,20 +8,30 @@ One clock domain (``sync``). Per cycle, in priority order:
   most one lane per entry and per cycle, so no adder tree is needed: each entry has an L:1 product mux feeding
   its one adder).
 
+The add is pipelined (ADD_LATENCY = 2): in the cycle ``add_en``/``hit``/``lane``/``prod`` are presented, each entry
+registers its selected product (0 when not hit), and the next cycle adds it, so the update is visible two cycles
+after the inputs. The selection register keeps the L:1 mux and the adder in different cycles and, because it is
+gated by this accumulator's own ``hit``, gives each accumulator its own copy next to its adders (an ungated one
+was merged by Yosys between the score and the output accumulators, which share lanes and products, and the
+merged mux-to-adder nets crossed the chip: the engine's critical path at 65 MHz). ``clear``/``shift_en`` act
+immediately and must not meet a pending add (the engine never issues them within a beat pipeline's drain).
+
 ``acc`` exposes all entries (registered values). Width overflow wraps; the golden model bounds the values so
 that it never happens (quant/fixedpoint.py).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, signed, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hwsim.errors import SpecError
 from rtl.layouts import TILE, check_lanes, checking, products_layout
 
-__all__ = ["Accumulator"]
+__all__ = ["Accumulator", "ADD_LATENCY"]
+
+ADD_LATENCY = 2
 
 
 class Accumulator(wiring.Component):
@@ -49,11 +59,13 @@ class Accumulator(wiring.Component):
         prods = Array(self.prod[j] for j in range(self.lanes))
         for e in range(self.entries):
             a = self.acc[e]
+            # select the product first (L:1 mux, registered), then one adder per entry -- not one adder per lane
+            p = Signal(signed(len(self.prod[0])), name=f"sel{e}")
+            m.d.sync += p.eq(Mux(self.add_en & self.hit[e], prods[self.lane[e]], 0))
             with m.If(self.clear):
                 m.d.sync += a.eq(0)
             with m.Elif(self.shift_en):
                 m.d.sync += a.eq(a >> self.shift)
-            with m.Elif(self.add_en & self.hit[e]):
-                # select the product first (L:1 mux), then one adder per entry -- not one adder per lane
-                m.d.sync += a.eq(a + prods[self.lane[e]])
+            with m.Else():
+                m.d.sync += a.eq(a + p)
         return m

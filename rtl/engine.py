@@ -20,8 +20,8 @@ carry chain or one multiply.
 * Block header: accepted in BLK; its popcount(sel) runs in BLK1-BLK2 (dense K tiles stream the sel tokens).
 * Beat pipeline (K and V): the controller issues a beat (tile header at the FIFO head + one values beat) in cycle t;
   S1 registers it; the BitmapDecoder (3 stages) turns (bitmap, beat) into hit/lane while p' = p*sv is multiplied
-  (S2), rounded and muxed with the K multiplicand (S3) and the MacArray products are registered (S4); the
-  Accumulators add them at the end of S4 (visible from t + BEAT_LATENCY).
+  (S2), rounded and muxed with the K multiplicand (S3) and the MacArray products are registered (S4); each
+  Accumulator entry registers its selected product (S5) and adds it (visible from t + BEAT_LATENCY).
 * V tokens: the one-hot current/next selected token and the rest of ``sel`` are registers; advancing finds the next
   one-hot with one 64-bit carry chain, and p of the next token is read by a one-hot AND-OR into a register.
 * SoftmaxUnit commands and its score/gate/chunk inputs are registered; the controller waits the unit latencies of
@@ -38,7 +38,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from quant.fixedpoint import ACC_BITS, SCORE_BITS
-from rtl.accumulator import Accumulator
+from rtl.accumulator import ADD_LATENCY, Accumulator
 from rtl.bitmap_decoder import DECODER_LATENCY, BitmapDecoder
 from rtl.layouts import (MULT_BITS, TILE, BlockHeader, OutBeat, TileHeader, check_head_dim, check_lanes, checking,
                          products_layout, raw_values_shape, values_layout)
@@ -55,7 +55,7 @@ TILE_FIFO_DEPTH = 4  # tile headers: FIFO entries (covers the 2 popcount stages 
 
 # the stage counts this controller is written for (rtl/timing.py is the contract; these tie it to the code)
 assert POPCOUNT_LATENCY == BLK_CYCLES - 1
-assert BEAT_LATENCY == 1 + DECODER_LATENCY + 1
+assert BEAT_LATENCY == 1 + DECODER_LATENCY + ADD_LATENCY
 
 
 def _lowest(x: Signal) -> tuple:

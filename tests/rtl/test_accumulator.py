@@ -3,10 +3,12 @@ import random
 import numpy as np
 
 from enginesim import run_comb
-from rtl.accumulator import Accumulator
+from rtl.accumulator import ADD_LATENCY, Accumulator
 
 
 def test_scatter_add_shift_clear_against_numpy():
+    """Adds back to back (pipelined), each landing ADD_LATENCY cycles later; shift/clear only after the drain, as
+    the engine issues them."""
     L, E, W = 4, 128, 32
     dut = Accumulator(entries=E, width=W, lanes=L)
     rng = random.Random(1)
@@ -14,8 +16,20 @@ def test_scatter_add_shift_clear_against_numpy():
 
     async def tb(ctx):
         nonlocal model
-        for step in range(40):
+
+        async def drain_and_check():
+            ctx.set(dut.add_en, 0)
+            ctx.set(dut.shift_en, 0)
+            ctx.set(dut.clear, 0)
+            for _ in range(ADD_LATENCY - 1):
+                await ctx.tick()
+            assert [ctx.get(dut.acc[e]) for e in range(E)] == model.tolist()
+
+        pending = False
+        for step in range(60):
             op = rng.choice(["add"] * 6 + ["shift", "clear"])
+            if pending and op != "add":
+                await drain_and_check()
             ctx.set(dut.add_en, op == "add")
             ctx.set(dut.shift_en, op == "shift")
             ctx.set(dut.clear, op == "clear")
@@ -37,6 +51,9 @@ def test_scatter_add_shift_clear_against_numpy():
             else:
                 model[:] = 0
             await ctx.tick()
-            assert [ctx.get(dut.acc[e]) for e in range(E)] == model.tolist()
+            pending = op == "add" and rng.random() < 0.5  # the next add follows right away (pipelined)
+            if not pending:
+                await drain_and_check()
+        await drain_and_check()
 
     run_comb(dut, tb)
