@@ -4,9 +4,10 @@ Builds each configuration with fpga.build (bare-chip flow, nextpnr seed 1, targe
 configuration, the largest configuration that fits, and whether it reaches the target. Also writes the plot.
 
     .venv/bin/python benchmarks/fpga_sweep.py [--lanes 2,4,8,16,32,64] [--head-dim 64] [--freq 100]
-        [--out build/fpga-sweep] [--design engine]
+        [--out build/fpga-sweep] [--design engine|dot|softmax|normalizer] [--jobs N]
 
-Each engine build takes minutes (Yosys' ABC9 mapping dominates; see the printed times).
+Each engine build takes 10-40 minutes of one core (nextpnr-ecp5 under WebAssembly dominates: placement, then
+routing; see the printed times); --jobs runs several at once.
 """
 
 from __future__ import annotations
@@ -38,14 +39,15 @@ def main() -> int:
     ap.add_argument("--head-dim", default="64")
     ap.add_argument("--freq", type=float, default=100.0)
     ap.add_argument("--out", default="build/fpga-sweep")
-    ap.add_argument("--design", default="engine", choices=("engine", "dot"))
+    ap.add_argument("--design", default="engine", choices=("engine", "dot", "softmax", "normalizer"))
+    ap.add_argument("--jobs", type=int, default=1, help="builds at a time (nextpnr uses one core each)")
     args = ap.parse_args()
     lanes = [int(x) for x in args.lanes.split(",")]
     head_dims = [int(x) for x in args.head_dim.split(",")]
 
     t0 = time.perf_counter()
     points = sweep(board="lfe5u-85f", lanes=lanes, head_dims=head_dims, freq_mhz=args.freq, out_root=args.out,
-                   design=args.design, listener=_Print())
+                   design=args.design, listener=_Print(), jobs=args.jobs)
     rows = sweep_rows(points)
     print(f"{args.design} on LFE5U-85F-6BG381C (bare chip), target {args.freq:g} MHz, nextpnr seed 1")
     head = f"{'D':>4} {'lanes':>5} " + " ".join(f"{r.bel:>18}" for r in RESOURCES) + \

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from hwsim.errors import SpecError
+
 from fpga._flow import BuildConfig, build
 from fpga._report import RESOURCES, DoesNotFit
 from fpga._toolchain import Listener
@@ -26,23 +28,48 @@ class SweepPoint:
 
 
 def sweep(*, board: str, lanes: list[int], head_dims: list[int], freq_mhz: float, out_root: str | Path,
-          design: str = "engine", listener: Listener | None = None) -> list[SweepPoint]:
-    """Build every (head_dim, lanes) point into out_root/<design>-d<D>-l<L>.
+          design: str = "engine", listener: Listener | None = None, jobs: int = 1) -> list[SweepPoint]:
+    """Build every (head_dim, lanes) point into out_root/<design>-d<D>-l<L>, `jobs` builds at a time (nextpnr is
+    single-threaded, so a many-core machine sweeps in the time of its largest point).
 
     A point that synthesis shows cannot fit is recorded (with the overflowing resources) instead of stopping the
-    sweep; any other error stops it.
+    sweep; any other error stops it. Points come back in (head_dim, lanes) order whatever finished first.
     """
-    points = []
-    for head_dim in head_dims:
-        for n in lanes:
-            config = BuildConfig(board=board, lanes=n, head_dim=head_dim, freq_mhz=freq_mhz, design=design)
-            try:
-                result = build(config, Path(out_root) / f"{design}-d{head_dim}-l{n}", listener=listener)
-            except DoesNotFit as exc:
-                points.append(SweepPoint(config, None, str(exc)))
-                continue
-            points.append(SweepPoint(config, result.report))
-    return points
+    if not isinstance(jobs, int) or jobs < 1:
+        raise SpecError(f"jobs must be a positive integer, got {jobs!r}")
+    configs = [BuildConfig(board=board, lanes=n, head_dim=head_dim, freq_mhz=freq_mhz, design=design)
+               for head_dim in head_dims for n in lanes]
+
+    def one(config: BuildConfig) -> SweepPoint:
+        out = Path(out_root) / f"{config.design}-d{config.head_dim}-l{config.lanes}"
+        tagged = _Tagged(listener, f"l{config.lanes} d{config.head_dim}") if listener and jobs > 1 else listener
+        try:
+            return SweepPoint(config, build(config, out, listener=tagged).report)
+        except DoesNotFit as exc:
+            return SweepPoint(config, None, str(exc))
+
+    if jobs == 1 or len(configs) == 1:
+        return [one(c) for c in configs]
+    from concurrent.futures import ThreadPoolExecutor  # each build runs its tools as subprocesses
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(one, configs))
+
+
+class _Tagged:
+    """A listener shared by concurrent builds: each build's steps get its own key and a label."""
+
+    def __init__(self, inner: Listener, tag: str) -> None:
+        self.inner, self.tag = inner, tag
+
+    def start(self, step: str, text: str) -> None:
+        self.inner.start(f"{self.tag}/{step}", f"[{self.tag}] {text}")
+
+    def done(self, step: str, seconds: float) -> None:
+        self.inner.done(f"{self.tag}/{step}", seconds)
+
+    def note(self, text: str) -> None:
+        self.inner.note(f"[{self.tag}] {text}")
 
 
 def sweep_rows(points: list[SweepPoint]) -> list[dict]:

@@ -44,6 +44,8 @@ def register(sub) -> None:
                    help="root of the per-point build directories (default: build/fpga-sweep)")
     s.add_argument("--png", default=None, metavar="PATH", help="plot file (default: OUT/sweep.png)")
     s.add_argument("--design", default="engine", choices=DESIGN_CHOICES)
+    s.add_argument("--jobs", type=positive_int, default=1, metavar="N",
+                   help="builds at a time (nextpnr uses one core each; default 1)")
     s.add_argument("--json", action="store_true", help="print the rows as one JSON document")
     s.set_defaults(func=run, action="sweep")
 
@@ -156,7 +158,7 @@ def _sweep(args, err) -> int:
 
     with _RichListener(err) as listener:
         points = sweep(board=args.board, lanes=args.lanes, head_dims=args.head_dim, freq_mhz=args.freq,
-                       out_root=args.out, design=args.design, listener=listener)
+                       out_root=args.out, design=args.design, listener=listener, jobs=args.jobs)
     png = plot_sweep(points, args.png or Path(args.out) / "sweep.png",
                      title=f"{args.design} on {args.board}: resources and Fmax vs lanes (target {args.freq:g} MHz)")
     rows = sweep_rows(points)

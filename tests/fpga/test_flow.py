@@ -103,7 +103,7 @@ def test_board_flow_through_amaranth_boards_is_byte_reproducible(tmp_path, capsy
 
 def test_sweep_tabulates_plots_and_reports_overflow_before_place_and_route(tmp_path, capsys):
     # dot-product array: 1 lane fits; 256 lanes need 256 multipliers and the part has 156
-    code = main(["fpga", "sweep", "--design", "dot", "--lanes", "1,256", "--head-dim", "256", "--out",
+    code = main(["fpga", "sweep", "--design", "dot", "--lanes", "1,256", "--head-dim", "256", "--jobs", "2", "--out",
                  str(tmp_path / "sw"), "--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
