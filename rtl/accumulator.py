@@ -8,13 +8,15 @@ One clock domain (``sync``). Per cycle, in priority order:
   most one lane per entry and per cycle, so no adder tree is needed: each entry has an L:1 product mux feeding
   its one adder).
 
-The add is pipelined (ADD_LATENCY = 2): in the cycle ``add_en``/``hit``/``lane``/``prod`` are presented, each entry
+The add is pipelined (ADD_LATENCY = 2  # add, clear and shift all take effect at the second rising edge after they are presented
+GROUP = 8  # entries served by one copy of the clear/shift registers): in the cycle ``add_en``/``hit``/``lane``/``prod`` are presented, each entry
 registers its selected product (0 when not hit), and the next cycle adds it, so the update is visible two cycles
 after the inputs. The selection register keeps the L:1 mux and the adder in different cycles and, because it is
 gated by this accumulator's own ``hit``, gives each accumulator its own copy next to its adders (an ungated one
 was merged by Yosys between the score and the output accumulators, which share lanes and products, and the
-merged mux-to-adder nets crossed the chip: the engine's critical path at 65 MHz). ``clear``/``shift_en`` act
-immediately and must not meet a pending add (the engine never issues them within a beat pipeline's drain).
+merged mux-to-adder nets crossed the chip: the engine's critical path at 65 MHz). ``clear``/``shift_en``/``shift``
+are registered the same way (ADD_LATENCY too), in one copy per group of 8 entries; a clear or shift must not
+land together with an add (the engine never issues them within a beat pipeline's drain).
 
 ``acc`` exposes all entries (registered values). Width overflow wraps; the golden model bounds the values so
 that it never happens (quant/fixedpoint.py).
@@ -31,7 +33,8 @@ from rtl.layouts import TILE, check_lanes, checking, products_layout
 
 __all__ = ["Accumulator", "ADD_LATENCY"]
 
-ADD_LATENCY = 2
+ADD_LATENCY = 2  # add, clear and shift all take effect at the second rising edge after they are presented
+GROUP = 8  # entries served by one copy of the clear/shift registers
 
 
 class Accumulator(wiring.Component):
@@ -57,15 +60,27 @@ class Accumulator(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         prods = Array(self.prod[j] for j in range(self.lanes))
+        # clear / shift_en / shift are registered once per group of GROUP entries: a local copy drives each group's
+        # muxes (one register driving all entries is a net of thousands of loads). The copies get distinct initial
+        # values (harmless: after reset the entries are 0 and stay 0 under a shift or clear) so that Yosys does not
+        # merge them back into one register.
+        copies = []
+        for g in range(self.entries // GROUP):
+            c = Signal(init=g % 2, name=f"clear_g{g}")
+            se = Signal(init=(g // 2) % 2, name=f"shift_en_g{g}")
+            sh = Signal(range(self.width), init=(g // 4) % self.width, name=f"shift_g{g}")
+            m.d.sync += [c.eq(self.clear), se.eq(self.shift_en), sh.eq(self.shift)]
+            copies.append((c, se, sh))
         for e in range(self.entries):
             a = self.acc[e]
+            clear, shift_en, shift = copies[e // GROUP]
             # select the product first (L:1 mux, registered), then one adder per entry -- not one adder per lane
             p = Signal(signed(len(self.prod[0])), name=f"sel{e}")
             m.d.sync += p.eq(Mux(self.add_en & self.hit[e], prods[self.lane[e]], 0))
-            with m.If(self.clear):
+            with m.If(clear):
                 m.d.sync += a.eq(0)
-            with m.Elif(self.shift_en):
-                m.d.sync += a.eq(a >> self.shift)
+            with m.Elif(shift_en):
+                m.d.sync += a.eq(a >> shift)
             with m.Else():
                 m.d.sync += a.eq(a + p)
         return m
