@@ -9,9 +9,9 @@ For the tile bitmap ``bm`` (bit i = element i is streamed) the streamed values a
 
 The ranks are computed in logarithmic depth: the bitmap is cut into 16 blocks of 4 bits; ``r_i`` = (kept bits of
 the blocks before i's block) + (kept bits before i inside its block, one LUT4 per bit). The 16 block totals are
-prefix-summed by a Sklansky tree of 4 adder levels. Stages: A = in-block counts + tree levels 1-2, B = levels 3-4,
-C = the rank add and the beat compare; each is at most one LUT level and two 7-bit carry chains (100 MHz on ECP5,
-rtl/timing.py). (A 64-step ripple count was the engine's first critical path.) The tile's value count and beat
+prefix-summed by a Sklansky tree of 4 adder levels. Stages: A = in-block counts + tree level 1, B = levels 2-4,
+C = the rank add and the beat compare; each is at most one LUT level and three short carry chains (100 MHz on ECP5,
+rtl/timing.py; with levels 1-2 in stage A it was the engine's routed critical path at lanes 2, 10.3 ns). (A 64-step ripple count was the engine's first critical path.) The tile's value count and beat
 count are not made here: the engine precomputes them when the tile header arrives (rtl/popcount.py).
 """
 
@@ -50,7 +50,7 @@ class BitmapDecoder(wiring.Component):
             m.d.sync += r.eq(value)
             return r
 
-        # stage A: in-block exclusive ranks, block totals, Sklansky levels 1-2
+        # stage A: in-block exclusive ranks, block totals, Sklansky level 1
         bm = self.bitmap
         local = []
         pre = []
@@ -69,14 +69,14 @@ class BitmapDecoder(wiring.Component):
                     out[k] = vals[k] + vals[(k // span) * span - 1]
             return out
 
-        pre = level(level(pre, 0), 1)
+        pre = level(pre, 0)
         bm_a = stage("dec_bm_a", bm, TILE)
         beat_a = stage("dec_beat_a", self.beat, self.beat.shape())
         local_a = [[stage(f"dec_loc{k}_{j}_a", local[k][j], range(BLOCK)) for j in range(BLOCK)] for k in range(nblk)]
-        pre_a = [stage(f"dec_pre{k}_a", pre[k], range(BLOCK * 4 + 1)) for k in range(nblk)]
+        pre_a = [stage(f"dec_pre{k}_a", pre[k], range(BLOCK * 2 + 1)) for k in range(nblk)]
 
-        # stage B: Sklansky levels 3-4 -> inclusive block prefix sums
-        incl = level(level(pre_a, 2), 3)
+        # stage B: Sklansky levels 2-4 -> inclusive block prefix sums
+        incl = level(level(level(pre_a, 1), 2), 3)
         bm_b = stage("dec_bm_b", bm_a, TILE)
         beat_b = stage("dec_beat_b", beat_a, beat_a.shape())
         local_b = [[stage(f"dec_loc{k}_{j}_b", local_a[k][j], range(BLOCK)) for j in range(BLOCK)]

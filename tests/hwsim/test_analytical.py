@@ -1,7 +1,7 @@
 import dataclasses
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from hwsim.analytical import estimate_analytical
@@ -103,10 +103,15 @@ def test_more_bandwidth_never_slower(model, hw, scheme, batch, prompt, factor):
 def test_longer_context_never_faster_in_decode(model, hw, scheme, batch, prompt, extra):
     """Decode step time is non-decreasing in context. With a compressed KV cache the newest tokens are dense until a
     64-token chunk fills and is compressed, so the cache legitimately shrinks at a chunk boundary: there the claim is
-    checked between contexts at the same phase of the chunk cycle."""
+    checked between contexts at the same phase of the chunk cycle. Once Λ or a sliding window caps the cache, the
+    kept tokens are split into compressed chunks and a dense rest by the phase of the cap, not of the context, so
+    across the cap the two phases differ again (seen: llama-2-7b, accllm, 2005 vs 2069 tokens, cache -0.02%); there
+    only contexts on the same side of the cap are compared."""
     m, h, s = get_model(model), get_hardware(hw), get_scheme(scheme)
     if s.kv_compressed:
         extra = -(-extra // CHUNK_TOKENS) * CHUNK_TOKENS
+        capped = [s.kv_stored_tokens(m, n) < n for n in (prompt, prompt + extra)]
+        assume(capped[0] == capped[1])
     a = estimate_analytical(m, h, s, Workload(batch, prompt, 1)).decode_step_s[0]
     b = estimate_analytical(m, h, s, Workload(batch, prompt + extra, 1)).decode_step_s[0]
     assert b >= a * (1 - 1e-12)
