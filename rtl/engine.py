@@ -19,9 +19,10 @@ carry chain or one multiply.
   ``tile.ready`` is a credit (FIFO level + headers in flight < 4), so one header per cycle flows without stalls.
 * Block header: accepted in BLK; its popcount(sel) runs in BLK1-BLK2 (dense K tiles stream the sel tokens).
 * Beat pipeline (K and V): the controller issues a beat (tile header at the FIFO head + one values beat) in cycle t;
-  S1 registers it; the BitmapDecoder (3 stages) turns (bitmap, beat) into hit/lane while p' = p*sv is multiplied
-  (S2), rounded and muxed with the K multiplicand (S3) and the MacArray products are registered (S4); each
-  Accumulator entry registers its selected product (S5) and adds it (visible from t + BEAT_LATENCY).
+  S1 registers it; the BitmapDecoder (4 stages) turns (bitmap, beat) into hit/lane while p' = p*sv is multiplied
+  (S2), rounded and muxed with the K multiplicand (S3), the MacArray products are registered (S4) and wait one
+  stage (S5); each Accumulator entry registers its selected product (S6) and adds it (visible from
+  t + BEAT_LATENCY).
 * V tokens: the one-hot current/next selected token and the rest of ``sel`` are registers; advancing finds the next
   one-hot with one 64-bit carry chain, and p of the next token is read by a one-hot AND-OR into a register.
 * SoftmaxUnit commands and its score/gate/chunk inputs are registered; the controller waits the unit latencies of
@@ -166,7 +167,7 @@ class AttentionEngine(wiring.Component):
         adv = Signal()  # V phase: the current token's last tile beat is issued
         m.d.comb += adv.eq(in_v & go & tlast & (vg == G - 1))
 
-        # ---- beat pipeline S1..S4 ---------------------------------------------------------------------------------
+        # ---- beat pipeline S1..S5 ---------------------------------------------------------------------------------
         s1_v, s1_k, s1_bm, s1_beat = Signal(), Signal(), Signal(TILE), Signal(6)
         s1_vals, s1_mult, s1_pt, s1_vg = Signal(values_layout(L)), Signal(8), Signal(8), Signal(range(G))
         m.d.sync += [s1_v.eq(go), s1_k.eq(in_k), s1_bm.eq(eff_bm), s1_beat.eq(beat),
@@ -184,18 +185,22 @@ class AttentionEngine(wiring.Component):
         s4_v, s4_k, s4_vg = Signal(), Signal(), Signal(range(G))
         s4_prod = Signal(products_layout(L))
         m.d.sync += [s4_v.eq(s3_v), s4_k.eq(s3_k), s4_vg.eq(s3_vg), s4_prod.eq(mac.prod)]
+        # S5: the products wait for the decoder's fourth stage
+        s5_v, s5_k, s5_vg = Signal(), Signal(), Signal(range(G))
+        s5_prod = Signal(products_layout(L))
+        m.d.sync += [s5_v.eq(s4_v), s5_k.eq(s4_k), s5_vg.eq(s4_vg), s5_prod.eq(s4_prod)]
         lw = dec.lane.as_value().shape().width
         m.d.comb += [
-            sacc.add_en.eq(s4_v & s4_k),
+            sacc.add_en.eq(s5_v & s5_k),
             sacc.hit.eq(dec.hit & sel),
             sacc.lane.eq(dec.lane),
-            sacc.prod.eq(s4_prod),
-            oacc.add_en.eq(s4_v & ~s4_k),
-            oacc.prod.eq(s4_prod),
+            sacc.prod.eq(s5_prod),
+            oacc.add_en.eq(s5_v & ~s5_k),
+            oacc.prod.eq(s5_prod),
         ]
         for g in range(G):
             m.d.comb += [
-                oacc.hit[g * TILE:(g + 1) * TILE].eq(Mux(s4_vg == g, dec.hit, 0)),
+                oacc.hit[g * TILE:(g + 1) * TILE].eq(Mux(s5_vg == g, dec.hit, 0)),
                 oacc.lane.as_value()[g * lw:(g + 1) * lw].eq(dec.lane.as_value()),
             ]
 
