@@ -29,7 +29,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hwsim.errors import SpecError
-from rtl.layouts import TILE, check_lanes, checking, products_layout
+from rtl.layouts import TILE, check_lanes, checking, products_layout, replica
 
 __all__ = ["Accumulator", "ADD_LATENCY"]
 
@@ -61,14 +61,13 @@ class Accumulator(wiring.Component):
         m = Module()
         prods = Array(self.prod[j] for j in range(self.lanes))
         # clear / shift_en / shift are registered once per group of GROUP entries: a local copy drives each group's
-        # muxes (one register driving all entries is a net of thousands of loads). The copies get distinct initial
-        # values (harmless: after reset the entries are 0 and stay 0 under a shift or clear) so that Yosys does not
-        # merge them back into one register.
+        # muxes (one register driving all entries is a net of thousands of loads). The copies are replicas
+        # (rtl.layouts.replica), which the bitstream flow keeps apart from one another.
         copies = []
         for g in range(self.entries // GROUP):
-            c = Signal(init=g % 2, name=f"clear_g{g}")
-            se = Signal(init=(g // 2) % 2, name=f"shift_en_g{g}")
-            sh = Signal(range(self.width), init=(g // 4) % self.width, name=f"shift_g{g}")
+            c = replica(name=f"clear_g{g}")
+            se = replica(name=f"shift_en_g{g}")
+            sh = replica(range(self.width), name=f"shift_g{g}")
             m.d.sync += [c.eq(self.clear), se.eq(self.shift_en), sh.eq(self.shift)]
             copies.append((c, se, sh))
         for e in range(self.entries):

@@ -19,13 +19,14 @@ software encoder (rtl/streams.py) builds the same integers the Verilog ports car
 
 from contextlib import contextmanager
 
-from amaranth.hdl import signed, unsigned
+from amaranth.hdl import Signal, signed, unsigned
 from amaranth.lib import data
 
 from hwsim.errors import SpecError
 
 __all__ = ["TILE", "BlockHeader", "TileHeader", "OutBeat", "raw_values_shape", "values_layout",
-           "products_layout", "checking", "check_lanes", "check_head_dim", "PROD_BITS", "MULT_BITS"]
+           "products_layout", "checking", "check_lanes", "check_head_dim", "PROD_BITS", "MULT_BITS",
+           "REPLICA_ATTR", "replica"]
 
 TILE = 64
 MULT_BITS = 9  # lane multiplicand: int8 (K) or uint8 (V) as signed 9
@@ -62,6 +63,15 @@ def values_layout(lanes: int) -> data.ArrayLayout:
 
 def products_layout(lanes: int) -> data.ArrayLayout:
     return data.ArrayLayout(signed(PROD_BITS), lanes)
+
+
+REPLICA_ATTR = "hwsim_replica"  # fpga/_flow.py keeps the registers driving wires with this attribute
+
+
+def replica(shape=1, *, name: str, init=0) -> Signal:
+    """A register meant as one of several identical copies (fan-out relief). Synthesis would merge identical
+    registers into one again; the bitstream flow marks the cells that drive a wire with REPLICA_ATTR ``keep``."""
+    return Signal(shape, name=name, init=init, attrs={REPLICA_ATTR: 1})
 
 
 @contextmanager
