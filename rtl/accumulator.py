@@ -8,8 +8,7 @@ One clock domain (``sync``). Per cycle, in priority order:
   most one lane per entry and per cycle, so no adder tree is needed: each entry has an L:1 product mux feeding
   its one adder).
 
-The add is pipelined (ADD_LATENCY = 2  # add, clear and shift all take effect at the second rising edge after they are presented
-GROUP = 8  # entries served by one copy of the clear/shift registers): in the cycle ``add_en``/``hit``/``lane``/``prod`` are presented, each entry
+The add is pipelined (ADD_LATENCY = 2): in the cycle ``add_en``/``hit``/``lane``/``prod`` are presented, each entry
 registers its selected product (0 when not hit), and the next cycle adds it, so the update is visible two cycles
 after the inputs. The selection register keeps the L:1 mux and the adder in different cycles and, because it is
 gated by this accumulator's own ``hit``, gives each accumulator its own copy next to its adders (an ungated one
