@@ -4,7 +4,7 @@ Builds each configuration with fpga.build (bare-chip flow, nextpnr seed 1, targe
 configuration, the largest configuration that fits, and whether it reaches the target. Also writes the plot.
 
     .venv/bin/python benchmarks/fpga_sweep.py [--lanes 2,4,8,16,32,64] [--head-dim 64] [--freq 100]
-        [--out build/fpga-sweep] [--design engine|dot|softmax|normalizer] [--jobs N]
+        [--out build/fpga-sweep] [--design engine|dot|softmax|normalizer] [--jobs N] [--router router1|router2]
 
 Each engine build takes 10-40 minutes of one core (nextpnr-ecp5 under WebAssembly dominates: placement, then
 routing; see the printed times); --jobs runs several at once.
@@ -41,15 +41,17 @@ def main() -> int:
     ap.add_argument("--out", default="build/fpga-sweep")
     ap.add_argument("--design", default="engine", choices=("engine", "dot", "softmax", "normalizer"))
     ap.add_argument("--jobs", type=int, default=1, help="builds at a time (nextpnr uses one core each)")
+    ap.add_argument("--router", default="router1", choices=("router1", "router2"),
+                    help="nextpnr router (router2: faster, lower Fmax on this engine)")
     args = ap.parse_args()
     lanes = [int(x) for x in args.lanes.split(",")]
     head_dims = [int(x) for x in args.head_dim.split(",")]
 
     t0 = time.perf_counter()
     points = sweep(board="lfe5u-85f", lanes=lanes, head_dims=head_dims, freq_mhz=args.freq, out_root=args.out,
-                   design=args.design, listener=_Print(), jobs=args.jobs)
+                   design=args.design, listener=_Print(), jobs=args.jobs, router=args.router)
     rows = sweep_rows(points)
-    print(f"{args.design} on LFE5U-85F-6BG381C (bare chip), target {args.freq:g} MHz, nextpnr seed 1")
+    print(f"{args.design} on LFE5U-85F-6BG381C (bare chip), target {args.freq:g} MHz, nextpnr seed 1, {args.router}")
     head = f"{'D':>4} {'lanes':>5} " + " ".join(f"{r.bel:>18}" for r in RESOURCES) + \
         f" {'Fmax MHz':>9} {'timing':>6} {'build s':>8}"
     print(head)

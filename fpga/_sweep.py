@@ -28,7 +28,8 @@ class SweepPoint:
 
 
 def sweep(*, board: str, lanes: list[int], head_dims: list[int], freq_mhz: float, out_root: str | Path,
-          design: str = "engine", listener: Listener | None = None, jobs: int = 1) -> list[SweepPoint]:
+          design: str = "engine", listener: Listener | None = None, jobs: int = 1,
+          router: str = "router1") -> list[SweepPoint]:
     """Build every (head_dim, lanes) point into out_root/<design>-d<D>-l<L>, `jobs` builds at a time (nextpnr is
     single-threaded, so a many-core machine sweeps in the time of its largest point).
 
@@ -37,7 +38,8 @@ def sweep(*, board: str, lanes: list[int], head_dims: list[int], freq_mhz: float
     """
     if not isinstance(jobs, int) or jobs < 1:
         raise SpecError(f"jobs must be a positive integer, got {jobs!r}")
-    configs = [BuildConfig(board=board, lanes=n, head_dim=head_dim, freq_mhz=freq_mhz, design=design)
+    configs = [BuildConfig(board=board, lanes=n, head_dim=head_dim, freq_mhz=freq_mhz, design=design,
+                           router=router)
                for head_dim in head_dims for n in lanes]
 
     def one(config: BuildConfig) -> SweepPoint:

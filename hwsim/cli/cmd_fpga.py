@@ -8,6 +8,7 @@ from hwsim.errors import SpecError
 
 # fpga._flow.DESIGNS, kept literal so the CLI does not import fpga/ at start-up (tests/fpga/test_cli.py checks it)
 DESIGN_CHOICES = ("engine", "dot", "softmax", "normalizer")
+ROUTER_CHOICES = ("router1", "router2")  # fpga._flow.ROUTERS, literal for the same reason
 
 __all__ = ["register", "run"]
 
@@ -31,6 +32,8 @@ def register(sub) -> None:
     b.add_argument("--out", default="build", metavar="DIR", help="build directory (default: build)")
     b.add_argument("--design", default="engine", choices=DESIGN_CHOICES,
                    help="engine: rtl/ attention engine; dot: small int4xint8 dot-product array (flow check)")
+    b.add_argument("--router", default="router1", choices=ROUTER_CHOICES,
+                   help="nextpnr router: router1 (default; best Fmax) or router2 (faster, lower Fmax)")
     b.add_argument("--json", action="store_true", help="print the report as one JSON document")
     b.set_defaults(func=run, action="build")
 
@@ -46,6 +49,8 @@ def register(sub) -> None:
     s.add_argument("--design", default="engine", choices=DESIGN_CHOICES)
     s.add_argument("--jobs", type=positive_int, default=1, metavar="N",
                    help="builds at a time (nextpnr uses one core each; default 1)")
+    s.add_argument("--router", default="router1", choices=ROUTER_CHOICES,
+                   help="nextpnr router: router1 (default; best Fmax) or router2 (faster, lower Fmax)")
     s.add_argument("--json", action="store_true", help="print the rows as one JSON document")
     s.set_defaults(func=run, action="sweep")
 
@@ -104,7 +109,7 @@ def _build(args, err) -> int:
     from fpga import BuildConfig, build
 
     config = BuildConfig(board=args.board, lanes=args.lanes, head_dim=args.head_dim, freq_mhz=args.freq,
-                         design=args.design)
+                         design=args.design, router=args.router)
     with _RichListener(err) as listener:  # progress on stderr, so --json leaves stdout to the JSON document
         result = build(config, args.out, listener=listener)
     if args.json:
@@ -132,7 +137,7 @@ def _print_report(result) -> None:
         t.add_row(u["bel"] if key not in ("lut", "ff", "dsp", "bram") else f"{key.upper()} ({u['bel']})",
                   f"{u['used']:,}", f"{u['available']:,}", f"{share:.1%}")
     con.print(t)
-    c = Table(title="clocks (nextpnr-ecp5, post-route)", header_style="bold")
+    c = Table(title=f"clocks (nextpnr-ecp5 {cfg.router}, post-route)", header_style="bold")
     for col in ("clock net", "Fmax", "target", "result"):
         c.add_column(col, justify="left" if col == "clock net" else "right")
     for net, clk in rep["clocks"].items():
@@ -158,7 +163,8 @@ def _sweep(args, err) -> int:
 
     with _RichListener(err) as listener:
         points = sweep(board=args.board, lanes=args.lanes, head_dims=args.head_dim, freq_mhz=args.freq,
-                       out_root=args.out, design=args.design, listener=listener, jobs=args.jobs)
+                       out_root=args.out, design=args.design, listener=listener, jobs=args.jobs,
+                       router=args.router)
     png = plot_sweep(points, args.png or Path(args.out) / "sweep.png",
                      title=f"{args.design} on {args.board}: resources and Fmax vs lanes (target {args.freq:g} MHz)")
     rows = sweep_rows(points)

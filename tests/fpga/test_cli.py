@@ -23,6 +23,7 @@ def _cli(capsys, *argv):
     (["fpga", "build", "--lanes", "0"], "must be >= 1"),
     (["fpga", "build", "--freq", "900"], "--freq 900 MHz is out of range"),
     (["fpga", "build", "--design", "fft"], "invalid choice"),
+    (["fpga", "build", "--router", "router3"], "invalid choice"),
     (["fpga", "sweep", "--lanes", "2,x"], "comma-separated list"),
     (["fpga", "sweep", "--board", "de10"], "unknown board 'de10'"),
     (["fpga"], "required"),
@@ -65,6 +66,8 @@ def test_build_config_and_boards():
     assert BuildConfig(board="lfe5u-85f", lanes=4).label == "engine lanes=4 head_dim=64 on lfe5u-85f @ 100 MHz"
     with pytest.raises(SpecError, match="unknown design 'x'"):
         BuildConfig(design="x")
+    with pytest.raises(SpecError, match="unknown router 'router3'; use one of router1, router2"):
+        BuildConfig(router="router3")
     with pytest.raises(SpecError, match="unknown board"):
         build(BuildConfig(board="nope"), "unused")
 
@@ -88,3 +91,10 @@ def test_cli_design_choices_are_the_flow_designs():
     from hwsim.cli.cmd_fpga import DESIGN_CHOICES
 
     assert set(DESIGN_CHOICES) == set(DESIGNS)
+
+
+def test_cli_router_choices_are_the_flow_routers():
+    from fpga._flow import ROUTERS
+    from hwsim.cli.cmd_fpga import ROUTER_CHOICES
+
+    assert ROUTER_CHOICES == ROUTERS and BuildConfig().router == "router1"

@@ -102,9 +102,10 @@ def test_board_flow_through_amaranth_boards_is_byte_reproducible(tmp_path, capsy
 
 
 def test_sweep_tabulates_plots_and_reports_overflow_before_place_and_route(tmp_path, capsys):
-    # dot-product array: 1 lane fits; 256 lanes need 256 multipliers and the part has 156
+    # dot-product array: 1 lane fits; 256 lanes need 256 multipliers and the part has 156 (router2: the option
+    # reaches nextpnr; the other builds use the default router1)
     code = main(["fpga", "sweep", "--design", "dot", "--lanes", "1,256", "--head-dim", "256", "--jobs", "2", "--out",
-                 str(tmp_path / "sw"), "--json"])
+                 str(tmp_path / "sw"), "--router", "router2", "--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
     doc = json.loads(out)
@@ -113,6 +114,9 @@ def test_sweep_tabulates_plots_and_reports_overflow_before_place_and_route(tmp_p
     assert 0 < small["lut_pct"] < 5 and small["timing_pass"] == (small["fmax_mhz"] >= 100)
     assert not big["fits"] and re.search(r"does not fit LFE5U-85F-6BG381C: after synthesis it needs 256 DSP "
                                          r"\(MULT18X18D\) of 156; use fewer --lanes", big["does_not_fit"])
+    point = tmp_path / "sw" / "dot-d256-l1"
+    assert json.loads((point / "report.json").read_text())["config"]["router"] == "router2"
+    assert "Running router2" in (point / "pnr.log").read_text()
     assert (tmp_path / "sw" / "dot-d256-l256" / "synth_stat.json").exists()
     assert not (tmp_path / "sw" / "dot-d256-l256" / "pnr.log").exists()  # refused before place and route
     png = tmp_path / "sw" / "sweep.png"
