@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fpga import RESOURCES, plot_sweep, sweep, sweep_rows  # noqa: E402
+from fpga import DESIGNS, RESOURCES, ROUTERS, plot_sweep, sweep, sweep_rows  # noqa: E402
 
 
 class _Print:
@@ -39,9 +39,9 @@ def main() -> int:
     ap.add_argument("--head-dim", default="64")
     ap.add_argument("--freq", type=float, default=100.0)
     ap.add_argument("--out", default="build/fpga-sweep")
-    ap.add_argument("--design", default="engine", choices=("engine", "dot", "softmax", "normalizer"))
+    ap.add_argument("--design", default="engine", choices=tuple(DESIGNS))
     ap.add_argument("--jobs", type=int, default=1, help="builds at a time (nextpnr uses one core each)")
-    ap.add_argument("--router", default="router1", choices=("router1", "router2"),
+    ap.add_argument("--router", default=ROUTERS[0], choices=ROUTERS,
                     help="nextpnr router (router2: faster, lower Fmax on this engine)")
     args = ap.parse_args()
     lanes = [int(x) for x in args.lanes.split(",")]

@@ -7,11 +7,11 @@ lanes x head_dim on the bare LFE5U-85F; ``plot_sweep`` draws it. The CLI is ``hw
 """
 
 from fpga._boards import BOARDS, Board, get_board, list_boards
-from fpga._flow import DESIGNS, BuildConfig, BuildResult, build
+from fpga._flow import DESIGNS, ROUTERS, BuildConfig, BuildResult, build
 from fpga._report import RESOURCES, DoesNotFit, hardware_from_build
 from fpga._sweep import SweepPoint, plot_sweep, sweep, sweep_rows
 from fpga._toolchain import BuildError, Listener, SilentListener, find_tool, needs_compile
 
-__all__ = ["BOARDS", "Board", "get_board", "list_boards", "DESIGNS", "BuildConfig", "BuildResult", "build",
-           "RESOURCES", "DoesNotFit", "hardware_from_build", "SweepPoint", "sweep", "sweep_rows", "plot_sweep",
+__all__ = ["BOARDS", "Board", "get_board", "list_boards", "DESIGNS", "ROUTERS", "BuildConfig", "BuildResult",
+           "build", "RESOURCES", "DoesNotFit", "hardware_from_build", "SweepPoint", "sweep", "sweep_rows", "plot_sweep",
            "BuildError", "Listener", "SilentListener", "find_tool", "needs_compile"]

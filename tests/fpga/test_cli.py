@@ -94,7 +94,7 @@ def test_cli_design_choices_are_the_flow_designs():
 
 
 def test_cli_router_choices_are_the_flow_routers():
-    from fpga._flow import ROUTERS
+    from fpga import ROUTERS
     from hwsim.cli.cmd_fpga import ROUTER_CHOICES
 
     assert ROUTER_CHOICES == ROUTERS and BuildConfig().router == "router1"
