@@ -1,21 +1,18 @@
-"""Scatter accumulator: ``entries`` signed registers updated by up to ``lanes`` products per cycle.
+"""Scatter accumulator: ``entries`` signed registers, each updated by at most one routed product per cycle.
 
 One clock domain (``sync``). Per cycle, in priority order:
 
 * ``clear``: all entries <= 0;
 * ``shift_en``: all entries <= entry >> ``shift`` (arithmetic, floor) -- the online-softmax rescale;
-* ``add_en``: entry e <= entry + prod[lane[e]] for every e with ``hit[e]`` (the bitmap decoder guarantees at
-  most one lane per entry and per cycle, so no adder tree is needed: each entry has an L:1 product mux feeding
-  its one adder).
+* ``add_en``: entry e <= entry + val[e] for every e with ``hit[e]``. The products arrive already routed to their
+  entries (rtl/scatter.py), so each entry has one adder and no product multiplexer.
 
-The add is pipelined (ADD_LATENCY = 2): in the cycle ``add_en``/``hit``/``lane``/``prod`` are presented, each entry
-registers its selected product (0 when not hit), and the next cycle adds it, so the update is visible two cycles
-after the inputs. The selection register keeps the L:1 mux and the adder in different cycles and, because it is
-gated by this accumulator's own ``hit``, gives each accumulator its own copy next to its adders (an ungated one
-was merged by Yosys between the score and the output accumulators, which share lanes and products, and the
-merged mux-to-adder nets crossed the chip: the engine's critical path at 65 MHz). ``clear``/``shift_en``/``shift``
-are registered the same way (ADD_LATENCY too), in one copy per group of 8 entries; a clear or shift must not
-land together with an add (the engine never issues them within a beat pipeline's drain).
+The add is pipelined (ADD_LATENCY = 2): in the cycle ``add_en``/``hit``/``val`` are presented, each entry registers
+its gated product (0 when not hit), and the next cycle adds it, so the update is visible two cycles after the inputs.
+The gating register is this accumulator's own copy next to its adders (the score and the output accumulators share
+the routed products; a shared register would be merged by Yosys and its nets would cross the chip).
+``clear``/``shift_en``/``shift`` are registered the same way (ADD_LATENCY too), in one copy per group of 8 entries;
+a clear or shift must not land together with an add (the engine never issues them within a beat pipeline's drain).
 
 ``acc`` exposes all entries (registered values). Width overflow wraps; the golden model bounds the values so
 that it never happens (quant/fixedpoint.py).
@@ -23,12 +20,12 @@ that it never happens (quant/fixedpoint.py).
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hwsim.errors import SpecError
-from rtl.layouts import TILE, check_lanes, checking, products_layout, replica
+from rtl.layouts import PROD_BITS, TILE, checking, replica
 
 __all__ = ["Accumulator", "ADD_LATENCY"]
 
@@ -37,28 +34,25 @@ GROUP = 8  # entries served by one copy of the clear/shift registers
 
 
 class Accumulator(wiring.Component):
-    def __init__(self, *, entries: int, width: int, lanes: int):
+    def __init__(self, *, entries: int, width: int):
         with checking(self):
             if not isinstance(entries, int) or entries < TILE or entries % TILE:
                 raise SpecError(f"entries must be a positive multiple of {TILE}, got {entries!r}")
             if not isinstance(width, int) or not 16 <= width <= 48:
                 raise SpecError(f"width must be an int in [16, 48], got {width!r}")
-            self.entries, self.width, self.lanes = entries, width, check_lanes(lanes)
-        lb = lanes.bit_length() - 1
+            self.entries, self.width = entries, width
         super().__init__({
             "clear": In(1),
             "shift_en": In(1),
             "shift": In(range(width)),
             "add_en": In(1),
             "hit": In(entries),
-            "lane": In(data.ArrayLayout(unsigned(lb), entries)),
-            "prod": In(products_layout(lanes)),
+            "val": In(data.ArrayLayout(signed(PROD_BITS), entries)),
             "acc": Out(data.ArrayLayout(signed(width), entries)),
         })
 
     def elaborate(self, platform):
         m = Module()
-        prods = Array(self.prod[j] for j in range(self.lanes))
         # clear / shift_en / shift are registered once per group of GROUP entries: a local copy drives each group's
         # muxes (one register driving all entries is a net of thousands of loads). The copies are replicas
         # (rtl.layouts.replica), which the bitstream flow keeps apart from one another.
@@ -72,9 +66,9 @@ class Accumulator(wiring.Component):
         for e in range(self.entries):
             a = self.acc[e]
             clear, shift_en, shift = copies[e // GROUP]
-            # select the product first (L:1 mux, registered), then one adder per entry -- not one adder per lane
-            p = Signal(signed(len(self.prod[0])), name=f"sel{e}")
-            m.d.sync += p.eq(Mux(self.add_en & self.hit[e], prods[self.lane[e]], 0))
+            # gate the routed product (registered), then one adder per entry
+            p = Signal(signed(PROD_BITS), name=f"sel{e}")
+            m.d.sync += p.eq(Mux(self.add_en & self.hit[e], self.val[e], 0))
             with m.If(clear):
                 m.d.sync += a.eq(0)
             with m.Elif(shift_en):

@@ -21,7 +21,7 @@ BLK          accept the block header; clear the 64 score accumulators; popcount 
 KRUN         D K tiles, channel d = 0..D-1; one tile beat issued per cycle: the        sum_d max(1, ceil(nk[b,d]/L))
              bitmap decoder assigns up to L streamed values to token positions, L
              int4 x int8 lanes multiply them by qk[d], the score accumulators add
-KDRAIN       the last K beats pass the beat pipeline                                 BEAT_LATENCY - 1 = 6
+KDRAIN       the last K beats pass the beat pipeline                                 BEAT_LATENCY - 1 = 10
 SCAN         block max of the raw scores of the selected tokens, L per cycle         64 / L
 SWAIT + UPD  the last scan reaches the block max; running max M, rescale shift       SCAN_LATENCY = 4
 UWAIT        the update pipeline (output accumulators and l >>= shift meanwhile)      UPDATE_LATENCY = 6
@@ -33,7 +33,7 @@ VRUN         for each selected token, its G V tiles; one tile beat per cycle, th
              accumulators add them
 ==========  =====================================================================  ==========================
 
-so a block costs BLOCK_FIXED = BLK_CYCLES + BEAT_LATENCY + SCAN_LATENCY + UPDATE_LATENCY + EXP_LATENCY = 28 cycles
+so a block costs BLOCK_FIXED = BLK_CYCLES + BEAT_LATENCY + SCAN_LATENCY + UPDATE_LATENCY + EXP_LATENCY = 32 cycles
 plus 2 * 64 / L plus its tile beats. A tile with no streamed value still takes one cycle (its header is consumed).
 Tile headers pass a 2-stage popcount into a 4-entry FIFO with credit-based ``ready``, so back-to-back one-beat tiles
 never stall. After the last block's last V beat: one cycle to start the normaliser, which divides 2^44 by l (one
@@ -49,7 +49,7 @@ popcount of the V tile's bitmap in a sparse block, 64 in a dense block.
                      + sum_{t in sel_b} sum_g max(1, ceil(nv[b,t,g] / L)) ]  + RECIP_BITS + NORM_PIPE + 1 + D
 
 MAC-lane utilisation = (sum of all nk and nv) / (L * cycles); dense steady state (all blocks full, no Λ cut)
-per block: (2 * 64 * D / L) busy of (BLOCK_FIXED + 128 / L + 2 * 64 * D / L) cycles, e.g. 1024 / 1068 = 95.9 % for
+per block: (2 * 64 * D / L) busy of (BLOCK_FIXED + 128 / L + 2 * 64 * D / L) cycles, e.g. 1024 / 1072 = 95.5 % for
 D = 64, L = 8.
 """
 

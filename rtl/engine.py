@@ -21,8 +21,8 @@ carry chain or one multiply.
 * Beat pipeline (K and V): the controller issues a beat (tile header at the FIFO head + one values beat) in cycle t;
   S1 registers it; the BitmapDecoder (4 stages) turns (bitmap, beat) into hit/lane while p' = p*sv is multiplied
   (S2), rounded and muxed with the K multiplicand (S3), the MacArray products are registered (S4) and wait one
-  stage (S5); each Accumulator entry registers its selected product (S6) and adds it (visible from
-  t + BEAT_LATENCY).
+  stage (S5); the ScatterNetwork routes the L products to their positions (4 stages, rtl/scatter.py), and each
+  Accumulator entry registers its gated product and adds it (visible from t + BEAT_LATENCY).
 * V tokens: the one-hot current/next selected token and the rest of ``sel`` are registers; advancing finds the next
   one-hot with one 64-bit carry chain, and p of the next token is read by a one-hot AND-OR into a register.
 * SoftmaxUnit commands and its score/gate/chunk inputs are registered; the controller waits the unit latencies of
@@ -41,11 +41,12 @@ from amaranth.lib.wiring import In, Out
 from quant.fixedpoint import ACC_BITS, SCORE_BITS
 from rtl.accumulator import ADD_LATENCY, Accumulator
 from rtl.bitmap_decoder import DECODER_LATENCY, BitmapDecoder
-from rtl.layouts import (MULT_BITS, TILE, BlockHeader, OutBeat, TileHeader, check_head_dim, check_lanes, checking,
-                         products_layout, raw_values_shape, values_layout)
+from rtl.layouts import (MULT_BITS, PROD_BITS, TILE, BlockHeader, OutBeat, TileHeader, check_head_dim, check_lanes,
+                         checking, products_layout, raw_values_shape, values_layout)
 from rtl.mac_array import MacArray
 from rtl.normalizer import Normalizer
 from rtl.popcount import POPCOUNT_LATENCY, Popcount64
+from rtl.scatter import SCATTER_LATENCY, ScatterNetwork
 from rtl.softmax import SoftmaxUnit
 from rtl.timing import BEAT_LATENCY, BLK_CYCLES, EXP_LATENCY, SCAN_LATENCY, UPDATE_LATENCY
 from rtl.unpacker import Unpacker
@@ -56,7 +57,7 @@ TILE_FIFO_DEPTH = 4  # tile headers: FIFO entries (covers the 2 popcount stages 
 
 # the stage counts this controller is written for (rtl/timing.py is the contract; these tie it to the code)
 assert POPCOUNT_LATENCY == BLK_CYCLES - 1
-assert BEAT_LATENCY == 1 + DECODER_LATENCY + ADD_LATENCY
+assert BEAT_LATENCY == 1 + DECODER_LATENCY + SCATTER_LATENCY + ADD_LATENCY
 
 
 def _lowest(x: Signal) -> tuple:
@@ -92,8 +93,9 @@ class AttentionEngine(wiring.Component):
         m.submodules.fifo = fifo = SyncFIFO(width=hw + 7, depth=TILE_FIFO_DEPTH)
         m.submodules.dec = dec = BitmapDecoder(lanes=L)
         m.submodules.mac = mac = MacArray(lanes=L)
-        m.submodules.sacc = sacc = Accumulator(entries=TILE, width=SCORE_BITS, lanes=L)
-        m.submodules.oacc = oacc = Accumulator(entries=D, width=ACC_BITS, lanes=L)
+        m.submodules.scat = scat = ScatterNetwork(lanes=L)
+        m.submodules.sacc = sacc = Accumulator(entries=TILE, width=SCORE_BITS)
+        m.submodules.oacc = oacc = Accumulator(entries=D, width=ACC_BITS)
         m.submodules.smax = sm = SoftmaxUnit(lanes=L)
         m.submodules.norm = norm = Normalizer(head_dim=D)
 
@@ -189,19 +191,25 @@ class AttentionEngine(wiring.Component):
         s5_v, s5_k, s5_vg = Signal(), Signal(), Signal(range(G))
         s5_prod = Signal(products_layout(L))
         m.d.sync += [s5_v.eq(s4_v), s5_k.eq(s4_k), s5_vg.eq(s4_vg), s5_prod.eq(s4_prod)]
-        lw = dec.lane.as_value().shape().width
+        m.d.comb += [scat.hit.eq(dec.hit), scat.lane.eq(dec.lane), scat.prod.eq(s5_prod)]
+        # S6..S9: the beat's kind and V group travel beside the scatter network
+        x_v, x_k, x_vg = s5_v, s5_k, s5_vg
+        for n in range(SCATTER_LATENCY):
+            y_v, y_k = Signal(name=f"s{6 + n}_v"), Signal(name=f"s{6 + n}_k")
+            y_vg = Signal(range(G), name=f"s{6 + n}_vg")
+            m.d.sync += [y_v.eq(x_v), y_k.eq(x_k), y_vg.eq(x_vg)]
+            x_v, x_k, x_vg = y_v, y_k, y_vg
+        vw = PROD_BITS * TILE
         m.d.comb += [
-            sacc.add_en.eq(s5_v & s5_k),
-            sacc.hit.eq(dec.hit & sel),
-            sacc.lane.eq(dec.lane),
-            sacc.prod.eq(s5_prod),
-            oacc.add_en.eq(s5_v & ~s5_k),
-            oacc.prod.eq(s5_prod),
+            sacc.add_en.eq(x_v & x_k),
+            sacc.hit.eq(scat.hit_o & sel),
+            sacc.val.eq(scat.val),
+            oacc.add_en.eq(x_v & ~x_k),
         ]
         for g in range(G):
             m.d.comb += [
-                oacc.hit[g * TILE:(g + 1) * TILE].eq(Mux(s5_vg == g, dec.hit, 0)),
-                oacc.lane.as_value()[g * lw:(g + 1) * lw].eq(dec.lane.as_value()),
+                oacc.hit[g * TILE:(g + 1) * TILE].eq(Mux(x_vg == g, scat.hit_o, 0)),
+                oacc.val.as_value()[g * vw:(g + 1) * vw].eq(scat.val.as_value()),
             ]
 
         # ---- softmax unit: registered commands and inputs ---------------------------------------------------------

@@ -35,5 +35,5 @@ NORM_PIPE = 4
 #: cycles of the BLK phase (header accept, then the block's popcount(sel) in a 2-stage adder tree)
 BLK_CYCLES = 3
 #: a K/V beat issued at cycle t has updated its accumulator entries, visible from cycle t + BEAT_LATENCY on
-#: (S1 register, 4 decoder stages, the accumulators' product-select register and their add)
-BEAT_LATENCY = 7
+#: (S1 register, 4 decoder stages, 4 scatter-network stages, the accumulators' gating register and their add)
+BEAT_LATENCY = 11

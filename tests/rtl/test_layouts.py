@@ -7,6 +7,7 @@ from rtl.engine import AttentionEngine
 from rtl.layouts import BlockHeader, OutBeat, TileHeader
 from rtl.mac_array import MacArray
 from rtl.normalizer import Normalizer
+from rtl.scatter import ScatterNetwork
 from rtl.softmax import SoftmaxUnit
 from rtl.unpacker import Unpacker
 
@@ -30,7 +31,7 @@ def test_engine_constructor_messages(kw, msg):
     assert str(e.value) == msg
 
 
-@pytest.mark.parametrize("cls", [Unpacker, BitmapDecoder, MacArray, SoftmaxUnit])
+@pytest.mark.parametrize("cls", [Unpacker, BitmapDecoder, ScatterNetwork, MacArray, SoftmaxUnit])
 def test_lane_components_check_lanes(cls):
     with pytest.raises(SpecError) as e:
         cls(lanes=5)
@@ -39,10 +40,10 @@ def test_lane_components_check_lanes(cls):
 
 def test_accumulator_and_normalizer_messages():
     with pytest.raises(SpecError) as e:
-        Accumulator(entries=100, width=20, lanes=8)
+        Accumulator(entries=100, width=20)
     assert str(e.value) == "entries must be a positive multiple of 64, got 100"
     with pytest.raises(SpecError) as e:
-        Accumulator(entries=64, width=8, lanes=8)
+        Accumulator(entries=64, width=8)
     assert str(e.value) == "width must be an int in [16, 48], got 8"
     with pytest.raises(SpecError) as e:
         Normalizer(head_dim=32)
