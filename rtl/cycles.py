@@ -27,7 +27,7 @@ SWAIT + UPD  the last scan reaches the block max; running max M, rescale shift  
 UWAIT        the update pipeline (output accumulators and l >>= shift meanwhile)      UPDATE_LATENCY = 6
 EXP          scaled score + exp2 (shift + 32-entry table) for L tokens per cycle,     64 / L
              p stored, l += sum p
-EWAIT        the last p values land (V beats read p in their S2 stage)                EXP_LATENCY + 1 = 9
+EWAIT        the last p values land, p of the first selected token is read            EXP_LATENCY + 1 = 9
 VRUN         for each selected token, its G V tiles; one tile beat per cycle, the      sum_{t in sel_b} sum_g
              lanes multiply by p'[t,g] = (p_t sv[t,g] + 128) >> 8 and the D output        max(1, ceil(nv[b,t,g]/L))
              accumulators add them

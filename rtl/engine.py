@@ -19,16 +19,12 @@ carry chain or one multiply.
   ``tile.ready`` is a credit (FIFO level + headers in flight < 4), so one header per cycle flows without stalls.
 * Block header: accepted in BLK; its popcount(sel) runs in BLK1-BLK2 (dense K tiles stream the sel tokens).
 * Beat pipeline (K and V): the controller issues a beat (tile header at the FIFO head + one values beat) in cycle t;
-  S1 registers it (with the one-hot of the current V token); the BitmapDecoder (4 stages) turns (bitmap, beat) into
-  hit/lane while p of the token is read (S2), p' = p*sv is multiplied (S3), rounded and muxed with the K multiplicand
-  (S4) and the MacArray products are registered (S5); the ScatterNetwork routes the L products to their positions
-  (4 stages, rtl/scatter.py), and each Accumulator entry registers its gated product and adds it (visible from
-  t + BEAT_LATENCY).
-* Issue logic: ``go``/``tlast`` use registered phase flags (``in_k``/``in_v``) and the dense tiles' last beat index
-  in a register, so the issue decision is a few LUT levels from registers (at lanes 32, the FSM-state decode and the
-  last-beat mux in front of it were 9 ns of a 15.3 ns critical path into the old p register).
+  S1 registers it; the BitmapDecoder (4 stages) turns (bitmap, beat) into hit/lane while p' = p*sv is multiplied
+  (S2), rounded and muxed with the K multiplicand (S3), the MacArray products are registered (S4) and wait one
+  stage (S5); the ScatterNetwork routes the L products to their positions (4 stages, rtl/scatter.py), and each
+  Accumulator entry registers its gated product and adds it (visible from t + BEAT_LATENCY).
 * V tokens: the one-hot current/next selected token and the rest of ``sel`` are registers; advancing finds the next
-  one-hot with one 64-bit carry chain. p is read in the beat pipeline (S2), not by the controller.
+  one-hot with one 64-bit carry chain, and p of the next token is read by a one-hot AND-OR into a register.
 * SoftmaxUnit commands and its score/gate/chunk inputs are registered; the controller waits the unit latencies of
   rtl/timing.py between phases (KDRAIN, SWAIT, UWAIT, EWAIT). Normalizer as in rtl/normalizer.py.
 """
@@ -134,8 +130,8 @@ class AttentionEngine(wiring.Component):
         sparse = Signal()
         blast = Signal()
         head_first = Signal(init=1)
-        dense_last = Signal(6)  # last beat index of a dense tile: popcount(sel) based in K, 64 / L - 1 in V
-        dense_empty = Signal()  # a dense K tile with no selected token
+        sel_lastbeat = Signal(6)
+        sel_empty = Signal()
         beat = Signal(6)
         kd = Signal(range(D))
         vg = Signal(range(G))
@@ -144,15 +140,15 @@ class AttentionEngine(wiring.Component):
         m.d.comb += spop.x.eq(self.blk.payload.sel)
 
         # ---- issue stage ------------------------------------------------------------------------------------------
-        in_k, in_v = Signal(), Signal()  # registered phase flags (KRUN, VRUN): the issue logic never decodes the FSM
+        in_k, in_v = Signal(), Signal()
         ones = Const((1 << TILE) - 1, TILE)
         eff_bm = Signal(TILE)
         eff_last = Signal(6)
         eff_empty = Signal()
         m.d.comb += [
             eff_bm.eq(Mux(sparse, hdr.bitmap, Mux(in_k, sel, ones))),
-            eff_last.eq(Mux(sparse, h_lastbeat, dense_last)),
-            eff_empty.eq(Mux(sparse, h_empty, dense_empty)),
+            eff_last.eq(Mux(sparse, h_lastbeat, Mux(in_k, sel_lastbeat, nch - 1))),
+            eff_empty.eq(Mux(sparse, h_empty, in_k & sel_empty)),
         ]
         run = in_k | in_v
         go = Signal()
@@ -166,38 +162,35 @@ class AttentionEngine(wiring.Component):
         # ---- V token sequencer: one-hot current/next selected token, rest of sel, p of the current token --------
         cur_iso, nxt_iso, rest = Signal(TILE), Signal(TILE), Signal(TILE)
         nxt_zero = Signal()
+        pt = Signal(8)
         rest_low, rest_rest = _lowest(rest)
+        iso_rd = Mux(in_v, nxt_iso, cur_iso)
+        p_rd = reduce(lambda a, b: a | b, [sm.p_all[i] & iso_rd[i].replicate(8) for i in range(TILE)])
         adv = Signal()  # V phase: the current token's last tile beat is issued
         m.d.comb += adv.eq(in_v & go & tlast & (vg == G - 1))
 
         # ---- beat pipeline S1..S5 ---------------------------------------------------------------------------------
         s1_v, s1_k, s1_bm, s1_beat = Signal(), Signal(), Signal(TILE), Signal(6)
-        s1_vals, s1_mult, s1_iso, s1_vg = Signal(values_layout(L)), Signal(8), Signal(TILE), Signal(range(G))
+        s1_vals, s1_mult, s1_pt, s1_vg = Signal(values_layout(L)), Signal(8), Signal(8), Signal(range(G))
         m.d.sync += [s1_v.eq(go), s1_k.eq(in_k), s1_bm.eq(eff_bm), s1_beat.eq(beat),
-                     s1_vals.eq(unpack.o.payload), s1_mult.eq(hdr.mult), s1_iso.eq(cur_iso), s1_vg.eq(vg)]
+                     s1_vals.eq(unpack.o.payload), s1_mult.eq(hdr.mult), s1_pt.eq(pt), s1_vg.eq(vg)]
         m.d.comb += [dec.bitmap.eq(s1_bm), dec.beat.eq(s1_beat)]
-        # S2: p of the beat's token, read from the softmax unit's p registers by the token's one-hot (an AND-OR; p_all
-        # is stable during VRUN)
         s2_v, s2_k, s2_vals, s2_mult, s2_vg = Signal(), Signal(), Signal(values_layout(L)), Signal(8), Signal(range(G))
-        s2_p = Signal(8)
-        p_tok = reduce(lambda a, b: a | b, [sm.p_all[i] & s1_iso[i].replicate(8) for i in range(TILE)])
+        s2_pv = Signal(16)
         m.d.sync += [s2_v.eq(s1_v), s2_k.eq(s1_k), s2_vals.eq(s1_vals), s2_mult.eq(s1_mult), s2_vg.eq(s1_vg),
-                     s2_p.eq(p_tok)]
-        # S3: p * sv
-        s3_v, s3_k, s3_vals, s3_mult, s3_vg = Signal(), Signal(), Signal(values_layout(L)), Signal(8), Signal(range(G))
-        s3_pv = Signal(16)
-        m.d.sync += [s3_v.eq(s2_v), s3_k.eq(s2_k), s3_vals.eq(s2_vals), s3_mult.eq(s2_mult), s3_vg.eq(s2_vg),
-                     s3_pv.eq(s2_p * s2_mult)]
-        # S4: the lane multiplicand, rounded p' (V) or the folded query element (K)
-        s4_v, s4_k, s4_vals, s4_vg = Signal(), Signal(), Signal(values_layout(L)), Signal(range(G))
-        s4_b = Signal(MULT_BITS)
-        m.d.sync += [s4_v.eq(s3_v), s4_k.eq(s3_k), s4_vals.eq(s3_vals), s4_vg.eq(s3_vg),
-                     s4_b.eq(Mux(s3_k, s3_mult.as_signed(), ((s3_pv + 128) >> 8)[:8]))]
-        m.d.comb += [mac.a.eq(s4_vals), mac.b.eq(s4_b.as_signed())]
-        # S5: the lane products, registered; they meet the decoder's hit/lane (also 5 stages after issue)
+                     s2_pv.eq(s1_pt * s1_mult)]
+        s3_v, s3_k, s3_vals, s3_vg = Signal(), Signal(), Signal(values_layout(L)), Signal(range(G))
+        s3_b = Signal(MULT_BITS)
+        m.d.sync += [s3_v.eq(s2_v), s3_k.eq(s2_k), s3_vals.eq(s2_vals), s3_vg.eq(s2_vg),
+                     s3_b.eq(Mux(s2_k, s2_mult.as_signed(), ((s2_pv + 128) >> 8)[:8]))]
+        m.d.comb += [mac.a.eq(s3_vals), mac.b.eq(s3_b.as_signed())]
+        s4_v, s4_k, s4_vg = Signal(), Signal(), Signal(range(G))
+        s4_prod = Signal(products_layout(L))
+        m.d.sync += [s4_v.eq(s3_v), s4_k.eq(s3_k), s4_vg.eq(s3_vg), s4_prod.eq(mac.prod)]
+        # S5: the products wait for the decoder's fourth stage
         s5_v, s5_k, s5_vg = Signal(), Signal(), Signal(range(G))
         s5_prod = Signal(products_layout(L))
-        m.d.sync += [s5_v.eq(s4_v), s5_k.eq(s4_k), s5_vg.eq(s4_vg), s5_prod.eq(mac.prod)]
+        m.d.sync += [s5_v.eq(s4_v), s5_k.eq(s4_k), s5_vg.eq(s4_vg), s5_prod.eq(s4_prod)]
         m.d.comb += [scat.hit.eq(dec.hit), scat.lane.eq(dec.lane), scat.prod.eq(s5_prod)]
         # S6..S9: the beat's kind and V group travel beside the scatter network
         x_v, x_k, x_vg = s5_v, s5_k, s5_vg
@@ -260,16 +253,17 @@ class AttentionEngine(wiring.Component):
                     m.d.sync += head_first.eq(0)
                 m.next = "BLK2"
             with m.State("BLK2"):  # spop.count = popcount(sel) now
-                m.d.sync += [dense_last.eq(last_beat(spop.count)), dense_empty.eq(spop.count == 0), in_k.eq(1),
+                m.d.sync += [sel_lastbeat.eq(last_beat(spop.count)), sel_empty.eq(spop.count == 0),
                              nxt_iso.eq(rest_low), rest.eq(rest_rest), nxt_zero.eq(rest == 0)]
                 m.next = "KRUN"
             with m.State("KRUN"):
+                m.d.comb += in_k.eq(1)
                 with m.If(go):
                     with m.If(tlast):
                         m.d.comb += fifo.r_en.eq(1)
                         m.d.sync += [beat.eq(0), kd.eq(kd + 1)]
                         with m.If(kd == D - 1):
-                            m.d.sync += [wait.eq(BEAT_LATENCY - 2), in_k.eq(0)]
+                            m.d.sync += wait.eq(BEAT_LATENCY - 2)
                             m.next = "KDRAIN"
                     with m.Else():
                         m.d.sync += beat.eq(beat + 1)
@@ -302,21 +296,21 @@ class AttentionEngine(wiring.Component):
                 with m.If(chunk == nch - 1):
                     m.d.sync += [chunk.eq(0), wait.eq(EXP_LATENCY)]
                     m.next = "EWAIT"
-            with m.State("EWAIT"):  # the last p values land before the first V beat reads them (S2)
+            with m.State("EWAIT"):  # the last p values land; then p of the first selected token is read
                 m.d.sync += wait.eq(wait - 1)
                 with m.If(wait == 0):
-                    m.d.sync += [beat.eq(0), vg.eq(0), in_v.eq(1), dense_last.eq(nch - 1), dense_empty.eq(0)]
+                    m.d.sync += [pt.eq(p_rd), beat.eq(0), vg.eq(0)]
                     m.next = "VRUN"
             with m.State("VRUN"):
+                m.d.comb += in_v.eq(1)
                 with m.If(go):
                     with m.If(tlast):
                         m.d.comb += fifo.r_en.eq(1)
                         m.d.sync += beat.eq(0)
                         with m.If(vg == G - 1):
                             m.d.sync += [vg.eq(0), cur_iso.eq(nxt_iso), nxt_iso.eq(rest_low),
-                                         rest.eq(rest_rest), nxt_zero.eq(rest == 0)]
+                                         rest.eq(rest_rest), nxt_zero.eq(rest == 0), pt.eq(p_rd)]
                             with m.If(nxt_zero):
-                                m.d.sync += in_v.eq(0)
                                 with m.If(blast):
                                     m.d.sync += [norm_start.eq(1), head_first.eq(1)]
                                     m.next = "NORM"

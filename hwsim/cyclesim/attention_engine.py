@@ -12,7 +12,7 @@ block it runs the phases
     UPD    the last scan reaches the block max, then the update command                  SCAN_LATENCY (4)
     UWAIT  running max and rescale of the accumulators in the update pipeline            UPDATE_LATENCY (6)
     EXP    scaled score + exp2 of L tokens per cycle, l += sum p                         64 / L
-    EWAIT  the last p values land (V beats read p in their S2 stage)                     EXP_LATENCY + 1 (9)
+    EWAIT  the last p values land; p of the first selected token is read                 EXP_LATENCY + 1 (9)
     VRUN   for each selected token its G V tiles, max(1, ceil(n / L)) cycles each
 
 and after the last block NSTART (1 cycle), DIV (restoring division 2^44 / l, one quotient bit per cycle:
