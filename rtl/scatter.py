@@ -38,6 +38,8 @@ __all__ = ["ScatterNetwork", "SCATTER_LATENCY"]
 SCATTER_LATENCY = 4
 STAGES = 6  # log2(TILE)
 PER_CYCLE = 3  # network stages between two registers
+# compaction registers (C1, C2) + expansion registers (E1, E2)
+assert SCATTER_LATENCY == 2 * (STAGES // PER_CYCLE)
 
 
 class ScatterNetwork(wiring.Component):
@@ -47,7 +49,7 @@ class ScatterNetwork(wiring.Component):
         self.lane_bits = lanes.bit_length() - 1
         super().__init__({
             "hit": In(TILE),
-            "lane": In(data.ArrayLayout(unsigned(max(1, self.lane_bits)), TILE)),
+            "lane": In(data.ArrayLayout(unsigned(self.lane_bits), TILE)),
             "prod": In(products_layout(lanes)),
             "hit_o": Out(TILE),
             "val": Out(data.ArrayLayout(signed(PROD_BITS), TILE)),
@@ -81,9 +83,9 @@ class ScatterNetwork(wiring.Component):
             go.append(g)
             valid, lane = nvalid, nlane
             if k % PER_CYCLE == PER_CYCLE - 1:  # register after stages 2 and 5
-                c = k // PER_CYCLE + 1
-                go[k + 1 - PER_CYCLE:] = [[reg(x, 1, f"go{kk}_{s}_c{c}") for s, x in enumerate(gk)]
-                                          for kk, gk in zip(range(k + 1 - PER_CYCLE, k + 1), go[k + 1 - PER_CYCLE:])]
+                c, lo = k // PER_CYCLE + 1, k + 1 - PER_CYCLE
+                go[lo:] = [[reg(x, 1, f"go{lo + i}_{s}_c{c}") for s, x in enumerate(gk)]
+                           for i, gk in enumerate(go[lo:])]
                 if k + 1 < STAGES:
                     valid = [reg(x, 1, f"cv{s}_c{c}") for s, x in enumerate(valid)]
                     lane = [reg(x, x.shape(), f"cl{s}_c{c}") if k + 1 < lb else x for s, x in enumerate(lane)]
