@@ -35,15 +35,14 @@ def head_specs(head_dim: int, context: int) -> dict:
 
 def _block_utilisation(head, lanes):
     """MAC-lane utilisation over the head's full blocks only (no per-head normalisation, no partial blocks)."""
-    from quant.fixedpoint import TILE
-    from rtl.cycles import BLOCK_FIXED
+    from rtl.cycles import block_overhead, tile_cycles
     from rtl.streams import tile_value_counts
 
     nk, nv = tile_value_counts(head)
     full = head.sel_bits().all(axis=1)
-    kc = np.maximum(1, -(-nk // lanes))
-    vc = np.where(head.sel_bits()[:, :, None], np.maximum(1, -(-nv // lanes)), 0)
-    cycles = (BLOCK_FIXED + 2 * TILE // lanes) + kc.sum(axis=1) + vc.sum(axis=(1, 2))
+    kc = tile_cycles(nk, lanes)
+    vc = np.where(head.sel_bits()[:, :, None], tile_cycles(nv, lanes), 0)
+    cycles = block_overhead(lanes) + kc.sum(axis=1) + vc.sum(axis=(1, 2))
     macs = nk.sum(axis=1) + nv.sum(axis=(1, 2))
     return macs[full].sum() / (lanes * cycles[full].sum())
 

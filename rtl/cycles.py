@@ -64,10 +64,16 @@ from rtl.timing import BEAT_LATENCY, BLK_CYCLES, EXP_LATENCY, NORM_PIPE, SCAN_LA
 BLOCK_FIXED = BLK_CYCLES + BEAT_LATENCY + SCAN_LATENCY + UPDATE_LATENCY + EXP_LATENCY
 TAIL_FIXED = RECIP_BITS + NORM_PIPE + 1  # + head_dim output beats
 
-__all__ = ["BLOCK_FIXED", "TAIL_FIXED", "head_cycles", "cycles_from_counts", "head_macs", "lane_utilisation", "steady_state_utilisation"]
+__all__ = ["BLOCK_FIXED", "TAIL_FIXED", "block_overhead", "tile_cycles", "head_cycles", "cycles_from_counts", "head_macs", "lane_utilisation", "steady_state_utilisation"]
 
 
-def _tile_cycles(n: np.ndarray, lanes: int) -> np.ndarray:
+def block_overhead(lanes: int) -> int:
+    """Cycles of a block besides its tile beats: BLOCK_FIXED plus the SCAN and EXP chunks."""
+    return BLOCK_FIXED + 2 * (TILE // lanes)
+
+
+def tile_cycles(n: np.ndarray, lanes: int) -> np.ndarray:
+    """Cycles each tile with ``n`` streamed values occupies the lanes (>= 1: the header is consumed)."""
     return np.maximum(1, -(-np.asarray(n, dtype=np.int64) // lanes))
 
 
@@ -81,8 +87,8 @@ def cycles_from_counts(head_dim: int, lanes: int, nk: np.ndarray, nv: list[np.nd
     check_lanes(lanes)
     nk = np.asarray(nk)
     B = nk.shape[0]
-    total = B * (BLOCK_FIXED + 2 * (TILE // lanes)) + int(_tile_cycles(nk, lanes).sum())
-    total += sum(int(_tile_cycles(x, lanes).sum()) for x in nv)
+    total = B * block_overhead(lanes) + int(tile_cycles(nk, lanes).sum())
+    total += sum(int(tile_cycles(x, lanes).sum()) for x in nv)
     return total + TAIL_FIXED + head_dim
 
 
@@ -110,4 +116,4 @@ def lane_utilisation(head: EngineHead, lanes: int) -> float:
 def steady_state_utilisation(head_dim: int, lanes: int) -> float:
     """Utilisation of a full dense block (the steady state of a long dense head)."""
     busy = 2 * TILE * head_dim // lanes
-    return busy / (BLOCK_FIXED + 2 * TILE // lanes + busy)
+    return busy / (block_overhead(lanes) + busy)
