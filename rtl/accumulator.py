@@ -3,7 +3,11 @@
 One clock domain (``sync``). Per cycle, in priority order:
 
 * ``clear``: all entries <= 0;
-* ``shift_en``: all entries <= entry >> ``shift`` (arithmetic, floor) -- the online-softmax rescale;
+* ``shift_en``: all entries <= entry >> ``shift`` (arithmetic, floor) -- the online-softmax rescale. It is done in
+  steps of 4 or 1 bits, one step per cycle (``shift_steps(shift)`` = shift // 4 + shift % 4 cycles, at most 10 for the
+  engine's rescale clamp of 31): the arithmetic shifts compose exactly, and each bit chooses among only ``entry + val``,
+  ``entry[i + 1]`` and ``entry[i + 4]``. (A one-cycle 0..width-1 barrel shifter per entry was 22k LUT4 and 13.7k
+  PFUMX/L6MUX21 at 64 x 32 bits: over half the lanes-32 engine, issue 6.)
 * ``add_en``: entry e <= entry + val[e] for every e with ``hit[e]``. The products arrive already routed to their
   entries (rtl/scatter.py), so each entry has one adder and no product multiplexer.
 
@@ -11,8 +15,11 @@ The add is pipelined (ADD_LATENCY = 2): in the cycle ``add_en``/``hit``/``val`` 
 its gated product (0 when not hit), and the next cycle adds it, so the update is visible two cycles after the inputs.
 The gating register is this accumulator's own copy next to its adders (the score and the output accumulators share
 the routed products; a shared register would be merged by Yosys and its nets would cross the chip).
-``clear``/``shift_en``/``shift`` are registered the same way (ADD_LATENCY too), in one copy per group of 8 entries;
-a clear or shift must not land together with an add (the engine never issues them within a beat pipeline's drain).
+``clear`` is registered the same way (ADD_LATENCY too), and so is the first shift step; each group of 8 entries has its
+own copy of the clear register and of the shift-step state (remaining shift, step flags). A shift presented in cycle t
+takes its steps at the edges ending t + 1 .. t + shift_steps(shift); no add may land and no clear or shift may be
+presented meanwhile, and a clear or shift must not land together with an add (the engine never issues them within a
+beat pipeline's drain, and its schedule leaves the rescale more than SHIFT_STEPS_MAX cycles before the next add).
 
 ``acc`` exposes all entries (registered values). Width overflow wraps; the golden model bounds the values so
 that it never happens (quant/fixedpoint.py).
@@ -25,12 +32,22 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hwsim.errors import SpecError
+from quant.fixedpoint import SHIFT_CLAMP
 from rtl.layouts import PROD_BITS, TILE, checking, replica
 
-__all__ = ["Accumulator", "ADD_LATENCY"]
+__all__ = ["Accumulator", "ADD_LATENCY", "shift_steps", "SHIFT_STEPS_MAX"]
 
 ADD_LATENCY = 2  # add, clear and shift all take effect at the second rising edge after they are presented
 GROUP = 8  # entries served by one copy of the clear/shift registers
+BIG_STEP = 4  # the shift steps: BIG_STEP or 1 bit per cycle
+
+
+def shift_steps(shift: int) -> int:
+    """Cycles (steps) an accumulator takes to shift by ``shift``."""
+    return shift // BIG_STEP + shift % BIG_STEP
+
+
+SHIFT_STEPS_MAX = shift_steps(SHIFT_CLAMP)  # the engine's rescale shifts are clamped to SHIFT_CLAMP
 
 
 class Accumulator(wiring.Component):
@@ -53,26 +70,36 @@ class Accumulator(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # clear / shift_en / shift are registered once per group of GROUP entries: a local copy drives each group's
-        # muxes (one register driving all entries is a net of thousands of loads). The copies are replicas
+        # clear and the shift-step state are registered once per group of GROUP entries: a local copy drives each
+        # group's muxes (one register driving all entries is a net of thousands of loads). The copies are replicas
         # (rtl.layouts.replica), which the bitstream flow keeps apart from one another.
         copies = []
         for g in range(self.entries // GROUP):
             c = replica(name=f"clear_g{g}")
-            se = replica(name=f"shift_en_g{g}")
-            sh = replica(range(self.width), name=f"shift_g{g}")
-            m.d.sync += [c.eq(self.clear), se.eq(self.shift_en), sh.eq(self.shift)]
-            copies.append((c, se, sh))
+            rem = replica(range(self.width), name=f"shift_rem_g{g}")  # shift left after the flagged step
+            big = replica(name=f"shift_big_g{g}")  # this cycle: entries >>= BIG_STEP
+            one = replica(name=f"shift_one_g{g}")  # this cycle: entries >>= 1
+            nxt = Mux(self.shift_en, self.shift, rem)  # a new shift, or what is left of the current one
+            nbig = nxt >= BIG_STEP
+            m.d.sync += [
+                c.eq(self.clear),
+                big.eq(nbig),
+                one.eq(~nbig & (nxt != 0)),
+                rem.eq(Mux(nbig, nxt - BIG_STEP, Mux(nxt != 0, nxt - 1, 0))),
+            ]
+            copies.append((c, big, one))
         for e in range(self.entries):
             a = self.acc[e]
-            clear, shift_en, shift = copies[e // GROUP]
+            clear, big, one = copies[e // GROUP]
             # gate the routed product (registered), then one adder per entry
             p = Signal(signed(PROD_BITS), name=f"sel{e}")
             m.d.sync += p.eq(Mux(self.add_en & self.hit[e], self.val[e], 0))
             with m.If(clear):
                 m.d.sync += a.eq(0)
-            with m.Elif(shift_en):
-                m.d.sync += a.eq(a >> shift)
+            with m.Elif(big):
+                m.d.sync += a.eq(a >> BIG_STEP)
+            with m.Elif(one):
+                m.d.sync += a.eq(a >> 1)
             with m.Else():
                 m.d.sync += a.eq(a + p)
         return m

@@ -22,19 +22,20 @@ KRUN         D K tiles, channel d = 0..D-1; one tile beat issued per cycle: the 
              bitmap decoder assigns up to L streamed values to token positions, L
              int4 x int8 lanes multiply them by qk[d], the score accumulators add
 KDRAIN       the last K beats pass the beat pipeline                                 BEAT_LATENCY - 1 = 10
-SCAN         block max of the raw scores of the selected tokens, L per cycle         64 / L
+SCAN         block max of the raw scores of the selected tokens, E per cycle         64 / E
 SWAIT + UPD  the last scan reaches the block max; running max M, rescale shift       SCAN_LATENCY = 4
 UWAIT        the update pipeline (output accumulators and l >>= shift meanwhile)      UPDATE_LATENCY = 6
-EXP          scaled score + exp2 (shift + 32-entry table) for L tokens per cycle,     64 / L
+EXP          scaled score + exp2 (shift + 32-entry table) for E tokens per cycle,     64 / E
              p stored, l += sum p
-EWAIT        the last p values land, p of the first selected token is read            EXP_LATENCY + 1 = 9
+EWAIT        the last p values land (the V beats read p in the beat pipeline)         EXP_LATENCY + 1 = 9
 VRUN         for each selected token, its G V tiles; one tile beat per cycle, the      sum_{t in sel_b} sum_g
              lanes multiply by p'[t,g] = (p_t sv[t,g] + 128) >> 8 and the D output        max(1, ceil(nv[b,t,g]/L))
              accumulators add them
 ==========  =====================================================================  ==========================
 
 so a block costs BLOCK_FIXED = BLK_CYCLES + BEAT_LATENCY + SCAN_LATENCY + UPDATE_LATENCY + EXP_LATENCY = 32 cycles
-plus 2 * 64 / L plus its tile beats. A tile with no streamed value still takes one cycle (its header is consumed).
+plus 2 * 64 / E plus its tile beats, where E = min(L, SOFTMAX_LANES_MAX = 16) is the softmax unit's lane
+count (rtl/timing.py). A tile with no streamed value still takes one cycle (its header is consumed).
 Tile headers pass a 2-stage popcount into a 4-entry FIFO with credit-based ``ready``, so back-to-back one-beat tiles
 never stall. After the last block's last V beat: one cycle to start the normaliser, which divides 2^44 by l (one
 quotient bit per cycle, RECIP_BITS = 38 cycles), passes NORM_PIPE = 4 pipeline stages, then emits the D outputs,
@@ -45,11 +46,11 @@ Here ``nk[b, d]`` = values streamed for K tile (b, d): popcount of its bitmap in
 masked tokens included: they are fetched and gated), popcount of ``sel_b`` in a dense block; ``nv[b, t, g]`` =
 popcount of the V tile's bitmap in a sparse block, 64 in a dense block.
 
-    cycles = sum_b [ BLOCK_FIXED + 2 * 64 / L + sum_d max(1, ceil(nk[b,d] / L))
+    cycles = sum_b [ BLOCK_FIXED + 2 * 64 / E + sum_d max(1, ceil(nk[b,d] / L))
                      + sum_{t in sel_b} sum_g max(1, ceil(nv[b,t,g] / L)) ]  + RECIP_BITS + NORM_PIPE + 1 + D
 
 MAC-lane utilisation = (sum of all nk and nv) / (L * cycles); dense steady state (all blocks full, no Λ cut)
-per block: (2 * 64 * D / L) busy of (BLOCK_FIXED + 128 / L + 2 * 64 * D / L) cycles, e.g. 1024 / 1072 = 95.5 % for
+per block: (2 * 64 * D / L) busy of (BLOCK_FIXED + 128 / E + 2 * 64 * D / L) cycles, e.g. 1024 / 1072 = 95.5 % for
 D = 64, L = 8.
 """
 
@@ -59,7 +60,7 @@ import numpy as np
 
 from quant.fixedpoint import RECIP_BITS, TILE, EngineHead
 from rtl.layouts import check_head_dim, check_lanes
-from rtl.timing import BEAT_LATENCY, BLK_CYCLES, EXP_LATENCY, NORM_PIPE, SCAN_LATENCY, UPDATE_LATENCY
+from rtl.timing import BEAT_LATENCY, BLK_CYCLES, EXP_LATENCY, NORM_PIPE, SCAN_LATENCY, UPDATE_LATENCY, softmax_lanes
 
 BLOCK_FIXED = BLK_CYCLES + BEAT_LATENCY + SCAN_LATENCY + UPDATE_LATENCY + EXP_LATENCY
 TAIL_FIXED = RECIP_BITS + NORM_PIPE + 1  # + head_dim output beats
@@ -68,8 +69,9 @@ __all__ = ["BLOCK_FIXED", "TAIL_FIXED", "block_overhead", "tile_cycles", "head_c
 
 
 def block_overhead(lanes: int) -> int:
-    """Cycles of a block besides its tile beats: BLOCK_FIXED plus the SCAN and EXP chunks."""
-    return BLOCK_FIXED + 2 * (TILE // lanes)
+    """Cycles of a block besides its tile beats: BLOCK_FIXED plus the SCAN and EXP chunks (64 / E each, E =
+    softmax_lanes(lanes))."""
+    return BLOCK_FIXED + 2 * (TILE // softmax_lanes(lanes))
 
 
 def tile_cycles(n: np.ndarray, lanes: int) -> np.ndarray:

@@ -19,12 +19,14 @@ carry chain or one multiply.
   ``tile.ready`` is a credit (FIFO level + headers in flight < 4), so one header per cycle flows without stalls.
 * Block header: accepted in BLK; its popcount(sel) runs in BLK1-BLK2 (dense K tiles stream the sel tokens).
 * Beat pipeline (K and V): the controller issues a beat (tile header at the FIFO head + one values beat) in cycle t;
-  S1 registers it; the BitmapDecoder (4 stages) turns (bitmap, beat) into hit/lane while p' = p*sv is multiplied
-  (S2), rounded and muxed with the K multiplicand (S3), the MacArray products are registered (S4) and wait one
-  stage (S5); the ScatterNetwork routes the L products to their positions (4 stages, rtl/scatter.py), and each
+  S1 registers it with the one-hot of its V token; the BitmapDecoder (4 stages) turns (bitmap, beat) into hit/lane
+  while the token's p is read from the softmax unit (S2, a one-hot AND-OR), p' = p*sv is multiplied (S3), rounded and
+  muxed with the K multiplicand (S4, one register copy per MAC_GROUP lanes) and the MacArray products are registered
+  (S5); the ScatterNetwork routes the L products to their positions (4 stages, rtl/scatter.py), and each
   Accumulator entry registers its gated product and adds it (visible from t + BEAT_LATENCY).
 * V tokens: the one-hot current/next selected token and the rest of ``sel`` are registers; advancing finds the next
-  one-hot with one 64-bit carry chain, and p of the next token is read by a one-hot AND-OR into a register.
+  one-hot with one 64-bit carry chain. (p used to be read by the controller into a register when the token advanced:
+  FSM state -> in_v -> 64-bit one-hot mux -> AND-OR -> p register was the lanes-32/64 critical path, 14-16 ns.)
 * SoftmaxUnit commands and its score/gate/chunk inputs are registered; the controller waits the unit latencies of
   rtl/timing.py between phases (KDRAIN, SWAIT, UWAIT, EWAIT). Normalizer as in rtl/normalizer.py.
 """
@@ -39,16 +41,16 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from quant.fixedpoint import ACC_BITS, SCORE_BITS
-from rtl.accumulator import ADD_LATENCY, Accumulator
+from rtl.accumulator import ADD_LATENCY, SHIFT_STEPS_MAX, Accumulator
 from rtl.bitmap_decoder import DECODER_LATENCY, BitmapDecoder
 from rtl.layouts import (MULT_BITS, PROD_BITS, TILE, BlockHeader, OutBeat, TileHeader, check_head_dim, check_lanes,
-                         checking, products_layout, raw_values_shape, values_layout)
+                         checking, products_layout, raw_values_shape, replica, values_layout)
 from rtl.mac_array import MacArray
 from rtl.normalizer import Normalizer
 from rtl.popcount import POPCOUNT_LATENCY, Popcount64
 from rtl.scatter import SCATTER_LATENCY, ScatterNetwork
 from rtl.softmax import SoftmaxUnit
-from rtl.timing import BEAT_LATENCY, BLK_CYCLES, EXP_LATENCY, SCAN_LATENCY, UPDATE_LATENCY
+from rtl.timing import BEAT_LATENCY, BLK_CYCLES, EXP_LATENCY, SCAN_LATENCY, UPDATE_LATENCY, softmax_lanes
 from rtl.unpacker import Unpacker
 
 __all__ = ["AttentionEngine", "TILE_FIFO_DEPTH"]
@@ -58,6 +60,10 @@ TILE_FIFO_DEPTH = 4  # tile headers: FIFO entries (covers the 2 popcount stages 
 # the stage counts this controller is written for (rtl/timing.py is the contract; these tie it to the code)
 assert POPCOUNT_LATENCY == BLK_CYCLES - 1
 assert BEAT_LATENCY == 1 + DECODER_LATENCY + SCATTER_LATENCY + ADD_LATENCY
+# the output accumulators' rescale (rescale_stb in the last UWAIT cycle) takes up to SHIFT_STEPS_MAX steps, one per
+# edge; the first V beat is issued >= 1 (EXP) + EXP_LATENCY + 1 (EWAIT) cycles after UWAIT and adds at the edge
+# BEAT_LATENCY - 1 after its issue, so its add comes after the last step
+assert SHIFT_STEPS_MAX <= 1 + EXP_LATENCY + BEAT_LATENCY
 
 
 def _lowest(x: Signal) -> tuple:
@@ -84,7 +90,9 @@ class AttentionEngine(wiring.Component):
         m = Module()
         L, D = self.lanes, self.head_dim
         G = D // TILE
-        nch = TILE // L
+        nch = TILE // L  # values beats of a full tile
+        E = softmax_lanes(L)  # softmax scan/exp lanes
+        nsc = TILE // E  # SCAN / EXP chunks per block
         lb = L.bit_length() - 1
         m.submodules.unpack = unpack = Unpacker(lanes=L)
         m.submodules.tpop = tpop = Popcount64()
@@ -96,7 +104,7 @@ class AttentionEngine(wiring.Component):
         m.submodules.scat = scat = ScatterNetwork(lanes=L)
         m.submodules.sacc = sacc = Accumulator(entries=TILE, width=SCORE_BITS)
         m.submodules.oacc = oacc = Accumulator(entries=D, width=ACC_BITS)
-        m.submodules.smax = sm = SoftmaxUnit(lanes=L)
+        m.submodules.smax = sm = SoftmaxUnit(lanes=E)
         m.submodules.norm = norm = Normalizer(head_dim=D)
 
         wiring.connect(m, wiring.flipped(self.val), unpack.i)
@@ -135,7 +143,7 @@ class AttentionEngine(wiring.Component):
         beat = Signal(6)
         kd = Signal(range(D))
         vg = Signal(range(G))
-        chunk = Signal(range(nch))
+        chunk = Signal(range(nsc))
         wait = Signal(4)
         m.d.comb += spop.x.eq(self.blk.payload.sel)
 
@@ -159,38 +167,39 @@ class AttentionEngine(wiring.Component):
             tlast.eq(beat == eff_last),
         ]
 
-        # ---- V token sequencer: one-hot current/next selected token, rest of sel, p of the current token --------
+        # ---- V token sequencer: one-hot current/next selected token, rest of sel -----------------------------------
         cur_iso, nxt_iso, rest = Signal(TILE), Signal(TILE), Signal(TILE)
         nxt_zero = Signal()
-        pt = Signal(8)
         rest_low, rest_rest = _lowest(rest)
-        iso_rd = Mux(in_v, nxt_iso, cur_iso)
-        p_rd = reduce(lambda a, b: a | b, [sm.p_all[i] & iso_rd[i].replicate(8) for i in range(TILE)])
         adv = Signal()  # V phase: the current token's last tile beat is issued
         m.d.comb += adv.eq(in_v & go & tlast & (vg == G - 1))
 
         # ---- beat pipeline S1..S5 ---------------------------------------------------------------------------------
+        # S1 registers the beat with the one-hot of its V token; S2 reads that token's p (AND-OR over p_all, no
+        # controller state on the path); S3 p * sv; S4 rounds p' and picks the multiplicand (one register copy per
+        # MAC_GROUP lanes), the MacArray multiplies; S5 registers the products, with the decoder's fourth stage
         s1_v, s1_k, s1_bm, s1_beat = Signal(), Signal(), Signal(TILE), Signal(6)
-        s1_vals, s1_mult, s1_pt, s1_vg = Signal(values_layout(L)), Signal(8), Signal(8), Signal(range(G))
+        s1_vals, s1_mult, s1_iso, s1_vg = Signal(values_layout(L)), Signal(8), Signal(TILE), Signal(range(G))
         m.d.sync += [s1_v.eq(go), s1_k.eq(in_k), s1_bm.eq(eff_bm), s1_beat.eq(beat),
-                     s1_vals.eq(unpack.o.payload), s1_mult.eq(hdr.mult), s1_pt.eq(pt), s1_vg.eq(vg)]
+                     s1_vals.eq(unpack.o.payload), s1_mult.eq(hdr.mult), s1_iso.eq(cur_iso), s1_vg.eq(vg)]
         m.d.comb += [dec.bitmap.eq(s1_bm), dec.beat.eq(s1_beat)]
         s2_v, s2_k, s2_vals, s2_mult, s2_vg = Signal(), Signal(), Signal(values_layout(L)), Signal(8), Signal(range(G))
-        s2_pv = Signal(16)
+        s2_p = Signal(8)
         m.d.sync += [s2_v.eq(s1_v), s2_k.eq(s1_k), s2_vals.eq(s1_vals), s2_mult.eq(s1_mult), s2_vg.eq(s1_vg),
-                     s2_pv.eq(s1_pt * s1_mult)]
-        s3_v, s3_k, s3_vals, s3_vg = Signal(), Signal(), Signal(values_layout(L)), Signal(range(G))
-        s3_b = Signal(MULT_BITS)
-        m.d.sync += [s3_v.eq(s2_v), s3_k.eq(s2_k), s3_vals.eq(s2_vals), s3_vg.eq(s2_vg),
-                     s3_b.eq(Mux(s2_k, s2_mult.as_signed(), ((s2_pv + 128) >> 8)[:8]))]
-        m.d.comb += [mac.a.eq(s3_vals), mac.b.eq(s3_b.as_signed())]
-        s4_v, s4_k, s4_vg = Signal(), Signal(), Signal(range(G))
-        s4_prod = Signal(products_layout(L))
-        m.d.sync += [s4_v.eq(s3_v), s4_k.eq(s3_k), s4_vg.eq(s3_vg), s4_prod.eq(mac.prod)]
-        # S5: the products wait for the decoder's fourth stage
+                     s2_p.eq(reduce(lambda a, b: a | b, [sm.p_all[i] & s1_iso[i].replicate(8) for i in range(TILE)]))]
+        s3_v, s3_k, s3_vals, s3_mult, s3_vg = Signal(), Signal(), Signal(values_layout(L)), Signal(8), Signal(range(G))
+        s3_pv = Signal(16)
+        m.d.sync += [s3_v.eq(s2_v), s3_k.eq(s2_k), s3_vals.eq(s2_vals), s3_mult.eq(s2_mult), s3_vg.eq(s2_vg),
+                     s3_pv.eq(s2_p * s2_mult)]
+        s4_v, s4_k, s4_vals, s4_vg = Signal(), Signal(), Signal(values_layout(L)), Signal(range(G))
+        s4_b = [replica(MULT_BITS, name=f"s4_b{c}") for c in range(mac.copies)]
+        b_next = Mux(s3_k, s3_mult.as_signed(), ((s3_pv + 128) >> 8)[:8])
+        m.d.sync += [s4_v.eq(s3_v), s4_k.eq(s3_k), s4_vals.eq(s3_vals), s4_vg.eq(s3_vg)]
+        m.d.sync += [b.eq(b_next) for b in s4_b]
+        m.d.comb += [mac.a.eq(s4_vals)] + [mac.b[c].eq(b.as_signed()) for c, b in enumerate(s4_b)]
         s5_v, s5_k, s5_vg = Signal(), Signal(), Signal(range(G))
         s5_prod = Signal(products_layout(L))
-        m.d.sync += [s5_v.eq(s4_v), s5_k.eq(s4_k), s5_vg.eq(s4_vg), s5_prod.eq(s4_prod)]
+        m.d.sync += [s5_v.eq(s4_v), s5_k.eq(s4_k), s5_vg.eq(s4_vg), s5_prod.eq(mac.prod)]
         m.d.comb += [scat.hit.eq(dec.hit), scat.lane.eq(dec.lane), scat.prod.eq(s5_prod)]
         # S6..S9: the beat's kind and V group travel beside the scatter network
         x_v, x_k, x_vg = s5_v, s5_k, s5_vg
@@ -214,14 +223,14 @@ class AttentionEngine(wiring.Component):
 
         # ---- softmax unit: registered commands and inputs ---------------------------------------------------------
         scan_req, exp_req, upd_req = Signal(), Signal(), Signal()
-        s_r = Signal(SCORE_BITS * L)
-        gate_r = Signal(L)
-        chunk_r = Signal(range(nch))
+        s_r = Signal(SCORE_BITS * E)
+        gate_r = Signal(E)
+        chunk_r = Signal(range(nsc))
         scan_r, exp_r, upd_r = Signal(), Signal(), Signal()
         m.d.sync += [
             scan_r.eq(scan_req), exp_r.eq(exp_req), upd_r.eq(upd_req),
-            s_r.eq(sacc.acc.as_value().word_select(chunk, SCORE_BITS * L)),
-            gate_r.eq(sel.word_select(chunk, L)),
+            s_r.eq(sacc.acc.as_value().word_select(chunk, SCORE_BITS * E)),
+            gate_r.eq(sel.word_select(chunk, E)),
             chunk_r.eq(chunk),
         ]
         m.d.comb += [
@@ -275,7 +284,7 @@ class AttentionEngine(wiring.Component):
             with m.State("SCAN"):
                 m.d.comb += scan_req.eq(1)
                 m.d.sync += chunk.eq(chunk + 1)
-                with m.If(chunk == nch - 1):
+                with m.If(chunk == nsc - 1):
                     m.d.sync += [chunk.eq(0), wait.eq(SCAN_LATENCY - 2)]
                     m.next = "SWAIT"
             with m.State("SWAIT"):  # the last scan reaches the block max
@@ -293,13 +302,13 @@ class AttentionEngine(wiring.Component):
             with m.State("EXP"):
                 m.d.comb += exp_req.eq(1)
                 m.d.sync += chunk.eq(chunk + 1)
-                with m.If(chunk == nch - 1):
+                with m.If(chunk == nsc - 1):
                     m.d.sync += [chunk.eq(0), wait.eq(EXP_LATENCY)]
                     m.next = "EWAIT"
-            with m.State("EWAIT"):  # the last p values land; then p of the first selected token is read
+            with m.State("EWAIT"):  # the last p values land before the first V beat reads p_all (in S2)
                 m.d.sync += wait.eq(wait - 1)
                 with m.If(wait == 0):
-                    m.d.sync += [pt.eq(p_rd), beat.eq(0), vg.eq(0)]
+                    m.d.sync += [beat.eq(0), vg.eq(0)]
                     m.next = "VRUN"
             with m.State("VRUN"):
                 m.d.comb += in_v.eq(1)
@@ -309,7 +318,7 @@ class AttentionEngine(wiring.Component):
                         m.d.sync += beat.eq(0)
                         with m.If(vg == G - 1):
                             m.d.sync += [vg.eq(0), cur_iso.eq(nxt_iso), nxt_iso.eq(rest_low),
-                                         rest.eq(rest_rest), nxt_zero.eq(rest == 0), pt.eq(p_rd)]
+                                         rest.eq(rest_rest), nxt_zero.eq(rest == 0)]
                             with m.If(nxt_zero):
                                 with m.If(blast):
                                     m.d.sync += [norm_start.eq(1), head_first.eq(1)]

@@ -34,10 +34,13 @@ latencies are the contracts of rtl/timing.py:
   i = 9..15 give 0 through the shift) -> p_all[chunk] and a per-lane p register; t+8 .. t+10: adder tree over the
   L lanes (<= 2 levels per cycle); t+11: l <= l + sum.
 
-Each DSP reads its own register copy of ``mant`` (register duplication against the fan-out of one ``mant`` to
-L + 1 DSPs): the update's copy loads at every scan, lane j's at every update and every scan with lane j gated (the
-load enables differ, so synthesis cannot merge the copies). The copies are right because ``mant``/``shift`` must
-hold from ``blk_start`` until the block's last exp has landed (the engine's per-block registers).
+Each DSP and its shifter read their own register copies of ``mant`` and ``shift`` (register duplication against
+the fan-out of one register to L + 1 lanes: ``shift`` to every lane's shifter was a lanes-32 critical path, 13.9 ns
+with 12.7 ns of routing): the update's copies load at every scan, lane j's at every update and every scan with lane j
+gated (the load enables differ, so synthesis cannot merge the copies). The copies are right because ``mant``/``shift``
+must hold from ``blk_start`` until the block's last exp has landed (the engine's per-block registers). Each exp lane
+also reads its own copy of M (a replica register, one cycle behind M: an exp reads M 5 cycles after it is issued and
+at least 7 after the update that set it).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from quant.fixedpoint import EXP2_TABLE, EXP_FRAC_BITS, EXP_TABLE_BITS, L_BITS, SCORE_BITS, SHIFT_CLAMP
-from rtl.layouts import TILE, check_lanes, checking
+from rtl.layouts import TILE, check_lanes, checking, replica
 from rtl.timing import EXP_LATENCY, L_LATENCY, SCAN_LATENCY, UPDATE_LATENCY
 
 __all__ = ["SoftmaxUnit", "M_BITS"]
@@ -122,7 +125,7 @@ class SoftmaxUnit(wiring.Component):
         })
 
     # ------------------------------------------------------------------------------------------ helpers
-    def _scaled(self, m, s, name, mant):
+    def _scaled(self, m, s, name, mant, shift):
         """4-stage pipeline of X = (s * mant) >> shift for a signed SCORE_BITS value s (valid 4 edges later)."""
         hi = Signal(signed(PROD_BITS - 2), name=f"{name}_hi")  # (s >> 2) * mant: 18 x 17 signed, one DSP
         lo = Signal(18, name=f"{name}_lo")  # s[0:2] * mant
@@ -133,9 +136,9 @@ class SoftmaxUnit(wiring.Component):
         prod = Signal(signed(PROD_BITS), name=f"{name}_prod")
         m.d.sync += prod.eq((hi << 2) + lo)
         coarse = Signal(signed(PROD_BITS), name=f"{name}_sh1")
-        m.d.sync += coarse.eq(prod >> Cat(Const(0, 3), self.shift[3:6]))
+        m.d.sync += coarse.eq(prod >> Cat(Const(0, 3), shift[3:6]))
         x = Signal(signed(PROD_BITS), name=f"{name}_x")
-        m.d.sync += x.eq(coarse >> self.shift[0:3])
+        m.d.sync += x.eq(coarse >> shift[0:3])
         return x
 
     def elaborate(self, platform):
@@ -171,10 +174,10 @@ class SoftmaxUnit(wiring.Component):
         upd_v = Signal(6)  # update valid at the outputs of stages t .. t+5
         m.d.sync += upd_v.eq(Cat(self.update, upd_v[:5]))
         # local copy of mant for the update's DSP, loaded by every scan (mant holds from blk_start on)
-        mant_u = Signal(16)
+        mant_u, shift_u = Signal(16), Signal(6)
         with m.If(self.scan):
-            m.d.sync += mant_u.eq(self.mant)
-        xmax = self._scaled(m, bmax, "upd", mant_u)  # valid at the output of stage t+3
+            m.d.sync += [mant_u.eq(self.mant), shift_u.eq(self.shift)]
+        xmax = self._scaled(m, bmax, "upd", mant_u, shift_u)  # valid at the output of stage t+3
         ne_a = Signal(signed(NE_BITS))  # (M << 8) - Xmax: >> 8 is M - Mblk
         ne_b = Signal(signed(NE_BITS + 1))  # ((M + 31) << 8) - Xmax: < 0 <=> Mblk - M > 31
         mblk = Signal(signed(M_BITS + 1))
@@ -210,17 +213,18 @@ class SoftmaxUnit(wiring.Component):
         table = Array(Const(t, 8) for t in EXP2_TABLE)
         ps, pn = [], []
         for j in range(L):
-            # stage t: the lane's score and its own copy of mant (register duplication against the fan-out of
-            # mant to every DSP; the load enables differ per lane, so synthesis does not merge the copies; every
-            # copy loads at the update, after which mant holds until the block's exps are done)
+            # stage t: the lane's score and its own copies of mant and shift (register duplication against the
+            # fan-out to every lane; the load enables differ per lane, so synthesis does not merge the copies; every
+            # copy loads at the update, after which mant and shift hold until the block's exps are done)
             s_r = Signal(signed(SB), name=f"s{j}")
-            mant_j = Signal(16, name=f"mant{j}")
-            m.d.sync += s_r.eq(self.s[j])
+            mant_j, shift_j = Signal(16, name=f"mant{j}"), Signal(6, name=f"shift{j}")
+            m_j = replica(signed(M_BITS), name=f"m{j}")  # M, one cycle later (an exp reads it 5 cycles after issue)
+            m.d.sync += [s_r.eq(self.s[j]), m_j.eq(self.m)]
             with m.If(self.update | (self.scan & self.gate[j])):
-                m.d.sync += mant_j.eq(self.mant)
-            x = self._scaled(m, s_r, f"e{j}", mant_j)  # stage t+4 output
+                m.d.sync += [mant_j.eq(self.mant), shift_j.eq(self.shift)]
+            x = self._scaled(m, s_r, f"e{j}", mant_j, shift_j)  # stage t+4 output
             ne = Signal(signed(NE_BITS), name=f"ne{j}")
-            m.d.sync += ne.eq((self.m << F) - x)  # t+5
+            m.d.sync += ne.eq((m_j << F) - x)  # t+5
             # t+6: clamp and table
             neg = ne[-1]
             big = ne[F + 4:] != 0  # ne >> 8 >= 16; 9..15 give p = 0 through the shift itself (T < 2^8)

@@ -13,9 +13,22 @@ cycle t); "visible from cycle t + N" = a reader that samples during cycle t + N 
 
 from __future__ import annotations
 
-__all__ = ["SCAN_LATENCY", "UPDATE_LATENCY", "EXP_LATENCY", "L_LATENCY", "NORM_PIPE", "BLK_CYCLES", "BEAT_LATENCY"]
+__all__ = ["SCAN_LATENCY", "UPDATE_LATENCY", "EXP_LATENCY", "L_LATENCY", "NORM_PIPE", "BLK_CYCLES", "BEAT_LATENCY",
+           "SOFTMAX_LANES_MAX", "softmax_lanes"]
 
 # ---- SoftmaxUnit (rtl/softmax.py) ------------------------------------------------------------------------------
+#: the softmax unit has min(lanes, SOFTMAX_LANES_MAX) scan/exp lanes: SCAN and EXP take 64 / that many cycles each.
+#: Each exp lane is a DSP multiply, two 36-bit shifters, a 39-bit subtract and a table; at 32 lanes those lanes sat
+#: along the DSP rows across the whole die and their wiring set the lanes-32 critical paths (issue 6). Capping them
+#: costs 2 * (64 / 16 - 64 / L) cycles per block (4 at L = 32, 6 at L = 64) and nothing at L <= 16.
+SOFTMAX_LANES_MAX = 16
+
+
+def softmax_lanes(lanes: int) -> int:
+    """Scan/exp lanes of the softmax unit of an engine with ``lanes`` MAC lanes."""
+    return min(lanes, SOFTMAX_LANES_MAX)
+
+
 #: a ``scan`` at cycle t is folded into the block max seen by an ``update`` issued at cycle t + SCAN_LATENCY or later
 SCAN_LATENCY = 4
 #: an ``update`` at cycle t drives ``rescale`` with ``rescale_stb`` high during cycle t + UPDATE_LATENCY (one cycle;

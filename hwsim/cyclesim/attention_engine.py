@@ -1,18 +1,18 @@
 """Cycle model of the RTL attention engine (rtl/engine.py), phase by phase, with an optional functional datapath.
 
-The engine (documented in rtl/cycles.py; lanes L, head_dim D, G = D / 64 V tiles per token; pipeline depths from
-rtl/timing.py, the contract the RTL units are tested against) is a sequential controller. For every 64-token
+The engine (documented in rtl/cycles.py; lanes L, head_dim D, G = D / 64 V tiles per token, E = min(L, 16) softmax
+lanes; pipeline depths from rtl/timing.py, the contract the RTL units are tested against) is a sequential controller. For every 64-token
 block it runs the phases
 
     BLK    accept the block header, clear the score accumulators, popcount(sel)        BLK_CYCLES (3)
     KRUN   the D K tiles (channel d); the header FIFO (filled one per cycle ahead of use) lets the first value
            beat go with the header, so a tile occupies the lanes max(1, ceil(n / L)) cycles
     KDRAIN the last K beats pass the beat pipeline                                      BEAT_LATENCY - 1 (10)
-    SCAN   block max of the selected raw scores, L scores per cycle                      64 / L
+    SCAN   block max of the selected raw scores, E scores per cycle                      64 / E
     UPD    the last scan reaches the block max, then the update command                  SCAN_LATENCY (4)
     UWAIT  running max and rescale of the accumulators in the update pipeline            UPDATE_LATENCY (6)
-    EXP    scaled score + exp2 of L tokens per cycle, l += sum p                         64 / L
-    EWAIT  the last p values land; p of the first selected token is read                 EXP_LATENCY + 1 (9)
+    EXP    scaled score + exp2 of E tokens per cycle, l += sum p                         64 / E
+    EWAIT  the last p values land (the V beats read p in the beat pipeline)              EXP_LATENCY + 1 (9)
     VRUN   for each selected token its G V tiles, max(1, ceil(n / L)) cycles each
 
 and after the last block NSTART (1 cycle), DIV (restoring division 2^44 / l, one quotient bit per cycle:
@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hwsim.errors import SpecError
-from rtl.timing import BEAT_LATENCY, BLK_CYCLES, EXP_LATENCY, NORM_PIPE, SCAN_LATENCY, UPDATE_LATENCY
+from rtl.timing import BEAT_LATENCY, BLK_CYCLES, EXP_LATENCY, NORM_PIPE, SCAN_LATENCY, UPDATE_LATENCY, softmax_lanes
 
 __all__ = ["BlockWork", "HeadWork", "EngineRun", "EngineModel", "head_work", "ENGINE_LANES", "ENGINE_HEAD_DIMS"]
 
@@ -163,6 +163,7 @@ class EngineModel:
                             "set fpga.attention_lanes to one of them")
         self.D = head_dim
         self.L = lanes
+        self.E = softmax_lanes(lanes)  # scan/exp lanes of the softmax unit
         self.G = head_dim // TILE
         self._cache: dict[tuple, dict[str, int]] = {}
 
@@ -177,7 +178,7 @@ class EngineModel:
         got = self._cache.get(key)
         if got is None:
             got = {"BLK": BLK_CYCLES, "KRUN": self._tiles(blk.nk), "KDRAIN": BEAT_LATENCY - 1,
-                   "SCAN": TILE // self.L, "UPD": SCAN_LATENCY, "UWAIT": UPDATE_LATENCY, "EXP": TILE // self.L,
+                   "SCAN": TILE // self.E, "UPD": SCAN_LATENCY, "UWAIT": UPDATE_LATENCY, "EXP": TILE // self.E,
                    "EWAIT": EXP_LATENCY + 1, "VRUN": self._tiles(blk.nv.reshape(-1))}
             self._cache[key] = got
         return got
@@ -282,7 +283,7 @@ class EngineModel:
                         if ti == len(tiles):
                             state, left = ("KDRAIN", waits["KDRAIN"]) if state == "KRUN" else ("NEXT", 0)
                 elif state in ("SCAN", "EXP"):
-                    count += L
+                    count += self.E
                     if count >= TILE:
                         state = "UPD" if state == "SCAN" else "EWAIT"
                         left = waits[state]

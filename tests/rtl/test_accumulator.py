@@ -3,7 +3,7 @@ import random
 import numpy as np
 
 from enginesim import run_comb
-from rtl.accumulator import ADD_LATENCY, Accumulator
+from rtl.accumulator import ADD_LATENCY, SHIFT_STEPS_MAX, Accumulator, shift_steps
 
 
 def test_scatter_add_shift_clear_against_numpy():
@@ -45,7 +45,18 @@ def test_scatter_add_shift_clear_against_numpy():
             elif op == "shift":
                 sh = rng.randint(0, W - 1)
                 ctx.set(dut.shift, sh)
+                await ctx.tick()
+                ctx.set(dut.shift_en, 0)
+                # one step per cycle, 4 bits while >= 4 are left, then 1 bit: check every intermediate value
+                done = 0
+                for _ in range(shift_steps(sh)):
+                    done += 4 if sh - done >= 4 else 1
+                    await ctx.tick()
+                    assert [ctx.get(dut.acc[e]) for e in range(E)] == (model >> done).tolist(), (sh, done)
+                assert done == sh
                 model >>= sh
+                pending = False
+                continue
             else:
                 model[:] = 0
             await ctx.tick()
@@ -55,3 +66,8 @@ def test_scatter_add_shift_clear_against_numpy():
         await drain_and_check()
 
     run_comb(dut, tb)
+
+
+def test_shift_steps():
+    assert [shift_steps(n) for n in (0, 1, 3, 4, 5, 8, 31)] == [0, 1, 3, 1, 2, 2, 10]
+    assert SHIFT_STEPS_MAX == 10
