@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fpga import DESIGNS, RESOURCES, ROUTERS, plot_sweep, sweep, sweep_rows  # noqa: E402
+from fpga import DESIGNS, RESOURCES, ROUTERS, BuildConfig, plot_sweep, sweep, sweep_rows  # noqa: E402
 
 
 class _Print:
@@ -44,8 +44,8 @@ def main() -> int:
     ap.add_argument("--out", default="build/fpga-sweep")
     ap.add_argument("--design", default="engine", choices=tuple(DESIGNS))
     ap.add_argument("--jobs", type=int, default=1, help="builds at a time (nextpnr uses one core each)")
-    ap.add_argument("--router", default=ROUTERS[0], choices=ROUTERS,
-                    help="nextpnr router (router2: faster, lower Fmax on this engine)")
+    ap.add_argument("--router", default=BuildConfig.router, choices=ROUTERS,
+                    help="nextpnr router (default router2, which finishes on the engine; router1: see fpga._flow)")
     args = ap.parse_args()
     lanes = [int(x) for x in args.lanes.split(",")]
     head_dims = [int(x) for x in args.head_dim.split(",")]

@@ -44,10 +44,14 @@ DESIGNS = {
 LUT_MAPPING = ("check -latchonly -assert", "techmap -map +/lattice/latches_map.v", "abc -lut 4:7 -dress", "clean",
                "synth_ecp5 -run map_cells: -top top")
 NEXTPNR_SEED = 1  # fixed placer seed: same input, same bitstream
-# nextpnr-ecp5 routers. router1 (nextpnr's default) is the default here: on the engine it closes timing where
-# router2 does not, at several times the run time. Measured with seed 1 on LFE5U-85F-6 (b26397a): lanes 2
-# 101.6 MHz in 496 s (router1) vs 81.9 MHz in 276 s (router2); lanes 8 111.9 MHz in 1354 s vs 71.5 MHz in 362 s.
-# router2 is for quick looks at large points.
+# nextpnr-ecp5 routers. router2 is the default here because it is the one that finishes on the engine; router1
+# (nextpnr's own default) can reach a higher Fmax where it converges. Measured on LFE5U-85F-6, target 100 MHz:
+# - before the stepped accumulator rescale (RTL b26397a/d0f9b91), router1 converged on small engines: lanes 2
+#   101.6-111.3 MHz in 356-496 s vs router2 77.8-81.9 MHz in ~280-300 s; lanes 8 111.9 MHz in 1354 s vs 71.5 MHz.
+# - since then (f1a3a80, issue 6), router1 does not converge on the engine at any size measured: lanes 2, seeds 1-3,
+#   5 runs of two netlists, all still routing after ~15 min with 120-1,050 arcs left at 90-260 s per 1,000
+#   iterations; lanes 32/64 unfinished after 27 min. router2 routes lanes 2 in 260-310 s (84.8/88.1 MHz, seeds 1/2)
+#   and lanes 32/64 in 9-25 min (~71-73 MHz). Pass router1 explicitly to try it.
 ROUTERS = ("router1", "router2")
 STAT_FILE = "synth_stat.json"
 NEXTPNR_REPORT = "nextpnr_report.json"
@@ -73,7 +77,7 @@ class BuildConfig:
     head_dim: int = 64
     freq_mhz: float = 100.0
     design: str = "engine"
-    router: str = "router1"
+    router: str = "router2"
 
     def __post_init__(self) -> None:
         get_board(self.board)

@@ -29,7 +29,7 @@ class SweepPoint:
 
 def sweep(*, board: str, lanes: list[int], head_dims: list[int], freq_mhz: float, out_root: str | Path,
           design: str = "engine", listener: Listener | None = None, jobs: int = 1,
-          router: str = "router1") -> list[SweepPoint]:
+          router: str = "router2") -> list[SweepPoint]:
     """Build every (head_dim, lanes) point into out_root/<design>-d<D>-l<L>, `jobs` builds at a time (nextpnr is
     single-threaded, so a many-core machine sweeps in the time of its largest point).
 

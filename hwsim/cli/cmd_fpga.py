@@ -9,6 +9,8 @@ from hwsim.errors import SpecError
 # fpga._flow.DESIGNS, kept literal so the CLI does not import fpga/ at start-up (tests/fpga/test_cli.py checks it)
 DESIGN_CHOICES = ("engine", "dot", "softmax", "normalizer")
 ROUTER_CHOICES = ("router1", "router2")  # fpga._flow.ROUTERS, literal for the same reason
+DEFAULT_ROUTER = "router2"  # fpga._flow.BuildConfig.router (why router2: the comment on fpga._flow.ROUTERS)
+ROUTER_HELP = "nextpnr router: router2 (default; finishes on the engine) or router1 (higher Fmax where it converges)"
 
 __all__ = ["register", "run"]
 
@@ -32,8 +34,7 @@ def register(sub) -> None:
     b.add_argument("--out", default="build", metavar="DIR", help="build directory (default: build)")
     b.add_argument("--design", default="engine", choices=DESIGN_CHOICES,
                    help="engine: rtl/ attention engine; dot: small int4xint8 dot-product array (flow check)")
-    b.add_argument("--router", default="router1", choices=ROUTER_CHOICES,
-                   help="nextpnr router: router1 (default; best Fmax) or router2 (faster, lower Fmax)")
+    b.add_argument("--router", default=DEFAULT_ROUTER, choices=ROUTER_CHOICES, help=ROUTER_HELP)
     b.add_argument("--json", action="store_true", help="print the report as one JSON document")
     b.set_defaults(func=run, action="build")
 
@@ -49,8 +50,7 @@ def register(sub) -> None:
     s.add_argument("--design", default="engine", choices=DESIGN_CHOICES)
     s.add_argument("--jobs", type=positive_int, default=1, metavar="N",
                    help="builds at a time (nextpnr uses one core each; default 1)")
-    s.add_argument("--router", default="router1", choices=ROUTER_CHOICES,
-                   help="nextpnr router: router1 (default; best Fmax) or router2 (faster, lower Fmax)")
+    s.add_argument("--router", default=DEFAULT_ROUTER, choices=ROUTER_CHOICES, help=ROUTER_HELP)
     s.add_argument("--json", action="store_true", help="print the rows as one JSON document")
     s.set_defaults(func=run, action="sweep")
 

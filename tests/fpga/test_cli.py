@@ -95,6 +95,6 @@ def test_cli_design_choices_are_the_flow_designs():
 
 def test_cli_router_choices_are_the_flow_routers():
     from fpga import ROUTERS
-    from hwsim.cli.cmd_fpga import ROUTER_CHOICES
+    from hwsim.cli.cmd_fpga import DEFAULT_ROUTER, ROUTER_CHOICES
 
-    assert ROUTER_CHOICES == ROUTERS and BuildConfig().router == "router1"
+    assert ROUTER_CHOICES == ROUTERS and BuildConfig().router == DEFAULT_ROUTER == "router2"

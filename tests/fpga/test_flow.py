@@ -43,7 +43,8 @@ def test_engine_builds_to_a_bitstream_with_sane_figures(engine_build):
     assert util["bram"]["used"] >= 3  # at least one ROM per input stream of the thin top
     assert util["TRELLIS_IO"]["used"] == 10  # clk, rst, 8 result pins
     (clock, clk), = rep["clocks"].items()
-    # physically possible on ECP5 fabric (earlier RTL versions of this build reached 101.6-111.3 MHz, router1 seed 1)
+    # physically possible on ECP5 fabric (this build: 88.1 MHz with router2 seed 1 at f1a3a80's RTL; earlier RTL
+    # reached 101.6-111.3 MHz with router1)
     assert clk["target_mhz"] == 100.0 and 1.0 < clk["achieved_mhz"] < 400.0
     assert rep["fmax_mhz"] == pytest.approx(clk["achieved_mhz"], abs=1e-3)
     assert rep["timing_pass"] == (clk["achieved_mhz"] >= 100.0)
@@ -102,10 +103,10 @@ def test_board_flow_through_amaranth_boards_is_byte_reproducible(tmp_path, capsy
 
 
 def test_sweep_tabulates_plots_and_reports_overflow_before_place_and_route(tmp_path, capsys):
-    # dot-product array: 1 lane fits; 256 lanes need 256 multipliers and the part has 156 (router2: the option
-    # reaches nextpnr; the other builds use the default router1)
+    # dot-product array: 1 lane fits; 256 lanes need 256 multipliers and the part has 156 (router1: the option
+    # reaches nextpnr; the other builds use the default router2)
     code = main(["fpga", "sweep", "--design", "dot", "--lanes", "1,256", "--head-dim", "256", "--jobs", "2", "--out",
-                 str(tmp_path / "sw"), "--router", "router2", "--json"])
+                 str(tmp_path / "sw"), "--router", "router1", "--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
     doc = json.loads(out)
@@ -115,8 +116,9 @@ def test_sweep_tabulates_plots_and_reports_overflow_before_place_and_route(tmp_p
     assert not big["fits"] and re.search(r"does not fit LFE5U-85F-6BG381C: after synthesis it needs 256 DSP "
                                          r"\(MULT18X18D\) of 156; use fewer --lanes", big["does_not_fit"])
     point = tmp_path / "sw" / "dot-d256-l1"
-    assert json.loads((point / "report.json").read_text())["config"]["router"] == "router2"
-    assert "Running router2" in (point / "pnr.log").read_text()
+    assert json.loads((point / "report.json").read_text())["config"]["router"] == "router1"
+    log = (point / "pnr.log").read_text()
+    assert "Router1 time" in log
     assert (tmp_path / "sw" / "dot-d256-l256" / "synth_stat.json").exists()
     assert not (tmp_path / "sw" / "dot-d256-l256" / "pnr.log").exists()  # refused before place and route
     png = tmp_path / "sw" / "sweep.png"
