@@ -7,10 +7,10 @@ configuration, the largest configuration that fits, and whether it reaches the t
         [--out build/fpga-sweep] [--design engine|dot|softmax|normalizer] [--jobs N] [--router router1|router2]
 
 Each engine build takes one core, and nextpnr-ecp5 under WebAssembly dominates (placement, then routing; see the
-printed times). Measured with router1: lanes 2 ~8-10 minutes, lanes 8 ~23 minutes. Since the accumulators rescale in
-steps and the softmax unit has at most 16 lanes (f1a3a80), lanes 64 fits and is the configuration the 100 MHz goal
-applies to; router2 took 9-22 minutes for lanes 32/64 (63-73 MHz) and router1 did not finish in 27 minutes.
---jobs runs several at once; --router router2 is faster on large configurations, at a lower Fmax on small ones.
+printed times). Since the accumulators rescale in steps and the softmax unit has at most 16 lanes (844144c, issue 6),
+lanes 64 fits and is the configuration the 100 MHz goal applies to. With the default router2: lanes 2 ~6 minutes,
+lanes 32/64 ~10-25 minutes (lanes 64/head_dim 64 84.9 MHz, seed 2). router1 (--router router1) did not converge on
+this RTL (lanes 2 still routing after ~15 minutes; lanes 32/64 after 27). --jobs runs several at once.
 """
 
 from __future__ import annotations
