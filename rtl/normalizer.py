@@ -1,6 +1,6 @@
 """Normaliser: ``Q = floor(2^44 / l)`` by restoring division, then ``o[c] = sat16((acc[c] * Q + 2^35) >> 36)``.
 
-Pipelined for >= 100 MHz on an LFE5U-85F-6 (issue 6); the latency contract is ``rtl.timing.NORM_PIPE``.
+Pipelined for the 100 MHz target on an LFE5U-85F-6 (issue 6); the latency contract is ``rtl.timing.NORM_PIPE``.
 
 Timing (``start`` high during cycle t, ``o.ready`` always high)
 --------------------------------------------------------------

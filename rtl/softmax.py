@@ -1,5 +1,5 @@
 """Softmax unit: block max, running max M, rescale shift, and L exp2 lanes (the online softmax of
-quant/fixedpoint.py, bit exact), pipelined for >= 100 MHz on an LFE5U-85F-6 (issue 6).
+quant/fixedpoint.py, bit exact), pipelined for the 100 MHz target on an LFE5U-85F-6 (issue 6).
 
 State (``sync``): ``bmax`` (block max of raw scores, kept as a 20-bit offset-binary key), ``M`` (signed 30,
 port ``m``) + ``m_valid``, ``l`` (uint28, port ``l``) and the 64 p values of the current block (``p_all``, uint8
