@@ -24,10 +24,6 @@ than a few LUT levels plus one carry chain or one multiply.
   muxed with the K multiplicand (S4, one register copy per MAC_GROUP lanes) and the MacArray products are registered
   (S5); the ScatterNetwork routes the L products to their positions (4 stages, rtl/scatter.py), and each
   Accumulator entry registers its gated product and adds it (visible from t + BEAT_LATENCY).
-* Issue logic: ``go``/``tlast`` use registered phase flags (``in_k``/``in_v``, set and cleared with the FSM
-  transitions) and the dense tiles' last beat index and empty flag in registers, so the issue decision is a few LUT
-  levels from registers (the FSM-state decode and last-beat mux in front of it were most of a 14.1 ns lanes-32
-  critical path into the CE of the token registers, router2 seed 2 at f1a3a80).
 * V tokens: the one-hot current/next selected token and the rest of ``sel`` are registers; advancing finds the next
   one-hot with one 64-bit carry chain. (p used to be read by the controller into a register when the token advanced:
   FSM state -> in_v -> 64-bit one-hot mux -> AND-OR -> p register was the lanes-32/64 critical path, 14-16 ns.)
@@ -142,8 +138,8 @@ class AttentionEngine(wiring.Component):
         sparse = Signal()
         blast = Signal()
         head_first = Signal(init=1)
-        dense_last = Signal(6)  # last beat index of a dense tile: popcount(sel) based in K, 64 / L - 1 in V
-        dense_empty = Signal()  # a dense K tile with no selected token
+        sel_lastbeat = Signal(6)
+        sel_empty = Signal()
         beat = Signal(6)
         kd = Signal(range(D))
         vg = Signal(range(G))
@@ -152,15 +148,15 @@ class AttentionEngine(wiring.Component):
         m.d.comb += spop.x.eq(self.blk.payload.sel)
 
         # ---- issue stage ------------------------------------------------------------------------------------------
-        in_k, in_v = Signal(), Signal()  # registered phase flags (KRUN, VRUN): the issue logic never decodes the FSM
+        in_k, in_v = Signal(), Signal()
         ones = Const((1 << TILE) - 1, TILE)
         eff_bm = Signal(TILE)
         eff_last = Signal(6)
         eff_empty = Signal()
         m.d.comb += [
             eff_bm.eq(Mux(sparse, hdr.bitmap, Mux(in_k, sel, ones))),
-            eff_last.eq(Mux(sparse, h_lastbeat, dense_last)),
-            eff_empty.eq(Mux(sparse, h_empty, dense_empty)),
+            eff_last.eq(Mux(sparse, h_lastbeat, Mux(in_k, sel_lastbeat, nch - 1))),
+            eff_empty.eq(Mux(sparse, h_empty, in_k & sel_empty)),
         ]
         run = in_k | in_v
         go = Signal()
@@ -266,16 +262,17 @@ class AttentionEngine(wiring.Component):
                     m.d.sync += head_first.eq(0)
                 m.next = "BLK2"
             with m.State("BLK2"):  # spop.count = popcount(sel) now
-                m.d.sync += [dense_last.eq(last_beat(spop.count)), dense_empty.eq(spop.count == 0), in_k.eq(1),
+                m.d.sync += [sel_lastbeat.eq(last_beat(spop.count)), sel_empty.eq(spop.count == 0),
                              nxt_iso.eq(rest_low), rest.eq(rest_rest), nxt_zero.eq(rest == 0)]
                 m.next = "KRUN"
             with m.State("KRUN"):
+                m.d.comb += in_k.eq(1)
                 with m.If(go):
                     with m.If(tlast):
                         m.d.comb += fifo.r_en.eq(1)
                         m.d.sync += [beat.eq(0), kd.eq(kd + 1)]
                         with m.If(kd == D - 1):
-                            m.d.sync += [wait.eq(BEAT_LATENCY - 2), in_k.eq(0)]
+                            m.d.sync += wait.eq(BEAT_LATENCY - 2)
                             m.next = "KDRAIN"
                     with m.Else():
                         m.d.sync += beat.eq(beat + 1)
@@ -311,9 +308,10 @@ class AttentionEngine(wiring.Component):
             with m.State("EWAIT"):  # the last p values land before the first V beat reads p_all (in S2)
                 m.d.sync += wait.eq(wait - 1)
                 with m.If(wait == 0):
-                    m.d.sync += [beat.eq(0), vg.eq(0), in_v.eq(1), dense_last.eq(nch - 1), dense_empty.eq(0)]
+                    m.d.sync += [beat.eq(0), vg.eq(0)]
                     m.next = "VRUN"
             with m.State("VRUN"):
+                m.d.comb += in_v.eq(1)
                 with m.If(go):
                     with m.If(tlast):
                         m.d.comb += fifo.r_en.eq(1)
@@ -322,7 +320,6 @@ class AttentionEngine(wiring.Component):
                             m.d.sync += [vg.eq(0), cur_iso.eq(nxt_iso), nxt_iso.eq(rest_low),
                                          rest.eq(rest_rest), nxt_zero.eq(rest == 0)]
                             with m.If(nxt_zero):
-                                m.d.sync += in_v.eq(0)
                                 with m.If(blast):
                                     m.d.sync += [norm_start.eq(1), head_first.eq(1)]
                                     m.next = "NORM"
