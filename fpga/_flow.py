@@ -48,10 +48,10 @@ NEXTPNR_SEED = 1  # fixed placer seed: same input, same bitstream
 # (nextpnr's own default) can reach a higher Fmax where it converges. Measured on LFE5U-85F-6, target 100 MHz:
 # - before the stepped accumulator rescale (RTL b26397a/d0f9b91), router1 converged on small engines: lanes 2
 #   101.6-111.3 MHz in 356-496 s vs router2 77.8-81.9 MHz in ~280-300 s; lanes 8 111.9 MHz in 1354 s vs 71.5 MHz.
-# - since then (f1a3a80, issue 6), router1 does not converge on the engine at any size measured: lanes 2, seeds 1-3,
-#   5 runs of two netlists, all still routing after ~15 min with 120-1,050 arcs left at 90-260 s per 1,000
-#   iterations; lanes 32/64 unfinished after 27 min. router2 routes lanes 2 in 260-310 s (84.8/88.1 MHz, seeds 1/2)
-#   and lanes 32/64 in 9-25 min (~71-73 MHz). Pass router1 explicitly to try it.
+# - since then (844144c, issue 6), router1 mostly fails to converge: lanes 2, seeds 1-3 of two netlists, 4 of 5 runs
+#   still routing after ~15 min with 120-820 arcs left at 90-260 s per 1,000 iterations (the fifth finished in
+#   9-15 min; the old RTL takes ~6); lanes 32/64 unfinished after 27 min. router2 routes lanes 2 in 260-310 s
+#   (88.1/84.8 MHz, seeds 1/2) and lanes 32/64 in 9-25 min (70.8-84.9 MHz). Pass router1 explicitly to try it.
 ROUTERS = ("router1", "router2")
 STAT_FILE = "synth_stat.json"
 NEXTPNR_REPORT = "nextpnr_report.json"
