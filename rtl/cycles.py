@@ -65,7 +65,8 @@ from rtl.timing import BEAT_LATENCY, BLK_CYCLES, EXP_LATENCY, NORM_PIPE, SCAN_LA
 BLOCK_FIXED = BLK_CYCLES + BEAT_LATENCY + SCAN_LATENCY + UPDATE_LATENCY + EXP_LATENCY
 TAIL_FIXED = RECIP_BITS + NORM_PIPE + 1  # + head_dim output beats
 
-__all__ = ["BLOCK_FIXED", "TAIL_FIXED", "block_overhead", "tile_cycles", "head_cycles", "cycles_from_counts", "head_macs", "lane_utilisation", "steady_state_utilisation"]
+__all__ = ["BLOCK_FIXED", "TAIL_FIXED", "block_overhead", "tile_cycles", "head_cycles", "cycles_from_counts", "head_macs",
+           "lane_utilisation", "steady_state_utilisation"]
 
 
 def block_overhead(lanes: int) -> int:

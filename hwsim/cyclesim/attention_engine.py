@@ -1,8 +1,8 @@
 """Cycle model of the RTL attention engine (rtl/engine.py), phase by phase, with an optional functional datapath.
 
-The engine (documented in rtl/cycles.py; lanes L, head_dim D, G = D / 64 V tiles per token, E = min(L, 16) softmax
-lanes; pipeline depths from rtl/timing.py, the contract the RTL units are tested against) is a sequential controller. For every 64-token
-block it runs the phases
+The engine (documented in rtl/cycles.py; lanes L, head_dim D, G = D / 64 V tiles per token, E = softmax_lanes(L)
+= min(L, 16) softmax lanes; pipeline depths from rtl/timing.py, the contract the RTL units are tested against) is a
+sequential controller. For every 64-token block it runs the phases
 
     BLK    accept the block header, clear the score accumulators, popcount(sel)        BLK_CYCLES (3)
     KRUN   the D K tiles (channel d); the header FIFO (filled one per cycle ahead of use) lets the first value
