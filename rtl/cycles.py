@@ -27,13 +27,13 @@ SWAIT + UPD  the last scan reaches the block max; running max M, rescale shift  
 UWAIT        the update pipeline (output accumulators and l >>= shift meanwhile)      UPDATE_LATENCY = 6
 EXP          scaled score + exp2 (shift + 32-entry table) for E tokens per cycle,     64 / E
              p stored, l += sum p
-EWAIT        the last p values land (the V beats read p in the beat pipeline)         EXP_LATENCY + 1 = 9
+EWAIT        the last p values and l land (V beats read p in S2; the normaliser, l)   EWAIT_CYCLES = 9
 VRUN         for each selected token, its G V tiles; one tile beat per cycle, the      sum_{t in sel_b} sum_g
              lanes multiply by p'[t,g] = (p_t sv[t,g] + 128) >> 8 and the D output        max(1, ceil(nv[b,t,g]/L))
              accumulators add them
 ==========  =====================================================================  ==========================
 
-so a block costs BLOCK_FIXED = BLK_CYCLES + BEAT_LATENCY + SCAN_LATENCY + UPDATE_LATENCY + EXP_LATENCY = 32 cycles
+so a block costs BLOCK_FIXED = BLK_CYCLES + BEAT_LATENCY - 1 + SCAN_LATENCY + UPDATE_LATENCY + EWAIT_CYCLES = 32 cycles
 plus 2 * 64 / E plus its tile beats, where E = min(L, SOFTMAX_LANES_MAX = 16) is the softmax unit's lane
 count (rtl/timing.py). A tile with no streamed value still takes one cycle (its header is consumed).
 Tile headers pass a 2-stage popcount into a 4-entry FIFO with credit-based ``ready``, so back-to-back one-beat tiles
@@ -60,9 +60,9 @@ import numpy as np
 
 from quant.fixedpoint import RECIP_BITS, TILE, EngineHead
 from rtl.layouts import check_head_dim, check_lanes
-from rtl.timing import BEAT_LATENCY, BLK_CYCLES, EXP_LATENCY, NORM_PIPE, SCAN_LATENCY, UPDATE_LATENCY, softmax_lanes
+from rtl.timing import BEAT_LATENCY, BLK_CYCLES, EWAIT_CYCLES, NORM_PIPE, SCAN_LATENCY, UPDATE_LATENCY, softmax_lanes
 
-BLOCK_FIXED = BLK_CYCLES + BEAT_LATENCY + SCAN_LATENCY + UPDATE_LATENCY + EXP_LATENCY
+BLOCK_FIXED = BLK_CYCLES + BEAT_LATENCY - 1 + SCAN_LATENCY + UPDATE_LATENCY + EWAIT_CYCLES
 TAIL_FIXED = RECIP_BITS + NORM_PIPE + 1  # + head_dim output beats
 
 __all__ = ["BLOCK_FIXED", "TAIL_FIXED", "block_overhead", "tile_cycles", "head_cycles", "cycles_from_counts", "head_macs",

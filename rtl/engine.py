@@ -50,7 +50,7 @@ from rtl.normalizer import Normalizer
 from rtl.popcount import POPCOUNT_LATENCY, Popcount64
 from rtl.scatter import SCATTER_LATENCY, ScatterNetwork
 from rtl.softmax import SoftmaxUnit
-from rtl.timing import BEAT_LATENCY, BLK_CYCLES, EXP_LATENCY, SCAN_LATENCY, UPDATE_LATENCY, softmax_lanes
+from rtl.timing import BEAT_LATENCY, BLK_CYCLES, EWAIT_CYCLES, SCAN_LATENCY, UPDATE_LATENCY, softmax_lanes
 from rtl.unpacker import Unpacker
 
 __all__ = ["AttentionEngine", "TILE_FIFO_DEPTH"]
@@ -61,9 +61,9 @@ TILE_FIFO_DEPTH = 4  # tile headers: FIFO entries (covers the 2 popcount stages 
 assert POPCOUNT_LATENCY == BLK_CYCLES - 1
 assert BEAT_LATENCY == 1 + DECODER_LATENCY + SCATTER_LATENCY + ADD_LATENCY
 # the output accumulators' rescale (rescale_stb in the last UWAIT cycle) takes up to SHIFT_STEPS_MAX steps, one per
-# edge; the first V beat is issued >= 1 (EXP) + EXP_LATENCY + 1 (EWAIT) cycles after UWAIT and adds at the edge
+# edge; the first V beat is issued >= 1 (EXP) + EWAIT_CYCLES cycles after UWAIT and adds at the edge
 # BEAT_LATENCY - 1 after its issue, so its add comes after the last step
-assert SHIFT_STEPS_MAX <= 1 + EXP_LATENCY + BEAT_LATENCY
+assert SHIFT_STEPS_MAX <= 1 + EWAIT_CYCLES + BEAT_LATENCY
 
 
 def _lowest(x: Signal) -> tuple:
@@ -303,9 +303,9 @@ class AttentionEngine(wiring.Component):
                 m.d.comb += exp_req.eq(1)
                 m.d.sync += chunk.eq(chunk + 1)
                 with m.If(chunk == nsc - 1):
-                    m.d.sync += [chunk.eq(0), wait.eq(EXP_LATENCY)]
+                    m.d.sync += [chunk.eq(0), wait.eq(EWAIT_CYCLES - 1)]
                     m.next = "EWAIT"
-            with m.State("EWAIT"):  # the last p values land before the first V beat reads p_all (in S2)
+            with m.State("EWAIT"):  # p_all and l land (rtl/timing.py: EWAIT_CYCLES)
                 m.d.sync += wait.eq(wait - 1)
                 with m.If(wait == 0):
                     m.d.sync += [beat.eq(0), vg.eq(0)]

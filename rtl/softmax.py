@@ -24,15 +24,15 @@ latencies are the contracts of rtl/timing.py:
   Mblk - M > 31) and ``Mblk``; t+5: the clamp -> ``rescale``/``rescale_stb``/Mnew registers, and ``l`` shifted by
   ``rescale[3:5] * 8``; t+6: by ``rescale[0:3]``. ``l`` must not change between t+5 and t+6 (no exp in flight:
   guaranteed by the engine's schedule).
-* ``exp`` (EXP_LATENCY = 8, L_LATENCY = 12), per lane: ``X = (s * mant) >> shift``, ``ne = (M << 8) - X``,
+* ``exp`` (EXP_LATENCY = 9, L_LATENCY = 11), per lane: ``X = (s * mant) >> shift``, ``ne = (M << 8) - X``,
   ``i = min(ne >> 8, 9)``, ``r = ne[3:8]``, ``p = (T[r] + ((1 << i) >> 1)) >> i`` (0 for a gated-off lane; ne < 0,
   which the schedule never produces, is taken as ne = 0 like the golden model's max(ne, 0)); p_all[chunk] <= p
-  (visible from t + 8; other chunks unchanged), l <= l + sum(p) (visible from t + 12). Stages: t: the lane's
+  (visible from t + 9; other chunks unchanged), l <= l + sum(p) (visible from t + 11). Stages: t: the lane's
   score into a local register; t+1: split product as for update (one DSP per lane); t+2: sum; t+3/t+4: the two
   shift halves; t+5: ``ne`` (39-bit carry chain); t+6: clamp (``ne < 0``; ``ne >> 8 >= 16`` or gated off -> T = 0)
   and the 32-entry table ``T[r]``; t+7: ``p = (T >> i) + T[i-1]`` (``(T + 2^(i-1)) >> i == (T >> i) + T[i-1]``;
-  i = 9..15 give 0 through the shift) -> p_all[chunk] and a per-lane p register; t+8 .. t+10: adder tree over the
-  L lanes (<= 2 levels per cycle); t+11: l <= l + sum.
+  i = 9..15 give 0 through the shift) -> a per-lane p register; t+8: p_all[chunk] <= the p registers, and
+  t+8 .. t+9: adder tree over the L p registers (2 levels per cycle up to 16 lanes); t+10: l <= l + sum.
 
 Each DSP and its shifter read their own register copies of ``mant`` and ``shift`` (register duplication against
 the fan-out of one register to L + 1 lanes: ``shift`` to every lane's shifter was a lanes-32 critical path, 13.9 ns
@@ -62,9 +62,10 @@ NE_BITS = M_BITS + EXP_FRAC_BITS + 1  # (M << 8) - X, signed 39
 # the stage counts below are what this file implements; rtl/timing.py is the contract they must equal
 _SCAN_STAGES = 4  # 3 tree stages + the bmax loop
 _UPDATE_STAGES = 6  # product, sum, shift, shift, chains, clamp (+ the strobe cycle)
-_EXP_STAGES = 8  # input, product, sum, shift, shift, ne, clamp+table, p
-_SUM_STAGES = 4  # 3 adder-tree stages + the l accumulator
-assert (_SCAN_STAGES, _UPDATE_STAGES, _EXP_STAGES, _EXP_STAGES + _SUM_STAGES) == (
+_P_STAGES = 8  # input, product, sum, shift, shift, ne, clamp+table, the lane's p register
+_EXP_STAGES = _P_STAGES + 1  # + p_all, written from the p registers
+_SUM_STAGES = 3  # 2 adder-tree stages (from the p registers) + the l accumulator
+assert (_SCAN_STAGES, _UPDATE_STAGES, _EXP_STAGES, _P_STAGES + _SUM_STAGES) == (
     SCAN_LATENCY, UPDATE_LATENCY, EXP_LATENCY, L_LATENCY), "rtl/timing.py and rtl/softmax.py disagree"
 
 
@@ -75,12 +76,14 @@ def _split_levels(n: int, stages: int = 3) -> list[int]:
 
 
 def _scan_radices(lanes: int) -> list[int]:
-    """Radix (1, 2 or 4) of each of the 3 max-tree stages, product = lanes; the small ones first."""
-    radices, n = [], lanes
-    while n > 1:
-        radices.append(4 if n % 4 == 0 else 2)
-        n //= radices[-1]
-    return [1] * (3 - len(radices)) + sorted(radices)
+    """Radix (1, 2 or 4) of each of the 3 max-tree stages, product = lanes: the tree levels spread over the stages,
+    the later stages taking the extra ones (16 lanes: 2, 2, 4).
+
+    The first stage compares the lanes' scores as they arrive, so a wide node there would gather scores from far
+    apart; a radix-1 first stage would be a plain copy of ``s`` that synthesis merges with the exp lanes' score
+    registers (the same D input), which sit by their DSPs: at 16 lanes that made the 4-key node after it the
+    lanes-64 critical path (``s13 -> scan1_3``, 11.8 ns, 8.4 ns of it routing)."""
+    return [1 << n for n in _split_levels(lanes.bit_length() - 1)]
 
 
 def _max_of(m, vals, name):
@@ -200,18 +203,18 @@ class SoftmaxUnit(wiring.Component):
             m.d.sync += [self.rescale.eq(resc), l_c.eq(self.l >> Cat(Const(0, 3), resc[3:5]))]
 
         # ------------------------------------------------------------------ exp lanes
-        exp_v = Signal(11)  # exp valid at the outputs of stages t .. t+10
-        m.d.sync += exp_v.eq(Cat(self.exp, exp_v[:10]))
+        exp_v = Signal(10)  # exp valid at the outputs of stages t .. t+9
+        m.d.sync += exp_v.eq(Cat(self.exp, exp_v[:9]))
         chunk_d = [self.chunk]
         gate_d = [self.gate]
-        for k in range(7):  # chunk to stage t+7 (write address), gate to stage t+6
+        for k in range(8):  # chunk to stage t+8 (write address), gate to stage t+6
             c = Signal.like(self.chunk, name=f"chunk_d{k}")
             g = Signal(L, name=f"gate_d{k}")
             m.d.sync += [c.eq(chunk_d[-1]), g.eq(gate_d[-1])]
             chunk_d.append(c)
             gate_d.append(g)
         table = Array(Const(t, 8) for t in EXP2_TABLE)
-        ps, pn = [], []
+        ps = []
         for j in range(L):
             # stage t: the lane's score and its own copies of mant and shift (register duplication against the
             # fan-out to every lane; the load enables differ per lane, so synthesis does not merge the copies; every
@@ -239,14 +242,16 @@ class SoftmaxUnit(wiring.Component):
             m.d.comb += p_next.eq((t_r >> i_r) + (Cat(Const(0, 1), t_r) >> i_r)[0])
             p = Signal(8, name=f"p{j}")
             m.d.sync += p.eq(p_next)
-            pn.append(p_next)
             ps.append(p)
+        # t+8: p_all[chunk] from the p registers. p_all is read by the engine's beat pipeline, away from the lanes:
+        # written straight from p_next, the table shift/add and that wire were one path (lanes 64: exp lane pn1 ->
+        # p_all, 6.4 ns of net)
         pa = self.p_all.as_value()
-        with m.If(exp_v[6]):
-            m.d.sync += pa.word_select(chunk_d[7], 8 * L).eq(Cat(*pn))
-        # t+8 .. t+10: adder tree over the lanes
+        with m.If(exp_v[7]):
+            m.d.sync += pa.word_select(chunk_d[8], 8 * L).eq(Cat(*ps))
+        # t+8 .. t+9: adder tree over the lanes
         vals = ps
-        for k, n in enumerate(_split_levels(levels)):
+        for k, n in enumerate(_split_levels(levels, _SUM_STAGES - 1)):
             for _ in range(n):
                 vals = [vals[2 * q] + vals[2 * q + 1] for q in range(len(vals) // 2)]
             regs = [Signal(8 + levels, name=f"sum{k}_{q}") for q in range(len(vals))]
@@ -259,6 +264,6 @@ class SoftmaxUnit(wiring.Component):
             m.d.sync += [m_valid.eq(0), self.l.eq(0)]
         with m.Elif(upd_v[5]):
             m.d.sync += [self.m.eq(mnew), m_valid.eq(1), self.l.eq(l_c >> self.rescale[0:3])]
-        with m.Elif(exp_v[10]):
+        with m.Elif(exp_v[9]):
             m.d.sync += self.l.eq(self.l + psum)
         return m

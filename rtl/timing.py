@@ -15,7 +15,7 @@ cycle t); "visible from cycle t + N" = a reader that samples during cycle t + N 
 from __future__ import annotations
 
 __all__ = ["SCAN_LATENCY", "UPDATE_LATENCY", "EXP_LATENCY", "L_LATENCY", "NORM_PIPE", "BLK_CYCLES", "BEAT_LATENCY",
-           "SOFTMAX_LANES_MAX", "softmax_lanes"]
+           "EWAIT_CYCLES", "SOFTMAX_LANES_MAX", "softmax_lanes"]
 
 # ---- SoftmaxUnit (rtl/softmax.py) ------------------------------------------------------------------------------
 #: the softmax unit has min(lanes, SOFTMAX_LANES_MAX) scan/exp lanes: SCAN and EXP take 64 / that many cycles each.
@@ -36,9 +36,9 @@ SCAN_LATENCY = 4
 #: l >>= rescale takes effect at that edge); an ``exp`` issued at cycle t + UPDATE_LATENCY + 1 or later sees the new M
 UPDATE_LATENCY = 6
 #: an ``exp`` at cycle t writes its L p values: p_all[chunk] is visible from cycle t + EXP_LATENCY on
-EXP_LATENCY = 8
+EXP_LATENCY = 9
 #: ... and l includes their sum from cycle t + L_LATENCY on
-L_LATENCY = 12
+L_LATENCY = 11
 
 # ---- Normalizer (rtl/normalizer.py) -----------------------------------------------------------------------------
 #: ``start`` at cycle t: RECIP_BITS division cycles (t+1 .. t+RECIP_BITS), then output beat c (stall-free) is valid
@@ -46,6 +46,13 @@ L_LATENCY = 12
 NORM_PIPE = 4
 
 # ---- engine controller (rtl/engine.py) ---------------------------------------------------------------------------
+#: cycles of the EWAIT phase. The engine's last EXP cycle t issues the softmax unit's last ``exp`` at t + 1 (its
+#: commands are registered); the block's first V beat is issued at t + EWAIT_CYCLES + 1 and reads p_all in its S2
+#: stage, cycle t + EWAIT_CYCLES + 2: needs >= EXP_LATENCY - 1. The V phase can be that one beat (one selected token,
+#: one tile beat): the normaliser is then started at t + EWAIT_CYCLES + 2 and reads l from t + EWAIT_CYCLES + 3 on:
+#: needs >= L_LATENCY - 2, the bound that sets it (9). (With L_LATENCY 12 and these
+#: 9 cycles, the normaliser read l one cycle early when the last block's only token sat in its last softmax chunk.)
+EWAIT_CYCLES = max(EXP_LATENCY - 1, L_LATENCY - 2)
 #: cycles of the BLK phase (header accept, then the block's popcount(sel) in a 2-stage adder tree)
 BLK_CYCLES = 3
 #: a K/V beat issued at cycle t has updated its accumulator entries, visible from cycle t + BEAT_LATENCY on

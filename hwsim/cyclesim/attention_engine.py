@@ -12,7 +12,7 @@ sequential controller. For every 64-token block it runs the phases
     UPD    the last scan reaches the block max, then the update command                  SCAN_LATENCY (4)
     UWAIT  running max and rescale of the accumulators in the update pipeline            UPDATE_LATENCY (6)
     EXP    scaled score + exp2 of E tokens per cycle, l += sum p                         64 / E
-    EWAIT  the last p values land (the V beats read p in the beat pipeline)              EXP_LATENCY + 1 (9)
+    EWAIT  the last p values and l land (V beats read p; the normaliser reads l)         EWAIT_CYCLES (9)
     VRUN   for each selected token its G V tiles, max(1, ceil(n / L)) cycles each
 
 and after the last block NSTART (1 cycle), DIV (restoring division 2^44 / l, one quotient bit per cycle:
@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hwsim.errors import SpecError
-from rtl.timing import BEAT_LATENCY, BLK_CYCLES, EXP_LATENCY, NORM_PIPE, SCAN_LATENCY, UPDATE_LATENCY, softmax_lanes
+from rtl.timing import BEAT_LATENCY, BLK_CYCLES, EWAIT_CYCLES, NORM_PIPE, SCAN_LATENCY, UPDATE_LATENCY, softmax_lanes
 
 __all__ = ["BlockWork", "HeadWork", "EngineRun", "EngineModel", "head_work", "ENGINE_LANES", "ENGINE_HEAD_DIMS"]
 
@@ -179,7 +179,7 @@ class EngineModel:
         if got is None:
             got = {"BLK": BLK_CYCLES, "KRUN": self._tiles(blk.nk), "KDRAIN": BEAT_LATENCY - 1,
                    "SCAN": TILE // self.E, "UPD": SCAN_LATENCY, "UWAIT": UPDATE_LATENCY, "EXP": TILE // self.E,
-                   "EWAIT": EXP_LATENCY + 1, "VRUN": self._tiles(blk.nv.reshape(-1))}
+                   "EWAIT": EWAIT_CYCLES, "VRUN": self._tiles(blk.nv.reshape(-1))}
             self._cache[key] = got
         return got
 
@@ -253,7 +253,7 @@ class EngineModel:
         """The controller advanced one clock at a time (stall-free). Slow; the reference for `run`."""
         L = self.L
         waits = {"BLK": BLK_CYCLES, "KDRAIN": BEAT_LATENCY - 1, "UPD": SCAN_LATENCY, "UWAIT": UPDATE_LATENCY,
-                 "EWAIT": EXP_LATENCY + 1}  # fixed-length states: cycles each
+                 "EWAIT": EWAIT_CYCLES}  # fixed-length states: cycles each
         after = {"BLK": "KRUN", "KDRAIN": "SCAN", "UPD": "UWAIT", "UWAIT": "EXP", "EWAIT": "VRUN"}
         cycles = 0
         for blk in work.blocks:

@@ -22,3 +22,14 @@ def test_stalls_only_add_cycles():
     (o, cycles), = simulate_heads(heads, lanes=8, stall=0.4, seed=9)
     assert np.array_equal(o, run_engine(heads[0]))
     assert cycles > head_cycles(heads[0], 8)
+
+
+def test_normaliser_waits_for_the_last_exp():
+    """The last block's only selected token in its last softmax chunk, with a one-beat V run: the normaliser
+    starts right after EWAIT and must see l with that token's p (rtl/timing.py: EWAIT_CYCLES >= L_LATENCY - 2;
+    with one cycle less it read l early and the output was wrong)."""
+    heads = [random_head(HeadSpec(seed=s, context=64, window=1, k_sparsity=0.5, v_sparsity=0.97)) for s in (0, 2)]
+    for lanes in (8, 16):
+        for h, (o, cycles) in zip(heads, simulate_heads(heads, lanes=lanes)):
+            assert np.array_equal(o, run_engine(h))
+            assert cycles == head_cycles(h, lanes)
