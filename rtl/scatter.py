@@ -27,17 +27,21 @@ registers meanwhile), E1 = expansion stages 5-3, E2 = 2-0.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl.layouts import PROD_BITS, TILE, check_lanes, checking, products_layout
+from rtl.layouts import PROD_BITS, TILE, check_lanes, checking, products_layout, replica
 
 __all__ = ["ScatterNetwork", "SCATTER_LATENCY"]
 
 SCATTER_LATENCY = 4
 STAGES = 6  # log2(TILE)
 PER_CYCLE = 3  # network stages between two registers
+#: bit ranges of a product served by one copy of each go register (fan-out relief: a go bit selects all PROD_BITS bits
+#: of its slot, and the placer spreads a slot's bits; one go register per slot was the lanes-64 critical path in
+#: several place-and-route runs, 8.5-10.4 ns of routing into the expansion muxes)
+GO_SPLIT = ((0, 7), (7, PROD_BITS))
 # compaction registers (C1, C2) + expansion registers (E1, E2)
 assert SCATTER_LATENCY == 2 * (STAGES // PER_CYCLE)
 
@@ -64,6 +68,11 @@ class ScatterNetwork(wiring.Component):
             m.d.sync += r.eq(value)
             return r
 
+        def copies(value, name):  # one register per GO_SPLIT range, kept apart by synthesis (rtl.layouts.replica)
+            cs = [replica(name=f"{name}_{i}") for i in range(len(GO_SPLIT))]
+            m.d.sync += [c.eq(value) for c in cs]
+            return cs
+
         # ---- compaction: valid + lane bits, LSB first; go[k][s] = the item at slot s moves to s - 2^k at stage k ----
         valid = [self.hit[s] for s in range(TILE)]
         lane = [self.lane[s] for s in range(TILE)]
@@ -84,16 +93,17 @@ class ScatterNetwork(wiring.Component):
             valid, lane = nvalid, nlane
             if k % PER_CYCLE == PER_CYCLE - 1:  # register after stages 2 and 5
                 c, lo = k // PER_CYCLE + 1, k + 1 - PER_CYCLE
-                go[lo:] = [[reg(x, 1, f"go{lo + i}_{s}_c{c}") for s, x in enumerate(gk)]
-                           for i, gk in enumerate(go[lo:])]
+                # the last compaction register (c = 2) feeds the expansion directly: one copy per GO_SPLIT range
+                go[lo:] = [[copies(x, f"go{lo + i}_{s}_c{c}") if k + 1 == STAGES else reg(x, 1, f"go{lo + i}_{s}_c{c}")
+                            for s, x in enumerate(gk)] for i, gk in enumerate(go[lo:])]
                 if k + 1 < STAGES:
                     valid = [reg(x, 1, f"cv{s}_c{c}") for s, x in enumerate(valid)]
                     lane = [reg(x, x.shape(), f"cl{s}_c{c}") if k + 1 < lb else x for s, x in enumerate(lane)]
         # go[0..2] are visible from t + 1 (C1), go[3..5] from t + 2 (C2); E1 (stages 5-3) runs in cycle t + 2 and
         # E2 (stages 2-0) in t + 3, so go[0..2] wait two more registers
         for d in range(2):
-            go[:PER_CYCLE] = [[reg(x, 1, f"go{k}_{s}_d{d}") for s, x in enumerate(gk)]
-                              for k, gk in enumerate(go[:PER_CYCLE])]
+            go[:PER_CYCLE] = [[copies(x, f"go{k}_{s}_d{d}") if d == 1 else reg(x, 1, f"go{k}_{s}_d{d}")
+                               for s, x in enumerate(gk)] for k, gk in enumerate(go[:PER_CYCLE])]
 
         # ---- expansion: the products at slots 0..L-1 wait for C2, then stages 5..0 (3 per register) ------------------
         prod = [self.prod[j] for j in range(L)]
@@ -110,7 +120,7 @@ class ScatterNetwork(wiring.Component):
                 elif z[t] is None:
                     nz.append(src)  # the slot's own value is a don't-care: no mux needed
                 else:
-                    nz.append(Mux(go[k][t], src, z[t]))
+                    nz.append(Cat(*[Mux(g, src[a:b], z[t][a:b]) for g, (a, b) in zip(go[k][t], GO_SPLIT)]).as_signed())
             z = nz
             if k % PER_CYCLE == 0:  # register after stages 3 and 0
                 z = [None if x is None else reg(x, signed(PROD_BITS), f"ez{t}_k{k}") for t, x in enumerate(z)]
