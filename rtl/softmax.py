@@ -203,15 +203,17 @@ class SoftmaxUnit(wiring.Component):
             m.d.sync += [self.rescale.eq(resc), l_c.eq(self.l >> Cat(Const(0, 3), resc[3:5]))]
 
         # ------------------------------------------------------------------ exp lanes
-        exp_v = Signal(10)  # exp valid at the outputs of stages t .. t+9
-        m.d.sync += exp_v.eq(Cat(self.exp, exp_v[:9]))
+        exp_v = Signal(L_LATENCY - 1)  # exp valid at the outputs of stages t .. t + L_LATENCY - 2
+        m.d.sync += exp_v.eq(Cat(self.exp, exp_v[:-1]))
         chunk_d = [self.chunk]
-        gate_d = [self.gate]
-        for k in range(8):  # chunk to stage t+8 (write address), gate to stage t+6
+        for k in range(_P_STAGES):  # chunk to stage t+8 (the p_all write address)
             c = Signal.like(self.chunk, name=f"chunk_d{k}")
-            g = Signal(L, name=f"gate_d{k}")
-            m.d.sync += [c.eq(chunk_d[-1]), g.eq(gate_d[-1])]
+            m.d.sync += c.eq(chunk_d[-1])
             chunk_d.append(c)
+        gate_d = [self.gate]
+        for k in range(_P_STAGES - 2):  # gate to stage t+6 (clamp and table)
+            g = Signal(L, name=f"gate_d{k}")
+            m.d.sync += g.eq(gate_d[-1])
             gate_d.append(g)
         table = Array(Const(t, 8) for t in EXP2_TABLE)
         ps = []
@@ -233,8 +235,9 @@ class SoftmaxUnit(wiring.Component):
             big = ne[F + 4:] != 0  # ne >> 8 >= 16; 9..15 give p = 0 through the shift itself (T < 2^8)
             t_r = Signal(8, name=f"t{j}")
             i_r = Signal(4, name=f"i{j}")
+            gated = gate_d[-1][j]  # stage t+6
             m.d.sync += [
-                t_r.eq(Mux(~gate_d[6][j] | (~neg & big), 0, table[Mux(neg, 0, ne[F - TB:F])])),  # T = 0: p = 0
+                t_r.eq(Mux(~gated | (~neg & big), 0, table[Mux(neg, 0, ne[F - TB:F])])),  # T = 0: p = 0
                 i_r.eq(Mux(neg, 0, ne[F:F + 4])),
             ]
             # t+7: p = (T >> i) + T[i-1]
@@ -247,8 +250,8 @@ class SoftmaxUnit(wiring.Component):
         # written straight from p_next, the table shift/add and that wire were one path (lanes 64: exp lane pn1 ->
         # p_all, 6.4 ns of net)
         pa = self.p_all.as_value()
-        with m.If(exp_v[7]):
-            m.d.sync += pa.word_select(chunk_d[8], 8 * L).eq(Cat(*ps))
+        with m.If(exp_v[_P_STAGES - 1]):
+            m.d.sync += pa.word_select(chunk_d[_P_STAGES], 8 * L).eq(Cat(*ps))
         # t+8 .. t+9: adder tree over the lanes
         vals = ps
         for k, n in enumerate(_split_levels(levels, _SUM_STAGES - 1)):
@@ -264,6 +267,6 @@ class SoftmaxUnit(wiring.Component):
             m.d.sync += [m_valid.eq(0), self.l.eq(0)]
         with m.Elif(upd_v[5]):
             m.d.sync += [self.m.eq(mnew), m_valid.eq(1), self.l.eq(l_c >> self.rescale[0:3])]
-        with m.Elif(exp_v[9]):
+        with m.Elif(exp_v[-1]):
             m.d.sync += self.l.eq(self.l + psum)
         return m

@@ -50,8 +50,8 @@ NORM_PIPE = 4
 #: commands are registered); the block's first V beat is issued at t + EWAIT_CYCLES + 1 and reads p_all in its S2
 #: stage, cycle t + EWAIT_CYCLES + 2: needs >= EXP_LATENCY - 1. The V phase can be that one beat (one selected token,
 #: one tile beat): the normaliser is then started at t + EWAIT_CYCLES + 2 and reads l from t + EWAIT_CYCLES + 3 on:
-#: needs >= L_LATENCY - 2, the bound that sets it (9). (With L_LATENCY 12 and these
-#: 9 cycles, the normaliser read l one cycle early when the last block's only token sat in its last softmax chunk.)
+#: needs >= L_LATENCY - 2, the bound that sets it (9). (With L_LATENCY 12 and these 9 cycles, the normaliser read l
+#: one cycle early when the last block's only token sat in its last softmax chunk.)
 EWAIT_CYCLES = max(EXP_LATENCY - 1, L_LATENCY - 2)
 #: cycles of the BLK phase (header accept, then the block's popcount(sel) in a 2-stage adder tree)
 BLK_CYCLES = 3
