@@ -3,13 +3,16 @@
 One clock domain (``sync``). Per cycle, in priority order:
 
 * ``clear``: all entries <= 0;
-* ``shift_en``: all entries <= entry >> ``shift`` (arithmetic, floor) -- the online-softmax rescale. It is done in
+* ``shift_en``: all entries <= entry >> ``shift`` (arithmetic, floor) -- the online-softmax rescale; only built with
+  ``shift=True`` (the output accumulators; the score accumulators are cleared per block and never shifted). It is done in
   steps of 4 or 1 bits, one step per cycle (``shift_steps(shift)`` = shift // 4 + shift % 4 cycles, at most 10 for the
   engine's rescale clamp of 31): the arithmetic shifts compose exactly, and each bit chooses among only ``entry + val``,
   ``entry[i + 1]`` and ``entry[i + 4]``. (A one-cycle 0..width-1 barrel shifter per entry was 22k LUT4 and 13.7k
   PFUMX/L6MUX21 at 64 x 32 bits: over half the lanes-32 engine, issue 6.)
-* ``add_en``: entry e <= entry + val[e] for every e with ``hit[e]``. The products arrive already routed to their
-  entries (rtl/scatter.py), so each entry has one adder and no product multiplexer.
+* ``add_en``: entry e <= entry + val[e] for every e with ``hit[e]`` and ``add_en[e // GROUP]``. The products arrive
+  already routed to their entries (rtl/scatter.py), so each entry has one adder and no product multiplexer. ``add_en``
+  has one bit per GROUP entries so that its driver can be one register copy per group (a single enable register
+  gating every entry was a long net on the lanes-64 critical path, issue 6).
 
 The add is pipelined (ADD_LATENCY = 2): in the cycle ``add_en``/``hit``/``val`` are presented, each entry registers
 its gated product (0 when not hit), and the next cycle adds it, so the update is visible two cycles after the inputs.
@@ -35,10 +38,10 @@ from hwsim.errors import SpecError
 from quant.fixedpoint import SHIFT_CLAMP
 from rtl.layouts import PROD_BITS, TILE, checking, replica
 
-__all__ = ["Accumulator", "ADD_LATENCY", "shift_steps", "SHIFT_STEPS_MAX"]
+__all__ = ["Accumulator", "ADD_LATENCY", "GROUP", "shift_steps", "SHIFT_STEPS_MAX"]
 
 ADD_LATENCY = 2  # add, clear and shift all take effect at the second rising edge after they are presented
-GROUP = 8  # entries served by one copy of the clear/shift registers
+GROUP = 8  # entries served by one copy of the clear/shift registers and by one add_en bit
 BIG_STEP = 4  # the shift steps: BIG_STEP or 1 bit per cycle
 
 
@@ -51,18 +54,19 @@ SHIFT_STEPS_MAX = shift_steps(SHIFT_CLAMP)  # the engine's rescale shifts are cl
 
 
 class Accumulator(wiring.Component):
-    def __init__(self, *, entries: int, width: int):
+    def __init__(self, *, entries: int, width: int, shift: bool = True):
         with checking(self):
             if not isinstance(entries, int) or entries < TILE or entries % TILE:
                 raise SpecError(f"entries must be a positive multiple of {TILE}, got {entries!r}")
             if not isinstance(width, int) or not 16 <= width <= 48:
                 raise SpecError(f"width must be an int in [16, 48], got {width!r}")
-            self.entries, self.width = entries, width
+            self.entries, self.width, self.has_shift = entries, width, bool(shift)
+        ports = {"clear": In(1)}
+        if self.has_shift:
+            ports.update({"shift_en": In(1), "shift": In(range(width))})
         super().__init__({
-            "clear": In(1),
-            "shift_en": In(1),
-            "shift": In(range(width)),
-            "add_en": In(1),
+            **ports,
+            "add_en": In(entries // GROUP),
             "hit": In(entries),
             "val": In(data.ArrayLayout(signed(PROD_BITS), entries)),
             "acc": Out(data.ArrayLayout(signed(width), entries)),
@@ -76,30 +80,33 @@ class Accumulator(wiring.Component):
         copies = []
         for g in range(self.entries // GROUP):
             c = replica(name=f"clear_g{g}")
-            rem = replica(range(self.width), name=f"shift_rem_g{g}")  # shift left after the flagged step
-            big = replica(name=f"shift_big_g{g}")  # this cycle: entries >>= BIG_STEP
-            one = replica(name=f"shift_one_g{g}")  # this cycle: entries >>= 1
-            nxt = Mux(self.shift_en, self.shift, rem)  # a new shift, or what is left of the current one
-            nbig = nxt >= BIG_STEP
-            m.d.sync += [
-                c.eq(self.clear),
-                big.eq(nbig),
-                one.eq(~nbig & (nxt != 0)),
-                rem.eq(Mux(nbig, nxt - BIG_STEP, Mux(nxt != 0, nxt - 1, 0))),
-            ]
+            m.d.sync += c.eq(self.clear)
+            big = one = None
+            if self.has_shift:
+                rem = replica(range(self.width), name=f"shift_rem_g{g}")  # shift left after the flagged step
+                big = replica(name=f"shift_big_g{g}")  # this cycle: entries >>= BIG_STEP
+                one = replica(name=f"shift_one_g{g}")  # this cycle: entries >>= 1
+                nxt = Mux(self.shift_en, self.shift, rem)  # a new shift, or what is left of the current one
+                nbig = nxt >= BIG_STEP
+                m.d.sync += [
+                    big.eq(nbig),
+                    one.eq(~nbig & (nxt != 0)),
+                    rem.eq(Mux(nbig, nxt - BIG_STEP, Mux(nxt != 0, nxt - 1, 0))),
+                ]
             copies.append((c, big, one))
         for e in range(self.entries):
             a = self.acc[e]
             clear, big, one = copies[e // GROUP]
             # gate the routed product (registered), then one adder per entry
             p = Signal(signed(PROD_BITS), name=f"sel{e}")
-            m.d.sync += p.eq(Mux(self.add_en & self.hit[e], self.val[e], 0))
+            m.d.sync += p.eq(Mux(self.add_en[e // GROUP] & self.hit[e], self.val[e], 0))
             with m.If(clear):
                 m.d.sync += a.eq(0)
-            with m.Elif(big):
-                m.d.sync += a.eq(a >> BIG_STEP)
-            with m.Elif(one):
-                m.d.sync += a.eq(a >> 1)
+            if self.has_shift:
+                with m.Elif(big):
+                    m.d.sync += a.eq(a >> BIG_STEP)
+                with m.Elif(one):
+                    m.d.sync += a.eq(a >> 1)
             with m.Else():
                 m.d.sync += a.eq(a + p)
         return m

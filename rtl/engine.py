@@ -35,13 +35,13 @@ from __future__ import annotations
 
 from functools import reduce
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from quant.fixedpoint import ACC_BITS, SCORE_BITS
-from rtl.accumulator import ADD_LATENCY, SHIFT_STEPS_MAX, Accumulator
+from rtl.accumulator import ADD_LATENCY, GROUP, SHIFT_STEPS_MAX, Accumulator
 from rtl.bitmap_decoder import DECODER_LATENCY, BitmapDecoder
 from rtl.layouts import (MULT_BITS, PROD_BITS, TILE, BlockHeader, OutBeat, TileHeader, check_head_dim, check_lanes,
                          checking, products_layout, raw_values_shape, replica, values_layout)
@@ -102,7 +102,7 @@ class AttentionEngine(wiring.Component):
         m.submodules.dec = dec = BitmapDecoder(lanes=L)
         m.submodules.mac = mac = MacArray(lanes=L)
         m.submodules.scat = scat = ScatterNetwork(lanes=L)
-        m.submodules.sacc = sacc = Accumulator(entries=TILE, width=SCORE_BITS)
+        m.submodules.sacc = sacc = Accumulator(entries=TILE, width=SCORE_BITS, shift=False)  # cleared per block
         m.submodules.oacc = oacc = Accumulator(entries=D, width=ACC_BITS)
         m.submodules.smax = sm = SoftmaxUnit(lanes=E)
         m.submodules.norm = norm = Normalizer(head_dim=D)
@@ -138,8 +138,11 @@ class AttentionEngine(wiring.Component):
         sparse = Signal()
         blast = Signal()
         head_first = Signal(init=1)
-        sel_lastbeat = Signal(6)
-        sel_empty = Signal()
+        # a dense tile's bitmap / last beat index / empty flag in the current phase (K: the sel tokens, V: all 64
+        # channels), so the issue stage muxes on `sparse` only and no FSM state decode lies on its paths
+        dense_bm = Signal(TILE)
+        dense_last = Signal(6)
+        dense_empty = Signal()
         beat = Signal(6)
         kd = Signal(range(D))
         vg = Signal(range(G))
@@ -148,15 +151,14 @@ class AttentionEngine(wiring.Component):
         m.d.comb += spop.x.eq(self.blk.payload.sel)
 
         # ---- issue stage ------------------------------------------------------------------------------------------
-        in_k, in_v = Signal(), Signal()
-        ones = Const((1 << TILE) - 1, TILE)
+        in_k, in_v = Signal(), Signal()  # registers: the FSM is in KRUN / VRUN (set on entry, cleared on exit)
         eff_bm = Signal(TILE)
         eff_last = Signal(6)
         eff_empty = Signal()
         m.d.comb += [
-            eff_bm.eq(Mux(sparse, hdr.bitmap, Mux(in_k, sel, ones))),
-            eff_last.eq(Mux(sparse, h_lastbeat, Mux(in_k, sel_lastbeat, nch - 1))),
-            eff_empty.eq(Mux(sparse, h_empty, in_k & sel_empty)),
+            eff_bm.eq(Mux(sparse, hdr.bitmap, dense_bm)),
+            eff_last.eq(Mux(sparse, h_lastbeat, dense_last)),
+            eff_empty.eq(Mux(sparse, h_empty, dense_empty)),
         ]
         run = in_k | in_v
         go = Signal()
@@ -201,23 +203,29 @@ class AttentionEngine(wiring.Component):
         s5_prod = Signal(products_layout(L))
         m.d.sync += [s5_v.eq(s4_v), s5_k.eq(s4_k), s5_vg.eq(s4_vg), s5_prod.eq(mac.prod)]
         m.d.comb += [scat.hit.eq(dec.hit), scat.lane.eq(dec.lane), scat.prod.eq(s5_prod)]
-        # S6..S9: the beat's kind and V group travel beside the scatter network
+        # S6..S8: the beat's kind and V group travel beside the scatter network; S9 decodes them into the accumulators'
+        # add enables, one register copy per accumulator GROUP (score: K beats; output group g: V beats of V group g)
         x_v, x_k, x_vg = s5_v, s5_k, s5_vg
-        for n in range(SCATTER_LATENCY):
+        for n in range(SCATTER_LATENCY - 1):
             y_v, y_k = Signal(name=f"s{6 + n}_v"), Signal(name=f"s{6 + n}_k")
             y_vg = Signal(range(G), name=f"s{6 + n}_vg")
             m.d.sync += [y_v.eq(x_v), y_k.eq(x_k), y_vg.eq(x_vg)]
             x_v, x_k, x_vg = y_v, y_k, y_vg
+        s9 = 5 + SCATTER_LATENCY
+        k_add = [replica(name=f"s{s9}_kadd{c}") for c in range(TILE // GROUP)]
+        v_add = [replica(name=f"s{s9}_vadd{c}") for c in range(D // GROUP)]
+        m.d.sync += [a.eq(x_v & x_k) for a in k_add]
+        m.d.sync += [a.eq(x_v & ~x_k & (x_vg == c * GROUP // TILE)) for c, a in enumerate(v_add)]
         vw = PROD_BITS * TILE
         m.d.comb += [
-            sacc.add_en.eq(x_v & x_k),
+            sacc.add_en.eq(Cat(k_add)),
             sacc.hit.eq(scat.hit_o & sel),
             sacc.val.eq(scat.val),
-            oacc.add_en.eq(x_v & ~x_k),
+            oacc.add_en.eq(Cat(v_add)),
         ]
         for g in range(G):
             m.d.comb += [
-                oacc.hit[g * TILE:(g + 1) * TILE].eq(Mux(x_vg == g, scat.hit_o, 0)),
+                oacc.hit[g * TILE:(g + 1) * TILE].eq(scat.hit_o),
                 oacc.val.as_value()[g * vw:(g + 1) * vw].eq(scat.val.as_value()),
             ]
 
@@ -242,8 +250,15 @@ class AttentionEngine(wiring.Component):
             norm.acc.eq(oacc.acc),
         ]
         norm_start = Signal()
-        m.d.sync += norm_start.eq(0)
-        m.d.comb += norm.start.eq(norm_start)
+        # BLK1's strobes come from registers set when the block header is accepted (they fan out to every
+        # accumulator group; decoding them from the FSM state put state -> head_first -> clear on a long net)
+        blk_stb, head_stb = Signal(), Signal()
+        m.d.sync += [norm_start.eq(0), blk_stb.eq(0), head_stb.eq(0)]
+        m.d.comb += [
+            norm.start.eq(norm_start),
+            sacc.clear.eq(blk_stb), sm.blk_start.eq(blk_stb),
+            oacc.clear.eq(head_stb), sm.head_start.eq(head_stb),
+        ]
 
         with m.FSM(init="BLK"):
             with m.State("BLK"):
@@ -251,28 +266,24 @@ class AttentionEngine(wiring.Component):
                 with m.If(self.blk.valid):
                     p = self.blk.payload
                     m.d.sync += [sel.eq(p.sel), mant.eq(p.score_mant), shift.eq(p.score_shift),
-                                 sparse.eq(p.sparse), blast.eq(p.last), beat.eq(0), kd.eq(0)]
+                                 sparse.eq(p.sparse), blast.eq(p.last), beat.eq(0), kd.eq(0),
+                                 dense_bm.eq(p.sel), blk_stb.eq(1), head_stb.eq(head_first)]
                     m.next = "BLK1"
-            with m.State("BLK1"):
+            with m.State("BLK1"):  # blk_stb (and head_stb on a head's first block): clear, start the softmax block
                 sel_low, sel_rest = _lowest(sel)
-                m.d.comb += [sacc.clear.eq(1), sm.blk_start.eq(1)]
-                m.d.sync += [cur_iso.eq(sel_low), rest.eq(sel_rest)]
-                with m.If(head_first):
-                    m.d.comb += [sm.head_start.eq(1), oacc.clear.eq(1)]
-                    m.d.sync += head_first.eq(0)
+                m.d.sync += [cur_iso.eq(sel_low), rest.eq(sel_rest), head_first.eq(0)]
                 m.next = "BLK2"
             with m.State("BLK2"):  # spop.count = popcount(sel) now
-                m.d.sync += [sel_lastbeat.eq(last_beat(spop.count)), sel_empty.eq(spop.count == 0),
+                m.d.sync += [dense_last.eq(last_beat(spop.count)), dense_empty.eq(spop.count == 0), in_k.eq(1),
                              nxt_iso.eq(rest_low), rest.eq(rest_rest), nxt_zero.eq(rest == 0)]
                 m.next = "KRUN"
             with m.State("KRUN"):
-                m.d.comb += in_k.eq(1)
                 with m.If(go):
                     with m.If(tlast):
                         m.d.comb += fifo.r_en.eq(1)
                         m.d.sync += [beat.eq(0), kd.eq(kd + 1)]
                         with m.If(kd == D - 1):
-                            m.d.sync += wait.eq(BEAT_LATENCY - 2)
+                            m.d.sync += [wait.eq(BEAT_LATENCY - 2), in_k.eq(0)]
                             m.next = "KDRAIN"
                     with m.Else():
                         m.d.sync += beat.eq(beat + 1)
@@ -308,10 +319,10 @@ class AttentionEngine(wiring.Component):
             with m.State("EWAIT"):  # p_all and l land (rtl/timing.py: EWAIT_CYCLES)
                 m.d.sync += wait.eq(wait - 1)
                 with m.If(wait == 0):
-                    m.d.sync += [beat.eq(0), vg.eq(0)]
+                    m.d.sync += [beat.eq(0), vg.eq(0), in_v.eq(1),
+                                 dense_bm.eq((1 << TILE) - 1), dense_last.eq(nch - 1), dense_empty.eq(0)]
                     m.next = "VRUN"
             with m.State("VRUN"):
-                m.d.comb += in_v.eq(1)
                 with m.If(go):
                     with m.If(tlast):
                         m.d.comb += fifo.r_en.eq(1)
@@ -320,6 +331,7 @@ class AttentionEngine(wiring.Component):
                             m.d.sync += [vg.eq(0), cur_iso.eq(nxt_iso), nxt_iso.eq(rest_low),
                                          rest.eq(rest_rest), nxt_zero.eq(rest == 0)]
                             with m.If(nxt_zero):
+                                m.d.sync += in_v.eq(0)
                                 with m.If(blast):
                                     m.d.sync += [norm_start.eq(1), head_first.eq(1)]
                                     m.next = "NORM"

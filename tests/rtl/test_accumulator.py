@@ -3,15 +3,21 @@ import random
 import numpy as np
 
 from enginesim import run_comb
-from rtl.accumulator import ADD_LATENCY, SHIFT_STEPS_MAX, Accumulator, shift_steps
+import pytest
+
+from rtl.accumulator import ADD_LATENCY, GROUP, SHIFT_STEPS_MAX, Accumulator, shift_steps
 
 
-def test_scatter_add_shift_clear_against_numpy():
-    """Adds back to back (pipelined), each landing ADD_LATENCY cycles later; shift/clear only after the drain, as
-    the engine issues them."""
+@pytest.mark.parametrize("shift", [True, False])
+def test_scatter_add_shift_clear_against_numpy(shift):
+    """Adds back to back (pipelined), each landing ADD_LATENCY cycles later, with a random per-group add_en mask;
+    shift/clear only after the drain, as the engine issues them. ``shift=False`` (the score accumulators) has no
+    shift ports."""
     E, W = 128, 32
-    dut = Accumulator(entries=E, width=W)
-    rng = random.Random(1)
+    dut = Accumulator(entries=E, width=W, shift=shift)
+    assert hasattr(dut, "shift_en") == shift
+    rng = random.Random(1 + shift)
+    ops = ["add"] * 6 + (["shift", "clear"] if shift else ["clear"])
     model = np.zeros(E, dtype=np.int64)
 
     async def tb(ctx):
@@ -19,7 +25,8 @@ def test_scatter_add_shift_clear_against_numpy():
 
         async def drain_and_check():
             ctx.set(dut.add_en, 0)
-            ctx.set(dut.shift_en, 0)
+            if shift:
+                ctx.set(dut.shift_en, 0)
             ctx.set(dut.clear, 0)
             for _ in range(ADD_LATENCY - 1):
                 await ctx.tick()
@@ -27,20 +34,23 @@ def test_scatter_add_shift_clear_against_numpy():
 
         pending = False
         for step in range(60):
-            op = rng.choice(["add"] * 6 + ["shift", "clear"])
+            op = rng.choice(ops)
             if pending and op != "add":
                 await drain_and_check()
-            ctx.set(dut.add_en, op == "add")
-            ctx.set(dut.shift_en, op == "shift")
+            groups = rng.getrandbits(E // GROUP) if op == "add" else 0
+            ctx.set(dut.add_en, groups)
+            if shift:
+                ctx.set(dut.shift_en, op == "shift")
             ctx.set(dut.clear, op == "clear")
             if op == "add":
                 hit = 0
-                for e in range(E):  # every entry gets a value; only the hit ones may add it
+                for e in range(E):  # every entry gets a value; only the hit ones of enabled groups may add it
                     v = rng.randint(-4096, 4095)
                     ctx.set(dut.val[e], v)
                     if rng.random() < 0.3:
                         hit |= 1 << e
-                        model[e] += v
+                        if groups >> (e // GROUP) & 1:
+                            model[e] += v
                 ctx.set(dut.hit, hit)
             elif op == "shift":
                 sh = rng.randint(0, W - 1)
