@@ -9,8 +9,14 @@ Timing (``start`` high during cycle t, ``o.ready`` always high)
   ``rem = diff``, bit 1; else ``rem = 2 rem``, bit 0): one 30-bit subtract and a 2:1 mux per cycle.
 * output beat c is valid during cycle t + 1 + RECIP_BITS + NORM_PIPE + c, one per cycle.
 
-Output pipeline (one beat per stage, all stages advance together on ``adv = ~o.valid | o.ready``)
---------------------------------------------------------------------------------------------------
+Output pipeline (one beat per stage; every stage advances each cycle, ``o.ready`` only gates the last)
+-------------------------------------------------------------------------------------------------------
+Back-pressure is credit based: a beat leaves the issue register only while fewer than _SKID beats are between it
+and the output register (in flight or parked in a _SKID-entry skid FIFO in front of the output register), so no
+stage but the output register and the skid FIFO sees ``o.ready``. (All stages used to stall together on
+``~o.valid | o.ready``: that enable fanned out from the output handshake to every fetch mux by the output
+accumulators across the die, a lanes-64 critical path, issue 6.) With ``o.ready`` high the skid FIFO stays empty
+and every beat moves through the pipeline one stage per cycle.
 The beat index c is issued into the pipeline while the division still runs (``acc`` only has to be stable from
 then on; it is never latched), so that the first beat's accumulator word reaches the multiplier exactly in the
 first cycle after the division. The pipeline registers, in order:
@@ -26,7 +32,9 @@ first cycle after the division. The pipeline registers, in order:
   fills a bit that is always 0), ``Y = ah q0 + (ah q1 << 17)``, ``Z = al q2 + (ah q2 << 17)``.
 * T   (stage 3): ``R = (X + (Y << 17) + (Z << 34)) >> 36``, i.e. ``(acc[c] Q + 2^35) >> 36`` (34 bits signed; the 17 low
   bits of X take no adder).
-* O   (stage 4): the ``o`` payload register: ``R`` saturated to int16, ``last`` (c = D - 1), ``o.valid``.
+* O   (stage 4): the ``o`` payload register: ``R`` saturated to int16, ``last`` (c = D - 1), ``o.valid``. Loaded
+  when it is empty or being read: from the skid FIFO's head if that holds a beat, else from T; a T beat that the
+  output register does not take (or that would overtake the FIFO) goes into the FIFO.
 
 ``o.valid`` and ``o.payload`` come from registers only; ``done = o.valid & o.ready & last``. ``l`` must stay
 constant from ``start`` to ``done``, ``acc`` from cycle t + RECIP_BITS - 2 (when F1 first reads it) to ``done``; the
@@ -37,6 +45,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from quant.fixedpoint import ACC_BITS, L_BITS, OUT_BITS, OUT_FRAC_BITS, RECIP_BITS, RECIP_SHIFT
@@ -49,6 +58,7 @@ _GROUPS = 8  # F1 groups (F2 is an 8:1 mux)
 _FETCH = 3  # fetch stages F1, F2, F3 between the issue register and the multipliers
 _CHUNK = 17  # unsigned operand chunk of an 18x18 signed multiplier
 _STAGES = 4  # P, S, T, O: must equal NORM_PIPE
+_SKID = 8  # credits: beats past the issue register and not yet in the output register (I fires .. T: 7 stages)
 
 
 class Normalizer(wiring.Component):
@@ -88,9 +98,12 @@ class Normalizer(wiring.Component):
                 m.d.sync += busy.eq(0)
 
         # ---- output pipeline --------------------------------------------------------------------------------
-        adv = Signal()
         o_valid = Signal()
-        m.d.comb += adv.eq(~o_valid | self.o.ready)
+        take = Signal()  # the output register loads this cycle (it is empty or being read)
+        m.d.comb += take.eq(~o_valid | self.o.ready)
+        fire = Signal()  # the issue register's beat enters F1
+        room = Signal(init=1)  # registered: fewer than _SKID beats would be in flight after this cycle
+        credits = Signal(range(_SKID + 1))
 
         # I: issue register, first valid during t + 1 + RECIP_BITS - _FETCH
         iv = Signal()
@@ -100,9 +113,10 @@ class Normalizer(wiring.Component):
         # muxes of all groups, which sit by the output accumulators across the die, was a lanes-64 critical path
         # (ic -> f1 muxes, a 12.1 ns net)
         isel = [replica(lo_bits, name=f"isel_g{g}") for g in range(G)] if S > 1 else []
+        m.d.comb += fire.eq(iv & room)
         with m.If(busy & (k == RECIP_BITS - _FETCH - 1)):
             m.d.sync += [iv.eq(1), ic.eq(0), ilast.eq(D == 1)] + [c.eq(0) for c in isel]
-        with m.Elif(adv & iv):
+        with m.Elif(fire):
             m.d.sync += [ic.eq(ic + 1), ilast.eq(ic == D - 2)] + [c.eq(c + 1) for c in isel]
             with m.If(ilast):
                 m.d.sync += iv.eq(0)
@@ -116,15 +130,14 @@ class Normalizer(wiring.Component):
         a2 = Signal(signed(ACC_BITS))
         f3v, f3last = Signal(), Signal()
         a = Signal(signed(ACC_BITS))
-        with m.If(adv):
-            m.d.sync += [f1v.eq(iv), f1last.eq(ilast), f1hi.eq(ic[lo_bits:])]
-            for g in range(G):
-                words = Cat(*[acc[g * S + j] for j in range(S)])
-                m.d.sync += f1[g].eq(words.word_select(isel[g], ACC_BITS) if S > 1 else words)
-            # F2: 8:1 mux of the groups
-            m.d.sync += [f2v.eq(f1v), f2last.eq(f1last), a2.eq(Cat(*f1).word_select(f1hi, ACC_BITS))]
-            # F3: a copy that the placer can put next to the DSPs (the MULT18X18D's own delay is ~3.9 ns)
-            m.d.sync += [f3v.eq(f2v), f3last.eq(f2last), a.eq(a2)]
+        m.d.sync += [f1v.eq(fire), f1last.eq(ilast), f1hi.eq(ic[lo_bits:])]
+        for g in range(G):
+            words = Cat(*[acc[g * S + j] for j in range(S)])
+            m.d.sync += f1[g].eq(words.word_select(isel[g], ACC_BITS) if S > 1 else words)
+        # F2: 8:1 mux of the groups
+        m.d.sync += [f2v.eq(f1v), f2last.eq(f1last), a2.eq(Cat(*f1).word_select(f1hi, ACC_BITS))]
+        # F3: a copy that the placer can put next to the DSPs (the MULT18X18D's own delay is ~3.9 ns)
+        m.d.sync += [f3v.eq(f2v), f3last.eq(f2last), a.eq(a2)]
 
         # P: partial products (the multiplier operands are a and the settled quotient q)
         al = a[:_CHUNK]
@@ -149,30 +162,39 @@ class Normalizer(wiring.Component):
         # x's low _CHUNK bits pass through; only bits >= _CHUNK take the 3-operand add
         hi = Signal(signed(len(r) + sh - _CHUNK + 1))
         m.d.comb += hi.eq(x[_CHUNK:] + y + (z << _CHUNK))
-        # O: output register
+        # O: output register, fed from the skid FIFO's head or from T
         o_data = Signal(signed(OUT_BITS))
         o_last = Signal()
-        with m.If(adv):
-            m.d.sync += [
-                pv.eq(f3v), plast.eq(f3last),
-                p00.eq(al * q0), p01.eq(al * q1), p02.eq(al * q2),
-                p10.eq(ah * q0), p11.eq(ah * q1), p12.eq(ah * q2),
-            ]
-            # bit 35 of p00 (< 2^34) is always 0, so OR-ing in the rounding constant 2^35 is an exact add
-            m.d.sync += [
-                sv.eq(pv), slast.eq(plast),
-                x.eq(Cat(p00, 0, 1) + (p01 << _CHUNK)),
-                y.eq(p10 + (p11 << _CHUNK)),
-                z.eq(p02 + (p12 << _CHUNK)),
-            ]
-            m.d.sync += [tv.eq(sv), tlast.eq(slast), r.eq(hi[sh - _CHUNK:])]
-            top, bot = (1 << (OUT_BITS - 1)) - 1, -(1 << (OUT_BITS - 1))
-            sign = r[-1]
-            ovf = ~((r[OUT_BITS - 1:] == 0) | (r[OUT_BITS - 1:] == (1 << (len(r) - OUT_BITS + 1)) - 1))
-            m.d.sync += [
-                o_valid.eq(tv), o_last.eq(tlast),
-                o_data.eq(Mux(ovf, Mux(sign, bot, top), r[:OUT_BITS])),
-            ]
+        m.d.sync += [
+            pv.eq(f3v), plast.eq(f3last),
+            p00.eq(al * q0), p01.eq(al * q1), p02.eq(al * q2),
+            p10.eq(ah * q0), p11.eq(ah * q1), p12.eq(ah * q2),
+        ]
+        # bit 35 of p00 (< 2^34) is always 0, so OR-ing in the rounding constant 2^35 is an exact add
+        m.d.sync += [
+            sv.eq(pv), slast.eq(plast),
+            x.eq(Cat(p00, 0, 1) + (p01 << _CHUNK)),
+            y.eq(p10 + (p11 << _CHUNK)),
+            z.eq(p02 + (p12 << _CHUNK)),
+        ]
+        m.d.sync += [tv.eq(sv), tlast.eq(slast), r.eq(hi[sh - _CHUNK:])]
+        top, bot = (1 << (OUT_BITS - 1)) - 1, -(1 << (OUT_BITS - 1))
+        sign = r[-1]
+        ovf = ~((r[OUT_BITS - 1:] == 0) | (r[OUT_BITS - 1:] == (1 << (len(r) - OUT_BITS + 1)) - 1))
+        t_beat = Cat(Mux(ovf, Mux(sign, bot, top), r[:OUT_BITS])[:OUT_BITS], tlast)
+        m.submodules.skid = skid = SyncFIFO(width=OUT_BITS + 1, depth=_SKID)
+        m.d.comb += [
+            skid.w_data.eq(t_beat),
+            skid.w_en.eq(tv & ~(take & ~skid.r_rdy)),
+            skid.r_en.eq(take),
+        ]
+        with m.If(take):
+            m.d.sync += [o_valid.eq(skid.r_rdy | tv),
+                         Cat(o_data, o_last).eq(Mux(skid.r_rdy, skid.r_data, t_beat))]
+        # credits: +1 per beat fired into F1, -1 per beat loaded into O
+        loaded = take & (skid.r_rdy | tv)
+        n_next = credits + fire - loaded
+        m.d.sync += [credits.eq(n_next), room.eq(n_next < _SKID)]
         m.d.comb += [
             self.o.valid.eq(o_valid),
             self.o.payload.data.eq(o_data),
