@@ -98,7 +98,8 @@ class AttentionEngine(wiring.Component):
         m.submodules.tpop = tpop = Popcount64()
         m.submodules.spop = spop = Popcount64()
         hw = TileHeader.as_shape().size
-        m.submodules.fifo = fifo = SyncFIFO(width=hw + 7, depth=TILE_FIFO_DEPTH)
+        bw = len(Signal(range(nch)))  # a beat index within a tile (0 bits at 64 lanes: one beat per tile)
+        m.submodules.fifo = fifo = SyncFIFO(width=hw + bw + 1, depth=TILE_FIFO_DEPTH)
         m.submodules.dec = dec = BitmapDecoder(lanes=L)
         m.submodules.mac = mac = MacArray(lanes=L)
         m.submodules.scat = scat = ScatterNetwork(lanes=L)
@@ -121,7 +122,7 @@ class AttentionEngine(wiring.Component):
                      t2_v.eq(t1_v), t2_h.eq(t1_h)]
 
         def last_beat(count):  # index of a tile's last values beat: max(0, ceil(count / L) - 1)
-            return Mux(count == 0, 0, (count - 1) >> lb)[:6]
+            return Mux(count == 0, 0, (count - 1) >> lb)[:bw]
 
         m.d.comb += [
             fifo.w_data.eq(Cat(t2_h, last_beat(tpop.count), tpop.count == 0)),
@@ -129,7 +130,7 @@ class AttentionEngine(wiring.Component):
         ]
         hdr = Signal(TileHeader)
         m.d.comb += hdr.eq(fifo.r_data[:hw])
-        h_lastbeat, h_empty = fifo.r_data[hw:hw + 6], fifo.r_data[hw + 6]
+        h_lastbeat, h_empty = fifo.r_data[hw:hw + bw], fifo.r_data[hw + bw]
 
         # ---- block registers --------------------------------------------------------------------------------------
         sel = Signal(TILE)
@@ -141,9 +142,9 @@ class AttentionEngine(wiring.Component):
         # a dense tile's bitmap / last beat index / empty flag in the current phase (K: the sel tokens, V: all 64
         # channels), so the issue stage muxes on `sparse` only and no FSM state decode lies on its paths
         dense_bm = Signal(TILE)
-        dense_last = Signal(6)
+        dense_last = Signal(range(nch))
         dense_empty = Signal()
-        beat = Signal(6)
+        beat = Signal(range(nch))
         kd = Signal(range(D))
         vg = Signal(range(G))
         chunk = Signal(range(nsc))
@@ -153,7 +154,7 @@ class AttentionEngine(wiring.Component):
         # ---- issue stage ------------------------------------------------------------------------------------------
         in_k, in_v = Signal(), Signal()  # registers: the FSM is in KRUN / VRUN (set on entry, cleared on exit)
         eff_bm = Signal(TILE)
-        eff_last = Signal(6)
+        eff_last = Signal(range(nch))
         eff_empty = Signal()
         m.d.comb += [
             eff_bm.eq(Mux(sparse, hdr.bitmap, dense_bm)),
@@ -180,7 +181,7 @@ class AttentionEngine(wiring.Component):
         # S1 registers the beat with the one-hot of its V token; S2 reads that token's p (AND-OR over p_all, no
         # controller state on the path); S3 p * sv; S4 rounds p' and picks the multiplicand (one register copy per
         # MAC_GROUP lanes), the MacArray multiplies; S5 registers the products, with the decoder's fourth stage
-        s1_v, s1_k, s1_bm, s1_beat = Signal(), Signal(), Signal(TILE), Signal(6)
+        s1_v, s1_k, s1_bm, s1_beat = Signal(), Signal(), Signal(TILE), Signal(range(nch))
         s1_vals, s1_mult, s1_iso, s1_vg = Signal(values_layout(L)), Signal(8), Signal(TILE), Signal(range(G))
         m.d.sync += [s1_v.eq(go), s1_k.eq(in_k), s1_bm.eq(eff_bm), s1_beat.eq(beat),
                      s1_vals.eq(unpack.o.payload), s1_mult.eq(hdr.mult), s1_iso.eq(cur_iso), s1_vg.eq(vg)]
