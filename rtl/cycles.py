@@ -60,9 +60,9 @@ import numpy as np
 
 from quant.fixedpoint import RECIP_BITS, TILE, EngineHead
 from rtl.layouts import check_head_dim, check_lanes
-from rtl.timing import BEAT_LATENCY, BLK_CYCLES, EWAIT_CYCLES, NORM_PIPE, SCAN_LATENCY, UPDATE_LATENCY, softmax_lanes
+from rtl.timing import FIXED_PHASES, NORM_PIPE, softmax_lanes
 
-BLOCK_FIXED = BLK_CYCLES + BEAT_LATENCY - 1 + SCAN_LATENCY + UPDATE_LATENCY + EWAIT_CYCLES
+BLOCK_FIXED = sum(FIXED_PHASES.values())  # 32
 TAIL_FIXED = RECIP_BITS + NORM_PIPE + 1  # + head_dim output beats
 
 __all__ = ["BLOCK_FIXED", "TAIL_FIXED", "block_overhead", "tile_cycles", "head_cycles", "cycles_from_counts", "head_macs",

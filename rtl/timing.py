@@ -14,8 +14,10 @@ cycle t); "visible from cycle t + N" = a reader that samples during cycle t + N 
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 __all__ = ["SCAN_LATENCY", "UPDATE_LATENCY", "EXP_LATENCY", "L_LATENCY", "NORM_PIPE", "BLK_CYCLES", "BEAT_LATENCY",
-           "EWAIT_CYCLES", "SOFTMAX_LANES_MAX", "softmax_lanes"]
+           "EWAIT_CYCLES", "FIXED_PHASES", "SOFTMAX_LANES_MAX", "softmax_lanes"]
 
 # ---- SoftmaxUnit (rtl/softmax.py) ------------------------------------------------------------------------------
 #: the softmax unit has min(lanes, SOFTMAX_LANES_MAX) scan/exp lanes: SCAN and EXP take 64 / that many cycles each.
@@ -58,3 +60,8 @@ BLK_CYCLES = 3
 #: a K/V beat issued at cycle t has updated its accumulator entries, visible from cycle t + BEAT_LATENCY on
 #: (S1 register, 4 decoder stages, 4 scatter-network stages, the accumulators' gating register and their add)
 BEAT_LATENCY = 11
+
+#: the controller's fixed-length phases per block and their cycles (the others scale with the tiles or the softmax
+#: chunks); rtl/cycles.py sums them into BLOCK_FIXED, the cycle-level simulator steps through them
+FIXED_PHASES = MappingProxyType({"BLK": BLK_CYCLES, "KDRAIN": BEAT_LATENCY - 1, "UPD": SCAN_LATENCY,
+                                 "UWAIT": UPDATE_LATENCY, "EWAIT": EWAIT_CYCLES})

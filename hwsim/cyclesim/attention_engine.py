@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hwsim.errors import SpecError
-from rtl.timing import BEAT_LATENCY, BLK_CYCLES, EWAIT_CYCLES, NORM_PIPE, SCAN_LATENCY, UPDATE_LATENCY, softmax_lanes
+from rtl.timing import FIXED_PHASES, NORM_PIPE, softmax_lanes
 
 __all__ = ["BlockWork", "HeadWork", "EngineRun", "EngineModel", "head_work", "ENGINE_LANES", "ENGINE_HEAD_DIMS"]
 
@@ -177,9 +177,8 @@ class EngineModel:
         key = blk.key()
         got = self._cache.get(key)
         if got is None:
-            got = {"BLK": BLK_CYCLES, "KRUN": self._tiles(blk.nk), "KDRAIN": BEAT_LATENCY - 1,
-                   "SCAN": TILE // self.E, "UPD": SCAN_LATENCY, "UWAIT": UPDATE_LATENCY, "EXP": TILE // self.E,
-                   "EWAIT": EWAIT_CYCLES, "VRUN": self._tiles(blk.nv.reshape(-1))}
+            got = {**FIXED_PHASES, "KRUN": self._tiles(blk.nk), "SCAN": TILE // self.E, "EXP": TILE // self.E,
+                   "VRUN": self._tiles(blk.nv.reshape(-1))}
             self._cache[key] = got
         return got
 
@@ -252,8 +251,7 @@ class EngineModel:
     def run_stepped(self, work: HeadWork) -> int:
         """The controller advanced one clock at a time (stall-free). Slow; the reference for `run`."""
         L = self.L
-        waits = {"BLK": BLK_CYCLES, "KDRAIN": BEAT_LATENCY - 1, "UPD": SCAN_LATENCY, "UWAIT": UPDATE_LATENCY,
-                 "EWAIT": EWAIT_CYCLES}  # fixed-length states: cycles each
+        waits = FIXED_PHASES  # fixed-length states: cycles each
         after = {"BLK": "KRUN", "KDRAIN": "SCAN", "UPD": "UWAIT", "UWAIT": "EXP", "EWAIT": "VRUN"}
         cycles = 0
         for blk in work.blocks:
