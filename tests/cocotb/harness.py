@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import shutil
 from pathlib import Path
 
@@ -87,19 +86,35 @@ def engine_build(head_dim: int, lanes: int) -> Path:
     return d
 
 
+def _case(head, lanes: int) -> dict:
+    """One head for the testbench, JSON-ready: its blk/tile/val beats (integers), the golden output and the
+    stall-free cycle count."""
+    from quant.fixedpoint import run_engine
+    from rtl.cycles import head_cycles
+    from rtl.streams import encode_head
+
+    s = encode_head(head, lanes)
+    return {"blk": s.blk, "tile": s.tile, "val": s.val, "expected": [int(x) for x in run_engine(head)],
+            "formula": head_cycles(head, lanes), "blocks": int(head.n_blocks)}
+
+
 def run_cocotb(head_dim: int, lanes: int, scenarios: list[dict], tmp_path: Path) -> list[dict]:
     """Run tb_engine on the scenarios; returns per-scenario results written by the testbench.
 
-    A scenario: {"heads": [EngineHead...], "stall": float, "seed": int, "reset_after": int | None,
-    "check_cycles": bool}. The testbench itself asserts bit-exactness against quant.fixedpoint.run_engine and,
-    when check_cycles and stall == 0, the cycle count against rtl.cycles.head_cycles.
+    A scenario: {"heads": [EngineHead...], "stall": float, "seed": int, "abort_head": EngineHead,
+    "reset_after": int | None, "check_cycles": bool}. The heads reach the testbench as JSON (:func:`_case`: their
+    encoded streams, the golden output of quant.fixedpoint.run_engine and the cycle count of rtl.cycles.head_cycles);
+    the testbench asserts bit-exactness and, when check_cycles and stall == 0, the cycle count.
     """
     from cocotb_tools.runner import get_runner
 
     build = engine_build(head_dim, lanes)
-    cases = tmp_path / "cases.pkl"
+    cases = tmp_path / "cases.json"
     results = tmp_path / "results.json"
-    cases.write_bytes(pickle.dumps({"lanes": lanes, "head_dim": head_dim, "scenarios": scenarios}))
+    enc = [{**{k: v for k, v in sc.items() if k not in ("heads", "abort_head")},
+            "heads": [_case(h, lanes) for h in sc["heads"]],
+            **({"abort_head": _case(sc["abort_head"], lanes)} if "abort_head" in sc else {})} for sc in scenarios]
+    cases.write_text(json.dumps({"lanes": lanes, "head_dim": head_dim, "scenarios": enc}))
     env = {"HWSIM_TB_CASES": str(cases), "HWSIM_TB_RESULTS": str(results),
            "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)] + os.environ.get("PYTHONPATH", "").split(
                os.pathsep))}

@@ -1,6 +1,7 @@
 """cocotb testbench of rtl.engine.AttentionEngine: driver -> monitor -> golden model -> scoreboard.
 
-Scenarios come from the pickle named by $HWSIM_TB_CASES (see tests/cocotb/conftest.py::run_cocotb); results
+Scenarios come from the JSON file named by $HWSIM_TB_CASES (tests/cocotb/harness.py::run_cocotb: each head's
+encoded beats, golden output and stall-free cycle count); results
 (per-head cycles, outputs) go to the JSON file named by $HWSIM_TB_RESULTS. One coroutine steps the clock: at
 each falling edge the drivers present the next beat (or a random stall) on blk/tile/val, the output monitor
 raises ``out.ready`` at random, and a handshake is counted when valid & ready (the engine's ready and out
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import random
 import time
 
@@ -20,9 +20,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge
 
-from quant.fixedpoint import run_engine
-from rtl.cycles import head_cycles
-from rtl.streams import decode_output, encode_head
+from rtl.streams import decode_output
 
 
 class StreamDriver:
@@ -74,22 +72,21 @@ class OutputMonitor:
 
 
 class Scoreboard:
-    def __init__(self, lanes):
-        self.lanes = lanes
+    def __init__(self):
         self.records = []
 
     def check(self, head, got, cycles, stall, check_cycles):
-        exp = run_engine(head)  # golden model
+        exp = np.asarray(head["expected"])  # golden model (quant.fixedpoint.run_engine)
         if not np.array_equal(got, exp):
             bad = np.nonzero(got != exp)[0]
             raise AssertionError(f"output mismatch at {len(bad)} of {len(exp)} elements, first at {bad[0]}: "
                                  f"got {got[bad[0]]} expected {exp[bad[0]]}")
-        formula = head_cycles(head, self.lanes)
+        formula = head["formula"]  # rtl.cycles.head_cycles
         if check_cycles and stall == 0 and cycles != formula:
             raise AssertionError(f"stall-free head took {cycles} cycles, rtl/cycles.py says {formula}")
         if cycles < formula:
             raise AssertionError(f"head took {cycles} cycles, fewer than the stall-free {formula}")
-        self.records.append({"cycles": cycles, "formula": formula, "blocks": head.n_blocks})
+        self.records.append({"cycles": cycles, "formula": formula, "blocks": head["blocks"]})
 
 
 async def reset(dut, cycles=2):
@@ -101,9 +98,8 @@ async def reset(dut, cycles=2):
 
 @cocotb.test()
 async def run_scenarios(dut):
-    with open(os.environ["HWSIM_TB_CASES"], "rb") as f:
-        cfg = pickle.load(f)
-    lanes = cfg["lanes"]
+    with open(os.environ["HWSIM_TB_CASES"]) as f:
+        cfg = json.load(f)
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     for s in ("blk", "tile", "val"):
         getattr(dut, f"{s}__valid").value = 0
@@ -117,13 +113,13 @@ async def run_scenarios(dut):
         stall = sc.get("stall", 0.0)
         drivers = [StreamDriver(dut, n, stall, rng) for n in ("blk", "tile", "val")]
         mon = OutputMonitor(dut, stall, rng)
-        board = Scoreboard(lanes)
+        board = Scoreboard()
         reset_after = sc.get("reset_after")
         if reset_after is not None:
             # a head interrupted by a reset: drive its first `reset_after` cycles, reset, then run the heads
-            s0 = encode_head(sc["abort_head"], lanes)
-            for d, q in zip(drivers, (s0.blk, s0.tile, s0.val)):
-                d.queue = q
+            s0 = sc["abort_head"]
+            for d, k in zip(drivers, ("blk", "tile", "val")):
+                d.queue = s0[k]
             for _ in range(reset_after):
                 await FallingEdge(dut.clk)
                 for d in drivers:
@@ -136,12 +132,11 @@ async def run_scenarios(dut):
             mon.beats = []
             mon.heads = []
         heads = sc["heads"]
-        enc = [encode_head(h, lanes) for h in heads]
         for d, k in zip(drivers, ("blk", "tile", "val")):
-            d.queue = [x for e in enc for x in getattr(e, k)]
+            d.queue = [x for h in heads for x in h[k]]
             d.pos = 0
         cyc, start, done = 0, None, 0
-        limit = 50 * sum(head_cycles(h, lanes) for h in heads) + 1000
+        limit = 50 * sum(h["formula"] for h in heads) + 1000
         while done < len(heads):
             await FallingEdge(dut.clk)
             cyc += 1
