@@ -148,6 +148,10 @@ class AttentionEngine(wiring.Component):
         kd = Signal(range(D))
         vg = Signal(range(G))
         chunk = Signal(range(nsc))
+        # copies of chunk (replica counters, one per 4 softmax lanes) select the score words: chunk alone drove the
+        # 20 * E mux LUTs of that select (a lanes-64 critical path, 7.2 + 4.3 ns of routing)
+        chunk_sel = [replica(range(nsc), name=f"chunk_sel{i}") for i in range(max(1, E // 4))]
+        chunks = [chunk] + chunk_sel  # every copy counts like chunk
         wait = Signal(4)
         m.d.comb += spop.x.eq(self.blk.payload.sel)
 
@@ -238,7 +242,8 @@ class AttentionEngine(wiring.Component):
         scan_r, exp_r, upd_r = Signal(), Signal(), Signal()
         m.d.sync += [
             scan_r.eq(scan_req), exp_r.eq(exp_req), upd_r.eq(upd_req),
-            s_r.eq(sacc.acc.as_value().word_select(chunk, SCORE_BITS * E)),
+            s_r.eq(Cat(*[Cat(*[sacc.acc[c * E + i] for c in range(nsc)]).word_select(
+                chunk_sel[i * len(chunk_sel) // E], SCORE_BITS) for i in range(E)])),  # acc[chunk * E + i]
             gate_r.eq(sel.word_select(chunk, E)),
             chunk_r.eq(chunk),
         ]
@@ -291,13 +296,13 @@ class AttentionEngine(wiring.Component):
             with m.State("KDRAIN"):  # the last K beats reach the score accumulators
                 m.d.sync += wait.eq(wait - 1)
                 with m.If(wait == 0):
-                    m.d.sync += chunk.eq(0)
+                    m.d.sync += [c.eq(0) for c in chunks]
                     m.next = "SCAN"
             with m.State("SCAN"):
                 m.d.comb += scan_req.eq(1)
-                m.d.sync += chunk.eq(chunk + 1)
+                m.d.sync += [c.eq(c + 1) for c in chunks]
                 with m.If(chunk == nsc - 1):
-                    m.d.sync += [chunk.eq(0), wait.eq(SCAN_LATENCY - 2)]
+                    m.d.sync += [c.eq(0) for c in chunks] + [wait.eq(SCAN_LATENCY - 2)]
                     m.next = "SWAIT"
             with m.State("SWAIT"):  # the last scan reaches the block max
                 m.d.sync += wait.eq(wait - 1)
@@ -313,9 +318,9 @@ class AttentionEngine(wiring.Component):
                     m.next = "EXP"
             with m.State("EXP"):
                 m.d.comb += exp_req.eq(1)
-                m.d.sync += chunk.eq(chunk + 1)
+                m.d.sync += [c.eq(c + 1) for c in chunks]
                 with m.If(chunk == nsc - 1):
-                    m.d.sync += [chunk.eq(0), wait.eq(EWAIT_CYCLES - 1)]
+                    m.d.sync += [c.eq(0) for c in chunks] + [wait.eq(EWAIT_CYCLES - 1)]
                     m.next = "EWAIT"
             with m.State("EWAIT"):  # p_all and l land (rtl/timing.py: EWAIT_CYCLES)
                 m.d.sync += wait.eq(wait - 1)
