@@ -17,6 +17,7 @@ stage but the output register and the skid FIFO sees ``o.ready``. (All stages us
 ``~o.valid | o.ready``: that enable fanned out from the output handshake to every fetch mux by the output
 accumulators across the die, a lanes-64 critical path, issue 6.) With ``o.ready`` high the skid FIFO stays empty
 and every beat moves through the pipeline one stage per cycle.
+
 The beat index c is issued into the pipeline while the division still runs (``acc`` only has to be stable from
 then on; it is never latched), so that the first beat's accumulator word reaches the multiplier exactly in the
 first cycle after the division. The pipeline registers, in order:
