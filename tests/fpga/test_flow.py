@@ -10,7 +10,8 @@ import re
 
 import pytest
 
-from fpga import BuildConfig, build
+from fpga import BuildConfig, build, get_board
+from fpga._boards import package_pin
 from fpga._report import part_resources
 from hwsim.cli import main
 from hwsim.hardware import get_hardware
@@ -42,6 +43,9 @@ def test_engine_builds_to_a_bitstream_with_sane_figures(engine_build):
     assert util["dsp"]["used"] <= avail["dsp"]
     assert util["bram"]["used"] >= 3  # at least one ROM per input stream of the thin top
     assert util["TRELLIS_IO"]["used"] == 10  # clk, rst, 8 result pins
+    # clk on the board table's dedicated clock pin (G2 = X0/Y47/PIOA, tests/fpga/test_boards.py), not nextpnr's choice
+    bel, _ = package_pin("LFE5U-85F", "CABGA381", get_board("lfe5u-85f").clk_site)
+    assert f"pin 'clk$tr_io' constrained to Bel '{bel}'" in (engine_build.out_dir / "pnr.log").read_text()
     (clock, clk), = rep["clocks"].items()
     # physically possible on ECP5 fabric (this build, router2 seed 1: 97.3 MHz at 6fb3a64, 90.8 at dbf03c7, 76.8 at
     # 489faf9, 88.1 at 844144c; earlier RTL reached 101.6-111.3 MHz with router1)
