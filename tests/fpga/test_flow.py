@@ -48,8 +48,7 @@ def test_engine_builds_to_a_bitstream_with_sane_figures(engine_build):
     assert f"pin 'clk$tr_io' constrained to Bel '{bel}'" in (engine_build.out_dir / "pnr.log").read_text()
     (clock, clk), = rep["clocks"].items()
     # physically possible on ECP5 fabric (this build, router2 seed 1: 104.4 MHz with clk on G2 at b201b94, 97.3 at
-    # 6fb3a64, 90.8 at dbf03c7, 76.8 at
-    # 489faf9, 88.1 at 844144c; earlier RTL reached 101.6-111.3 MHz with router1)
+    # 6fb3a64, 90.8 at dbf03c7, 76.8 at 489faf9, 88.1 at 844144c; earlier RTL reached 101.6-111.3 MHz with router1)
     assert clk["target_mhz"] == 100.0 and 1.0 < clk["achieved_mhz"] < 400.0
     assert rep["fmax_mhz"] == pytest.approx(clk["achieved_mhz"], abs=1e-3)
     assert rep["timing_pass"] == (clk["achieved_mhz"] >= 100.0)
