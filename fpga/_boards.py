@@ -17,8 +17,8 @@ class Board:
 
     ``platform`` names an amaranth-boards platform class (board flow: pin constraints, PLL from ``clock``);
     ``None`` is a bare-chip build (``clk`` on the dedicated clock input ``clk_site``, rst/led pins placed by nextpnr,
-    clock constrained by ``--freq`` only), used for utilisation/Fmax sweeps. ``hardware`` is the shipped hwsim spec (hwsim/hardware/NAME.yaml) of the part: the
-    single source of its resources and memory system.
+    clock constrained by ``--freq`` only), used for utilisation/Fmax sweeps. ``hardware`` is the shipped hwsim spec
+    (hwsim/hardware/NAME.yaml) of the part: the single source of its resources and memory system.
     """
 
     name: str

@@ -44,7 +44,8 @@ def test_engine_builds_to_a_bitstream_with_sane_figures(engine_build):
     assert util["bram"]["used"] >= 3  # at least one ROM per input stream of the thin top
     assert util["TRELLIS_IO"]["used"] == 10  # clk, rst, 8 result pins
     # clk on the board table's dedicated clock pin (G2 = X0/Y47/PIOA, tests/fpga/test_boards.py), not nextpnr's choice
-    bel, _ = package_pin("LFE5U-85F", "CABGA381", get_board("lfe5u-85f").clk_site)
+    board = get_board(ENGINE.board)
+    bel, _ = package_pin(board.device, board.package, board.clk_site)
     assert f"pin 'clk$tr_io' constrained to Bel '{bel}'" in (engine_build.out_dir / "pnr.log").read_text()
     (clock, clk), = rep["clocks"].items()
     # physically possible on ECP5 fabric (this build, router2 seed 1: 104.4 MHz with clk on G2 at b201b94, 97.3 at
