@@ -8,7 +8,7 @@ Any `wiring.Component` with a single ``sync`` domain works: the top walks its si
 * registers every output stream payload (on transfer) and every plain output port, then XOR-folds them into one
   8-bit register that drives the LEDs (board flow) or an 8-bit output port (bare-chip flow); the design's own
   paths therefore end at a register of the top, and Fmax measures the design, not the top;
-* toggles every stream's valid/ready from a free-running LFSR, so stall logic is kept as on a real system.
+* toggles every stream's valid/ready from its own free-running LFSR, so stall logic is kept as on a real system.
 
 Every bit of every output reaches the LEDs through the fold, so synthesis keeps the whole datapath.
 The ROM contents come from a fixed-seed generator: the same configuration gives the same bitstream.
@@ -27,6 +27,18 @@ __all__ = ["FeedTop", "pll_params", "ROM_DEPTH"]
 
 ROM_DEPTH = 512  # words per stream ROM: one DP16KD holds 512 x 36 bits (Lattice FPGA-TN-02204, EBR modes)
 _LFSR_TAPS = 0xB400  # 16-bit maximal-length Galois LFSR (x^16 + x^14 + x^13 + x^11 + 1), standard table
+
+
+def _lfsr(m: Module, index: int) -> Signal:
+    """A free-running 16-bit LFSR named ``lfsr<index>``, started at its own nonzero point of the sequence.
+
+    The top gives each stream (and the config ROM) its own: one shared LFSR sat between the input ROMs and the
+    output, and its bit -> the normaliser's o.ready -> skid/credit logic was a lanes-64 critical path (5.2 ns of
+    routing, (63,25) -> (112,16); 90.4 MHz, seed 3, RTL 6fb3a64). A stream's own 16 flip-flops can sit by its port.
+    """
+    lfsr = Signal(16, init=(0xACE1 * index) & 0xFFFF or 1, name=f"lfsr{index}")
+    m.d.sync += lfsr.eq(Cat(lfsr[1:], Const(0, 1)) ^ (_LFSR_TAPS * lfsr[0]))
+    return lfsr
 
 
 def _words(seed: int, width: int, depth: int) -> list[int]:
@@ -121,21 +133,20 @@ class FeedTop(wiring.Component):
             self._clocking(m, platform)
         m.submodules.design = design = self.design
 
-        lfsr = Signal(16, init=1)
-        m.d.sync += lfsr.eq(Cat(lfsr[1:], Const(0, 1)) ^ (_LFSR_TAPS * lfsr[0]))
         result = Signal(8)
         fold = Const(0, 8)
         config_ports: list[Value] = []
         advance_config = Const(0, 1)
-        stall_bit = 0
+        n_lfsr = 0
         seed = self.seed
 
         for name, member in design.signature.members.items():
             port = getattr(design, name)
             if member.is_signature and isinstance(member.signature, stream.Signature):
                 width = Shape.cast(member.signature.members["payload"].shape).width
-                valid_or_ready = lfsr[stall_bit % 16] | lfsr[(stall_bit + 5) % 16]  # high 3/4 of cycles
-                stall_bit += 3
+                n_lfsr += 1
+                lfsr = _lfsr(m, n_lfsr)
+                valid_or_ready = lfsr[0] | lfsr[5]  # high 3/4 of cycles
                 if member.flow == In:  # the design consumes this stream: a ROM feeds it
                     seed += 1
                     mem = memory.Memory(shape=unsigned(width), depth=ROM_DEPTH,
@@ -176,7 +187,8 @@ class FeedTop(wiring.Component):
             if not any(isinstance(mem.signature, stream.Signature) and mem.flow == Out
                        for mem in (design.signature.members[n] for n in design.signature.members)
                        if mem.is_signature):
-                advance_config = lfsr[7]  # no output stream: change the config word at random, or it is a constant
+                # no output stream: change the config word at random, or it is a constant
+                advance_config = _lfsr(m, n_lfsr + 1)[7]
             width = sum(len(Value.cast(p)) for p in config_ports)
             mem = memory.Memory(shape=unsigned(width), depth=16, init=_words(seed + 100, width, 16))
             m.submodules.rom_config = mem
