@@ -51,8 +51,12 @@ NEXTPNR_SEED = 1  # fixed placer seed: same input, same bitstream
 # - since then (844144c, issue 6), router1 mostly fails to converge: lanes 2, seeds 1-3 of two netlists, 4 of 5 runs
 #   still routing after ~15 min with 120-820 arcs left at 90-260 s per 1,000 iterations (the fifth finished in
 #   9-15 min; the old RTL takes ~6); lanes 32/64 unfinished after 27 min. router2 routes lanes 2 in 260-310 s
-#   (88.1/84.8 MHz, seeds 1/2) and lanes 32/64 in 9-25 min (lanes 64/head_dim 128 at 4eebcba: 66.4-90.0 MHz, seeds 1-5 and 7).
+#   (88.1/84.8 MHz, seeds 1/2) and lanes 32/64 in 9-25 min (lanes 64/head_dim 128 at 4eebcba: 66.4-90.0 MHz, seeds
+#   1-5 and 7).
 #   Pass router1 explicitly to try it.
+# The placer stays nextpnr's default (HeAP): its electrostatic placer (--placer static) placed lanes 64/head_dim 128
+# (RTL 6fb3a64, clk on G2, router2) for 66.5/83.6/74.2/86.3 MHz on seeds 1-4, against HeAP's 87.0 (clk placed by
+# nextpnr)/84.6/90.4 on seeds 1-3.
 ROUTERS = ("router1", "router2")
 STAT_FILE = "synth_stat.json"
 NEXTPNR_REPORT = "nextpnr_report.json"
