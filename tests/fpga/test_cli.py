@@ -24,6 +24,11 @@ def _cli(capsys, *argv):
     (["fpga", "build", "--freq", "900"], "--freq 900 MHz is out of range"),
     (["fpga", "build", "--design", "fft"], "invalid choice"),
     (["fpga", "build", "--router", "router3"], "invalid choice"),
+    (["fpga", "build", "--seed", "0"], "give integers >= 1"),
+    (["fpga", "build", "--seed", "3,1,3"], "seed 3 is given twice; list each seed once"),
+    (["fpga", "build", "--seed", "4294967296"], "seed 4294967296 is out of range; use integers 1..2147483647"),
+    (["fpga", "build", "--jobs", "0"], "must be >= 1"),
+    (["fpga", "sweep", "--seed", "1,2,2"], "seed 2 is given twice"),
     (["fpga", "sweep", "--lanes", "2,x"], "comma-separated list"),
     (["fpga", "sweep", "--board", "de10"], "unknown board 'de10'"),
     (["fpga"], "required"),
@@ -70,6 +75,17 @@ def test_build_config_and_boards():
         BuildConfig(router="router3")
     with pytest.raises(SpecError, match="unknown board"):
         build(BuildConfig(board="nope"), "unused")
+    assert BuildConfig().seeds == (1,) and BuildConfig(seeds=[5, 2]).seeds == (5, 2)
+    with pytest.raises(SpecError, match="65 seeds given; use 1 to 64"):
+        BuildConfig(seeds=tuple(range(1, 66)))
+    with pytest.raises(SpecError, match="0 seeds given"):
+        BuildConfig(seeds=())
+    with pytest.raises(SpecError, match="seeds must be a list of integers"):
+        BuildConfig(seeds=3)
+    with pytest.raises(SpecError, match="seed 1.5 is out of range"):
+        BuildConfig(seeds=(1.5,))
+    with pytest.raises(SpecError, match="jobs must be a positive integer, got 0"):
+        build(BuildConfig(board="lfe5u-85f"), "unused", jobs=0)
 
 
 def test_rejected_design_leaves_no_unused_elaboratable():

@@ -128,3 +128,31 @@ def test_sweep_tabulates_plots_and_reports_overflow_before_place_and_route(tmp_p
     assert not (tmp_path / "sw" / "dot-d256-l256" / "pnr.log").exists()  # refused before place and route
     png = tmp_path / "sw" / "sweep.png"
     assert doc["png"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_several_seeds_keep_the_best_placement(tmp_path, capsys, monkeypatch):
+    # synthesis once, place and route per seed in seed-N/, the highest Fmax kept (the small dot-product design keeps
+    # this short); the kept placement is the bitstream's, so a one-seed build with that seed gives the same bytes
+    monkeypatch.setenv("COLUMNS", "200")
+    code = main(["fpga", "build", "--board", "lfe5u-85f", "--design", "dot", "--lanes", "2", "--head-dim", "16",
+                 "--seed", "3,1,2", "--jobs", "2", "--out", str(tmp_path / "ms")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    rep = json.loads((tmp_path / "ms" / "report.json").read_text())
+    assert [s["seed"] for s in rep["seeds"]] == [3, 1, 2] and rep["config"]["seeds"] == [3, 1, 2]
+    for s in rep["seeds"]:  # each seed's figure is its own nextpnr report's
+        (clk,) = json.loads((tmp_path / "ms" / f"seed-{s['seed']}" / "nextpnr_report.json").read_text())[
+            "fmax"].values()
+        assert s["fmax_mhz"] == pytest.approx(clk["achieved"], abs=1e-3)
+        assert s["timing_pass"] == (s["fmax_mhz"] >= 100.0)
+    best = max(rep["seeds"], key=lambda s: s["fmax_mhz"])
+    assert rep["seed"] == best["seed"] and rep["fmax_mhz"] == best["fmax_mhz"]
+    kept = tmp_path / "ms" / f"seed-{rep['seed']}"
+    for name in ("top.config", "pnr.log"):
+        assert (tmp_path / "ms" / name).read_bytes() == (kept / name).read_bytes()
+    assert f"kept seed {rep['seed']}" in " ".join(out.split())
+    assert "nextpnr-ecp5 (place and route) seed 2" in err
+    one = build(BuildConfig(board="lfe5u-85f", design="dot", lanes=2, head_dim=16, seeds=(rep["seed"],)),
+                tmp_path / "one")
+    assert one.report["bitstream_sha256"] == rep["bitstream_sha256"]
+    assert [s["seed"] for s in one.report["seeds"]] == [rep["seed"]] and not list((tmp_path / "one").glob("seed-*"))
