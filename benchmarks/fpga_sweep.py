@@ -47,24 +47,28 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=1, help="builds at a time (nextpnr uses one core each)")
     ap.add_argument("--router", default=BuildConfig.router, choices=ROUTERS,
                     help="nextpnr router (default router2, which finishes on the engine; router1: see fpga._flow)")
+    ap.add_argument("--seed", default="1", help="nextpnr seed(s), comma-separated; several: each point keeps its best")
     args = ap.parse_args()
+    seeds = tuple(int(x) for x in args.seed.split(","))
     lanes = [int(x) for x in args.lanes.split(",")]
     head_dims = [int(x) for x in args.head_dim.split(",")]
 
     t0 = time.perf_counter()
     points = sweep(board="lfe5u-85f", lanes=lanes, head_dims=head_dims, freq_mhz=args.freq, out_root=args.out,
-                   design=args.design, listener=_Print(), jobs=args.jobs, router=args.router)
+                   design=args.design, listener=_Print(), jobs=args.jobs, router=args.router,
+                   seeds=seeds)
     rows = sweep_rows(points)
-    print(f"{args.design} on LFE5U-85F-6BG381C (bare chip), target {args.freq:g} MHz, nextpnr seed 1, {args.router}")
+    print(f"{args.design} on LFE5U-85F-6BG381C (bare chip), target {args.freq:g} MHz, nextpnr seed(s) "
+          f"{args.seed} (best kept), {args.router}")
     head = f"{'D':>4} {'lanes':>5} " + " ".join(f"{r.bel:>18}" for r in RESOURCES) + \
-        f" {'Fmax MHz':>9} {'timing':>6} {'build s':>8}"
+        f" {'Fmax MHz':>9} {'seed':>4} {'timing':>6} {'build s':>8}"
     print(head)
     for r in rows:
         if not r["fits"]:
             print(f"{r['head_dim']:>4} {r['lanes']:>5}  does not fit: {r['does_not_fit']}")
             continue
         cells = " ".join(f"{r[x.key]:>9,} ({r[f'{x.key}_pct']:5.1f}%)" for x in RESOURCES)
-        print(f"{r['head_dim']:>4} {r['lanes']:>5} {cells} {r['fmax_mhz']:>9.1f} "
+        print(f"{r['head_dim']:>4} {r['lanes']:>5} {cells} {r['fmax_mhz']:>9.1f} {r['seed']:>4} "
               f"{'PASS' if r['timing_pass'] else 'FAIL':>6} {r['build_s']:>8.0f}")
     fitting = [p for p in points if p.fits]
     if fitting:
