@@ -7,8 +7,8 @@ Two targets share every step after elaboration:
 * bare-chip flow (``lfe5u-85f``): the top's clk port sits on a dedicated clock pin (a one-line LPF), rst/led are
   placed by nextpnr and ``--freq`` constrains the clock; this is what utilisation/Fmax sweeps use.
 
-All tools run in the build directory with relative paths (YoWASP hides ``/tmp``). nextpnr runs with a fixed seed
-and ``--timing-allow-fail``: a design that misses the target still yields a bitstream, and the report says FAIL.
+All tools run in the build directory with relative paths (YoWASP hides ``/tmp``). nextpnr runs with a given seed
+(default 1) and ``--timing-allow-fail``: a design that misses the target still yields a bitstream, and the report says FAIL.
 
 Several seeds (``BuildConfig.seeds``): synthesis runs once, then place and route once per seed (``jobs`` at a time,
 each in ``seed-N/``), and the seed with the highest Fmax is kept (ties: the first given): its placement is the one
