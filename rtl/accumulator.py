@@ -18,11 +18,16 @@ The add is pipelined (ADD_LATENCY = 2): in the cycle ``add_en``/``hit``/``val`` 
 its gated product (0 when not hit), and the next cycle adds it, so the update is visible two cycles after the inputs.
 The gating register is this accumulator's own copy next to its adders (the score and the output accumulators share
 the routed products; a shared register would be merged by Yosys and its nets would cross the chip).
-``clear`` is registered the same way (ADD_LATENCY too), and so is the first shift step; each group of 8 entries has its
-own copy of the clear register and of the shift-step state (remaining shift, step flags). A shift presented in cycle t
-takes its steps at the edges ending t + 1 .. t + shift_steps(shift); no add may land and no clear or shift may be
-presented meanwhile, and a clear or shift must not land together with an add (the engine never issues them within a
-beat pipeline's drain, and its schedule leaves the rescale more than SHIFT_STEPS_MAX cycles before the next add).
+``clear`` is registered the same way (ADD_LATENCY too); each group of 8 entries has its own copy of the clear register,
+of the shift command (``shift_en``/``shift``, registered as they arrive) and of the shift-step state (remaining shift,
+step flags). A shift presented in cycle t takes its steps at the edges ending t + SHIFT_LATENCY - 1 ..
+t + SHIFT_LATENCY - 2 + shift_steps(shift); no add may land and no clear or shift may be presented meanwhile, and a
+clear or shift must not land together with an add (the engine never issues them within a beat pipeline's drain, and
+its schedule leaves the rescale more than SHIFT_LATENCY + SHIFT_STEPS_MAX cycles before the next add). The command
+register per group is there because the shift comes from the softmax unit, far from most groups: without it, the
+path was softmax ``rescale`` -> every group's step logic -> its step flags, and a group's step flag register sat by
+the softmax, 86 tiles from some of its entries (lanes 64, seed 7, RTL 65f97a8: ``shift_one_g4`` -> an entry's CE,
+10.4 ns of routing on one net, 75.6 MHz).
 
 ``acc`` exposes all entries (registered values). Width overflow wraps; the golden model bounds the values so
 that it never happens (quant/fixedpoint.py).
@@ -38,9 +43,10 @@ from hwsim.errors import SpecError
 from quant.fixedpoint import SHIFT_CLAMP
 from rtl.layouts import PROD_BITS, TILE, checking, replica
 
-__all__ = ["Accumulator", "ADD_LATENCY", "GROUP", "shift_steps", "SHIFT_STEPS_MAX"]
+__all__ = ["Accumulator", "ADD_LATENCY", "SHIFT_LATENCY", "GROUP", "shift_steps", "SHIFT_STEPS_MAX"]
 
-ADD_LATENCY = 2  # add, clear and shift all take effect at the second rising edge after they are presented
+ADD_LATENCY = 2  # add and clear take effect at the second rising edge after they are presented
+SHIFT_LATENCY = 3  # a shift's first step lands at the third rising edge after it is presented (one per edge after)
 GROUP = 8  # entries served by one copy of the clear/shift registers and by one add_en bit
 BIG_STEP = 4  # the shift steps: BIG_STEP or 1 bit per cycle
 
@@ -83,10 +89,13 @@ class Accumulator(wiring.Component):
             m.d.sync += c.eq(self.clear)
             big = one = None
             if self.has_shift:
+                cmd_en = replica(name=f"shift_cmd_en_g{g}")  # this group's copy of the shift command
+                cmd = replica(range(self.width), name=f"shift_cmd_g{g}")
+                m.d.sync += [cmd_en.eq(self.shift_en), cmd.eq(self.shift)]
                 rem = replica(range(self.width), name=f"shift_rem_g{g}")  # shift left after the flagged step
                 big = replica(name=f"shift_big_g{g}")  # this cycle: entries >>= BIG_STEP
                 one = replica(name=f"shift_one_g{g}")  # this cycle: entries >>= 1
-                nxt = Mux(self.shift_en, self.shift, rem)  # a new shift, or what is left of the current one
+                nxt = Mux(cmd_en, cmd, rem)  # a new shift, or what is left of the current one
                 nbig = nxt >= BIG_STEP
                 m.d.sync += [
                     big.eq(nbig),

@@ -41,12 +41,12 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from quant.fixedpoint import ACC_BITS, SCORE_BITS
-from rtl.accumulator import ADD_LATENCY, GROUP, SHIFT_STEPS_MAX, Accumulator
+from rtl.accumulator import ADD_LATENCY, GROUP, SHIFT_LATENCY, SHIFT_STEPS_MAX, Accumulator
 from rtl.bitmap_decoder import DECODER_LATENCY, BitmapDecoder
 from rtl.layouts import (MULT_BITS, PROD_BITS, TILE, BlockHeader, OutBeat, TileHeader, check_head_dim, check_lanes,
                          checking, products_layout, raw_values_shape, replica, values_layout)
 from rtl.mac_array import MacArray
-from rtl.normalizer import Normalizer
+from rtl.normalizer import ACC_READ_FROM, Normalizer
 from rtl.popcount import POPCOUNT_LATENCY, Popcount64
 from rtl.scatter import SCATTER_LATENCY, ScatterNetwork
 from rtl.softmax import SoftmaxUnit
@@ -61,9 +61,12 @@ TILE_FIFO_DEPTH = 4  # tile headers: FIFO entries (covers the 2 popcount stages 
 assert POPCOUNT_LATENCY == BLK_CYCLES - 1
 assert BEAT_LATENCY == 1 + DECODER_LATENCY + SCATTER_LATENCY + ADD_LATENCY
 # the output accumulators' rescale (rescale_stb in the last UWAIT cycle) takes up to SHIFT_STEPS_MAX steps, one per
-# edge; the first V beat is issued >= 1 (EXP) + EWAIT_CYCLES cycles after UWAIT and adds at the edge
-# BEAT_LATENCY - 1 after its issue, so its add comes after the last step
-assert SHIFT_STEPS_MAX <= 1 + EWAIT_CYCLES + BEAT_LATENCY
+# edge from the edge SHIFT_LATENCY - 1 after it; the first V beat is issued >= 1 (EXP) + EWAIT_CYCLES cycles after
+# UWAIT and adds at the edge BEAT_LATENCY - 1 after its issue, so its add comes after the last step
+assert SHIFT_LATENCY - 2 + SHIFT_STEPS_MAX <= 1 + EWAIT_CYCLES + BEAT_LATENCY
+# the normaliser starts the cycle after the last V beat's issue and first reads the output accumulators
+# ACC_READ_FROM cycles later; that beat's add is visible BEAT_LATENCY cycles after its issue
+assert ACC_READ_FROM >= BEAT_LATENCY - 1
 
 
 def _lowest(x: Signal) -> tuple:

@@ -23,9 +23,12 @@ then on; it is never latched), so that the first beat's accumulator word reaches
 first cycle after the division. The pipeline registers, in order:
 
 * I   (issue): the index c (an up-counter), its ``last`` flag.
-* F1  (fetch 1): for each of 8 groups of D/8 consecutive words, the word ``c mod (D/8)`` of the group
-  (8 or 16:1 mux per bit).
-* F2  (fetch 2): ``acc[c]``: an 8:1 mux of the F1 words by ``c div (D/8)`` (index bits carried along).
+* F1a (fetch 1a): for each of 8 groups of D/8 consecutive words, for each run of 4 words in it, the word
+  ``c mod 4`` of the run (4:1 mux per bit, one LUT level with PFUMX).
+* F1b (fetch 1b): per group, the word ``c mod (D/8)``: a 2:1 or 4:1 mux of its F1a words. (One 8 or 16:1 mux per
+  group in one stage was 4 LUT levels behind a select that fans out to the group's 16 x 32 mux LUTs by the output
+  accumulators: lanes 64, seed 8, RTL 65f97a8: ``isel_g6`` -> ``f1_6``, 9.9 ns of routing, 87.8 MHz.)
+* F2  (fetch 2): ``acc[c]``: an 8:1 mux of the F1b words by ``c div (D/8)`` (index bits carried along).
 * F3  (fetch 3): ``a``, a plain copy of F2, so that the multiplier inputs come from registers next to the DSPs.
 * P   (NORM_PIPE stage 1): six partial products, one MULT18X18D each: ``a = ah 2^17 + al`` (al: 17 bits unsigned,
   ah: 15 bits signed), ``Q = q2 2^34 + q1 2^17 + q0`` (q0, q1: 17 bits, q2: 4 bits unsigned).
@@ -38,8 +41,8 @@ first cycle after the division. The pipeline registers, in order:
   output register does not take (or that would overtake the FIFO) goes into the FIFO.
 
 ``o.valid`` and ``o.payload`` come from registers only; ``done = o.valid & o.ready & last``. ``l`` must stay
-constant from ``start`` to ``done``, ``acc`` from cycle t + RECIP_BITS - 2 (when F1 first reads it) to ``done``; the
-next ``start`` may come the cycle after ``done``.
+constant from ``start`` to ``done``, ``acc`` from cycle t + ACC_READ_FROM = t + RECIP_BITS - 3 (when F1a first reads
+it) to ``done``; the next ``start`` may come the cycle after ``done``.
 """
 
 from __future__ import annotations
@@ -53,13 +56,19 @@ from quant.fixedpoint import ACC_BITS, L_BITS, OUT_BITS, OUT_FRAC_BITS, RECIP_BI
 from rtl.layouts import OutBeat, check_head_dim, checking, replica
 from rtl.timing import NORM_PIPE
 
-__all__ = ["Normalizer"]
+__all__ = ["Normalizer", "ACC_READ_FROM"]
 
 _GROUPS = 8  # F1 groups (F2 is an 8:1 mux)
-_FETCH = 3  # fetch stages F1, F2, F3 between the issue register and the multipliers
+_RUN = 4  # words per F1a mux
+_FETCH = 4  # fetch stages F1a, F1b, F2, F3 between the issue register and the multipliers
 _CHUNK = 17  # unsigned operand chunk of an 18x18 signed multiplier
 _STAGES = 4  # P, S, T, O: must equal NORM_PIPE
-_SKID = 8  # credits: beats past the issue register and not yet in the output register (I fires .. T: 7 stages)
+# credits: beats past the issue register and not yet in the output register: one per stage F1a .. T
+# (_FETCH + _STAGES - 1) and two spare, so that a stall-free stream never waits for a credit
+_SKID = _FETCH + _STAGES + 1
+#: ``acc`` is first read in cycle t + ACC_READ_FROM after ``start`` at t (the issue register is first valid in
+#: t + 1 + RECIP_BITS - _FETCH, and F1a reads acc in that cycle)
+ACC_READ_FROM = RECIP_BITS + 1 - _FETCH
 
 
 class Normalizer(wiring.Component):
@@ -113,7 +122,7 @@ class Normalizer(wiring.Component):
         # each F1 group's word select is its own copy of ic's low bits (a replica counter): one ic driving the
         # muxes of all groups, which sit by the output accumulators across the die, was a lanes-64 critical path
         # (ic -> f1 muxes, a 12.1 ns net)
-        isel = [replica(lo_bits, name=f"isel_g{g}") for g in range(G)] if S > 1 else []
+        isel = [replica(lo_bits, name=f"isel_g{g}") for g in range(G)]
         m.d.comb += fire.eq(iv & room)
         with m.If(busy & (k == RECIP_BITS - _FETCH - 1)):
             m.d.sync += [iv.eq(1), ic.eq(0), ilast.eq(D == 1)] + [c.eq(0) for c in isel]
@@ -122,8 +131,20 @@ class Normalizer(wiring.Component):
             with m.If(ilast):
                 m.d.sync += iv.eq(0)
 
-        # F1: one S:1 mux per group
+        # F1a: one 4:1 mux per run of _RUN words; F1b: one S/_RUN:1 mux per group
         acc = self.acc
+        assert S % _RUN == 0 and S >= _RUN
+        runs = S // _RUN
+        f1av, f1alast = Signal(), Signal()
+        f1ahi = Signal(range(G))
+        f1a = [[Signal(signed(ACC_BITS), name=f"f1a_{g}_{r}") for r in range(runs)] for g in range(G)]
+        f1asel = [replica(lo_bits - 2, name=f"f1asel_g{g}") for g in range(G)] if runs > 1 else []
+        m.d.sync += [f1av.eq(fire), f1alast.eq(ilast), f1ahi.eq(ic[lo_bits:])]
+        m.d.sync += [c.eq(isel[g][2:]) for g, c in enumerate(f1asel)]
+        for g in range(G):
+            for r in range(runs):
+                words = Cat(*[acc[g * S + r * _RUN + j] for j in range(_RUN)])
+                m.d.sync += f1a[g][r].eq(words.word_select(isel[g][:2], ACC_BITS))
         f1v, f1last = Signal(), Signal()
         f1hi = Signal(range(G))
         f1 = [Signal(signed(ACC_BITS), name=f"f1_{g}") for g in range(G)]
@@ -131,10 +152,10 @@ class Normalizer(wiring.Component):
         a2 = Signal(signed(ACC_BITS))
         f3v, f3last = Signal(), Signal()
         a = Signal(signed(ACC_BITS))
-        m.d.sync += [f1v.eq(fire), f1last.eq(ilast), f1hi.eq(ic[lo_bits:])]
+        m.d.sync += [f1v.eq(f1av), f1last.eq(f1alast), f1hi.eq(f1ahi)]
         for g in range(G):
-            words = Cat(*[acc[g * S + j] for j in range(S)])
-            m.d.sync += f1[g].eq(words.word_select(isel[g], ACC_BITS) if S > 1 else words)
+            words = Cat(*f1a[g])
+            m.d.sync += f1[g].eq(words.word_select(f1asel[g], ACC_BITS) if runs > 1 else words)
         # F2: 8:1 mux of the groups
         m.d.sync += [f2v.eq(f1v), f2last.eq(f1last), a2.eq(Cat(*f1).word_select(f1hi, ACC_BITS))]
         # F3: a copy that the placer can put next to the DSPs (the MULT18X18D's own delay is ~3.9 ns)

@@ -5,7 +5,7 @@ import numpy as np
 from enginesim import run_comb
 import pytest
 
-from rtl.accumulator import ADD_LATENCY, GROUP, SHIFT_STEPS_MAX, Accumulator, shift_steps
+from rtl.accumulator import ADD_LATENCY, GROUP, SHIFT_LATENCY, SHIFT_STEPS_MAX, Accumulator, shift_steps
 
 
 @pytest.mark.parametrize("shift", [True, False])
@@ -57,6 +57,9 @@ def test_scatter_add_shift_clear_against_numpy(shift):
                 ctx.set(dut.shift, sh)
                 await ctx.tick()
                 ctx.set(dut.shift_en, 0)
+                for _ in range(SHIFT_LATENCY - 2):  # the command crosses its register: nothing moves yet
+                    await ctx.tick()
+                    assert [ctx.get(dut.acc[e]) for e in range(E)] == model.tolist(), sh
                 # one step per cycle, 4 bits while >= 4 are left, then 1 bit: check every intermediate value
                 done = 0
                 for _ in range(shift_steps(sh)):

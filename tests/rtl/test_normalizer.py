@@ -5,12 +5,13 @@ import pytest
 
 from enginesim import run_comb
 from quant.fixedpoint import ACC_BITS, L_BITS, RECIP_BITS, normalize, reciprocal
-from rtl.normalizer import Normalizer
+from rtl.normalizer import ACC_READ_FROM, Normalizer
 from rtl.timing import NORM_PIPE
 
 AMAX, AMIN = (1 << (ACC_BITS - 1)) - 1, -(1 << (ACC_BITS - 1))
 LMIN, LMAX = 128, (1 << L_BITS) - 1  # reciprocal()'s valid range of l (quant/fixedpoint.py)
-JUNK_UNTIL = RECIP_BITS - 3  # acc may change until cycle t + RECIP_BITS - 3 (only read from t + RECIP_BITS - 2 on)
+JUNK_UNTIL = ACC_READ_FROM - 1  # acc may change until cycle t + ACC_READ_FROM - 1 (only read from then on)
+assert ACC_READ_FROM == RECIP_BITS - 3  # F1a, F1b, F2, F3 between the issue register and the multipliers
 
 
 def _boundary_accs(l: int, D: int, rng: random.Random) -> list[int]:
@@ -38,7 +39,7 @@ def _run(D: int, cases, *, ready_p: float, seed: int, junk: bool = False):
     async def tb(ctx):
         for l, acc in cases:
             ctx.set(dut.l, l)
-            if junk:  # acc still moving right after start: only the values from cycle t + RECIP_BITS - 1 count
+            if junk:  # acc still moving right after start: only the values from cycle t + ACC_READ_FROM count
                 for c in range(D):
                     ctx.set(dut.acc[c], rng.randint(AMIN, AMAX))
             else:
@@ -113,7 +114,7 @@ def test_exact_latency_and_extremes(D):
 
 @pytest.mark.parametrize("D,p", [(64, 0.3), (128, 0.8)])
 def test_random_backpressure_and_late_acc(D, p):
-    """Random l/acc and random o.ready; acc is junk until cycle t + RECIP_BITS - 3 (the engine's V pipeline may
+    """Random l/acc and random o.ready; acc is junk until cycle t + ACC_READ_FROM - 1 (the engine's V pipeline may
     still drain right after start), so the unit must not latch acc early."""
     rng = random.Random(100 + D)
     cases = []
