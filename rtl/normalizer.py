@@ -133,18 +133,19 @@ class Normalizer(wiring.Component):
 
         # F1a: one 4:1 mux per run of _RUN words; F1b: one S/_RUN:1 mux per group
         acc = self.acc
-        assert S % _RUN == 0 and S >= _RUN
+        assert S % _RUN == 0 and S >= _RUN and _RUN & (_RUN - 1) == 0
         runs = S // _RUN
+        rb = _RUN.bit_length() - 1  # select bits of an F1a mux (c mod _RUN)
         f1av, f1alast = Signal(), Signal()
         f1ahi = Signal(range(G))
         f1a = [[Signal(signed(ACC_BITS), name=f"f1a_{g}_{r}") for r in range(runs)] for g in range(G)]
-        f1asel = [replica(lo_bits - 2, name=f"f1asel_g{g}") for g in range(G)] if runs > 1 else []
+        f1asel = [replica(lo_bits - rb, name=f"f1asel_g{g}") for g in range(G)] if runs > 1 else []
         m.d.sync += [f1av.eq(fire), f1alast.eq(ilast), f1ahi.eq(ic[lo_bits:])]
-        m.d.sync += [c.eq(isel[g][2:]) for g, c in enumerate(f1asel)]
+        m.d.sync += [c.eq(isel[g][rb:]) for g, c in enumerate(f1asel)]
         for g in range(G):
             for r in range(runs):
                 words = Cat(*[acc[g * S + r * _RUN + j] for j in range(_RUN)])
-                m.d.sync += f1a[g][r].eq(words.word_select(isel[g][:2], ACC_BITS))
+                m.d.sync += f1a[g][r].eq(words.word_select(isel[g][:rb], ACC_BITS))
         f1v, f1last = Signal(), Signal()
         f1hi = Signal(range(G))
         f1 = [Signal(signed(ACC_BITS), name=f"f1_{g}") for g in range(G)]
