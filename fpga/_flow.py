@@ -192,6 +192,13 @@ def _write_sources(config: BuildConfig, design, board: Board, out: Path) -> None
         (out / "top.lpf").write_text(f'LOCATE COMP "clk" SITE "{board.clk_site}";\n' if board.clk_site else "")
 
 
+def check_jobs(jobs) -> int:
+    """`jobs` (parallel place-and-route runs or sweep points) if it is a positive integer, else a SpecError."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise SpecError(f"jobs must be a positive integer, got {jobs!r}")
+    return jobs
+
+
 def build(config: BuildConfig, out_dir: str | Path, *, listener: Listener | None = None, jobs: int = 1) -> BuildResult:
     """Build `config` into `out_dir` (created): top.bit, report.json (see module doc), tool logs. With several
     ``config.seeds``, `jobs` place-and-route runs go at a time (one core each) and the best seed is kept.
@@ -199,8 +206,7 @@ def build(config: BuildConfig, out_dir: str | Path, *, listener: Listener | None
     Raises SpecError for a bad configuration, a configuration that synthesis shows will not fit the part (before
     place and route), or a missing toolchain; BuildError when a tool fails otherwise (message names its log).
     """
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise SpecError(f"jobs must be a positive integer, got {jobs!r}")
+    check_jobs(jobs)
     listener = listener or SilentListener()
     board = get_board(config.board)
     from hwsim.hardware import get_hardware

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from hwsim.errors import SpecError
 
-from fpga._flow import BuildConfig, build
+from fpga._flow import BuildConfig, build, check_jobs
 from fpga._report import RESOURCES, DoesNotFit
 from fpga._toolchain import Listener
 
@@ -38,8 +38,7 @@ def sweep(*, board: str, lanes: list[int], head_dims: list[int], freq_mhz: float
     instead of stopping the sweep; any other error stops it. Points come back in (head_dim, lanes) order whatever
     finished first.
     """
-    if not isinstance(jobs, int) or jobs < 1:
-        raise SpecError(f"jobs must be a positive integer, got {jobs!r}")
+    check_jobs(jobs)
     configs = [BuildConfig(board=board, lanes=n, head_dim=head_dim, freq_mhz=freq_mhz, design=design,
                            router=router, seeds=tuple(seeds))
                for head_dim in head_dims for n in lanes]

@@ -86,6 +86,10 @@ def test_build_config_and_boards():
         BuildConfig(seeds=(1.5,))
     with pytest.raises(SpecError, match="jobs must be a positive integer, got 0"):
         build(BuildConfig(board="lfe5u-85f"), "unused", jobs=0)
+    from fpga._sweep import sweep  # the same check, before any point is built
+    for bad in (0, True, 1.5):
+        with pytest.raises(SpecError, match=f"jobs must be a positive integer, got {bad!r}"):
+            sweep(board="lfe5u-85f", lanes=[2], head_dims=[64], freq_mhz=100, out_root="unused", jobs=bad)
 
 
 def test_rejected_design_leaves_no_unused_elaboratable():
