@@ -10,9 +10,10 @@ latencies are the contracts of rtl/timing.py:
   Both must come after every earlier command's results have landed (the engine leaves >= 40 cycles).
 * ``scan`` (SCAN_LATENCY = 4): bmax <= max(bmax, max over the gated lanes of ``s``); an ``update`` at t + 4 or
   later sees it. Stages: the L scores become 21-bit unsigned keys ``gate:(s + 2^19)`` (a gated lane always beats
-  an ungated one, no logic), then a max tree over cycles t .. t+2 whose nodes take 2 or 4 keys (a 4-key node is
-  one level of 6 parallel comparators and a select, one carry chain deep), then at t+3 the loop
-  bmax <= max(bmax, tree max) (skipped when no lane was gated).
+  an ungated one, no logic), then a max tree over cycles t .. t+2 that leaves two keys, whose nodes take 1, 2 or 4
+  keys (a 4-key node is one level of 6 parallel comparators and a select, one carry chain deep; up to 16 lanes
+  every node takes at most 2), then at t+3 the loop bmax <= max(bmax, a, b) over the two keys: three parallel
+  comparators (a >= b, a > bmax, b > bmax, an ungated key never wins), then the load enable and a 2:1 select.
 * ``update`` (UPDATE_LATENCY = 6): ``Xmax = (bmax * mant) >> shift``, ``Mblk = (Xmax + 255) >> 8``,
   ``Mnew = max(M, Mblk)`` (``Mblk`` when not m_valid), ``rescale = min(Mnew - M, 31)`` (0 when not m_valid).
   ``rescale`` holds the value and ``rescale_stb`` is high during cycle t + 6 exactly; at the edge ending t + 6,
@@ -76,14 +77,19 @@ def _split_levels(n: int, stages: int = 3) -> list[int]:
 
 
 def _scan_radices(lanes: int) -> list[int]:
-    """Radix (1, 2 or 4) of each of the 3 max-tree stages, product = lanes: the tree levels spread over the stages,
-    the later stages taking the extra ones (16 lanes: 2, 2, 4).
+    """Radix (1, 2 or 4) of each of the 3 max-tree stages, product = lanes / 2 (the last of the log2(lanes) levels
+    is the bmax loop's): the tree levels spread over the stages, the later stages taking the extra ones (16 lanes:
+    2, 2, 2; 64: 2, 4, 4).
+
+    The tree used to end in one key (16 lanes: 2, 2, 4), and its 4-key node was the lanes-64 critical path on 4 of
+    8 placements (RTL 5a2b8f3, seeds 4 and 7: ``scan1_* -> scan2_0``, 11.2 ns, 8.5 ns of it routing); the loop's
+    3-way max is one carry chain and two LUTs, as shallow as the 2-key node it replaces.
 
     The first stage compares the lanes' scores as they arrive, so a wide node there would gather scores from far
     apart; a radix-1 first stage would be a plain copy of ``s`` that synthesis merges with the exp lanes' score
     registers (the same D input), which sit by their DSPs: at 16 lanes that made the 4-key node after it the
     lanes-64 critical path (``s13 -> scan1_3``, 11.8 ns, 8.4 ns of it routing)."""
-    return [1 << n for n in _split_levels(lanes.bit_length() - 1)]
+    return [1 << n for n in _split_levels(lanes.bit_length() - 2)]
 
 
 def _max_of(m, vals, name):
@@ -162,12 +168,17 @@ class SoftmaxUnit(wiring.Component):
             keys = regs
         scan_v = Signal(3)  # scan valid at the outputs of the 3 tree stages
         m.d.sync += scan_v.eq(Cat(self.scan, scan_v[:2]))
-        cmax = keys[0]
+        ka, kb = keys  # the tree's two keys: the loop takes max(bmax, a, b) over the gated ones
         bmax_key = Signal(SB)  # bmax + 2^19
+        a_ge_b, a_wins, b_wins = Signal(), Signal(), Signal()
+        m.d.comb += [a_ge_b.eq(ka >= kb), a_wins.eq(ka[SB] & (ka[:SB] > bmax_key)),
+                     b_wins.eq(kb[SB] & (kb[:SB] > bmax_key))]
         with m.If(self.blk_start):
             m.d.sync += bmax_key.eq(0)
-        with m.Elif(scan_v[2] & cmax[SB] & (cmax[:SB] > bmax_key)):
-            m.d.sync += bmax_key.eq(cmax[:SB])
+        # max(a, b) is gated and beats bmax: the larger of a and b (a gated key beats an ungated one through the key's
+        # top bit) decides which of the two bmax comparisons counts
+        with m.Elif(scan_v[2] & Mux(a_ge_b, a_wins, b_wins)):
+            m.d.sync += bmax_key.eq(Mux(a_ge_b, ka, kb)[:SB])
         bmax = Cat(bmax_key[:SB - 1], ~bmax_key[SB - 1]).as_signed()
 
         # ------------------------------------------------------------------ update

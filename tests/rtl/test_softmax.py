@@ -149,7 +149,7 @@ def rand_block(rng, kind):
     return s, g, mant, sh
 
 
-@pytest.mark.parametrize("L", [2, 8, 16, 64])  # 16: the engine's widest softmax unit (scan radices 2, 2, 4)
+@pytest.mark.parametrize("L", [2, 8, 16, 64])  # 16: the engine's widest softmax unit (scan radices 2, 2, 2)
 def test_latencies_and_bit_exact_random_blocks(L):
     rng = np.random.default_rng(L)
     nb = {2: 3, 8: 4, 16: 4, 64: 4}[L]
