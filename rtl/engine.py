@@ -163,10 +163,14 @@ class AttentionEngine(wiring.Component):
         eff_bm = Signal(TILE)
         eff_last = Signal(range(nch))
         eff_empty = Signal()
+        # the issue control reads its own copy of `sparse` (the other drives the 64 bitmap muxes by S1): one register
+        # for both was a 6.5 ns net into the go logic (lanes 64, RTL 966625a, seed 8: sparse -> go -> the V token
+        # registers' clock enable, 15.5 ns)
+        sparse_c = replica(name="sparse_c")
         m.d.comb += [
             eff_bm.eq(Mux(sparse, hdr.bitmap, dense_bm)),
-            eff_last.eq(Mux(sparse, h_lastbeat, dense_last)),
-            eff_empty.eq(Mux(sparse, h_empty, dense_empty)),
+            eff_last.eq(Mux(sparse_c, h_lastbeat, dense_last)),
+            eff_empty.eq(Mux(sparse_c, h_empty, dense_empty)),
         ]
         run = in_k | in_v
         go = Signal()
@@ -182,7 +186,8 @@ class AttentionEngine(wiring.Component):
         nxt_zero = Signal()
         rest_low, rest_rest = _lowest(rest)
         adv = Signal()  # V phase: the current token's last tile beat is issued
-        m.d.comb += adv.eq(in_v & go & tlast & (vg == G - 1))
+        vlast = Signal()  # register: in VRUN at the token's last V group (in_v & vg == G - 1), kept with vg and in_v
+        m.d.comb += adv.eq(vlast & go & tlast)
 
         # ---- beat pipeline S1..S5 ---------------------------------------------------------------------------------
         # S1 registers the beat with the one-hot of its V token; S2 reads that token's p (AND-OR over p_all, no
@@ -275,7 +280,7 @@ class AttentionEngine(wiring.Component):
                 with m.If(self.blk.valid):
                     p = self.blk.payload
                     m.d.sync += [sel.eq(p.sel), mant.eq(p.score_mant), shift.eq(p.score_shift),
-                                 sparse.eq(p.sparse), blast.eq(p.last), beat.eq(0), kd.eq(0),
+                                 sparse.eq(p.sparse), sparse_c.eq(p.sparse), blast.eq(p.last), beat.eq(0), kd.eq(0),
                                  dense_bm.eq(p.sel), blk_stb.eq(1), head_stb.eq(head_first)]
                     m.next = "BLK1"
             with m.State("BLK1"):  # blk_stb (and head_stb on a head's first block): clear, start the softmax block
@@ -328,7 +333,7 @@ class AttentionEngine(wiring.Component):
             with m.State("EWAIT"):  # p_all and l land (rtl/timing.py: EWAIT_CYCLES)
                 m.d.sync += wait.eq(wait - 1)
                 with m.If(wait == 0):
-                    m.d.sync += [beat.eq(0), vg.eq(0), in_v.eq(1),
+                    m.d.sync += [beat.eq(0), vg.eq(0), in_v.eq(1), vlast.eq(G == 1),
                                  dense_bm.eq((1 << TILE) - 1), dense_last.eq(nch - 1), dense_empty.eq(0)]
                     m.next = "VRUN"
             with m.State("VRUN"):
@@ -336,21 +341,24 @@ class AttentionEngine(wiring.Component):
                     with m.If(tlast):
                         m.d.comb += fifo.r_en.eq(1)
                         m.d.sync += beat.eq(0)
-                        with m.If(vg == G - 1):
-                            m.d.sync += [vg.eq(0), cur_iso.eq(nxt_iso), nxt_iso.eq(rest_low),
-                                         rest.eq(rest_rest), nxt_zero.eq(rest == 0)]
+                        with m.If(vlast):  # = adv; the token registers advance outside the FSM (below)
+                            m.d.sync += [vg.eq(0), vlast.eq(G == 1)]
                             with m.If(nxt_zero):
-                                m.d.sync += in_v.eq(0)
+                                m.d.sync += [in_v.eq(0), vlast.eq(0)]
                                 with m.If(blast):
                                     m.d.sync += [norm_start.eq(1), head_first.eq(1)]
                                     m.next = "NORM"
                                 with m.Else():
                                     m.next = "BLK"
                         with m.Else():
-                            m.d.sync += vg.eq(vg + 1)
+                            m.d.sync += [vg.eq(vg + 1), vlast.eq(vg == G - 2 if G > 1 else 0)]
                     with m.Else():
                         m.d.sync += beat.eq(beat + 1)
             with m.State("NORM"):
                 with m.If(norm.done):
                     m.next = "BLK"
+        # the V token advance, decoded from registers and `go` only (no FSM state on the clock enable of the 3 x 64
+        # token registers; vlast implies VRUN)
+        with m.If(adv):
+            m.d.sync += [cur_iso.eq(nxt_iso), nxt_iso.eq(rest_low), rest.eq(rest_rest), nxt_zero.eq(rest == 0)]
         return m

@@ -21,7 +21,9 @@ from rtl.layouts import MULT_BITS, check_lanes, checking, products_layout, value
 
 __all__ = ["MacArray", "MAC_GROUP"]
 
-MAC_GROUP = 8  # lanes per copy of the multiplicand b (the engine registers each copy: fan-out relief)
+#: lanes per copy of the multiplicand b (the engine registers each copy: fan-out relief). 8 lanes per copy left a
+#: copy's net to its farthest lane at 5.5 ns (lanes 64, RTL 966625a, seeds 2 and 3: ``s4_b* -> mac.prod``, 11.1-11.4 ns)
+MAC_GROUP = 4
 
 
 class MacArray(wiring.Component):
