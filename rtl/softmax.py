@@ -81,8 +81,9 @@ def _scan_radices(lanes: int) -> list[int]:
     is the bmax loop's): the tree levels spread over the stages, the later stages taking the extra ones (16 lanes:
     2, 2, 2; 64: 2, 4, 4).
 
-    The tree used to end in one key (16 lanes: 2, 2, 4), and its 4-key node was the lanes-64 critical path on 4 of
-    8 placements (RTL 5a2b8f3, seeds 4 and 7: ``scan1_* -> scan2_0``, 11.2 ns, 8.5 ns of it routing); the loop's
+    The tree used to end in one key (16 lanes: 2, 2, 4), and its 4-key node was the lanes-64 critical path on 3 of
+    the 6 placements measured (RTL 5a2b8f3, seeds 2, 4 and 7: ``scan1_* -> scan2_0``, e.g. 11.2 ns, 8.5 ns of it
+    routing; on 65f97a8 seed 3 too); the loop's
     3-way max is one carry chain and two LUTs, as shallow as the 2-key node it replaces.
 
     The first stage compares the lanes' scores as they arrive, so a wide node there would gather scores from far
