@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hwsim.errors import SpecError
-
 from fpga._flow import BuildConfig, build, check_jobs
 from fpga._report import RESOURCES, DoesNotFit
 from fpga._toolchain import Listener
