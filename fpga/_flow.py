@@ -170,6 +170,13 @@ def _platform(board: Board):
     return Platform()
 
 
+class BareChip:
+    """The platform the bare-chip flow elaborates for: no resources, only the device family, so that designs may
+    instantiate ECP5 primitives (rtl/dsp.py's MULT18X18D with its registers) as they do under a board's platform."""
+
+    family = "ecp5"
+
+
 def _write_sources(config: BuildConfig, design, board: Board, out: Path) -> None:
     """top.il + top.ys + top.lpf in `out`; the .ys also writes Yosys' cell statistics."""
     from fpga._top import FeedTop
@@ -185,7 +192,7 @@ def _write_sources(config: BuildConfig, design, board: Board, out: Path) -> None
         from amaranth.back import rtlil
 
         top = FeedTop(design)
-        (out / "top.il").write_text(rtlil.convert(top, name="top"))
+        (out / "top.il").write_text(rtlil.convert(top, name="top", platform=BareChip()))
         keep = keep_replicas_script()
         (out / "top.ys").write_text(f"read_rtlil top.il\n{keep}\nsynth_ecp5 -run :map_luts -top top\n{after}\n"
                                     "write_json top.json\n")

@@ -18,8 +18,9 @@ latencies are the contracts of rtl/timing.py:
   ``Mnew = max(M, Mblk)`` (``Mblk`` when not m_valid), ``rescale = min(Mnew - M, 31)`` (0 when not m_valid).
   ``rescale`` holds the value and ``rescale_stb`` is high during cycle t + 6 exactly; at the edge ending t + 6,
   l <= l >> rescale, M <= Mnew, m_valid <= 1 (an ``exp`` at t + 7 or later sees the new M; M is read by the exp
-  lanes in their 6th stage). Stages: t: product split ``(bmax >> 2) * mant`` (one MULT18X18D, 18x17 signed) and
-  ``bmax[0:2] * mant`` (a 17-bit add of the gated mant and 2 mant); t+1: their sum (36-bit carry chain);
+  lanes in their 6th stage). Stages: t: product split ``(bmax >> 2) * mant`` (one RegisteredMul, rtl/dsp.py, 18 x
+  16, whose operand registers are copies of bmax and mant) and ``bmax[0:2] * mant`` (a 17-bit add of the gated mant
+  and 2 mant); t+1: their sum (36-bit carry chain);
   t+2: arithmetic shift by ``shift[3:6] * 8``; t+3: by ``shift[0:3]``; t+4: three parallel carry chains
   ``(M << 8) - Xmax`` (its sign: Mblk > M; bits 8..12: -(Mnew - M) mod 32), ``((M + 31) << 8) - Xmax`` (its sign:
   Mblk - M > 31) and ``Mblk``; t+5: the clamp -> ``rescale``/``rescale_stb``/Mnew registers, and ``l`` shifted by
@@ -29,13 +30,15 @@ latencies are the contracts of rtl/timing.py:
   ``i = min(ne >> 8, 9)``, ``r = ne[3:8]``, ``p = (T[r] + ((1 << i) >> 1)) >> i`` (0 for a gated-off lane; ne < 0,
   which the schedule never produces, is taken as ne = 0 like the golden model's max(ne, 0)); p_all[chunk] <= p
   (visible from t + 9; other chunks unchanged), l <= l + sum(p) (visible from t + 11). Stages: t: the lane's
-  score into a local register; t+1: split product as for update (one DSP per lane); t+2: sum; t+3/t+4: the two
+  score into its operand registers (bits 2.. in the lane's RegisteredMul, bits 0..1 in fabric); t+1: split product
+  as for update (one DSP per lane); t+2: sum; t+3/t+4: the two
   shift halves; t+5: ``ne`` (39-bit carry chain); t+6: clamp (``ne < 0``; ``ne >> 8 >= 16`` or gated off -> T = 0)
   and the 32-entry table ``T[r]``; t+7: ``p = (T >> i) + T[i-1]`` (``(T + 2^(i-1)) >> i == (T >> i) + T[i-1]``;
   i = 9..15 give 0 through the shift) -> a per-lane p register; t+8: p_all[chunk] <= the p registers, and
   t+8 .. t+9: adder tree over the L p registers (2 levels per cycle up to 16 lanes); t+10: l <= l + sum.
 
-Each DSP and its shifter read their own register copies of ``mant`` and ``shift`` (register duplication against
+Each DSP and its shifter read their own register copies of ``mant`` (the DSP's operand register and a fabric copy
+for the low product) and ``shift`` (register duplication against
 the fan-out of one register to L + 1 lanes: ``shift`` to every lane's shifter was a lanes-32 critical path, 13.9 ns
 with 12.7 ns of routing): the update's copies load at every scan, lane j's at every update and every scan with lane j
 gated (the load enables differ, so synthesis cannot merge the copies). The copies are right because ``mant``/``shift``
@@ -51,6 +54,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from quant.fixedpoint import EXP2_TABLE, EXP_FRAC_BITS, EXP_TABLE_BITS, L_BITS, SCORE_BITS, SHIFT_CLAMP
+from rtl.dsp import RegisteredMul
 from rtl.layouts import TILE, check_lanes, checking, replica
 from rtl.timing import EXP_LATENCY, L_LATENCY, SCAN_LATENCY, UPDATE_LATENCY
 
@@ -135,14 +139,24 @@ class SoftmaxUnit(wiring.Component):
         })
 
     # ------------------------------------------------------------------------------------------ helpers
-    def _scaled(self, m, s, name, mant, shift):
-        """4-stage pipeline of X = (s * mant) >> shift for a signed SCORE_BITS value s (valid 4 edges later)."""
-        hi = Signal(signed(PROD_BITS - 2), name=f"{name}_hi")  # (s >> 2) * mant: 18 x 17 signed, one DSP
+    def _scaled(self, m, name, s, s_en, mant, mant_en, shift):
+        """X = (s * mant) >> shift for a signed SCORE_BITS score, valid 5 edges after ``s``/``mant`` are presented
+        with their load enables (the operand registers are made here; ``shift`` is a register copy already).
+
+        Split product: ``(s >> 2) * mant`` (18 x 16) in a RegisteredMul (one MULT18X18D with its own operand and
+        product registers on ECP5, rtl/dsp.py) and ``s[0:2] * mant`` in fabric from a copy of ``s[0:2]`` and of
+        ``mant``, then their sum and the two shift halves."""
+        mul = RegisteredMul(signed(SCORE_BITS - 2), unsigned(16))
+        m.submodules[f"{name}_mul"] = mul
+        m.d.comb += [mul.a.eq(s[2:]), mul.a_en.eq(s_en), mul.b.eq(mant), mul.b_en.eq(mant_en)]
+        s_lo, mant_f = Signal(2, name=f"{name}_slo"), Signal(16, name=f"{name}_mant")
+        with m.If(s_en):
+            m.d.sync += s_lo.eq(s[:2])
+        with m.If(mant_en):
+            m.d.sync += mant_f.eq(mant)
+        hi = mul.p  # (s >> 2) * mant, signed 34
         lo = Signal(18, name=f"{name}_lo")  # s[0:2] * mant
-        m.d.sync += [
-            hi.eq(s[2:].as_signed() * mant),
-            lo.eq(Mux(s[0], mant, 0) + Mux(s[1], mant << 1, 0)),
-        ]
+        m.d.sync += lo.eq(Mux(s_lo[0], mant_f, 0) + Mux(s_lo[1], mant_f << 1, 0))
         prod = Signal(signed(PROD_BITS), name=f"{name}_prod")
         m.d.sync += prod.eq((hi << 2) + lo)
         coarse = Signal(signed(PROD_BITS), name=f"{name}_sh1")
@@ -174,13 +188,13 @@ class SoftmaxUnit(wiring.Component):
         a_ge_b, a_wins, b_wins = Signal(), Signal(), Signal()
         m.d.comb += [a_ge_b.eq(ka >= kb), a_wins.eq(ka[SB] & (ka[:SB] > bmax_key)),
                      b_wins.eq(kb[SB] & (kb[:SB] > bmax_key))]
-        with m.If(self.blk_start):
-            m.d.sync += bmax_key.eq(0)
         # max(a, b) is gated and beats bmax: the larger of a and b (a gated key beats an ungated one through the key's
         # top bit) decides which of the two bmax comparisons counts
-        with m.Elif(scan_v[2] & Mux(a_ge_b, a_wins, b_wins)):
-            m.d.sync += bmax_key.eq(Mux(a_ge_b, ka, kb)[:SB])
-        bmax = Cat(bmax_key[:SB - 1], ~bmax_key[SB - 1]).as_signed()
+        key_d = Mux(self.blk_start, 0, Mux(a_ge_b, ka, kb)[:SB])
+        key_en = self.blk_start | (scan_v[2] & Mux(a_ge_b, a_wins, b_wins))
+        with m.If(key_en):
+            m.d.sync += bmax_key.eq(key_d)
+        bmax_d = Cat(key_d[:SB - 1], ~key_d[SB - 1]).as_signed()  # what bmax loads (the update's operand register)
 
         # ------------------------------------------------------------------ update
         m_valid = Signal()
@@ -188,11 +202,12 @@ class SoftmaxUnit(wiring.Component):
         m.d.sync += m31.eq(self.m + SHIFT_CLAMP)
         upd_v = Signal(6)  # update valid at the outputs of stages t .. t+5
         m.d.sync += upd_v.eq(Cat(self.update, upd_v[:5]))
-        # local copy of mant for the update's DSP, loaded by every scan (mant holds from blk_start on)
-        mant_u, shift_u = Signal(16), Signal(6)
+        # local copies of mant (the update DSP's operand register) and shift, loaded by every scan (mant and shift
+        # hold from blk_start on); the DSP's other operand register is a copy of bmax
+        shift_u = Signal(6)
         with m.If(self.scan):
-            m.d.sync += [mant_u.eq(self.mant), shift_u.eq(self.shift)]
-        xmax = self._scaled(m, bmax, "upd", mant_u, shift_u)  # valid at the output of stage t+3
+            m.d.sync += shift_u.eq(self.shift)
+        xmax = self._scaled(m, "upd", bmax_d, key_en, self.mant, self.scan, shift_u)  # valid at the output of t+3
         ne_a = Signal(signed(NE_BITS))  # (M << 8) - Xmax: >> 8 is M - Mblk
         ne_b = Signal(signed(NE_BITS + 1))  # ((M + 31) << 8) - Xmax: < 0 <=> Mblk - M > 31
         mblk = Signal(signed(M_BITS + 1))
@@ -233,13 +248,13 @@ class SoftmaxUnit(wiring.Component):
             # stage t: the lane's score and its own copies of mant and shift (register duplication against the
             # fan-out to every lane; the load enables differ per lane, so synthesis does not merge the copies; every
             # copy loads at the update, after which mant and shift hold until the block's exps are done)
-            s_r = Signal(signed(SB), name=f"s{j}")
-            mant_j, shift_j = Signal(16, name=f"mant{j}"), Signal(6, name=f"shift{j}")
+            shift_j = Signal(6, name=f"shift{j}")
             m_j = replica(signed(M_BITS), name=f"m{j}")  # M, one cycle later (an exp reads it 5 cycles after issue)
-            m.d.sync += [s_r.eq(self.s[j]), m_j.eq(self.m)]
-            with m.If(self.update | (self.scan & self.gate[j])):
-                m.d.sync += [mant_j.eq(self.mant), shift_j.eq(self.shift)]
-            x = self._scaled(m, s_r, f"e{j}", mant_j, shift_j)  # stage t+4 output
+            m.d.sync += m_j.eq(self.m)
+            load = self.update | (self.scan & self.gate[j])
+            with m.If(load):
+                m.d.sync += shift_j.eq(self.shift)
+            x = self._scaled(m, f"e{j}", self.s[j], Const(1, 1), self.mant, load, shift_j)  # stage t+4 output
             ne = Signal(signed(NE_BITS), name=f"ne{j}")
             m.d.sync += ne.eq((m_j << F) - x)  # t+5
             # t+6: clamp and table
