@@ -16,7 +16,6 @@ lanes 32/64 ~10-25 minutes (lanes 64/head_dim 128: 66.4-90.0 MHz over seeds 1-5 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fpga import DESIGNS, RESOURCES, ROUTERS, BuildConfig, plot_sweep, sweep, sweep_rows  # noqa: E402
+from hwsim.cli import OneLineArgumentParser  # noqa: E402
+from hwsim.cli._common import int_list, positive_int  # noqa: E402
+from hwsim.errors import HwsimError  # noqa: E402
 
 
 class _Print:
@@ -38,28 +40,28 @@ class _Print:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--lanes", default="2,4,8,16,32,64")
-    ap.add_argument("--head-dim", default="64")
+    ap = OneLineArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lanes", type=int_list, default=[2, 4, 8, 16, 32, 64], metavar="N,N,...")
+    ap.add_argument("--head-dim", type=int_list, default=[64], metavar="D,D,...")
     ap.add_argument("--freq", type=float, default=100.0)
     ap.add_argument("--out", default="build/fpga-sweep")
     ap.add_argument("--design", default="engine", choices=tuple(DESIGNS))
-    ap.add_argument("--jobs", type=int, default=1, help="builds at a time (nextpnr uses one core each)")
+    ap.add_argument("--jobs", type=positive_int, default=1, help="builds at a time (nextpnr uses one core each)")
     ap.add_argument("--router", default=BuildConfig.router, choices=ROUTERS,
                     help="nextpnr router (default router2, which finishes on the engine; router1: see fpga._flow)")
-    ap.add_argument("--seed", default="1", help="nextpnr seed(s), comma-separated; several: each point keeps its best")
+    ap.add_argument("--seed", type=int_list, default=[1], metavar="N[,N...]", help="nextpnr seed(s), comma-separated; several: each point keeps its best")
     args = ap.parse_args()
-    seeds = tuple(int(x) for x in args.seed.split(","))
-    lanes = [int(x) for x in args.lanes.split(",")]
-    head_dims = [int(x) for x in args.head_dim.split(",")]
-
     t0 = time.perf_counter()
-    points = sweep(board="lfe5u-85f", lanes=lanes, head_dims=head_dims, freq_mhz=args.freq, out_root=args.out,
-                   design=args.design, listener=_Print(), jobs=args.jobs, router=args.router,
-                   seeds=seeds)
+    try:
+        points = sweep(board="lfe5u-85f", lanes=args.lanes, head_dims=args.head_dim, freq_mhz=args.freq,
+                       out_root=args.out, design=args.design, listener=_Print(), jobs=args.jobs,
+                       router=args.router, seeds=tuple(args.seed))
+    except HwsimError as e:  # bad input (e.g. an impossible frequency) or a missing toolchain: one line, status 2
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     rows = sweep_rows(points)
     print(f"{args.design} on LFE5U-85F-6BG381C (bare chip), target {args.freq:g} MHz, nextpnr seed(s) "
-          f"{args.seed} (best kept), {args.router}")
+          f"{','.join(map(str, args.seed))} (best kept), {args.router}")
     head = f"{'D':>4} {'lanes':>5} " + " ".join(f"{r.bel:>18}" for r in RESOURCES) + \
         f" {'Fmax MHz':>9} {'seed':>4} {'timing':>6} {'build s':>8}"
     print(head)

@@ -118,3 +118,26 @@ def test_cli_router_choices_are_the_flow_routers():
     from hwsim.cli.cmd_fpga import DEFAULT_ROUTER, ROUTER_CHOICES
 
     assert ROUTER_CHOICES == ROUTERS and BuildConfig().router == DEFAULT_ROUTER == "router2"
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--seed", "x"], "argument --seed: 'x' is not a comma-separated list of integers"),
+    (["--lanes", "2,x"], "argument --lanes: '2,x' is not a comma-separated list of integers"),
+    (["--jobs", "0"], "argument --jobs: 0 must be >= 1"),
+    (["--lanes", "3"], "error: lanes must be a power of two"),
+    (["--freq", "900"], "error: --freq 900 MHz is out of range"),
+])
+def test_sweep_benchmark_bad_input_is_one_line_exit_2(tmp_path, args, fragment):
+    """benchmarks/fpga_sweep.py parses its lists like `hwsim fpga sweep` and turns the flow's errors into one line
+    and status 2, before any tool runs or any file is written."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "fpga_sweep.py"
+    out = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, str(script), *args, "--out", str(out)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert proc.stdout == "" and proc.stderr.count("\n") == 1 and fragment in proc.stderr, proc.stderr
+    assert not out.exists()
