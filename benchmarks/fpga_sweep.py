@@ -49,7 +49,8 @@ def main() -> int:
     ap.add_argument("--jobs", type=positive_int, default=1, help="builds at a time (nextpnr uses one core each)")
     ap.add_argument("--router", default=BuildConfig.router, choices=ROUTERS,
                     help="nextpnr router (default router2, which finishes on the engine; router1: see fpga._flow)")
-    ap.add_argument("--seed", type=int_list, default=[1], metavar="N[,N...]", help="nextpnr seed(s), comma-separated; several: each point keeps its best")
+    ap.add_argument("--seed", type=int_list, default=[1], metavar="N[,N...]",
+                    help="nextpnr seed(s), comma-separated; several: each point keeps its best")
     args = ap.parse_args()
     t0 = time.perf_counter()
     try:
