@@ -96,11 +96,12 @@ def main(argv=None) -> int:
     if a.no_verilator:
         return 0
     sys.path.insert(0, str(REPO / "tests" / "cocotb"))
-    from harness import engine_build, run_cocotb
+    from harness import cxx_opt, engine_build, run_cocotb
 
     t0 = time.perf_counter()
     engine_build(D, L)
-    print(f"Verilator build (cached after the first run): {time.perf_counter() - t0:.1f} s")
+    print(f"Verilator build, C++ at {cxx_opt()} (HWSIM_VERILATOR_OPT; cached after the first run): "
+          f"{time.perf_counter() - t0:.1f} s")
     for k in VERILATOR_CASES:
         h = heads[k]
         with tempfile.TemporaryDirectory() as tmp:
