@@ -7,9 +7,9 @@ without source attributes), and a hash of that Verilog keys the Verilator build 
 optimisation level changes.
 
 The C++ of the Verilated model is compiled at ``$HWSIM_VERILATOR_OPT`` (default ``-O0``). Verilator's own default,
-``-Os``, spent ~95% of the cocotb tests' time in g++ on a 2-core machine: the lanes-8 engines are ~2.2 MB of
+``-Os``, spent ~93% of the cocotb tests' time in g++ on a 2-core machine: the lanes-8 engines are ~2.2 MB of
 Verilog and ~22 MB of C++, and one 1.2 MB file of it took 39.8 s at -Os, 20.9 s at -O1 and 4.2 s at -O0 (measured
-2026-12-04, g++ of this machine, head_dim 64). The tests simulate a few thousand cycles per head, where the slower
+2026-12-04, g++ of this machine, head_dim 128). The tests simulate a few thousand cycles per head, where the slower
 -O0 model costs less than the compile saves; long sweeps (benchmarks/rtl_cycles.py) can set ``-Os`` instead.
 """
 
