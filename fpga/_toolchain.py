@@ -114,34 +114,34 @@ def _version_flag(name: str) -> str:
     return "-V" if name == "yosys" else "--version"
 
 
-def prepare_tool(name: str, listener: Listener | None = None) -> None:
-    """Make sure tool `name`'s machine code is in YoWASP's cache before it runs (module docstring).
+def prepare_tool(name: str, listener: Listener | None = None) -> str:
+    """Make sure tool `name`'s machine code is in YoWASP's cache before it runs (module docstring); returns the
+    tool's path (`find_tool`).
 
     Every caller takes an exclusive lock beside the cache; the first one to hold it while nothing is cached runs
     `<tool> --version` (the compile, announced to `listener`), and the others wait for it, then find a complete file.
     """
     exe = find_tool(name)
     tool = TOOLS[name]
-    try:
-        cache = _cache_dir()
-        cache.mkdir(parents=True, exist_ok=True)
-        lock = open(cache / f".hwsim-{tool.module}-{tool.wasm}.lock", "a")
-    except OSError:  # no writable cache folder: YoWASP then compiles on every run and there is nothing to guard
-        lock = contextlib.nullcontext()
-    with lock:
-        if not isinstance(lock, contextlib.nullcontext):
+    with contextlib.ExitStack() as held:
+        try:
+            cache = _cache_dir()
+            cache.mkdir(parents=True, exist_ok=True)
+            lock = held.enter_context(open(cache / f".hwsim-{tool.module}-{tool.wasm}.lock", "a"))
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        except OSError:  # no writable cache folder: YoWASP then compiles on every run and there is nothing to guard
+            pass
         if needs_compile(name):
             if listener is not None:
                 listener.note(f"first run of {tool.command} on this machine: compiling its WebAssembly to machine "
                               f"code (~{tool.compile_s:.0f} s, once; cached by YoWASP)")
             subprocess.run([exe, _version_flag(name)], capture_output=True, check=False)
+    return exe
 
 
 def tool_version(name: str) -> str:
     """First line of `<tool> --version` (or -V for Yosys)."""
-    prepare_tool(name)
-    out = subprocess.run([find_tool(name), _version_flag(name)], capture_output=True, text=True, check=False)
+    out = subprocess.run([prepare_tool(name), _version_flag(name)], capture_output=True, text=True, check=False)
     text = (out.stdout or out.stderr).strip().splitlines()
     return text[0].strip().strip('"') if text else "unknown"
 
@@ -160,8 +160,7 @@ def run_tool(name: str, args: list[str], *, cwd: Path, log: str, step: str, text
     Returns exit status and times (the caller decides what a non-zero exit means); the step's progress and
     duration go to `listener`, and a first-call WebAssembly compile is announced before it starts.
     """
-    exe = find_tool(name)
-    prepare_tool(name, listener)
+    exe = prepare_tool(name, listener)
     listener.start(step, text)
     t0 = time.perf_counter()
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)

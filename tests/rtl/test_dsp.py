@@ -100,7 +100,7 @@ def test_ecp5_instance_is_equivalent_to_the_fabric_version(tmp_path, a_shape, b_
     the block model above. Narrow operands keep the SAT problem small (18 x 16 did not finish in 5 minutes); the
     bits above them exercise the sign/zero extension into the block's 18-bit ports. Swapping the model's A and B
     clock enables makes this proof fail."""
-    from fpga._toolchain import find_tool, prepare_tool
+    from fpga._toolchain import prepare_tool
 
     (tmp_path / "fabric.il").write_text(rtlil.convert(RegisteredMul(a_shape, b_shape), name="fabric"))
     (tmp_path / "ecp5.il").write_text(rtlil.convert(RegisteredMul(a_shape, b_shape), platform=BareChip(), name="ecp5"))
@@ -109,6 +109,6 @@ def test_ecp5_instance_is_equivalent_to_the_fabric_version(tmp_path, a_shape, b_
               "hierarchy -check; proc; flatten; "
               "opt_clean; miter -equiv -flatten -make_assert fabric ecp5 miter; hierarchy -top miter; "
               "sat -verify -prove-asserts -set-init-zero -seq 6 miter")
-    prepare_tool("yosys")  # the first Yosys run compiles its WebAssembly once, under a lock (fpga/_toolchain.py)
-    done = subprocess.run([find_tool("yosys"), "-q", "-p", script], cwd=tmp_path, capture_output=True, text=True)
+    # prepare_tool: the first Yosys run compiles its WebAssembly once, under a lock (fpga/_toolchain.py)
+    done = subprocess.run([prepare_tool("yosys"), "-q", "-p", script], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
