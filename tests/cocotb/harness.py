@@ -65,12 +65,15 @@ def engine_verilog(head_dim: int, lanes: int) -> Path:
     return path
 
 
+_CXX_OPTS = ("-O0", "-O1", "-O2", "-O3", "-Os", "-Og")
+
+
 def cxx_opt() -> str:
     """g++ optimisation flag of the Verilated model's C++ ($HWSIM_VERILATOR_OPT, default -O0; module docstring)."""
     opt = os.environ.get("HWSIM_VERILATOR_OPT", "-O0")
-    if opt not in ("-O0", "-O1", "-O2", "-O3", "-Os", "-Og"):
-        raise ValueError(f"HWSIM_VERILATOR_OPT={opt!r} is not a g++ optimisation level; use one of -O0 -O1 -O2 -O3 -Os "
-                         "-Og")
+    if opt not in _CXX_OPTS:
+        raise ValueError(f"HWSIM_VERILATOR_OPT={opt!r} is not a g++ optimisation level; "
+                         f"use one of {' '.join(_CXX_OPTS)}")
     return opt
 
 

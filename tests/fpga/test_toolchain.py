@@ -21,4 +21,3 @@ def test_first_compile_happens_once_under_a_lock(tmp_path, monkeypatch):
     assert not needs_compile("ecppack")
     prepare_tool("ecppack", Notes())  # cached: nothing to announce
     assert len(notes) == 1
-
