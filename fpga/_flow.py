@@ -13,7 +13,7 @@ All tools run in the build directory with relative paths (YoWASP hides ``/tmp``)
 Several seeds (``BuildConfig.seeds``): synthesis runs once, then place and route once per seed (``jobs`` at a time,
 each in ``seed-N/``), and the seed with the highest Fmax is kept (ties: the first given): its placement is the one
 written to ``top.bit``, its log/report are copied to ``pnr.log`` / ``nextpnr_report.json``, and report.json lists
-every seed's Fmax. On lanes 64 the seed alone moves Fmax by up to ~24 MHz (README), so a seed sweep is the cheap
+every seed's Fmax. On lanes 64 the seed alone moves Fmax by up to ~24 MHz (fpga/TIMING.md), so a seed sweep is the cheap
 part of timing closure; the same seeds give the same bitstream.
 """
 

@@ -12,7 +12,7 @@ Every ``ready`` and the ``out`` payload/valid depend on registered state only (n
 cycle); input payloads are expected from registers (the header popcounts start from them). Datapath and rounding:
 quant/fixedpoint.py (bit exact). Phases and cycle counts: rtl/cycles.py; pipeline depths: rtl/timing.py.
 
-Pipelined for the 100 MHz ECP5 target (issue 6; measured Fmax in README): no register-to-register path has more
+Pipelined for the 100 MHz ECP5 target (issue 6; measured Fmax in fpga/TIMING.md): no register-to-register path has more
 than a few LUT levels plus one carry chain or one multiply.
 
 * Tile headers: accepted -> Popcount64 (2 stages: value count -> last beat index, empty flag) -> a 4-entry FIFO.
