@@ -21,9 +21,11 @@ than a few LUT levels plus one carry chain or one multiply.
 * Beat pipeline (K and V): the controller issues a beat (tile header at the FIFO head + one values beat) in cycle t;
   S1 registers it with the one-hot of its V token; the BitmapDecoder (4 stages) turns (bitmap, beat) into hit/lane
   while the token's p is read from the softmax unit (S2, a one-hot AND-OR), p' = p*sv is multiplied (S3), rounded and
-  muxed with the K multiplicand (S4, one register copy per MAC_GROUP lanes) and the MacArray products are registered
-  (S5); the ScatterNetwork routes the L products to their positions (4 stages, rtl/scatter.py), and each
-  Accumulator entry registers its gated product and adds it (visible from t + BEAT_LATENCY).
+  muxed with the K multiplicand (S4); the ScatterNetwork routes the L int4 values to their positions (S5 registers
+  them with the decoder's fourth stage; 4 stages, rtl/scatter.py), a MacArray of 64 lanes multiplies each position's
+  value by the multiplicand (delayed beside the network, one register copy per MAC_GROUP positions) into the position's
+  product register (S10), and each Accumulator entry registers its gated product and adds it (visible from
+  t + BEAT_LATENCY). Multiplying after the scatter keeps the network 4 bits wide instead of PROD_BITS.
 * V tokens: the one-hot current/next selected token and the rest of ``sel`` are registers; advancing finds the next
   one-hot with one 64-bit carry chain. (p used to be read by the controller into a register when the token advanced:
   FSM state -> in_v -> 64-bit one-hot mux -> AND-OR -> p register was the lanes-32/64 critical path, 14-16 ns.)
@@ -56,10 +58,11 @@ from rtl.unpacker import Unpacker
 __all__ = ["AttentionEngine", "TILE_FIFO_DEPTH"]
 
 TILE_FIFO_DEPTH = 4  # tile headers: FIFO entries (covers the 2 popcount stages in flight + one per cycle)
+MAC_LATENCY = 1  # the position multipliers' product register after the scatter network
 
 # the stage counts this controller is written for (rtl/timing.py is the contract; these tie it to the code)
 assert POPCOUNT_LATENCY == BLK_CYCLES - 1
-assert BEAT_LATENCY == 1 + DECODER_LATENCY + SCATTER_LATENCY + ADD_LATENCY
+assert BEAT_LATENCY == 1 + DECODER_LATENCY + SCATTER_LATENCY + MAC_LATENCY + ADD_LATENCY
 # the output accumulators' rescale (rescale_stb in the last UWAIT cycle) takes up to SHIFT_STEPS_MAX steps, one per
 # edge from the edge SHIFT_LATENCY - 1 after it; the first V beat is issued >= 1 (EXP) + EWAIT_CYCLES cycles after
 # UWAIT and adds at the edge BEAT_LATENCY - 1 after its issue, so its add comes after the last step
@@ -104,7 +107,7 @@ class AttentionEngine(wiring.Component):
         bw = len(Signal(range(nch)))  # a beat index within a tile (0 bits at 64 lanes: one beat per tile)
         m.submodules.fifo = fifo = SyncFIFO(width=hw + bw + 1, depth=TILE_FIFO_DEPTH)
         m.submodules.dec = dec = BitmapDecoder(lanes=L)
-        m.submodules.mac = mac = MacArray(lanes=L)
+        m.submodules.mac = mac = MacArray(lanes=TILE)  # one multiplier per tile position, after the scatter network
         m.submodules.scat = scat = ScatterNetwork(lanes=L)
         m.submodules.sacc = sacc = Accumulator(entries=TILE, width=SCORE_BITS, shift=False)  # cleared per block
         m.submodules.oacc = oacc = Accumulator(entries=D, width=ACC_BITS)
@@ -189,10 +192,10 @@ class AttentionEngine(wiring.Component):
         vlast = Signal()  # register: in VRUN at the token's last V group (in_v & vg == G - 1), kept with vg and in_v
         m.d.comb += adv.eq(vlast & go & tlast)
 
-        # ---- beat pipeline S1..S5 ---------------------------------------------------------------------------------
+        # ---- beat pipeline S1..S10 --------------------------------------------------------------------------------
         # S1 registers the beat with the one-hot of its V token; S2 reads that token's p (AND-OR over p_all, no
-        # controller state on the path); S3 p * sv; S4 rounds p' and picks the multiplicand (one register copy per
-        # MAC_GROUP lanes), the MacArray multiplies; S5 registers the products, with the decoder's fourth stage
+        # controller state on the path); S3 p * sv; S4 rounds p' and picks the multiplicand; S5 registers the values,
+        # with the decoder's fourth stage; S6..S9 the scatter network; S10 the 64 position products
         s1_v, s1_k, s1_bm, s1_beat = Signal(), Signal(), Signal(TILE), Signal(range(nch))
         s1_vals, s1_mult, s1_iso, s1_vg = Signal(values_layout(L)), Signal(8), Signal(TILE), Signal(range(G))
         m.d.sync += [s1_v.eq(go), s1_k.eq(in_k), s1_bm.eq(eff_bm), s1_beat.eq(beat),
@@ -207,39 +210,51 @@ class AttentionEngine(wiring.Component):
         m.d.sync += [s3_v.eq(s2_v), s3_k.eq(s2_k), s3_vals.eq(s2_vals), s3_mult.eq(s2_mult), s3_vg.eq(s2_vg),
                      s3_pv.eq(s2_p * s2_mult)]
         s4_v, s4_k, s4_vals, s4_vg = Signal(), Signal(), Signal(values_layout(L)), Signal(range(G))
-        s4_b = [replica(MULT_BITS, name=f"s4_b{c}") for c in range(mac.copies)]
-        b_next = Mux(s3_k, s3_mult.as_signed(), ((s3_pv + 128) >> 8)[:8])
-        m.d.sync += [s4_v.eq(s3_v), s4_k.eq(s3_k), s4_vals.eq(s3_vals), s4_vg.eq(s3_vg)]
-        m.d.sync += [b.eq(b_next) for b in s4_b]
-        m.d.comb += [mac.a.eq(s4_vals)] + [mac.b[c].eq(b.as_signed()) for c, b in enumerate(s4_b)]
+        s4_b = Signal(MULT_BITS)
+        m.d.sync += [s4_v.eq(s3_v), s4_k.eq(s3_k), s4_vals.eq(s3_vals), s4_vg.eq(s3_vg),
+                     s4_b.eq(Mux(s3_k, s3_mult.as_signed(), ((s3_pv + 128) >> 8)[:8]))]
         s5_v, s5_k, s5_vg = Signal(), Signal(), Signal(range(G))
-        s5_prod = Signal(products_layout(L))
-        m.d.sync += [s5_v.eq(s4_v), s5_k.eq(s4_k), s5_vg.eq(s4_vg), s5_prod.eq(mac.prod)]
-        m.d.comb += [scat.hit.eq(dec.hit), scat.lane.eq(dec.lane), scat.prod.eq(s5_prod)]
-        # S6..S8: the beat's kind and V group travel beside the scatter network; S9 decodes them into the accumulators'
+        s5_vals = Signal(values_layout(L))
+        m.d.sync += [s5_v.eq(s4_v), s5_k.eq(s4_k), s5_vg.eq(s4_vg), s5_vals.eq(s4_vals)]
+        m.d.comb += [scat.hit.eq(dec.hit), scat.lane.eq(dec.lane), scat.data.eq(s5_vals)]
+        # the multiplicand waits beside the network (S5..S8, one register) and reaches the position multipliers from
+        # one register copy per MAC_GROUP positions (S9)
+        b = s4_b
+        for n in range(SCATTER_LATENCY):
+            y = Signal(MULT_BITS, name=f"s{5 + n}_b")
+            m.d.sync += y.eq(b)
+            b = y
+        s9 = 5 + SCATTER_LATENCY
+        b_copies = [replica(MULT_BITS, name=f"s{s9}_b{c}") for c in range(mac.copies)]
+        m.d.sync += [c.eq(b) for c in b_copies]
+        m.d.comb += [mac.a.eq(scat.val)] + [mac.b[c].eq(x.as_signed()) for c, x in enumerate(b_copies)]
+        s10 = s9 + MAC_LATENCY
+        prod = Signal(products_layout(TILE), name=f"s{s10}_prod")
+        hit = Signal(TILE, name=f"s{s10}_hit")
+        m.d.sync += [prod.eq(mac.prod), hit.eq(scat.hit_o)]
+        # S6..S9: the beat's kind and V group travel beside the scatter network; S10 decodes them into the accumulators'
         # add enables, one register copy per accumulator GROUP (score: K beats; output group g: V beats of V group g)
         x_v, x_k, x_vg = s5_v, s5_k, s5_vg
-        for n in range(SCATTER_LATENCY - 1):
+        for n in range(SCATTER_LATENCY + MAC_LATENCY - 1):
             y_v, y_k = Signal(name=f"s{6 + n}_v"), Signal(name=f"s{6 + n}_k")
             y_vg = Signal(range(G), name=f"s{6 + n}_vg")
             m.d.sync += [y_v.eq(x_v), y_k.eq(x_k), y_vg.eq(x_vg)]
             x_v, x_k, x_vg = y_v, y_k, y_vg
-        s9 = 5 + SCATTER_LATENCY
-        k_add = [replica(name=f"s{s9}_kadd{c}") for c in range(TILE // GROUP)]
-        v_add = [replica(name=f"s{s9}_vadd{c}") for c in range(D // GROUP)]
+        k_add = [replica(name=f"s{s10}_kadd{c}") for c in range(TILE // GROUP)]
+        v_add = [replica(name=f"s{s10}_vadd{c}") for c in range(D // GROUP)]
         m.d.sync += [a.eq(x_v & x_k) for a in k_add]
         m.d.sync += [a.eq(x_v & ~x_k & (x_vg == c * GROUP // TILE)) for c, a in enumerate(v_add)]
         vw = PROD_BITS * TILE
         m.d.comb += [
             sacc.add_en.eq(Cat(k_add)),
-            sacc.hit.eq(scat.hit_o & sel),
-            sacc.val.eq(scat.val),
+            sacc.hit.eq(hit & sel),
+            sacc.val.eq(prod),
             oacc.add_en.eq(Cat(v_add)),
         ]
         for g in range(G):
             m.d.comb += [
-                oacc.hit[g * TILE:(g + 1) * TILE].eq(scat.hit_o),
-                oacc.val.as_value()[g * vw:(g + 1) * vw].eq(scat.val.as_value()),
+                oacc.hit[g * TILE:(g + 1) * TILE].eq(hit),
+                oacc.val.as_value()[g * vw:(g + 1) * vw].eq(prod.as_value()),
             ]
 
         # ---- softmax unit: registered commands and inputs ---------------------------------------------------------

@@ -58,8 +58,9 @@ EWAIT_CYCLES = max(EXP_LATENCY - 1, L_LATENCY - 2)
 #: cycles of the BLK phase (header accept, then the block's popcount(sel) in a 2-stage adder tree)
 BLK_CYCLES = 3
 #: a K/V beat issued at cycle t has updated its accumulator entries, visible from cycle t + BEAT_LATENCY on
-#: (S1 register, 4 decoder stages, 4 scatter-network stages, the accumulators' gating register and their add)
-BEAT_LATENCY = 11
+#: (S1 register, 4 decoder stages, 4 scatter-network stages on the int4 values, the multiply at the 64 positions, the
+#: accumulators' gating register and their add)
+BEAT_LATENCY = 12
 
 #: the controller's fixed-length phases per block and their cycles (the others scale with the tiles or the softmax
 #: chunks); rtl/cycles.py sums them into BLOCK_FIXED, the cycle-level simulator steps through them

@@ -7,7 +7,7 @@ sequential controller. For every 64-token block it runs the phases
     BLK    accept the block header, clear the score accumulators, popcount(sel)        BLK_CYCLES (3)
     KRUN   the D K tiles (channel d); the header FIFO (filled one per cycle ahead of use) lets the first value
            beat go with the header, so a tile occupies the lanes max(1, ceil(n / L)) cycles
-    KDRAIN the last K beats pass the beat pipeline                                      BEAT_LATENCY - 1 (10)
+    KDRAIN the last K beats pass the beat pipeline                                      BEAT_LATENCY - 1 (11)
     SCAN   block max of the selected raw scores, E scores per cycle                      64 / E
     UPD    the last scan reaches the block max, then the update command                  SCAN_LATENCY (4)
     UWAIT  running max and rescale of the accumulators in the update pipeline            UPDATE_LATENCY (6)
