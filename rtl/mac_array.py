@@ -4,7 +4,8 @@
 K tile (-128..127) or the uint8 p' of a V tile (0..255). Products are 13-bit signed; the accumulators add
 them (rtl/accumulator.py), so a lane is one int4 x 8-bit multiply-accumulate. ``b`` comes in
 ``max(1, lanes // MAC_GROUP)`` identical copies, lane j reading copy ``j // MAC_GROUP`` (the engine registers each:
-one register driving all 64 lanes, 9.7 ns of routing, was the lanes-64 engine's critical path).
+one register driving all 64 lanes, 9.7 ns of routing, was the lanes-64 engine's critical path). The engine builds one
+with 64 lanes, one per tile position, after its scatter network (rtl/engine.py), whatever its own lane count.
 
 Each product is built from LUTs and carry chains as ``(a0 b + 2 a1 b) + (4 a2 b - 8 a3 b)`` (two adders in parallel,
 then one), not with ``*``: Yosys maps any multiply of >= 2 x 2 bits to a MULT18X18D, and the lanes-32 engine's 32
