@@ -20,8 +20,8 @@ than a few LUT levels plus one carry chain or one multiply.
 * Block header: accepted in BLK; its popcount(sel) runs in BLK1-BLK2 (dense K tiles stream the sel tokens).
 * Beat pipeline (K and V): the controller issues a beat (tile header at the FIFO head + one values beat) in cycle t;
   S1 registers it with the one-hot of its V token; the BitmapDecoder (4 stages) turns (bitmap, beat) into hit/lane
-  while the token's p is read from the softmax unit (S2, a one-hot AND-OR), p' = p*sv is multiplied (S3), rounded and
-  muxed with the K multiplicand (S4); the ScatterNetwork routes the L int4 values to their positions (S5 registers
+  while the token's p is read from the softmax unit (S2-S3, a one-hot AND-OR in two stages), p' = p*sv is multiplied
+  (S3 operand and S4 product registers of one DSP), rounded and muxed with the K multiplicand (S5); the ScatterNetwork routes the L int4 values to their positions (S5 registers
   them with the decoder's fourth stage; 4 stages, rtl/scatter.py), a MacArray of 64 lanes multiplies each position's
   value by the multiplicand (delayed beside the network, one register copy per MAC_GROUP positions) into the position's
   product register (S10), and each Accumulator entry registers its gated product and adds it (visible from
@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from functools import reduce
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -45,6 +45,7 @@ from amaranth.lib.wiring import In, Out
 from quant.fixedpoint import ACC_BITS, SCORE_BITS
 from rtl.accumulator import ADD_LATENCY, GROUP, SHIFT_LATENCY, SHIFT_STEPS_MAX, Accumulator
 from rtl.bitmap_decoder import DECODER_LATENCY, BitmapDecoder
+from rtl.dsp import RegisteredMul
 from rtl.layouts import (MULT_BITS, PROD_BITS, TILE, BlockHeader, OutBeat, TileHeader, check_head_dim, check_lanes,
                          checking, products_layout, raw_values_shape, replica, values_layout)
 from rtl.mac_array import MacArray
@@ -59,6 +60,7 @@ __all__ = ["AttentionEngine", "TILE_FIFO_DEPTH"]
 
 TILE_FIFO_DEPTH = 4  # tile headers: FIFO entries (covers the 2 popcount stages in flight + one per cycle)
 MAC_LATENCY = 1  # the position multipliers' product register after the scatter network
+P_GROUP = 16  # tokens per partial AND-OR of the V token's p (S2)
 
 # the stage counts this controller is written for (rtl/timing.py is the contract; these tie it to the code)
 assert POPCOUNT_LATENCY == BLK_CYCLES - 1
@@ -193,35 +195,43 @@ class AttentionEngine(wiring.Component):
         m.d.comb += adv.eq(vlast & go & tlast)
 
         # ---- beat pipeline S1..S10 --------------------------------------------------------------------------------
-        # S1 registers the beat with the one-hot of its V token; S2 reads that token's p (AND-OR over p_all, no
-        # controller state on the path); S3 p * sv; S4 rounds p' and picks the multiplicand; S5 registers the values,
+        # S1 registers the beat with the one-hot of its V token; S2-S3 read that token's p (AND-OR over p_all, no
+        # controller state on the path); S4 p * sv; S5 rounds p' and picks the multiplicand and registers the values,
         # with the decoder's fourth stage; S6..S9 the scatter network; S10 the 64 position products
         s1_v, s1_k, s1_bm, s1_beat = Signal(), Signal(), Signal(TILE), Signal(range(nch))
         s1_vals, s1_mult, s1_iso, s1_vg = Signal(values_layout(L)), Signal(8), Signal(TILE), Signal(range(G))
         m.d.sync += [s1_v.eq(go), s1_k.eq(in_k), s1_bm.eq(eff_bm), s1_beat.eq(beat),
                      s1_vals.eq(unpack.o.payload), s1_mult.eq(hdr.mult), s1_iso.eq(cur_iso), s1_vg.eq(vg)]
         m.d.comb += [dec.bitmap.eq(s1_bm), dec.beat.eq(s1_beat)]
+        # p: S2 ORs each group of P_GROUP tokens' (p & one-hot) into a partial register, S3 ORs the partials into the
+        # operand register of the p * sv multiplier (RegisteredMul), whose product register is S4 (one 64-token AND-OR
+        # in S2 was 4 LUT levels and up to 7.3 ns of routing from the one-hot: lanes 64, value scatter, seed 3, 77.0
+        # MHz); S5 rounds p' and picks the multiplicand. (The multiplicand is first used in S9, so these stages cost
+        # no cycle.)
         s2_v, s2_k, s2_vals, s2_mult, s2_vg = Signal(), Signal(), Signal(values_layout(L)), Signal(8), Signal(range(G))
-        s2_p = Signal(8)
-        m.d.sync += [s2_v.eq(s1_v), s2_k.eq(s1_k), s2_vals.eq(s1_vals), s2_mult.eq(s1_mult), s2_vg.eq(s1_vg),
-                     s2_p.eq(reduce(lambda a, b: a | b, [sm.p_all[i] & s1_iso[i].replicate(8) for i in range(TILE)]))]
+        s2_pp = [Signal(8, name=f"s2_pp{q}") for q in range(TILE // P_GROUP)]
+        m.d.sync += [s2_v.eq(s1_v), s2_k.eq(s1_k), s2_vals.eq(s1_vals), s2_mult.eq(s1_mult), s2_vg.eq(s1_vg)]
+        m.d.sync += [pp.eq(reduce(lambda a, b: a | b, [sm.p_all[i] & s1_iso[i].replicate(8)
+                                                       for i in range(q * P_GROUP, (q + 1) * P_GROUP)]))
+                     for q, pp in enumerate(s2_pp)]
+        m.submodules.pv_mul = pv_mul = RegisteredMul(unsigned(8), unsigned(8))  # S3 operands, S4 product
+        m.d.comb += [pv_mul.a.eq(reduce(lambda a, b: a | b, s2_pp)), pv_mul.a_en.eq(1),
+                     pv_mul.b.eq(s2_mult), pv_mul.b_en.eq(1)]
         s3_v, s3_k, s3_vals, s3_mult, s3_vg = Signal(), Signal(), Signal(values_layout(L)), Signal(8), Signal(range(G))
-        s3_pv = Signal(16)
-        m.d.sync += [s3_v.eq(s2_v), s3_k.eq(s2_k), s3_vals.eq(s2_vals), s3_mult.eq(s2_mult), s3_vg.eq(s2_vg),
-                     s3_pv.eq(s2_p * s2_mult)]
-        s4_v, s4_k, s4_vals, s4_vg = Signal(), Signal(), Signal(values_layout(L)), Signal(range(G))
-        s4_b = Signal(MULT_BITS)
-        m.d.sync += [s4_v.eq(s3_v), s4_k.eq(s3_k), s4_vals.eq(s3_vals), s4_vg.eq(s3_vg),
-                     s4_b.eq(Mux(s3_k, s3_mult.as_signed(), ((s3_pv + 128) >> 8)[:8]))]
+        m.d.sync += [s3_v.eq(s2_v), s3_k.eq(s2_k), s3_vals.eq(s2_vals), s3_mult.eq(s2_mult), s3_vg.eq(s2_vg)]
+        s4_v, s4_k, s4_vals, s4_mult, s4_vg = Signal(), Signal(), Signal(values_layout(L)), Signal(8), Signal(range(G))
+        m.d.sync += [s4_v.eq(s3_v), s4_k.eq(s3_k), s4_vals.eq(s3_vals), s4_mult.eq(s3_mult), s4_vg.eq(s3_vg)]
         s5_v, s5_k, s5_vg = Signal(), Signal(), Signal(range(G))
         s5_vals = Signal(values_layout(L))
-        m.d.sync += [s5_v.eq(s4_v), s5_k.eq(s4_k), s5_vg.eq(s4_vg), s5_vals.eq(s4_vals)]
+        s5_b = Signal(MULT_BITS)
+        m.d.sync += [s5_v.eq(s4_v), s5_k.eq(s4_k), s5_vg.eq(s4_vg), s5_vals.eq(s4_vals),
+                     s5_b.eq(Mux(s4_k, s4_mult.as_signed(), ((pv_mul.p + 128) >> 8)[:8]))]
         m.d.comb += [scat.hit.eq(dec.hit), scat.lane.eq(dec.lane), scat.data.eq(s5_vals)]
-        # the multiplicand waits beside the network (S5..S8, one register) and reaches the position multipliers from
-        # one register copy per MAC_GROUP positions (S9)
-        b = s4_b
-        for n in range(SCATTER_LATENCY):
-            y = Signal(MULT_BITS, name=f"s{5 + n}_b")
+        # the multiplicand waits beside the network (S6..S8) and reaches the position multipliers from one register
+        # copy per MAC_GROUP positions (S9)
+        b = s5_b
+        for n in range(SCATTER_LATENCY - 1):
+            y = Signal(MULT_BITS, name=f"s{6 + n}_b")
             m.d.sync += y.eq(b)
             b = y
         s9 = 5 + SCATTER_LATENCY

@@ -57,10 +57,10 @@ def test_engine_builds_to_a_bitstream_with_sane_figures(engine_build):
     assert cp["delay_ns"] == pytest.approx(1e3 / clk["achieved_mhz"], rel=0.05)
     assert cp["logic_ns"] + cp["routing_ns"] == pytest.approx(cp["delay_ns"], abs=1e-2)
     assert rep["synth_cells"]["TRELLIS_FF"] == util["ff"]["used"]
-    # the bare chip elaborates for ECP5: the softmax's multipliers (2 exp lanes + the update at lanes 2) are
-    # MULT18X18D instances with their operand and product registers on (rtl/dsp.py)
+    # the bare chip elaborates for ECP5: the softmax's multipliers (2 exp lanes + the update at lanes 2) and the
+    # engine's p * sv are MULT18X18D instances with their operand and product registers on (rtl/dsp.py)
     il = (engine_build.out_dir / "top.il").read_text()
-    assert il.count('parameter \\REG_OUTPUT_CLK "CLK0"') == il.count('parameter \\REG_INPUTA_CLK "CLK0"') == 3
+    assert il.count('parameter \\REG_OUTPUT_CLK "CLK0"') == il.count('parameter \\REG_INPUTA_CLK "CLK0"') == 4
 
 
 def test_report_is_a_hardware_spec_for_estimate(engine_build, capsys):
