@@ -23,7 +23,7 @@ KRUN         D K tiles, channel d = 0..D-1; one tile beat issued per cycle: the 
              int4 x int8 lanes multiply them by qk[d], the score accumulators add
 KDRAIN       the last K beats pass the beat pipeline                                 BEAT_LATENCY - 1 = 11
 SCAN         block max of the raw scores of the selected tokens, E per cycle         64 / E
-SWAIT + UPD  the last scan reaches the block max; running max M, rescale shift       SCAN_LATENCY = 4
+SWAIT + UPD  the last scan reaches the block max; running max M, rescale shift       SCAN_LATENCY = 5
 UWAIT        the update pipeline (output accumulators and l >>= shift meanwhile)      UPDATE_LATENCY = 6
 EXP          scaled score + exp2 (shift + 32-entry table) for E tokens per cycle,     64 / E
              p stored, l += sum p
@@ -33,7 +33,7 @@ VRUN         for each selected token, its G V tiles; one tile beat per cycle, th
              accumulators add them
 ==========  =====================================================================  ==========================
 
-so a block costs BLOCK_FIXED = BLK_CYCLES + BEAT_LATENCY - 1 + SCAN_LATENCY + UPDATE_LATENCY + EWAIT_CYCLES = 33 cycles
+so a block costs BLOCK_FIXED = BLK_CYCLES + BEAT_LATENCY - 1 + SCAN_LATENCY + UPDATE_LATENCY + EWAIT_CYCLES = 34 cycles
 plus 2 * 64 / E plus its tile beats, where E = min(L, SOFTMAX_LANES_MAX = 16) is the softmax unit's lane
 count (rtl/timing.py). A tile with no streamed value still takes one cycle (its header is consumed).
 Tile headers pass a 2-stage popcount into a 4-entry FIFO with credit-based ``ready``, so back-to-back one-beat tiles
@@ -50,7 +50,7 @@ popcount of the V tile's bitmap in a sparse block, 64 in a dense block.
                      + sum_{t in sel_b} sum_g max(1, ceil(nv[b,t,g] / L)) ]  + RECIP_BITS + NORM_PIPE + 1 + D
 
 MAC-lane utilisation = (sum of all nk and nv) / (L * cycles); dense steady state (all blocks full, no Λ cut)
-per block: (2 * 64 * D / L) busy of (BLOCK_FIXED + 128 / E + 2 * 64 * D / L) cycles, e.g. 1024 / 1073 = 95.4 % for
+per block: (2 * 64 * D / L) busy of (BLOCK_FIXED + 128 / E + 2 * 64 * D / L) cycles, e.g. 1024 / 1074 = 95.3 % for
 D = 64, L = 8.
 """
 
@@ -62,7 +62,7 @@ from quant.fixedpoint import RECIP_BITS, TILE, EngineHead
 from rtl.layouts import check_head_dim, check_lanes
 from rtl.timing import FIXED_PHASES, NORM_PIPE, softmax_lanes
 
-BLOCK_FIXED = sum(FIXED_PHASES.values())  # 33
+BLOCK_FIXED = sum(FIXED_PHASES.values())  # 34
 TAIL_FIXED = RECIP_BITS + NORM_PIPE + 1  # + head_dim output beats
 
 __all__ = ["BLOCK_FIXED", "TAIL_FIXED", "block_overhead", "tile_cycles", "head_cycles", "cycles_from_counts", "head_macs",

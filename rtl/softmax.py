@@ -8,8 +8,8 @@ latencies are the contracts of rtl/timing.py:
 
 * ``head_start``: m_valid <= 0, l <= 0 (at the edge ending cycle t).   ``blk_start``: bmax <= -2^19 (same edge).
   Both must come after every earlier command's results have landed (the engine leaves >= 40 cycles).
-* ``scan`` (SCAN_LATENCY = 4): bmax <= max(bmax, max over the gated lanes of ``s``); an ``update`` at t + 4 or
-  later sees it. Stages: the L scores become 21-bit unsigned keys ``gate:(s + 2^19)`` (a gated lane always beats
+* ``scan`` (SCAN_LATENCY = 5): bmax <= max(bmax, max over the gated lanes of ``s``); an ``update`` at t + 5 or
+  later sees it (bmax at the edge ending t+3, the update multiplier's operand register copies it at the next edge). Stages: the L scores become 21-bit unsigned keys ``gate:(s + 2^19)`` (a gated lane always beats
   an ungated one, no logic), then a max tree over cycles t .. t+2 that leaves two keys, whose nodes take 1, 2 or 4
   keys (a 4-key node is one level of 6 parallel comparators and a select, one carry chain deep; up to 16 lanes
   every node takes at most 2), then at t+3 the loop bmax <= max(bmax, a, b) over the two keys: three parallel
@@ -65,7 +65,7 @@ PROD_BITS = SCORE_BITS + 16  # s * mant: |s| <= 2^19, mant < 2^16 -> signed 36
 NE_BITS = M_BITS + EXP_FRAC_BITS + 1  # (M << 8) - X, signed 39
 
 # the stage counts below are what this file implements; rtl/timing.py is the contract they must equal
-_SCAN_STAGES = 4  # 3 tree stages + the bmax loop
+_SCAN_STAGES = 5  # 3 tree stages + the bmax loop + the update multiplier's operand register
 _UPDATE_STAGES = 6  # product, sum, shift, shift, chains, clamp (+ the strobe cycle)
 _P_STAGES = 8  # input, product, sum, shift, shift, ne, clamp+table, the lane's p register
 _EXP_STAGES = _P_STAGES + 1  # + p_all, written from the p registers
@@ -194,7 +194,6 @@ class SoftmaxUnit(wiring.Component):
         key_en = self.blk_start | (scan_v[2] & Mux(a_ge_b, a_wins, b_wins))
         with m.If(key_en):
             m.d.sync += bmax_key.eq(key_d)
-        bmax_d = Cat(key_d[:SB - 1], ~key_d[SB - 1]).as_signed()  # what bmax loads (the update's operand register)
 
         # ------------------------------------------------------------------ update
         m_valid = Signal()
@@ -207,7 +206,11 @@ class SoftmaxUnit(wiring.Component):
         shift_u = Signal(6)
         with m.If(self.scan):
             m.d.sync += shift_u.eq(self.shift)
-        xmax = self._scaled(m, "upd", bmax_d, key_en, self.mant, self.scan, shift_u)  # valid at the output of t+3
+        # the update multiplier's operands copy the bmax register every cycle (one edge behind it): loading them from
+        # the loop's own next value and enable put the DSP, 25 columns away, at the end of the bmax loop's compare
+        # chain (lanes 64, value scatter, seed 1: scan2_1 -> the key compare -> the select -> smax.a, 10.6 ns, 94.6 MHz)
+        bmax_q = Cat(bmax_key[:SB - 1], ~bmax_key[SB - 1]).as_signed()
+        xmax = self._scaled(m, "upd", bmax_q, Const(1, 1), self.mant, self.scan, shift_u)  # valid at the output of t+3
         ne_a = Signal(signed(NE_BITS))  # (M << 8) - Xmax: >> 8 is M - Mblk
         ne_b = Signal(signed(NE_BITS + 1))  # ((M + 31) << 8) - Xmax: < 0 <=> Mblk - M > 31
         mblk = Signal(signed(M_BITS + 1))

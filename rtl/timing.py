@@ -33,7 +33,7 @@ def softmax_lanes(lanes: int) -> int:
 
 
 #: a ``scan`` at cycle t is folded into the block max seen by an ``update`` issued at cycle t + SCAN_LATENCY or later
-SCAN_LATENCY = 4
+SCAN_LATENCY = 5
 #: an ``update`` at cycle t drives ``rescale`` with ``rescale_stb`` high during cycle t + UPDATE_LATENCY (one cycle;
 #: l >>= rescale takes effect at that edge); an ``exp`` issued at cycle t + UPDATE_LATENCY + 1 or later sees the new M
 UPDATE_LATENCY = 6

@@ -9,7 +9,7 @@ sequential controller. For every 64-token block it runs the phases
            beat go with the header, so a tile occupies the lanes max(1, ceil(n / L)) cycles
     KDRAIN the last K beats pass the beat pipeline                                      BEAT_LATENCY - 1 (11)
     SCAN   block max of the selected raw scores, E scores per cycle                      64 / E
-    UPD    the last scan reaches the block max, then the update command                  SCAN_LATENCY (4)
+    UPD    the last scan reaches the block max, then the update command                  SCAN_LATENCY (5)
     UWAIT  running max and rescale of the accumulators in the update pipeline            UPDATE_LATENCY (6)
     EXP    scaled score + exp2 of E tokens per cycle, l += sum p                         64 / E
     EWAIT  the last p values and l land (V beats read p; the normaliser reads l)         EWAIT_CYCLES (9)

@@ -83,11 +83,11 @@ def test_extreme_values_functional():
 
 
 def test_dense_block_cycles_by_hand():
-    # D=128, L=8, full dense block: BLK 3 + KRUN 128*8 + KDRAIN 11 + SCAN 8 + UPD 4 + UWAIT 6 + EXP 8 + EWAIT 9
+    # D=128, L=8, full dense block: BLK 3 + KRUN 128*8 + KDRAIN 11 + SCAN 8 + UPD 5 + UWAIT 6 + EXP 8 + EWAIT 9
     # + VRUN 64*2*8; tail: normaliser start 1 + DIV 38 + output pipeline 4 + 128 beats
     eng = EngineModel(128, 8)
     w = HeadWork(128, (BlockWork.uniform(128, 64, 64, 64),) * 3)
-    assert eng.run(w).cycles == 3 * (3 + 1024 + 11 + 8 + 4 + 6 + 8 + 9 + 1024) + 1 + 38 + 4 + 128
+    assert eng.run(w).cycles == 3 * (3 + 1024 + 11 + 8 + 5 + 6 + 8 + 9 + 1024) + 1 + 38 + 4 + 128
     # an empty K tile (bitmap with no kept value) still costs its header cycle
     assert eng.block_phases(BlockWork.uniform(128, 1, 0, 0))["KRUN"] == 128
 
