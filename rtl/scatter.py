@@ -1,4 +1,4 @@
-"""ScatterNetwork: routes the ``lanes`` int4 values of a beat to the 64 tile positions they update (pipelined, log depth).
+"""ScatterNetwork: routes the ``lanes`` int4 values of a beat to the 64 tile positions they update (pipelined).
 
 In a beat, lane j's value belongs to the position i whose rank (rtl/bitmap_decoder.py) is ``beat * L + j``:
 ``hit[i]`` marks those positions and ``lane[i] = j``. Lane order and position order agree, so the lanes -> positions
@@ -94,14 +94,16 @@ class ScatterNetwork(wiring.Component):
             valid, lane = nvalid, nlane
             if k % PER_CYCLE == PER_CYCLE - 1:  # register after stages 2 and 5
                 c, lo = k // PER_CYCLE + 1, k + 1 - PER_CYCLE
-                go[lo:] = [[reg(x, 1, f"go{lo + i}_{s}_c{c}") for s, x in enumerate(gk)] for i, gk in enumerate(go[lo:])]
+                go[lo:] = [[reg(x, 1, f"go{lo + i}_{s}_c{c}") for s, x in enumerate(gk)]
+                           for i, gk in enumerate(go[lo:])]
                 if k + 1 < STAGES:
                     valid = [reg(x, 1, f"cv{s}_c{c}") for s, x in enumerate(valid)]
                     lane = [reg(x, x.shape(), f"cl{s}_c{c}") if k + 1 < lb else x for s, x in enumerate(lane)]
         # go[0..2] are visible from t + 1 (C1), go[3..5] from t + 2 (C2); E1 (stages 5-3) runs in cycle t + 2 and
         # E2 (stages 2-0) in t + 3, so go[0..2] wait two more registers
         for d in range(2):
-            go[:PER_CYCLE] = [[reg(x, 1, f"go{k}_{s}_d{d}") for s, x in enumerate(gk)] for k, gk in enumerate(go[:PER_CYCLE])]
+            go[:PER_CYCLE] = [[reg(x, 1, f"go{k}_{s}_d{d}") for s, x in enumerate(gk)]
+                              for k, gk in enumerate(go[:PER_CYCLE])]
 
         # ---- expansion: the values at slots 0..L-1 wait for C2, then stages 5..0 (3 per register) --------------------
         vals = [self.data[j] for j in range(L)]

@@ -3,8 +3,8 @@ closed-form cycle count (rtl/cycles.py) and the cycle-level simulator (hwsim/cyc
 
 Pure Python (no Amaranth import), so the simulator can use it without elaborating anything.
 
-The engine targets 100 MHz on an LFE5U-85F-6 (issue 6; not reached yet at the largest configurations, see fpga/TIMING.md
-for the measured Fmax), so every unit is pipelined so that no register-to-register path has more than about 3 LUT levels
+The engine targets 100 MHz on an LFE5U-85F-6 (issue 6; reached at lanes 64 / head_dim 128 with seed 3, see
+fpga/TIMING.md for the measured Fmax), so every unit is pipelined so that no register-to-register path has more than about 3 LUT levels
 plus one carry chain or one DSP multiply. The numbers below are contracts: each
 unit's tests check its own, and rtl/cycles.py is checked against Verilator.
 
