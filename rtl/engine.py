@@ -21,11 +21,11 @@ than a few LUT levels plus one carry chain or one multiply.
 * Beat pipeline (K and V): the controller issues a beat (tile header at the FIFO head + one values beat) in cycle t;
   S1 registers it with the one-hot of its V token; the BitmapDecoder (4 stages) turns (bitmap, beat) into hit/lane
   while the token's p is read from the softmax unit (S2-S3, a one-hot AND-OR in two stages), p' = p*sv is multiplied
-  (S3 operand and S4 product registers of one DSP), rounded and muxed with the K multiplicand (S5); the ScatterNetwork
-  routes the L int4 values to their positions (S5 registers them with the decoder's fourth stage; 4 stages,
-  rtl/scatter.py), a MacArray of 64 lanes multiplies each position's value by the multiplicand (delayed beside the network, one register copy per MAC_GROUP positions) into the position's
-  product register (S10), and each Accumulator entry registers its gated product and adds it (visible from
-  t + BEAT_LATENCY). Multiplying after the scatter keeps the network 4 bits wide instead of PROD_BITS.
+  (S3 operand, S4 product registers of one DSP), rounded and muxed with the K multiplicand (S5); the ScatterNetwork
+  routes the L int4 values to their positions (S5 registers them with the decoder's 4th stage; S6-S9, rtl/scatter.py),
+  a MacArray of 64 lanes multiplies each position's value by the multiplicand (delayed beside the network, one copy per
+  MAC_GROUP positions) into the position's product register (S10), and each Accumulator entry registers its gated
+  product and adds it (visible from t + BEAT_LATENCY). Multiplying after the scatter keeps the network 4 bits wide.
 * V tokens: the one-hot current/next selected token and the rest of ``sel`` are registers; advancing finds the next
   one-hot with one 64-bit carry chain. (p used to be read by the controller into a register when the token advanced:
   FSM state -> in_v -> 64-bit one-hot mux -> AND-OR -> p register was the lanes-32/64 critical path, 14-16 ns.)
