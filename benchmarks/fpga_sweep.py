@@ -9,7 +9,7 @@ configuration, the largest configuration that fits, and whether it reaches the t
 Each engine build takes one core, and nextpnr-ecp5 under WebAssembly dominates (placement, then routing; see the
 printed times). Since the accumulators rescale in steps and the softmax unit has at most 16 lanes (844144c, issue 6),
 lanes 64 fits and is the configuration the 100 MHz goal applies to. With the default router2: lanes 2 ~5-6 minutes,
-lanes 32/64 ~10-25 minutes (lanes 64/head_dim 128: 93.8, 90.2 and 100.5 MHz on seeds 1-3 at cab9b57, fpga/TIMING.md).
+lanes 32/64 ~10-25 minutes (lanes 64/head_dim 128: 90.2-100.5 MHz on seeds 1-5 at cab9b57, best seed 3; fpga/TIMING.md).
 router1 (--router router1) mostly did not converge on this RTL (lanes 2: 4 of 5 runs still routing after ~15 minutes;
 lanes 32/64 after 27). --jobs runs several at once.
 """
