@@ -9,8 +9,8 @@ latencies are the contracts of rtl/timing.py:
 * ``head_start``: m_valid <= 0, l <= 0 (at the edge ending cycle t).   ``blk_start``: bmax <= -2^19 (same edge).
   Both must come after every earlier command's results have landed (the engine leaves >= 40 cycles).
 * ``scan`` (SCAN_LATENCY = 5): bmax <= max(bmax, max over the gated lanes of ``s``); an ``update`` at t + 5 or
-  later sees it (bmax at the edge ending t+3, the update multiplier's operand register copies it at the next edge).
-  Stages: the L scores become 21-bit unsigned keys ``gate:(s + 2^19)`` (a gated lane always beats an ungated one, no logic), then a max tree over cycles t .. t+2 that leaves two keys, whose nodes take 1, 2 or 4
+  later sees it. Stages: the L scores become 21-bit unsigned keys ``gate:(s + 2^19)`` (a gated lane always beats
+  an ungated one, no logic), then a max tree over cycles t .. t+2 that leaves two keys, whose nodes take 1, 2 or 4
   keys (a 4-key node is one level of 6 parallel comparators and a select, one carry chain deep; up to 16 lanes
   every node takes at most 2), then at t+3 the loop bmax <= max(bmax, a, b) over the two keys: three parallel
   comparators (a >= b, a > bmax, b > bmax, an ungated key never wins), then the load enable and a 2:1 select.

@@ -4,9 +4,9 @@ closed-form cycle count (rtl/cycles.py) and the cycle-level simulator (hwsim/cyc
 Pure Python (no Amaranth import), so the simulator can use it without elaborating anything.
 
 The engine targets 100 MHz on an LFE5U-85F-6 (issue 6; reached at lanes 64 / head_dim 128 with seed 3, see
-fpga/TIMING.md for the measured Fmax), so every unit is pipelined so that no register-to-register path has more than about 3 LUT levels
-plus one carry chain or one DSP multiply. The numbers below are contracts: each
-unit's tests check its own, and rtl/cycles.py is checked against Verilator.
+fpga/TIMING.md for the measured Fmax), so every unit is pipelined so that no register-to-register path has more than
+about 3 LUT levels plus one carry chain or one DSP multiply. The numbers below are contracts: each unit's tests check
+its own, and rtl/cycles.py is checked against Verilator.
 
 Convention: "command at cycle t" = the command input is high during cycle t (sampled at the rising edge that ends
 cycle t); "visible from cycle t + N" = a reader that samples during cycle t + N sees the result.
