@@ -23,9 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fpga import DESIGNS, RESOURCES, ROUTERS, BuildConfig, plot_sweep, sweep, sweep_rows  # noqa: E402
-from hwsim.cli import OneLineArgumentParser  # noqa: E402
-from hwsim.cli._common import int_list, positive_int  # noqa: E402
-from hwsim.errors import HwsimError  # noqa: E402
+from cli import OneLineArgumentParser  # noqa: E402
+from cli._common import int_list, positive_int  # noqa: E402
+from base.errors import HwsimError  # noqa: E402
 
 
 class _Print:

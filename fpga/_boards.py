@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from importlib.resources import files
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 
 __all__ = ["Board", "BOARDS", "get_board", "list_boards", "package_pin"]
 

@@ -11,7 +11,7 @@ from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from rtl.layouts import checking
 
 __all__ = ["DotProductArray"]

@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 
 from fpga._boards import Board, get_board
 from fpga._report import (DoesNotFit, critical_path, hardware_from_build, parse_nextpnr, part_resources, precheck,
@@ -306,7 +306,7 @@ def build(config: BuildConfig, out_dir: str | Path, *, listener: Listener | None
     hw = hardware_from_build(base, name=f"{config.board}-{config.design}-l{config.lanes}-d{config.head_dim}",
                              lanes=config.lanes, fmax_hz=fmax_mhz * 1e6, board=config.board,
                              utilization=pnr["utilization"], report_file=report_name)
-    from hwsim.specio import to_plain
+    from base.specio import to_plain
 
     bit = (out / "top.bit").read_bytes()
     report = {

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from hwsim.errors import FormatError, SpecError
+from base.errors import FormatError, SpecError
 from hwsim.hardware import ComputeSpec, HardwareSpec
 
 __all__ = ["DoesNotFit", "RESOURCES", "EBR_BYTES", "Resource", "part_resources", "synth_counts", "precheck", "parse_nextpnr",

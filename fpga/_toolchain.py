@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from hwsim.errors import HwsimError, SpecError
+from base.errors import HwsimError, SpecError
 
 __all__ = ["BuildError", "Listener", "SilentListener", "Tool", "ToolRun", "TOOLS", "find_tool", "needs_compile",
            "prepare_tool", "run_tool", "tool_version"]

@@ -21,7 +21,7 @@ from amaranth.lib import io, memory, stream, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 
 __all__ = ["FeedTop", "pll_params", "ROM_DEPTH"]
 

@@ -5,7 +5,7 @@ The public API is loaded lazily so that `hwsim estimate` starts fast.
 
 from __future__ import annotations
 
-from hwsim.errors import FormatError, HwsimError, SpecError
+from base.errors import FormatError, HwsimError, SpecError
 
 __all__ = [
     "HwsimError",

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from hwsim.errors import SpecError
-from hwsim.specio import from_mapping, read_json, read_yaml, rng
+from base.errors import SpecError
+from base.specio import from_mapping, read_json, read_yaml, rng
 
 __all__ = ["HardwareSpec", "MemorySpec", "ComputeSpec", "FpgaSpec", "get_hardware", "list_hardware",
            "HARDWARE_DIR", "precision_key"]

@@ -14,7 +14,7 @@ import os
 import random
 from pathlib import Path
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 
 __all__ = [
     "shared_dir",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hwsim.errors import FormatError
+from base.errors import FormatError
 
 __all__ = ["GGUFModel", "read_gguf", "read_gguf_metadata", "unpermute_qk"]
 

@@ -52,7 +52,7 @@ class LlamaConfig:
     @classmethod
     def from_spec(cls, spec) -> "LlamaConfig":
         """From a models.spec.ModelSpec of the llama family (SwiGLU, RMSNorm, RoPE)."""
-        from hwsim.errors import SpecError
+        from base.errors import SpecError
 
         if spec.ffn_type != "swiglu" or spec.norm != "rmsnorm" or spec.positional != "rope":
             raise SpecError(f"model {spec.name!r} is not Llama-like (SwiGLU + RMSNorm + RoPE); models.llama "

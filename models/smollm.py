@@ -11,7 +11,7 @@ import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 
 __all__ = ["GGUF_NAME", "smollm2_gguf_path", "load_smollm2", "llama_from_gguf", "config_from_gguf", "WEIGHTS",
            "load_weights", "load_tokenizer"]

@@ -13,8 +13,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from hwsim.errors import SpecError
-from hwsim.specio import from_mapping, read_json, read_yaml, rng
+from base.errors import SpecError
+from base.specio import from_mapping, read_json, read_yaml, rng
 
 __all__ = ["ModelSpec", "LinearShape", "get_model", "list_models", "model_from_hf_config", "SPEC_DIR"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hwsim.errors import FormatError
+from base.errors import FormatError
 
 __all__ = ["Tokenizer", "tokenizer_from_gguf_metadata"]
 

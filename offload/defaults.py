@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from offload.plan import capacities, check_capacity, footprint
 from offload.policy import POLICY_KINDS, Policy
 

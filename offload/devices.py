@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hwsim.errors import SpecError
-from hwsim.specio import rng
+from base.errors import SpecError
+from base.specio import rng
 
 __all__ = ["Slowdown", "Channel", "Store", "finish_time"]
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 
 if TYPE_CHECKING:
     from offload.platform import Platform

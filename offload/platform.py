@@ -16,8 +16,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from hwsim.errors import SpecError
-from hwsim.specio import from_mapping, read_yaml, rng
+from base.errors import SpecError
+from base.specio import from_mapping, read_yaml, rng
 
 if TYPE_CHECKING:
     from hwsim.hardware import HardwareSpec

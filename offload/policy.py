@@ -24,8 +24,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from hwsim.errors import SpecError
-from hwsim.specio import rng
+from base.errors import SpecError
+from base.specio import rng
 
 if TYPE_CHECKING:
     from offload.platform import Platform
@@ -140,6 +140,6 @@ class Policy:
 
 def read_policy(path) -> Policy:
     """A Policy from a YAML mapping of its fields (strict: unknown keys and bad values are SpecErrors)."""
-    from hwsim.specio import from_mapping, read_yaml
+    from base.specio import from_mapping, read_yaml
 
     return from_mapping(Policy, read_yaml(path), str(path))

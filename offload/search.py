@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from offload.cost import step_times
 from offload.plan import ChannelSpec, capacities, channels, footprint, make_planner
 from offload.policy import Policy

@@ -42,7 +42,7 @@ class _Sim:
                       for n, c in self.specs.items()}
         for sd in slowdowns:
             if sd.channel not in self.chans:
-                from hwsim.errors import SpecError
+                from base.errors import SpecError
 
                 raise SpecError(f"slowdown names channel {sd.channel!r}, which platform {platform.name!r} lacks; "
                                 f"use one of {', '.join(self.chans)}")

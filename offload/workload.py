@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from hwsim.specio import rng
+from base.specio import rng
 from models.spec import ModelSpec, get_model
 from quant.scheme import CompressionScheme, get_scheme
 
@@ -33,7 +33,7 @@ class Workload:
     @classmethod
     def make(cls, model: str | ModelSpec, batch: int, prompt_len: int, gen_len: int,
              scheme: str | CompressionScheme = "fp16") -> "Workload":
-        from hwsim.errors import SpecError
+        from base.errors import SpecError
 
         m = get_model(model) if not isinstance(model, ModelSpec) else model
         s = get_scheme(scheme) if not isinstance(scheme, CompressionScheme) else scheme
@@ -122,8 +122,8 @@ class Workload:
 def read_workload(path) -> Workload:
     """A Workload from YAML: ``model`` (name or path), ``batch``, ``prompt_len``, ``gen_len``, optional ``scheme``
     (preset name or path; default fp16). Unknown keys are rejected."""
-    from hwsim.errors import SpecError
-    from hwsim.specio import read_yaml
+    from base.errors import SpecError
+    from base.specio import read_yaml
 
     data = read_yaml(path)
     if not isinstance(data, dict):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hwsim.errors import FormatError, SpecError
+from base.errors import FormatError, SpecError
 
 __all__ = ["ARTIFACT_FORMAT", "ArtifactInfo", "read_estimate_inputs", "read_manifest", "write_artifact",
            "load_artifact", "LoadedArtifact", "pack_linear"]
@@ -65,8 +65,8 @@ class ArtifactInfo:
     calibration: dict
 
     def profile(self):
-        """hwsim.estimate.MeasuredProfile of this artifact (pass it as estimate(..., profile=...))."""
-        from hwsim.estimate import MeasuredProfile
+        """quant.measured.MeasuredProfile of this artifact (pass it as estimate(..., profile=...))."""
+        from quant.measured import MeasuredProfile
 
         return MeasuredProfile(source=f"artifact {self.path}", layer_weight_bytes=self.layer_weight_bytes,
                                lm_head_bytes=self.lm_head_bytes, kv_sparsity_per_layer=self.kv_sparsity_per_layer)
@@ -94,7 +94,7 @@ def read_manifest(path: str | Path) -> dict:
 
 
 def _specs_from_manifest(manifest: dict, where: str):
-    from hwsim.specio import from_mapping
+    from base.specio import from_mapping
     from models.spec import ModelSpec
     from quant.scheme import CompressionScheme
 
@@ -211,7 +211,7 @@ def write_artifact(out: str | Path, model, model_spec, scheme, *, kv_stats: dict
     import torch
     from safetensors.numpy import save_file
 
-    from hwsim.specio import to_plain
+    from base.specio import to_plain
     from models.llama import LINEAR_NAMES
     from quant.methods._prims import QuantLinear
 

@@ -123,7 +123,7 @@ def model_from_artifact(art, path: str = "packed"):
     """
     import torch
 
-    from hwsim.errors import SpecError
+    from base.errors import SpecError
     from models.llama import LINEAR_NAMES, Llama, LlamaConfig
     from quant.methods import KVCodec, LambdaMask
     from quant.methods._prims import QuantLinear

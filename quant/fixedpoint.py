@@ -92,7 +92,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwsim.errors import FormatError, SpecError
+from base.errors import FormatError, SpecError
 
 __all__ = [
     "TILE",

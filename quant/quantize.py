@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 
 __all__ = ["Calibration", "register", "quantize", "configs_for_scheme", "registered_configs", "WEIGHT_METHODS"]
 

@@ -29,8 +29,8 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from hwsim.errors import SpecError
-from hwsim.specio import from_mapping, read_yaml, rng
+from base.errors import SpecError
+from base.specio import from_mapping, read_yaml, rng
 
 if TYPE_CHECKING:
     from models.spec import LinearShape, ModelSpec

@@ -39,7 +39,7 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from quant.fixedpoint import SHIFT_CLAMP
 from rtl.layouts import PROD_BITS, TILE, checking, replica
 

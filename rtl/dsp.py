@@ -21,7 +21,7 @@ from amaranth.hdl import ClockSignal, Const, Instance, Module, ResetSignal, Sign
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from rtl.layouts import checking
 
 __all__ = ["RegisteredMul", "is_ecp5"]

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from amaranth.hdl import Signal, signed, unsigned
 from amaranth.lib import data
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 
 __all__ = ["TILE", "BlockHeader", "TileHeader", "OutBeat", "raw_values_shape", "values_layout",
            "products_layout", "checking", "check_lanes", "check_head_dim", "PROD_BITS", "MULT_BITS",

@@ -36,7 +36,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from rtl.layouts import TILE, check_lanes, checking
 
 __all__ = ["ScatterNetwork", "SCATTER_LATENCY"]

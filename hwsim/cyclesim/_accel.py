@@ -42,7 +42,7 @@ from hwsim.analytical import ELEMENTWISE_OPS_PER_FFN, ELEMENTWISE_OPS_PER_HIDDEN
 from hwsim.cyclesim._memory import MemoryBus, MemoryModel
 from hwsim.cyclesim._pipeline import TileStream
 from hwsim.cyclesim.attention_engine import TILE, BlockWork, EngineModel
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from hwsim.hardware import HardwareSpec
 from models.spec import LinearShape, ModelSpec
 from quant.scheme import FP16_BYTES, CompressionScheme, kept_per_token

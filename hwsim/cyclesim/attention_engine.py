@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from rtl.timing import FIXED_PHASES, NORM_PIPE, softmax_lanes
 
 __all__ = ["BlockWork", "HeadWork", "EngineRun", "EngineModel", "head_work", "ENGINE_LANES", "ENGINE_HEAD_DIMS"]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwsim.cyclesim.attention_engine import EngineModel, head_work
-from hwsim.errors import SpecError
+from base.errors import SpecError
 
 __all__ = ["EngineAttention", "engine_attention", "quantize_query"]
 

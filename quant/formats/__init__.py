@@ -7,7 +7,7 @@ Every packed object is a frozen dataclass holding numpy arrays, with
   quant.scheme.CompressionScheme computes for the same configuration (tested);
 * ``to_arrays()`` -> (flat uint8 arrays by name, JSON-able meta) / ``from_arrays(arrays, meta)`` for safetensors;
   a tiled section ``x`` is stored as ``x.bitmaps`` + ``x.values``. Loading validates dtype, sizes, bitmap popcounts
-  against value counts, and raises hwsim.errors.FormatError naming the problem.
+  against value counts, and raises base.errors.FormatError naming the problem.
 
 Conventions (TEAM.md "Bit-level layouts"):
 
@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from hwsim.errors import FormatError
+from base.errors import FormatError
 from quant.formats._base import Packed
 from quant.formats.activations import Int8Activation
 from quant.formats.kv import BitmapKV, DenseKV, KVCache, QuantKV, compress_kv

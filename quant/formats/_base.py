@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from hwsim.errors import FormatError
+from base.errors import FormatError
 from quant.formats._bits import check_array, interleave_tiles, split_tile_stream
 
 __all__ = ["Section", "Packed", "meta_int", "meta_choice"]

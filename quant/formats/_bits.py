@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from hwsim.errors import FormatError
+from base.errors import FormatError
 from quant.scheme import BITMAP_TILE
 
 __all__ = ["pack_bits", "unpack_bits", "to_codes", "from_codes", "tile_mask_to_bitmap", "bitmap_to_tile_mask",

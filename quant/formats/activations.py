@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from hwsim.errors import FormatError, SpecError
+from base.errors import FormatError, SpecError
 from quant.formats._base import Packed, Section, meta_int
 from quant.formats._bits import fp16_bytes, fp16_from_bytes
 from quant.scheme import FP16_BYTES, packed_bytes

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from hwsim.errors import FormatError, SpecError
+from base.errors import FormatError, SpecError
 from quant.formats._base import Packed, Section, meta_choice, meta_int
 from quant.formats._bits import (fp16_bytes, fp16_from_bytes, pack_bits, pack_tiles, popcount64, unpack_bits,
                                  unpack_tiles)

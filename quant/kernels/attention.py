@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from quant.formats.kv import BitmapKV, DenseKV, KVCache, QuantKV
 from quant.scheme import CHUNK_TOKENS, CompressionScheme
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from quant.formats.activations import Int8Activation
 from quant.formats.weights import GroupQuantWeight, Sparse24Weight
 

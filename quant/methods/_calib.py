@@ -6,7 +6,7 @@ from typing import Callable
 
 import torch
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 
 __all__ = ["require_calibration", "block_inputs", "InputStats", "run_block", "collect"]
 

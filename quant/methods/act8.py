@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from quant.methods._prims import QuantLinear
 from quant.quantize import register
 

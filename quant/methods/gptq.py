@@ -25,7 +25,7 @@ from typing import Literal
 
 import torch
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from quant.methods._calib import block_inputs, collect, require_calibration, run_block
 from quant.methods._prims import QuantLinear, weight_qparams
 from quant.quantize import register

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from quant.methods._prims import quant_sym_int
 from quant.quantize import register
 from quant.scheme import CHUNK_TOKENS, kept_per_token

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from quant.quantize import register
 
 __all__ = ["LambdaConfig", "LambdaMask"]

@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from quant.methods._calib import require_calibration
 from quant.methods._prims import QuantLinear
 from quant.methods.gptq import GPTQConfig

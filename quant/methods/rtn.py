@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from quant.methods._prims import QuantLinear, fake_quant_weight
 from quant.quantize import register
 

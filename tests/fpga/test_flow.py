@@ -13,7 +13,7 @@ import pytest
 from fpga import BuildConfig, build, get_board
 from fpga._boards import package_pin
 from fpga._report import part_resources
-from hwsim.cli import main
+from cli import main
 from hwsim.hardware import get_hardware
 
 pytestmark = pytest.mark.fpga

@@ -6,7 +6,7 @@ import pytest
 
 from fpga._report import (DoesNotFit, critical_path, hardware_from_build, parse_nextpnr, part_resources,
                           precheck, synth_counts, synth_estimate)
-from hwsim.errors import FormatError
+from base.errors import FormatError
 from hwsim.hardware import get_hardware
 
 

@@ -5,7 +5,7 @@ from amaranth.sim import Simulator
 
 from fpga._dev_mac import DotProductArray
 from fpga._top import FeedTop, _words, pll_params
-from hwsim.errors import SpecError
+from base.errors import SpecError
 
 
 def test_pll_params_hit_100mhz_from_25mhz_within_limits():

@@ -5,7 +5,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from hwsim.analytical import estimate_analytical
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from hwsim.estimate import estimate
 from hwsim.hardware import get_hardware
 from hwsim.workload import Workload
@@ -126,7 +126,7 @@ def test_fewer_kv_bits_never_more_bytes(model, tokens, sparsity):
 
 
 def test_measured_profile():
-    from hwsim.estimate import MeasuredProfile
+    from quant.measured import MeasuredProfile
 
     m, hw, s = get_model("smollm2-135m"), get_hardware("u280-accllm"), get_scheme("w2a8kv4")
     w = Workload(1, 256, 16)

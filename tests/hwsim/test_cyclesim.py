@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from hwsim.cyclesim import Accelerator, MemoryBus, MemoryModel, estimate_cycle, macs_per_cycle, roofline_bound_s
 from hwsim.cyclesim._pipeline import TileStream
-from hwsim.errors import SpecError
-from hwsim.estimate import MeasuredProfile, estimate
+from base.errors import SpecError
+from hwsim.estimate import estimate
+from quant.measured import MeasuredProfile
 from hwsim.hardware import get_hardware
 from hwsim.workload import Workload
 from models.spec import get_model

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from hwsim.cyclesim.attention_engine import BlockWork, EngineModel, HeadWork, head_work
-from hwsim.errors import SpecError
+from base.errors import SpecError
 
 fx = pytest.importorskip("quant.fixedpoint", reason="the fixed-point golden model (quant/fixedpoint.py) is missing")
 

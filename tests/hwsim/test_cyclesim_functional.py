@@ -10,7 +10,7 @@ fx = pytest.importorskip("quant.fixedpoint", reason="the fixed-point golden mode
 torch = pytest.importorskip("torch")
 
 from hwsim.cyclesim.functional import engine_attention  # noqa: E402
-from hwsim.errors import SpecError  # noqa: E402
+from base.errors import SpecError  # noqa: E402
 
 
 @pytest.fixture(scope="module")

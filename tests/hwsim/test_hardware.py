@@ -5,7 +5,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hwsim.errors import HwsimError, SpecError
+from base.errors import HwsimError, SpecError
 from hwsim.hardware import HARDWARE_DIR, get_hardware, list_hardware
 from models.spec import get_model
 from quant.scheme import get_scheme

@@ -1,6 +1,6 @@
 import pytest
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from models import data
 from models.smollm import load_tokenizer
 

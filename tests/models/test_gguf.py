@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hwsim.errors import FormatError
+from base.errors import FormatError
 from models.gguf import read_gguf_metadata, unpermute_qk
 
 

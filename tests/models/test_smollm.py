@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from models.data import eval_windows, read_wikitext2
 from models.smollm import load_smollm2, load_weights
 from quant.evaluate import perplexity

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from models.spec import get_model, list_models, model_from_hf_config
 
 # Published parameter counts (exact where the model card / config gives the exact figure).

@@ -1,6 +1,6 @@
 import pytest
 
-from hwsim.errors import FormatError
+from base.errors import FormatError
 from models.smollm import load_tokenizer
 from models.tokenizer import tokenizer_from_gguf_metadata
 

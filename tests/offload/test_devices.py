@@ -1,6 +1,6 @@
 import pytest
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from offload.devices import Channel, Slowdown, Store, finish_time
 
 

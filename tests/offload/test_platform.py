@@ -3,8 +3,8 @@ import dataclasses
 import pytest
 import yaml
 
-from hwsim.errors import SpecError
-from hwsim.specio import read_yaml
+from base.errors import SpecError
+from base.specio import read_yaml
 from offload import get_platform, list_platforms
 from offload.platform import PLATFORM_DIR
 

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from offload import Policy, Workload, check_fits, get_platform, read_policy, read_workload
 
 
@@ -9,7 +9,7 @@ def test_impossible_placement_fractions():
     with pytest.raises(SpecError, match=r"KV cache placement gpu 0.5 \+ cpu 0.6 = 1.1 exceeds 1"):
         Policy("flexgen", gpu_batch_size=8, kv_gpu=0.5, kv_cpu=0.6)
     with pytest.raises(SpecError, match="w_gpu: 1.5 is out of range"):
-        from hwsim.specio import from_mapping
+        from base.specio import from_mapping
 
         from_mapping(Policy, {"kind": "flexgen", "gpu_batch_size": 8, "w_gpu": 1.5}, "p.yaml")
 

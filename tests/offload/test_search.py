@@ -1,6 +1,6 @@
 import pytest
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from offload import Policy, Workload, analyze, check_fits, get_platform, search_flexgen
 from offload.search import estimate_total_s
 

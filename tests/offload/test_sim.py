@@ -123,7 +123,7 @@ def test_a_drive_at_ten_percent_for_a_window(case):
 
 
 def test_unknown_slowdown_channel_is_a_spec_error():
-    from hwsim.errors import SpecError
+    from base.errors import SpecError
 
     plat = get_platform("a6000-ssd")
     wl = Workload.make("opt-13b", batch=8, prompt_len=32, gen_len=2)

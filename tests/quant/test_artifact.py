@@ -4,7 +4,7 @@ import shutil
 import pytest
 import torch
 
-from hwsim.errors import FormatError, SpecError
+from base.errors import FormatError, SpecError
 from quant.artifact import load_artifact, read_estimate_inputs, write_artifact
 from quant.scheme import get_scheme
 

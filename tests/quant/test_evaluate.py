@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from quant.artifact import load_artifact
 from quant.evaluate import model_from_artifact, perplexity
 from quant.scheme import CompressionScheme, get_scheme

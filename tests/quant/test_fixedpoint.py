@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwsim.errors import FormatError, SpecError
+from base.errors import FormatError, SpecError
 from quant.fixedpoint import (EXP2_TABLE, EXP_FRAC_BITS, EngineHead, dequantize_kv, exp2_fixed,
                               fixed_point_attention, lambda_mask, pack_bitmap_tiles, prepare_head,
                               reciprocal, reference_attention, run_engine, unpack_bitmap_tiles)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwsim.errors import FormatError, SpecError
+from base.errors import FormatError, SpecError
 from models.spec import ModelSpec
 from quant.formats import (BitmapKV, BitmapSparseWeight, DenseKV, GroupQuantWeight, Int8Activation, QuantKV,
                            Sparse24Weight, compress_kv, packed_from_arrays, prune_2_4)

@@ -22,7 +22,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from quant.formats import BitmapKV, DenseKV, GroupQuantWeight, Int8Activation, QuantKV, Sparse24Weight, compress_kv
 from quant.kernels import (attended_mask, decode_attention, group_accumulate, reference_decode_attention,
                            reference_linear, w_a8_gemm, w_a8_gemv)

@@ -1,6 +1,6 @@
 import pytest
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from quant.methods import (A8Config, GPTQConfig, KV4Config, KVBitmapConfig, LambdaConfig, RTNConfig,
                            WandaConfig)
 from quant.quantize import configs_for_scheme, quantize, register, registered_configs

@@ -2,7 +2,7 @@
 
 import pytest
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from models.spec import get_model
 from quant.scheme import (CompressionScheme, bitmap_tile_bytes, get_scheme, kept_per_token, list_schemes,
                           packed_bytes)

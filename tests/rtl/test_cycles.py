@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from rtl.cycles import cycles_from_counts, head_cycles, head_macs, lane_utilisation, steady_state_utilisation
 from rtl.workloads import HeadSpec, random_head
 

@@ -10,7 +10,7 @@ from amaranth.hdl import signed, unsigned
 from amaranth.sim import Simulator
 
 from fpga._flow import BareChip  # the bare-chip flow's ECP5 stand-in platform (family "ecp5")
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from rtl.dsp import RegisteredMul
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from rtl.accumulator import Accumulator
 from rtl.bitmap_decoder import BitmapDecoder
 from rtl.engine import AttentionEngine

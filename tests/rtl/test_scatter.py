@@ -3,7 +3,7 @@ import random
 import pytest
 
 from enginesim import run_comb
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from rtl.layouts import TILE
 from rtl.scatter import SCATTER_LATENCY, ScatterNetwork
 

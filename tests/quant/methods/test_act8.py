@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from quant.methods import A8Config
 from quant.quantize import quantize
 

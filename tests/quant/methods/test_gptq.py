@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from quant.methods import GPTQConfig, RTNConfig
 from quant.methods.gptq import gptq_matrix
 from quant.methods._prims import fake_quant_weight

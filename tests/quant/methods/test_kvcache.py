@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from quant.methods import KV4Config, KVBitmapConfig, KVCodec
 from quant.methods.kvcache import kv_statistics, prune_per_token
 from quant.quantize import quantize

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from quant.kernels import attended_mask
 from quant.methods import LambdaConfig, LambdaMask
 from quant.quantize import quantize

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from quant.methods import GPTQConfig, QATConfig
 from quant.quantize import quantize
 

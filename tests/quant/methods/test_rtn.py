@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 from quant.methods import RTNConfig
 from quant.methods._prims import QuantLinear
 from quant.quantize import quantize

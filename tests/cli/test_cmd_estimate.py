@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from hwsim.cli import main
+from cli import main
 
 
 def run_cli(capsys, *argv):
@@ -88,6 +88,6 @@ def test_listings(capsys):
 
 def test_console_script_subprocess():
     """The installed entry point: exit status 2 and a single stderr line, no traceback."""
-    r = subprocess.run([sys.executable, "-c", "from hwsim.cli import entry; entry()", "estimate", "--model", "nope"],
+    r = subprocess.run([sys.executable, "-c", "from cli import entry; entry()", "estimate", "--model", "nope"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr

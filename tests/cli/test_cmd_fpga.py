@@ -4,8 +4,8 @@ import pytest
 
 import fpga._toolchain as toolchain
 from fpga import BuildConfig, build, find_tool, get_board, needs_compile
-from hwsim.cli import main
-from hwsim.errors import SpecError
+from cli import main
+from base.errors import SpecError
 
 
 def _cli(capsys, *argv):
@@ -108,14 +108,14 @@ def test_rejected_design_leaves_no_unused_elaboratable():
 
 def test_cli_design_choices_are_the_flow_designs():
     from fpga import DESIGNS
-    from hwsim.cli.cmd_fpga import DESIGN_CHOICES
+    from cli.cmd_fpga import DESIGN_CHOICES
 
     assert set(DESIGN_CHOICES) == set(DESIGNS)
 
 
 def test_cli_router_choices_are_the_flow_routers():
     from fpga import ROUTERS
-    from hwsim.cli.cmd_fpga import DEFAULT_ROUTER, ROUTER_CHOICES
+    from cli.cmd_fpga import DEFAULT_ROUTER, ROUTER_CHOICES
 
     assert ROUTER_CHOICES == ROUTERS and BuildConfig().router == DEFAULT_ROUTER == "router2"
 

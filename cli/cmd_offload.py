@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from hwsim.cli._common import int_list, positive_int
+from cli._common import int_list, positive_int
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 
 __all__ = ["register", "run"]
 
@@ -103,8 +103,8 @@ def run(args) -> int:
     if args.plot:
         _plot(args, platform, workload)
     if args.json:
-        from hwsim.cli._common import print_json
-        from hwsim.specio import to_plain
+        from cli._common import print_json
+        from base.specio import to_plain
 
         data = result.to_dict()
         data["stores"] = {k: to_plain(v) for k, v in result.stores.items()}
@@ -137,7 +137,7 @@ def _simulate_with_progress(simulate, platform, workload, policy, show: bool):
 def _print(result, platform, workload, policy) -> None:
     from rich.table import Table
 
-    from hwsim.cli._common import console, fmt_bytes, fmt_time
+    from cli._common import console, fmt_bytes, fmt_time
 
     con = console()
     t = Table(title=f"{workload.model.name} on {platform.name} — {policy.kind} ({result.fidelity})",

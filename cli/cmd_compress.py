@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from hwsim.cli._common import positive_int
+from cli._common import positive_int
 
 __all__ = ["register", "run"]
 
@@ -34,7 +34,7 @@ def run(args) -> int:
     import dataclasses
     from pathlib import Path
 
-    from hwsim.errors import SpecError
+    from base.errors import SpecError
     from models.smollm import load_weights
     from models.spec import get_model
     from quant.artifact import read_estimate_inputs, write_artifact
@@ -61,14 +61,14 @@ def run(args) -> int:
     write_artifact(out, model, spec, scheme, kv_stats=kv, calibration=prov, reports=reports, overwrite=args.force)
     info = read_estimate_inputs(out)
     if args.json:
-        from hwsim.cli._common import print_json
+        from cli._common import print_json
 
         print_json({"artifact": str(out), "model": spec.name, "scheme": scheme.name, "layers": spec.num_layers,
                     "weight_bytes": info.total_weight_bytes, "linear_bytes": sum(info.layer_weight_bytes),
                     "kv_mean_bytes_per_token_per_head": kv["mean_bytes_per_token_per_head"],
                     "kv_mean_density": kv["mean_density"], "methods": reports})
         return 0
-    from hwsim.cli._common import console, fmt_bytes
+    from cli._common import console, fmt_bytes
 
     c = console()
     c.print(f"wrote {out}: {spec.name} ({spec.num_layers} layers), scheme {scheme.name} [{scheme.label}], "

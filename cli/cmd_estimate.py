@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from hwsim.cli._common import positive_int
+from cli._common import positive_int
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 
 __all__ = ["register", "run", "resolve_scheme"]
 
@@ -110,7 +110,7 @@ def _load_inputs(args):
 
 def run(args) -> int:
     from hwsim.estimate import estimate
-    from hwsim.specio import to_plain
+    from base.specio import to_plain
     from hwsim.workload import Workload
 
     model, hw, scheme, artifact = _load_inputs(args)
@@ -126,7 +126,7 @@ def run(args) -> int:
                              "counts and KV sparsity do not apply, nominal figures are used\n")
     est = estimate(model, hw, scheme, workload, fidelity=args.fidelity, profile=profile)
     if args.json:
-        from hwsim.cli._common import print_json
+        from cli._common import print_json
 
         inputs = {"model": to_plain(model), "hardware": to_plain(hw), "scheme": to_plain(scheme),
                   "workload": to_plain(workload), "fidelity": args.fidelity}
@@ -141,7 +141,7 @@ def run(args) -> int:
 def _print_table(est, model, hw, scheme) -> None:
     from rich.table import Table
 
-    from hwsim.cli._common import console, fmt_bytes, fmt_time
+    from cli._common import console, fmt_bytes, fmt_time
 
     con = console()
     t = Table(title=f"{model.name} on {hw.name} — {scheme.name} ({scheme.label}), {est.fidelity}",
@@ -175,7 +175,7 @@ def _print_table(est, model, hw, scheme) -> None:
 
 
 def _run_list(args) -> int:
-    from hwsim.cli._common import print_json
+    from cli._common import print_json
 
     if args.listing == "models":
         from models.spec import get_model, list_models
@@ -199,7 +199,7 @@ def _run_list(args) -> int:
         return 0
     from rich.table import Table
 
-    from hwsim.cli._common import console
+    from cli._common import console
 
     t = Table(title=args.listing, header_style="bold")
     for key in data[0]:

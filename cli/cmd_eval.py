@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from hwsim.cli._common import positive_int
+from cli._common import positive_int
 
 __all__ = ["register", "run"]
 
@@ -47,11 +47,11 @@ def run(args) -> int:
            "scheme": art.scheme.name, "text": args.text, "path": args.path, "seq_len": args.seq_len,
            "perplexity": res.ppl, "tokens": res.n_tokens, "windows": res.n_windows}
     if args.json:
-        from hwsim.cli._common import print_json
+        from cli._common import print_json
 
         print_json(out)
         return 0
-    from hwsim.cli._common import console
+    from cli._common import console
 
     console().print(f"{art.model_spec.name} [{art.scheme.name}] on {args.text}: perplexity {res.ppl:.3f} "
                     f"({res.n_tokens} tokens, {res.n_windows} windows, {args.path} path)")

@@ -1,4 +1,4 @@
-"""`hwsim offload` (hwsim/cli/cmd_offload.py): output, plot, and one-line errors with exit status 2."""
+"""`hwsim offload` (cli/cmd_offload.py): output, plot, and one-line errors with exit status 2."""
 
 import json
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from hwsim.cli import main
+from cli import main
 
 SMALL = ["--model", "opt-13b", "--batch", "8", "--prompt", "64", "--gen", "8"]
 
@@ -73,7 +73,7 @@ def test_policy_yaml_and_plot(capsys, tmp_path):
 
 
 def test_console_entry_exits_2_on_bad_input():
-    proc = subprocess.run([sys.executable, "-c", "import sys; from hwsim.cli import main; sys.exit(main())",
+    proc = subprocess.run([sys.executable, "-c", "import sys; from cli import main; sys.exit(main())",
                            "offload", "--model", "opt-13b", "--platform", "nope"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["hwsim: error: unknown platform 'nope'; use one of a6000-csd, "
@@ -83,7 +83,7 @@ def test_console_entry_exits_2_on_bad_input():
 def test_progress_bar_on_a_terminal(monkeypatch):
     import io
 
-    from hwsim.cli import cmd_offload
+    from cli import cmd_offload
     from offload import Policy, Workload, get_platform, simulate
 
     class Tty(io.StringIO):

@@ -21,7 +21,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, Mapping, TypeVar
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 
 __all__ = ["rng", "from_mapping", "read_yaml", "read_json", "to_plain"]
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from hwsim.cli import main
+from cli import main
 
 ARGS = ["--model", "smollm2-135m", "--layers", "1", "--calib-windows", "2", "--calib-len", "64"]
 

@@ -1,6 +1,6 @@
 """The `hwsim` command line.
 
-Subcommands live in modules ``hwsim/cli/cmd_*.py``; each defines ``register(subparsers)`` (adding its parser with
+Subcommands live in modules ``cli/cmd_*.py``; each defines ``register(subparsers)`` (adding its parser with
 ``set_defaults(func=run)``) and ``run(args) -> int``. They are discovered at start-up, so adding a subcommand is adding
 a file. Heavy libraries are imported inside ``run``, never at module level.
 
@@ -15,7 +15,7 @@ import pkgutil
 import sys
 from typing import Sequence
 
-from hwsim.errors import HwsimError
+from base.errors import HwsimError
 
 __all__ = ["main", "OneLineArgumentParser"]
 

@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from hwsim.cli import main
+from cli import main
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from hwsim.cli._common import int_list, positive_int
+from cli._common import int_list, positive_int
 
-from hwsim.errors import SpecError
+from base.errors import SpecError
 
 # fpga._flow.DESIGNS, kept literal so the CLI does not import fpga/ at start-up (tests/fpga/test_cli.py checks it)
 DESIGN_CHOICES = ("engine", "dot", "softmax", "normalizer")
@@ -21,7 +21,7 @@ def register(sub) -> None:
     p = sub.add_parser("fpga", help="build ECP5 bitstreams of the attention engine (YoWASP Yosys + nextpnr)",
                        description="Build the rtl/ attention engine into an ECP5 bitstream with the open YoWASP "
                                    "toolchain, or sweep its resources and Fmax over lanes.")
-    from hwsim.cli import OneLineArgumentParser
+    from cli import OneLineArgumentParser
 
     fsub = p.add_subparsers(dest="fpga_command", metavar="ACTION", parser_class=OneLineArgumentParser)
     fsub.required = True
@@ -119,7 +119,7 @@ def _build(args, err) -> int:
     with _RichListener(err) as listener:  # progress on stderr, so --json leaves stdout to the JSON document
         result = build(config, args.out, listener=listener, jobs=args.jobs)
     if args.json:
-        from hwsim.cli._common import print_json
+        from cli._common import print_json
 
         print_json(result.report)
         return 0
@@ -130,7 +130,7 @@ def _build(args, err) -> int:
 def _print_report(result) -> None:
     from rich.table import Table
 
-    from hwsim.cli._common import console
+    from cli._common import console
 
     rep = result.report
     con = console()
@@ -178,13 +178,13 @@ def _sweep(args, err) -> int:
                      title=f"{args.design} on {args.board}: resources and Fmax vs lanes (target {args.freq:g} MHz)")
     rows = sweep_rows(points)
     if args.json:
-        from hwsim.cli._common import print_json
+        from cli._common import print_json
 
         print_json({"rows": rows, "png": str(png)})
         return 0
     from rich.table import Table
 
-    from hwsim.cli._common import console
+    from cli._common import console
 
     t = Table(title=f"{args.design} on {args.board} @ target {args.freq:g} MHz", header_style="bold")
     for col in ("head_dim", "lanes", *(r.bel for r in RESOURCES), "Fmax MHz", "seed", "timing", "build s"):

@@ -1,0 +1,1 @@
+"""The attention engine's contract: parameters and their checks, widths, pipeline depths, golden datapath, cycles."""
