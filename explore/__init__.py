@@ -1,0 +1,1 @@
+"""Co-design exploration: sweep and search the joint space of compression, hardware and workload."""
