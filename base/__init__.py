@@ -1,4 +1,5 @@
-"""The base layer: error types and strict spec IO. It imports nothing else of the project; every package may import it."""
+"""The base layer: error types, strict spec IO and safe output paths. It imports nothing else of the project;
+every package may import it."""
 
 from base.errors import FormatError, HwsimError, SpecError
 from base.specio import from_mapping, read_json, read_yaml, rng, to_plain
