@@ -19,7 +19,24 @@ if TYPE_CHECKING:
     from models.spec import ModelSpec
     from quant.scheme import CompressionScheme
 
-__all__ = ["Estimate", "OpClass", "MeasuredProfile", "estimate", "FIDELITIES"]
+__all__ = ["Estimate", "OpClass", "Breakdown", "MeasuredProfile", "estimate", "FIDELITIES", "decode_samples",
+           "EXACT_DECODE_STEPS"]
+
+EXACT_DECODE_STEPS = 1 << 16  # up to this many decode steps are priced one by one; beyond, at this many samples
+
+
+def decode_samples(prompt_len: int, gen_len: int, cap: int = EXACT_DECODE_STEPS):
+    """(contexts, weights) of the decode steps priced: step i runs at context prompt_len + i + 1 (the new token
+    included). Up to `cap` steps, every step (weight 1); beyond, `cap` steps at the midpoints of `cap` equal slices
+    of the run, each standing for its slice (step time is monotone and close to affine in the context, so the
+    midpoint rule keeps the mean exact to second order)."""
+    import numpy as np
+
+    if gen_len <= cap:
+        return np.arange(prompt_len + 1, prompt_len + gen_len + 1, dtype=np.float64), None
+    edges = np.linspace(0.0, float(gen_len), cap + 1)
+    idx = np.floor((edges[:-1] + edges[1:]) / 2)
+    return prompt_len + 1 + idx, np.diff(np.floor(edges))
 
 FIDELITIES: dict[str, str] = {
     "analytical": "hwsim.analytical:estimate_analytical",
@@ -39,6 +56,15 @@ class OpClass:
 
 
 @dataclass(frozen=True)
+class Breakdown:
+    """Mean seconds per decode step that operator class `cls` spends in `mechanism` (hwsim/ops.py MECHANISMS)."""
+
+    cls: str
+    mechanism: str
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Estimate:
     """The result of a performance estimate. Times in seconds, sizes in bytes, energy in joules."""
 
@@ -50,7 +76,9 @@ class Estimate:
     prompt_len: int
     gen_len: int
     ttft_s: float  # prefill of the whole batch, producing the first token
-    decode_step_s: tuple[float, ...]  # latency of each decode step; step i runs at context prompt_len + i
+    # latency of each decode step priced; step i runs at context prompt_len + i + 1. With `decode_step_weights`
+    # (long runs, see decode_samples) entry j stands for decode_step_weights[j] consecutive steps.
+    decode_step_s: tuple[float, ...]
     weight_bytes: int
     kv_bytes_final: float  # KV cache after prompt_len + gen_len tokens, whole batch
     activation_bytes_peak: int
@@ -59,11 +87,29 @@ class Estimate:
     decode_ops: tuple[OpClass, ...]
     power_w: float | None
     notes: tuple[str, ...] = field(default=())
+    decode_step_weights: tuple[float, ...] = ()
+    decode_breakdown: tuple[Breakdown, ...] = ()  # mean seconds per step by operator class and mechanism
+    decode_bytes_per_step: float = 0.0  # mean off-chip bytes moved per decode step
+    active_bandwidth_bytes_per_s: float = 0.0  # theoretical peak of the memory channels the design uses
+
+    @property
+    def decode_total_s(self) -> float:
+        if self.decode_step_weights:
+            return sum(t * w for t, w in zip(self.decode_step_s, self.decode_step_weights))
+        return sum(self.decode_step_s)
 
     @property
     def tpot_s(self) -> float:
         """Mean time per output token (per decode step)."""
-        return sum(self.decode_step_s) / len(self.decode_step_s)
+        return self.decode_total_s / self.gen_len
+
+    @property
+    def bandwidth_utilisation(self) -> float | None:
+        """Predicted off-chip bandwidth utilisation in decode: bytes moved per step over the step time, as a fraction
+        of the theoretical peak of the channels the design uses."""
+        if not self.active_bandwidth_bytes_per_s or not self.decode_bytes_per_step:
+            return None
+        return self.decode_bytes_per_step / self.tpot_s / self.active_bandwidth_bytes_per_s
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -72,7 +118,7 @@ class Estimate:
 
     @property
     def e2e_s(self) -> float:
-        return self.ttft_s + sum(self.decode_step_s)
+        return self.ttft_s + self.decode_total_s
 
     @property
     def e2e_tokens_per_s(self) -> float:
@@ -105,6 +151,11 @@ class Estimate:
             "ttft_s": self.ttft_s, "tpot_s": self.tpot_s, "decode_tokens_per_s": self.decode_tokens_per_s,
             "e2e_s": self.e2e_s, "e2e_tokens_per_s": self.e2e_tokens_per_s,
             "decode_step_s": list(self.decode_step_s),
+            "decode_step_weights": list(self.decode_step_weights) or None,
+            "decode_bytes_per_step": self.decode_bytes_per_step,
+            "bandwidth_utilisation": self.bandwidth_utilisation,
+            "breakdown": [dict(cls=b.cls, mechanism=b.mechanism, seconds_per_step=b.seconds)
+                          for b in self.decode_breakdown],
             "memory": {"weight_bytes": self.weight_bytes, "kv_bytes_final": self.kv_bytes_final,
                        "activation_bytes_peak": self.activation_bytes_peak, "total_bytes": self.memory_bytes,
                        "capacity_bytes": self.capacity_bytes, "fits": self.fits},
@@ -118,8 +169,8 @@ class Estimate:
         return out
 
 
-def estimate(model: "ModelSpec", hardware: "HardwareSpec", scheme: "CompressionScheme",
-             workload: "Workload", fidelity: str = "analytical", profile: MeasuredProfile | None = None) -> Estimate:
+def estimate(model: ModelSpec, hardware: HardwareSpec, scheme: CompressionScheme,
+             workload: Workload, fidelity: str = "analytical", profile: MeasuredProfile | None = None) -> Estimate:
     """Estimate latency, throughput, memory and energy of `model` compressed by `scheme` on `hardware`.
 
     `profile` (from a compressed artifact) replaces nominal per-layer weight bytes and KV sparsity by measured ones.
@@ -135,6 +186,13 @@ def estimate(model: "ModelSpec", hardware: "HardwareSpec", scheme: "CompressionS
         if exc.name != module:
             raise
         raise SpecError(f"fidelity {fidelity!r} is not available in this build; use 'analytical'") from None
-    if profile is None:
-        return impl(model, hardware, scheme, workload)
-    return impl(model, hardware, scheme, workload, profile=profile)
+    est = impl(model, hardware, scheme, workload) if profile is None else impl(model, hardware, scheme, workload,
+                                                                                profile=profile)
+    if not est.fits:  # the figures assume the model fits; say loudly that it does not
+        import dataclasses
+
+        note = (f"DOES NOT FIT: needs {est.memory_bytes / 1e9:.3g} GB (weights {est.weight_bytes / 1e9:.3g} GB, KV "
+                f"{est.kv_bytes_final / 1e9:.3g} GB) of {est.capacity_bytes / 1e9:.3g} GB on {hardware.name}; the "
+                "times assume it did (compress more, or shorten the context)")
+        est = dataclasses.replace(est, notes=(note, *est.notes))
+    return est

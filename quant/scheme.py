@@ -5,9 +5,17 @@ Formats (bit-level layouts are documented in quant/formats; sizes here and there
 * weights, ``weight_bits`` < 16: asymmetric unsigned integers, group-wise along the input dimension
   (``weight_group_size`` dense input columns share one fp16 scale and one zero point stored at the weight width).
   Each output row is packed separately and padded to a whole byte (values, zero points and 2:4 indices alike).
-* 2:4 pruning: per 4 dense columns 2 values are kept, each with a 2-bit position index.
+* N:M pruning (``weight_pruning: "N:M"``, any 0 < N < M, e.g. 2:4, 1:4, 4:8): per M dense columns N values are
+  kept, each with a ceil(log2 M)-bit position index; the engine multiplies kept values only (MACs x N/M).
+* block pruning (``"block"``): rows are cut into blocks of ``weight_block_size`` dense columns that are kept or dropped
+  whole (``weight_sparsity`` = dropped fraction); one bitmap bit per block, kept blocks' values packed.
 * unstructured pruning: rows are cut into tiles of 64 dense columns; each tile is a 64-bit bitmap followed by its
   kept values, padded to a whole byte.
+* per-operator and per-layer precision (``overrides``): a mapping from an operator selector to the fields that differ
+  for it. Selectors: an operator name (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, fc1, fc2,
+  lm_head, attention), a group (``attn_linear``, ``ffn``), each optionally restricted to layers with ``@``
+  (``ffn@0-3,30``). The most specific selector wins (name@layers > name > group@layers > group). ``attention``
+  takes ``act_bits`` (the query / probability width of q·K and p·V); the KV cache format stays global.
 * activations, ``act_bits`` = 8: symmetric int8 per token, one fp16 scale per token.
 * KV cache, ``kv_bits`` < 16: symmetric signed integers with fp16 scales; K grouped per channel over
   ``kv_group_size`` consecutive tokens, V grouped per token over ``kv_group_size`` consecutive channels (KIVI).
@@ -27,7 +35,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from base.errors import SpecError
 from base.specio import from_mapping, read_yaml, rng
@@ -35,8 +44,9 @@ from base.specio import from_mapping, read_yaml, rng
 if TYPE_CHECKING:
     from models.spec import LinearShape, ModelSpec
 
-__all__ = ["CompressionScheme", "WeightBytes", "PRESETS", "get_scheme", "list_schemes",
-           "BITMAP_TILE", "CHUNK_TOKENS", "FP16_BYTES", "packed_bytes", "bitmap_tile_bytes", "kept_per_token"]
+__all__ = ["CompressionScheme", "OpOverride", "WeightBytes", "PRESETS", "get_scheme", "list_schemes",
+           "BITMAP_TILE", "CHUNK_TOKENS", "FP16_BYTES", "packed_bytes", "bitmap_tile_bytes", "kept_per_token",
+           "parse_nm", "OP_GROUPS"]
 
 BITMAP_TILE = 64  # elements per bitmap tile (Mustafar, arXiv 2505.22913 Sec. 4)
 CHUNK_TOKENS = 64  # tokens per K quantization group / K bitmap tile: the unit in which the cache is compressed
@@ -58,6 +68,55 @@ def bitmap_tile_bytes(nnz: int, value_bits: int) -> int:
     if not 0 <= nnz <= BITMAP_TILE:
         raise SpecError(f"a bitmap tile holds 0..{BITMAP_TILE} values, got {nnz}")
     return BITMAP_BYTES + packed_bytes(nnz, value_bits)
+
+
+def parse_nm(mode: str) -> tuple[int, int] | None:
+    """(N, M) of an ``"N:M"`` pruning mode, None for other modes; SpecError when N >= M or either is < 1."""
+    if ":" not in mode:
+        return None
+    try:
+        n, m = (int(x) for x in mode.split(":"))
+    except ValueError:
+        raise SpecError(f"weight_pruning {mode!r} is not N:M with integers; write e.g. 2:4") from None
+    if not 0 < n < m:
+        raise SpecError(f"weight_pruning {mode!r}: N:M pruning needs 0 < N < M (N kept of every M); e.g. 2:4")
+    return n, m
+
+
+OP_GROUPS = {"q_proj": "attn_linear", "k_proj": "attn_linear", "v_proj": "attn_linear", "o_proj": "attn_linear",
+             "out_proj": "attn_linear", "qkv_proj": "attn_linear", "gate_proj": "ffn", "up_proj": "ffn",
+             "down_proj": "ffn", "fc1": "ffn", "fc2": "ffn", "lm_head": "lm_head", "attention": "attention"}
+_OVERRIDE_FIELDS = ("weight_bits", "weight_group_size", "weight_pruning", "weight_sparsity", "weight_block_size",
+                    "act_bits")
+
+
+def _parse_layers(text: str, where: str) -> frozenset[int]:
+    out: set[int] = set()
+    for part in text.split(","):
+        try:
+            if "-" in part:
+                a, b = (int(x) for x in part.split("-"))
+                out.update(range(a, b + 1))
+            else:
+                out.add(int(part))
+        except ValueError:
+            raise SpecError(f"{where}: layer list {text!r} is malformed; write e.g. 0-3,30") from None
+    return frozenset(out)
+
+
+@dataclass(frozen=True)
+class OpOverride:
+    """Fields of one operator (or group, or layers of it) that differ from the scheme's global ones (None: global)."""
+
+    weight_bits: int | None = None
+    weight_group_size: int | None = field(default=None, metadata=rng(ge=1))
+    weight_pruning: str | None = None
+    weight_sparsity: float | None = field(default=None, metadata=rng(ge=0, lt=1))
+    weight_block_size: int | None = field(default=None, metadata=rng(ge=1))
+    act_bits: int | None = None
+
+    def changes(self) -> dict:
+        return {k: getattr(self, k) for k in _OVERRIDE_FIELDS if getattr(self, k) is not None}
 
 
 def kept_per_token(head_dim: int, sparsity: float) -> int:
@@ -94,8 +153,9 @@ class CompressionScheme:
     name: str = "custom"
     weight_bits: int = 16
     weight_group_size: int = field(default=128, metadata=rng(ge=1))
-    weight_pruning: Literal["none", "2:4", "unstructured"] = "none"
-    weight_sparsity: float = field(default=0.0, metadata=rng(ge=0, lt=1))
+    weight_pruning: str = "none"  # "none" | "N:M" (e.g. "2:4") | "block" | "unstructured"
+    weight_sparsity: float = field(default=0.0, metadata=rng(ge=0, lt=1))  # block / unstructured: dropped fraction
+    weight_block_size: int = field(default=16, metadata=rng(ge=1))  # block pruning: dense columns per block
     lm_head_bits: int = 16
     act_bits: int = 16
     kv_bits: int = 16
@@ -104,6 +164,7 @@ class CompressionScheme:
     kv_sparsity: float = field(default=0.0, metadata=rng(ge=0, lt=1))
     attn_sink: int = field(default=0, metadata=rng(ge=0))
     attn_window: int | None = field(default=None, metadata=rng(ge=1))
+    overrides: dict[str, OpOverride] = field(default_factory=dict, hash=False)
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -114,12 +175,29 @@ class CompressionScheme:
                                 f"use one of {', '.join(map(str, allowed))}")
         if self.weight_group_size < 1 or self.kv_group_size < 1:
             raise SpecError(f"scheme {self.name!r}: group sizes must be >= 1")
-        if self.weight_pruning == "unstructured" and not 0 < self.weight_sparsity < 1:
-            raise SpecError(f"scheme {self.name!r}: unstructured pruning needs 0 < weight_sparsity < 1, "
+        if self.weight_pruning not in ("none", "block", "unstructured") and parse_nm(self.weight_pruning) is None:
+            raise SpecError(f"scheme {self.name!r}: weight_pruning {self.weight_pruning!r} is not supported; use "
+                            "none, N:M (e.g. 2:4), block or unstructured")
+        if self.weight_pruning in ("block", "unstructured") and not 0 < self.weight_sparsity < 1:
+            raise SpecError(f"scheme {self.name!r}: {self.weight_pruning} pruning needs 0 < weight_sparsity < 1, "
                             f"got {self.weight_sparsity}")
-        if self.weight_pruning != "unstructured" and self.weight_sparsity:
-            raise SpecError(f"scheme {self.name!r}: weight_sparsity is only used with weight_pruning "
-                            "'unstructured' (2:4 is always 50%); remove it or set weight_pruning")
+        if self.weight_pruning not in ("block", "unstructured") and self.weight_sparsity:
+            raise SpecError(f"scheme {self.name!r}: weight_sparsity is only used with weight_pruning 'block' or "
+                            "'unstructured' (N:M keeps N/M); remove it or set weight_pruning")
+        for sel, ov in self.overrides.items():
+            name, _, layers = sel.partition("@")
+            if name not in OP_GROUPS and name not in ("attn_linear", "ffn"):
+                raise SpecError(f"scheme {self.name!r}: overrides key {sel!r} names no operator; use one of "
+                                f"{', '.join(sorted(set(OP_GROUPS) | {'attn_linear', 'ffn'}))} (optionally @layers)")
+            if layers:
+                _parse_layers(layers, f"scheme {self.name!r}: overrides[{sel!r}]")
+            if not isinstance(ov, OpOverride):
+                raise SpecError(f"scheme {self.name!r}: overrides[{sel!r}] must be a mapping of scheme fields")
+            if ov.changes():
+                try:
+                    dataclasses.replace(self, overrides={}, name=f"{self.name}[{sel}]", **_complete(ov.changes()))
+                except SpecError as exc:
+                    raise SpecError(f"scheme {self.name!r}: overrides[{sel!r}]: {exc}") from None
         if not 0 <= self.kv_sparsity < 1:
             raise SpecError(f"scheme {self.name!r}: kv_sparsity must be in [0, 1), got {self.kv_sparsity}")
         if self.attn_sink and self.attn_window is None:
@@ -128,19 +206,48 @@ class CompressionScheme:
             raise SpecError(f"scheme {self.name!r}: attn_window must be >= 1, got {self.attn_window}")
 
     # ---- convenience ----------------------------------------------------------------------------------------
-    def replace(self, **changes) -> "CompressionScheme":
+    def replace(self, **changes) -> CompressionScheme:
         """A copy with fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
+
+    def for_op(self, op: str, layer: int | None = None) -> CompressionScheme:
+        """The scheme as it applies to operator `op` (see OP_GROUPS) in `layer`: overrides resolved, none left."""
+        if not self.overrides:
+            return self
+        return _resolve(self, op, layer)
+
+    def layer_dependent(self) -> bool:
+        """Whether any override is restricted to some layers."""
+        return any("@" in k for k in self.overrides)
+
+    @property
+    def sparsity_mode(self) -> str:
+        """``none``, ``N:M`` (the mode string), ``block`` or ``unstructured``."""
+        return self.weight_pruning
+
+    @property
+    def weight_density(self) -> float:
+        """Fraction of the dense weights that are kept (the MACs an engine that skips zeros executes)."""
+        nm = parse_nm(self.weight_pruning)
+        if nm is not None:
+            return nm[0] / nm[1]
+        if self.weight_pruning in ("block", "unstructured"):
+            return 1.0 - self.weight_sparsity
+        return 1.0
 
     @property
     def label(self) -> str:
         """Short human label, e.g. ``W2g64 A8 KV4 2:4 Λ4+2048``."""
         parts = [f"W{self.weight_bits}" + (f"g{self.weight_group_size}" if self.weight_bits < 16 else ""),
                  f"A{self.act_bits}", f"KV{self.kv_bits}"]
-        if self.weight_pruning == "2:4":
-            parts.append("2:4")
+        if parse_nm(self.weight_pruning) is not None:
+            parts.append(self.weight_pruning)
+        elif self.weight_pruning == "block":
+            parts.append(f"block{self.weight_block_size}-{self.weight_sparsity:.0%}")
         elif self.weight_pruning == "unstructured":
             parts.append(f"sparse{self.weight_sparsity:.0%}")
+        if self.overrides:
+            parts.append("+" + ",".join(sorted(self.overrides)))
         if self.kv_sparsity:
             parts.append(f"KVbitmap{self.kv_sparsity:.0%}")
         if self.attn_window is not None:
@@ -149,7 +256,7 @@ class CompressionScheme:
 
     # ---- weights --------------------------------------------------------------------------------------------
     def matrix_bytes(self, in_features: int, out_features: int, bits: int | None = None,
-                     nnz_per_tile: "list[int] | None" = None) -> int:
+                     nnz_per_tile: list[int] | None = None) -> int:
         """Bytes of one weight matrix W[out, in] in this scheme's weight format (no bias).
 
         `bits` overrides the value width (used for the LM head). For unstructured pruning, `nnz_per_tile` gives the
@@ -163,11 +270,17 @@ class CompressionScheme:
         meta = 0
         if quantized:
             meta = rows * (n_groups * FP16_BYTES + packed_bytes(n_groups, bits))  # scales + zero points
-        if self.weight_pruning == "2:4":
-            if cols % 4:
-                raise SpecError(f"2:4 pruning needs in_features divisible by 4, got {cols}")
-            kept = cols // 2
-            return rows * (packed_bytes(kept, bits) + packed_bytes(kept, 2)) + meta
+        nm = parse_nm(self.weight_pruning)
+        if nm is not None:
+            n, m = nm
+            if cols % m:
+                raise SpecError(f"{n}:{m} pruning needs in_features divisible by {m}, got {cols}")
+            kept = cols // m * n
+            return rows * (packed_bytes(kept, bits) + packed_bytes(kept, max(1, (m - 1).bit_length()))) + meta
+        if self.weight_pruning == "block":
+            n_blocks = -(-cols // self.weight_block_size)
+            kept_cols = round(cols * (1.0 - self.weight_sparsity))
+            return rows * (packed_bytes(n_blocks, 1) + packed_bytes(kept_cols, bits)) + meta
         if self.weight_pruning == "unstructured":
             n_tiles = -(-cols // BITMAP_TILE)
             if nnz_per_tile is None:
@@ -182,24 +295,40 @@ class CompressionScheme:
             return sum(bitmap_tile_bytes(int(n), bits) for n in nnz_per_tile) + meta
         return rows * packed_bytes(cols, bits) + meta
 
-    def linear_bytes(self, lin: "LinearShape", bits: int | None = None) -> int:
+    def linear_bytes(self, lin: LinearShape, bits: int | None = None) -> int:
         """Bytes of one linear layer: weight matrix in this scheme's format plus an fp16 bias if it has one."""
         return self.matrix_bytes(lin.in_features, lin.out_features, bits) + (
             lin.out_features * FP16_BYTES if lin.bias else 0)
 
-    def weight_bytes(self, model: "ModelSpec") -> WeightBytes:
+    def layer_linear_bytes(self, model: ModelSpec, layer: int | None = None) -> dict[str, int]:
+        """Bytes of each linear of one block (`layer`; None = a layer no layer-restricted override touches)."""
+        return {lin.name: self.for_op(lin.name, layer).linear_bytes(lin) for lin in model.block_linears}
+
+    @property
+    def head_bits(self) -> int:
+        """Value width of the LM head: ``lm_head_bits``, or an ``lm_head`` override's weight_bits."""
+        ov = self.overrides.get("lm_head")
+        return ov.weight_bits if ov is not None and ov.weight_bits is not None else self.lm_head_bits
+
+    def weight_bytes(self, model: ModelSpec) -> WeightBytes:
         """Bytes of all of `model`'s weights. Embeddings and norms stay fp16; the LM head uses `lm_head_bits`
         (stored as a separate quantized copy when the embeddings are tied and lm_head_bits < 16)."""
-        per_linear = {lin.name: self.linear_bytes(lin) for lin in model.block_linears}
+        per_linear = self.layer_linear_bytes(model)
         norm = model.hidden_size * (2 if model.norm == "layernorm" else 1) * FP16_BYTES
-        blocks = model.num_layers * (sum(per_linear.values()) + 2 * norm)
+        if self.layer_dependent():
+            lin_total = sum(sum(self.layer_linear_bytes(model, l).values()) for l in range(model.num_layers))
+        else:
+            lin_total = model.num_layers * sum(per_linear.values())
+        blocks = lin_total + model.num_layers * 2 * norm
         embedding = model.embedding_params * FP16_BYTES
-        if model.tied_embeddings and self.lm_head_bits == 16:
+        hb = self.head_bits
+        if model.tied_embeddings and hb == 16:
             lm_head = 0
         else:
             head = model.lm_head
-            lm_head = (self.matrix_bytes(head.in_features, head.out_features, self.lm_head_bits)
-                       if self.lm_head_bits < 16 else head.weight_elems * FP16_BYTES)
+            hs = self.for_op("lm_head")
+            lm_head = (hs.matrix_bytes(head.in_features, head.out_features, hb)
+                       if hb < 16 else head.weight_elems * FP16_BYTES)
         return WeightBytes(blocks=blocks, embedding=embedding, lm_head=lm_head, final_norm=norm,
                            per_linear=per_linear)
 
@@ -234,7 +363,7 @@ class CompressionScheme:
         v_bytes = T * (v_tiles * BITMAP_BYTES + kept * b / 8)
         return k_bytes + v_bytes + scales_k + scales_v
 
-    def kv_stored_tokens(self, model: "ModelSpec", n_tokens: int) -> int:
+    def kv_stored_tokens(self, model: ModelSpec, n_tokens: int) -> int:
         """Tokens whose K/V the cache holds after `n_tokens` tokens: Λ attention and sliding windows evict."""
         keep = n_tokens
         if self.attn_window is not None:
@@ -243,7 +372,7 @@ class CompressionScheme:
             keep = min(keep, model.sliding_window)
         return keep
 
-    def kv_attended_tokens(self, model: "ModelSpec", context: int) -> int:
+    def kv_attended_tokens(self, model: ModelSpec, context: int) -> int:
         """Tokens one decode step at `context` tokens reads from the cache (= those stored)."""
         return self.kv_stored_tokens(model, context)
 
@@ -254,12 +383,12 @@ class CompressionScheme:
         compressed = max(0, n_tokens - self.kv_dense_recent) // CHUNK_TOKENS * CHUNK_TOKENS
         return compressed, n_tokens - compressed
 
-    def kv_cache_bytes(self, model: "ModelSpec", n_tokens: int, batch: int = 1) -> float:
+    def kv_cache_bytes(self, model: ModelSpec, n_tokens: int, batch: int = 1) -> float:
         """Bytes of the KV cache (all layers, K and V) holding `n_tokens` tokens of each of `batch` sequences,
         after Λ/sliding-window eviction."""
         return batch * self.kv_bytes_for_tokens(model, self.kv_stored_tokens(model, n_tokens))
 
-    def kv_bytes_for_tokens(self, model: "ModelSpec", tokens: int) -> float:
+    def kv_bytes_for_tokens(self, model: ModelSpec, tokens: int) -> float:
         """Bytes of `tokens` cached tokens of one sequence, all layers, K and V (no eviction applied)."""
         compressed, dense = self.kv_split(tokens)
         heads = model.num_layers * model.num_kv_heads
@@ -267,9 +396,91 @@ class CompressionScheme:
         per_head += dense * 2 * model.head_dim * FP16_BYTES
         return heads * per_head
 
+    def kv_token_bytes_per_head(self, head_dim: int, compressed: bool) -> float:
+        """Bytes of one token's K and V in one KV head: compressed format (chunk average) or dense fp16."""
+        if compressed and self.kv_compressed:
+            return self.kv_chunk_bytes_per_head(head_dim) / CHUNK_TOKENS
+        return 2 * head_dim * FP16_BYTES
+
+    def kv_append_bytes(self, model: ModelSpec, tokens: int = 1) -> int:
+        """Bytes one layer writes to the cache for `tokens` new tokens: K and V, fp16, into the dense recent window
+        (compression of a full chunk happens later, off the decode step's critical path)."""
+        return tokens * 2 * model.kv_dim * FP16_BYTES
+
+    def kv_head_bytes(self, tokens: int, head_dim: int, k_tile_nnz=None, v_tile_nnz=None) -> int:
+        """Exact bytes of `tokens` compressed tokens (whole chunks) of one KV head, K and V.
+
+        With bitmap sparsity, `k_tile_nnz` / `v_tile_nnz` give the measured kept count of every K tile (64 tokens
+        of one channel) and V tile (64 channels of one token); scales as for the dense format."""
+        b = self.kv_bits
+        if self.kv_sparsity > 0:
+            if k_tile_nnz is None or v_tile_nnz is None:
+                raise SpecError("bitmap-sparse KV bytes need the measured per-tile kept counts")
+            val_bits = b if b < 16 else 16
+            nbytes = sum(bitmap_tile_bytes(int(n), val_bits) for n in k_tile_nnz)
+            nbytes += sum(bitmap_tile_bytes(int(n), val_bits) for n in v_tile_nnz)
+        else:
+            nbytes = 2 * tokens * packed_bytes(head_dim, b) if b < 16 else 2 * tokens * head_dim * FP16_BYTES
+        if b < 16:
+            nbytes += head_dim * -(-tokens // self.kv_group_size) * FP16_BYTES  # K scales
+            nbytes += tokens * -(-head_dim // self.kv_group_size) * FP16_BYTES  # V scales
+        return nbytes
+
+    def kv_bytes_for_tokens_array(self, model: ModelSpec, tokens):
+        """`kv_bytes_for_tokens` over a numpy array of token counts (float64 result, same formula)."""
+        import numpy as np
+
+        t = np.asarray(tokens, dtype=np.float64)
+        if self.kv_compressed:
+            compressed = np.floor(np.maximum(0.0, t - self.kv_dense_recent) / CHUNK_TOKENS) * CHUNK_TOKENS
+        else:
+            compressed = np.zeros_like(t)
+        dense = t - compressed
+        heads = model.num_layers * model.num_kv_heads
+        per_chunk = self.kv_chunk_bytes_per_head(model.head_dim) if self.kv_compressed else 0.0
+        return heads * (compressed / CHUNK_TOKENS * per_chunk + dense * 2 * model.head_dim * FP16_BYTES)
+
+    def kv_attended_cap(self, model: ModelSpec) -> float:
+        """Most tokens a decode step attends (Λ window + sinks, or the model's sliding window); inf if unbounded."""
+        cap = math.inf
+        if self.attn_window is not None:
+            cap = self.attn_sink + self.attn_window
+        if model.sliding_window is not None:
+            cap = min(cap, model.sliding_window)
+        return cap
+
     def kv_bits_per_element(self, head_dim: int) -> float:
         """Average storage bits per K/V element in the compressed part (scales, bitmaps included)."""
         return self.kv_chunk_bytes_per_head(head_dim) * 8 / (2 * CHUNK_TOKENS * head_dim)
+
+
+@lru_cache(maxsize=4096)
+def _resolve(s: CompressionScheme, op: str, layer: int | None) -> CompressionScheme:
+    group = OP_GROUPS.get(op, op)
+    best: tuple[int, dict] | None = None
+    for sel, ov in s.overrides.items():
+        name, _, layers = sel.partition("@")
+        if name == op:
+            rank = 2
+        elif name == group and group != op:
+            rank = 0
+        else:
+            continue
+        if layers:
+            if layer is None or layer not in _parse_layers(layers, sel):
+                continue
+            rank += 1
+        if best is None or rank > best[0]:
+            best = (rank, ov.changes())
+    changes = _complete(best[1] if best is not None else {})
+    return dataclasses.replace(s, overrides={}, **changes)
+
+
+def _complete(changes: dict) -> dict:
+    """An override that switches to a pruning mode without a sparsity fraction drops the global fraction."""
+    if "weight_pruning" in changes and changes["weight_pruning"] not in ("block", "unstructured"):
+        changes = {"weight_sparsity": 0.0, **changes}
+    return changes
 
 
 # ---- presets --------------------------------------------------------------------------------------------------

@@ -1,11 +1,13 @@
-"""The accelerator: linear engine, attention engines, vector unit and HBM, scheduled per layer and per token.
+"""The accelerator's schedule: linear engine, attention engines, vector unit and HBM, per layer and per token.
+
+The pieces live beside it: linear tiling (_linear.py), KV layout (_kvlayout.py), HBM (_memory.py), double-buffered
+streams (_pipeline.py), the RTL attention engine (attention_engine.py). The operators come from THE operator list
+(hwsim/ops.py); byte costs from the scheme.
 
 Hardware (all figures from the HardwareSpec; nothing here is a hardware constant):
 
-* Linear engine: ``fpga.engine_dsps`` DSPs, each doing ``fpga.macs_per_dsp[w?a?]`` MACs per cycle (DSP packing of
-  narrow operands; a precision not listed runs at the cheapest listed one covering it, as ComputeSpec.peak).
-  2:4 pruned weights: the engine multiplies kept weights only (half the MACs). Decode runs GEMV (batch rows),
-  prefill GEMM (token tiles of ``fpga.activation_buffer_bytes``; weights re-streamed once per token tile).
+* Linear engine: the decode (GEMV) or prefill (GEMM) engine's derived MACs per cycle at ``compute.matrix_efficiency``
+  (see _linear.py); weight sparsity the engines skip runs at density / sparse_efficiency.
   Weights stream in tiles of whole output rows, each tile at most ``fpga.weight_buffer_bytes``, double buffered
   (`TileStream`); the stream prefetches the next operator's first tiles while the current one drains. A
   dependent operator waits for the engine's drain (``fpga.linear_pipeline_cycles``).
@@ -16,19 +18,15 @@ Hardware (all figures from the HardwareSpec; nothing here is a hardware constant
   the engines run their DIV + OUT tail while the next group's first blocks are prefetched.
 * Vector unit (norms, RoPE, residuals, SiLU·gate, prefill softmax): ``compute.vector_ops_per_s / freq_hz`` ops per
   cycle; it works between dependent engine operators (not overlapped with them).
-* HBM: `MemoryModel` / `MemoryBus` (channels, bursts, latency, efficiency).
+* HBM: `MemoryModel` / `MemoryBus` (the channels the dies are wired to, bursts, latency, efficiency).
+* Control: ``fpga.sync_cycles`` at every dependent-operator boundary, the dies' exchange of each linear operator's
+  output over ``fpga.die_link_bytes_per_cycle``, and ``fpga.host_s_per_token`` of host control per decode step.
 
 Schedule of one decode step (per layer, batch B): RMSNorm → q, k, v GEMV → RoPE + KV append (write of the new
 token's K/V, fp16, into the dense recent window) → attention engines over the Λ-selected blocks → o GEMV → residual
 + RMSNorm → gate, up GEMV → SiLU·up → down GEMV → residual; after the last layer: final norm → LM head GEMV.
 
-KV blocks: tokens at absolute positions, 64 per block (the K tile grid). A block's bytes come from the scheme
-(`kv_chunk_bytes_per_head`, split evenly between K and V -- exact for dense KV4 with group 64, where the K and
-V halves of a chunk are equal; fp16 tokens of the dense recent window at 2·head_dim·2 B). Tokens of the dense
-recent window enter the engine as a dense block (quantized on the fly by the sequencer; stated modelling choice,
-the RTL takes int4 only). Sparse (bitmap) KV: per-tile value counts are the nominal ones of per-token magnitude
-pruning (K tile: kept fraction of the 64 tokens of the tile, masked tokens' kept values included; V tile: the
-token's kept values spread evenly over its D/64 tiles), or measured per layer from an artifact's profile.
+KV blocks: see _kvlayout.py.
 Not modelled: the periodic re-compression of a full 64-token chunk of the recent window (once per 64 steps),
 sampling, host interaction.
 """
@@ -38,14 +36,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from hwsim.analytical import ELEMENTWISE_OPS_PER_FFN, ELEMENTWISE_OPS_PER_HIDDEN, SOFTMAX_OPS_PER_SCORE
+from base.errors import SpecError
+from engine.params import TILE
+from hwsim.cyclesim._kvlayout import KVLayout
+from hwsim.cyclesim._linear import LinearPlan, macs_per_cycle, plan_linear
 from hwsim.cyclesim._memory import MemoryBus, MemoryModel
 from hwsim.cyclesim._pipeline import TileStream
-from hwsim.cyclesim.attention_engine import TILE, BlockWork, EngineModel
-from base.errors import SpecError
+from hwsim.cyclesim.attention_engine import BlockWork, EngineModel
 from hwsim.hardware import HardwareSpec
-from models.spec import LinearShape, ModelSpec
-from quant.scheme import FP16_BYTES, CompressionScheme, kept_per_token
+from hwsim.ops import ELEMENTWISE_OPS_PER_FFN, ELEMENTWISE_OPS_PER_HIDDEN, SOFTMAX_OPS_PER_SCORE, head_op, linear_ops
+from models.spec import ModelSpec
+from quant.scheme import CompressionScheme
 
 __all__ = ["Accelerator", "StepResult", "LinearPlan", "macs_per_cycle"]
 
@@ -54,47 +55,9 @@ RESIDUAL_OPS_PER_ELEM = 1
 ROPE_OPS_PER_HIDDEN = ELEMENTWISE_OPS_PER_HIDDEN - 2 * NORM_OPS_PER_ELEM - 2 * RESIDUAL_OPS_PER_ELEM  # the rest
 
 
-def macs_per_cycle(hw: HardwareSpec, weight_bits: int, act_bits: int) -> int:
-    """MACs per cycle of the linear engine: engine_dsps x DSP packing of the cheapest listed precision covering
-    (weight_bits, act_bits)."""
-    f = hw.fpga
-    best = None
-    for key, macs in f.macs_per_dsp.items():
-        w, a = (int(x) for x in key[1:].split("a"))
-        if w >= weight_bits and a >= act_bits and (best is None or (w, a) < best[0]):
-            best = ((w, a), macs)
-    if best is None:
-        raise SpecError(f"hardware {hw.name!r}: fpga.macs_per_dsp lists no precision covering "
-                        f"w{weight_bits}a{act_bits}; add one (e.g. w{max(weight_bits, 8)}a{max(act_bits, 8)})")
-    return max(1, int(f.engine_dsps * best[1]))
-
-
 @dataclass(frozen=True)
-class LinearPlan:
-    """How one linear operator streams through the engine: runs of identical tiles (count, bytes, cycles)."""
-
-    name: str
-    cls: str
-    runs: tuple[tuple[int, int, int], ...]
-    macs: int
-    weight_bytes: int
-
-    @property
-    def first_tile_bytes(self) -> int:
-        return self.runs[0][1]
-
-    @property
-    def n_tiles(self) -> int:
-        return sum(r[0] for r in self.runs)
-
-    @property
-    def compute_cycles(self) -> int:
-        return sum(c * cyc for c, _, cyc in self.runs)
-
-
-@dataclass
 class StepResult:
-    """Cycles of one decode step (or a prefill) and where they went (per operator class)."""
+    """Cycles of one decode step (or a prefill) and where they went, per operator class and per (class, mechanism)."""
 
     cycles: int
     class_cycles: dict[str, int]
@@ -103,6 +66,7 @@ class StepResult:
     class_compute: dict[str, int]  # engine busy cycles per class (for the bound label)
     bytes_moved: int
     bus_busy_cycles: int
+    mechanism_cycles: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 @dataclass
@@ -111,6 +75,7 @@ class _Acc:
     nbytes: dict[str, float] = field(default_factory=dict)
     flops: dict[str, float] = field(default_factory=dict)
     compute: dict[str, int] = field(default_factory=dict)
+    mech: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def add(self, cls: str, cycles: int, nbytes: float = 0.0, flops: float = 0.0, compute: int = 0) -> None:
         self.cycles[cls] = self.cycles.get(cls, 0) + cycles
@@ -118,11 +83,15 @@ class _Acc:
         self.flops[cls] = self.flops.get(cls, 0.0) + flops
         self.compute[cls] = self.compute.get(cls, 0) + compute
 
-    def snapshot(self) -> tuple[dict, dict, dict, dict]:
-        return dict(self.cycles), dict(self.nbytes), dict(self.flops), dict(self.compute)
+    def mechanism(self, cls: str, mech: str, cycles: int) -> None:
+        if cycles:
+            self.mech[(cls, mech)] = self.mech.get((cls, mech), 0) + cycles
+
+    def snapshot(self) -> tuple[dict, ...]:
+        return dict(self.cycles), dict(self.nbytes), dict(self.flops), dict(self.compute), dict(self.mech)
 
     def add_scaled_delta(self, before: tuple, k: int) -> None:
-        for store, old in zip((self.cycles, self.nbytes, self.flops, self.compute), before):
+        for store, old in zip((self.cycles, self.nbytes, self.flops, self.compute, self.mech), before):
             for key in list(store):
                 store[key] += k * (store[key] - old.get(key, 0))
 
@@ -151,9 +120,9 @@ class _Sim:
     def shift(self, d: int) -> None:
         self.t += d
         self.bus.busy_until += d
-        for s in (self.w, self.a):
-            s.cends = type(s.cends)((c + d for c in s.cends), maxlen=s.buffers)
-            s.pending = type(s.pending)(p + d for p in s.pending)
+        for st in (self.w, self.a):
+            st.cends = type(st.cends)((c + d for c in st.cends), maxlen=st.buffers)
+            st.pending = type(st.pending)(p + d for p in st.pending)
 
 
 class Accelerator:
@@ -166,12 +135,15 @@ class Accelerator:
         if hw.kind != "fpga" or f is None:
             raise SpecError(f"the cycle-level simulator models FPGA accelerators; {hw.name!r} is a {hw.kind}. "
                             "Use --fidelity analytical for it")
-        missing = [k for k in ("engine_dsps", "weight_buffer_bytes", "activation_buffer_bytes", "attention_lanes")
-                   if not getattr(f, k)]
-        if missing or not f.macs_per_dsp:
-            raise SpecError(f"hardware {hw.name!r}: the cycle-level simulator needs fpga.{(missing or ['macs_per_dsp'])[0]}"
-                            " (and engine_dsps, macs_per_dsp, weight_buffer_bytes, activation_buffer_bytes, "
-                            "attention_lanes); add it to the hardware YAML")
+        needed = ("weight_buffer_bytes", "activation_buffer_bytes", "attention_lanes")
+        missing = [k for k in needed if not getattr(f, k)]
+        if f.decode_engine is None and not (f.engine_dsps and f.macs_per_dsp):
+            missing.insert(0, "engine_dsps")
+        if missing:
+            raise SpecError(f"hardware {hw.name!r}: the cycle-level simulator needs fpga.{missing[0]}"
+                            " (and a linear engine -- engine_dsps + macs_per_dsp, or decode_engine + prefill_engine --,"
+                            " weight_buffer_bytes, activation_buffer_bytes, attention_lanes); add it to the hardware "
+                            "YAML")
         self.model, self.hw, self.s, self.profile, self.jump = model, hw, scheme, profile, jump
         self.mem = MemoryModel.from_hardware(hw)
         # on-chip buffers: 2 weight tiles, the activation buffer, 2 KV blocks (int4, K + V) per attention engine
@@ -188,77 +160,51 @@ class Accelerator:
         if self.int_kv:
             self.engine = EngineModel(model.head_dim, f.attention_lanes)
         self.E = f.attention_engines
-        nominal = sum(scheme.linear_bytes(lin) for lin in model.block_linears)
-        if profile is not None:
-            self.layer_factor = tuple(b / nominal for b in profile.layer_weight_bytes)
-            sp = profile.kv_sparsity_per_layer
-            self.layer_kv_sparsity = tuple(sp) if sp is not None else (scheme.kv_sparsity,) * model.num_layers
+        self.kv = KVLayout(model, scheme)
+        L = model.num_layers
+        if profile is not None and profile.kv_sparsity_per_layer is not None:
+            self.layer_kv_sparsity = tuple(profile.kv_sparsity_per_layer)
         else:
-            self.layer_factor = (1.0,) * model.num_layers
-            self.layer_kv_sparsity = (scheme.kv_sparsity,) * model.num_layers
-        self._plans: dict[tuple, LinearPlan] = {}
-        self._decoding = True
-        self._blocks_cache: dict[tuple, tuple] = {}
+            self.layer_kv_sparsity = (scheme.kv_sparsity,) * L
+        self.sync = f.sync_cycles
+        self.host_cycles = math.ceil(f.host_s_per_token * hw.freq_hz - 1e-9)
+        self._layer_plans: dict[tuple[str, int], tuple[tuple[LinearPlan, ...], ...]] = {}
+        self._head: dict[tuple[str, int], LinearPlan] = {}
         self._cyc_cache: dict[tuple, int] = {}
         self._step_cache: dict[tuple, StepResult] = {}
 
-    # ---- linear operators -------------------------------------------------------------------------------------
-    def plan_linear(self, lin: LinearShape, tokens: int, cls: str, factor: float = 1.0, head: bool = False
-                    ) -> LinearPlan:
-        key = (lin, tokens, cls, factor, head)
-        got = self._plans.get(key)
-        if got is not None:
-            return got
-        s, f = self.s, self.hw.fpga
-        if head:
-            wb = s.weight_bytes(self.model)
-            total = wb.lm_head if wb.lm_head else wb.embedding
-            if self.profile is not None and self.profile.lm_head_bytes is not None:
-                total = self.profile.lm_head_bytes
-            bits = s.lm_head_bits
-            act = s.act_bits if bits < 16 else 16
-            density = 1.0
-        else:
-            total = s.linear_bytes(lin) * factor
-            bits, act = s.weight_bits, s.act_bits
-            density = 0.5 if s.weight_pruning == "2:4" else 1.0
-        rows = lin.out_features
-        row_bytes = total / rows
-        r = max(1, min(rows, int(f.weight_buffer_bytes // row_bytes)))
-        mpc = macs_per_cycle(self.hw, bits, act)
-        # prefill: token tiles that fit the activation buffer (int8/fp16 inputs and outputs of the tile)
-        act_bytes = 1 if act <= 8 else 2
-        per_token = (lin.in_features + lin.out_features) * act_bytes
-        tt = max(1, min(tokens, f.activation_buffer_bytes // per_token))
-        passes, last_tt = divmod(tokens, tt)
-        runs: list[tuple[int, int, int]] = []
+    # ---- linear operators (from THE operator list) ---------------------------------------------------------------
+    def layer_plans(self, phase: str, tokens: int) -> tuple[tuple[LinearPlan, ...], ...]:
+        """Per layer, the plans of its linear operators in block order (from `hwsim.ops.linear_ops`)."""
+        key = (phase, tokens)
+        got = self._layer_plans.get(key)
+        if got is None:
+            per_layer: list[tuple[LinearPlan, ...] | None] = [None] * self.model.num_layers
+            ops = linear_ops(self.model, self.hw, self.s, tokens, phase, self.profile, 1)
+            names = [lin.name for lin in self.model.block_linears]
+            by_layers: dict[tuple[int, ...], dict[str, LinearPlan]] = {}
+            for op in ops:
+                layers = op.layers or tuple(range(self.model.num_layers))
+                by_layers.setdefault(layers, {})[op.name] = plan_linear(op, self.hw)
+            for layers, plans in by_layers.items():
+                row = tuple(plans[n] for n in names)
+                for layer in layers:
+                    per_layer[layer] = row
+            got = self._layer_plans[key] = tuple(per_layer)  # type: ignore[arg-type]
+        return got
 
-        def tile(nrows: int, ntok: int) -> tuple[int, int]:
-            macs = nrows * lin.in_features * density * ntok
-            return math.ceil(nrows * row_bytes), max(1, math.ceil(macs / mpc))
+    def head_plan(self, phase: str, tokens: int) -> LinearPlan:
+        key = (phase, tokens)
+        got = self._head.get(key)
+        if got is None:
+            got = self._head[key] = plan_linear(head_op(self.model, self.hw, self.s, tokens, phase, self.profile, 1),
+                                                self.hw)
+        return got
 
-        full, rem = divmod(rows, r)
-        for ntok, reps in ((tt, passes), (last_tt, 1 if last_tt else 0)):
-            for _ in range(reps):
-                if full:
-                    b, c = tile(r, ntok)
-                    runs.append((full, b, c))
-                if rem:
-                    b, c = tile(rem, ntok)
-                    runs.append((1, b, c))
-        merged: list[tuple[int, int, int]] = []
-        for run in runs:  # identical consecutive runs (full passes) merge into one
-            if merged and merged[-1][1:] == run[1:]:
-                merged[-1] = (merged[-1][0] + run[0], run[1], run[2])
-            else:
-                merged.append(run)
-        plan = LinearPlan(lin.name, cls, tuple(merged), int(lin.weight_elems * density * tokens),
-                          int(round(total)) * (passes + (1 if last_tt else 0)))
-        self._plans[key] = plan
-        return plan
-
-    def _linear(self, sim: _Sim, plan: LinearPlan, ready: int, nxt: LinearPlan | None, drain: bool) -> None:
+    def _linear(self, sim: _Sim, plan: LinearPlan, ready: int, nxt: LinearPlan | None, drain: bool,
+                tokens: int) -> None:
         start_bytes = sim.bus.bytes_moved
+        start_busy = sim.bus.busy_cycles
         for i, (count, nbytes, cyc) in enumerate(plan.runs):
             last = i == len(plan.runs) - 1
             sim.w.run(count, nbytes, cyc, ready,
@@ -266,58 +212,41 @@ class Accelerator:
         end = sim.w.last_end + (self.hw.fpga.linear_pipeline_cycles if drain else 0)
         prev = sim.t
         sim.t = max(sim.t, end)
-        sim.acc.add(plan.cls, sim.t - prev, sim.bus.bytes_moved - start_bytes, 2.0 * plan.macs, plan.compute_cycles)
+        span = sim.t - prev
+        busy = sim.bus.busy_cycles - start_busy
+        sim.acc.mechanism(plan.cls, "memory" if busy >= plan.compute_cycles else "compute", span)
+        extra = 0
+        if drain:
+            extra += self._control(sim, plan.cls, plan, tokens)
+        sim.acc.add(plan.cls, span + extra, sim.bus.bytes_moved - start_bytes, 2.0 * plan.macs, plan.compute_cycles)
+
+    def _control(self, sim: _Sim, cls: str, plan: LinearPlan | None, tokens: int) -> int:
+        """Non-overlapped control after a dependent operator: the barrier, and the dies' exchange of the output."""
+        f = self.hw.fpga
+        extra = 0
+        if self.sync:
+            sim.acc.mechanism(cls, "sync", self.sync)
+            extra += self.sync
+        if plan is not None and f.die_link_bytes_per_cycle and f.n_dies > 1:
+            out = tokens * self._out_features(plan) * (1 if self.s.act_bits <= 8 else 2)
+            link = math.ceil(out * (f.n_dies - 1) / f.n_dies / f.die_link_bytes_per_cycle)
+            sim.acc.mechanism(cls, "die_link", link)
+            extra += link
+        sim.t += extra
+        return extra
+
+    def _out_features(self, plan: LinearPlan) -> int:
+        if plan.name == "lm_head":
+            return self.model.vocab_size
+        return next(lin.out_features for lin in self.model.block_linears if lin.name == plan.name)
 
     def _vector(self, sim: _Sim, ops: float, cls: str = "elementwise") -> None:
         c = math.ceil(ops / self.vec_per_cycle)
         sim.t += c
         sim.acc.add(cls, c, 0.0, ops, c)
+        sim.acc.mechanism(cls, "compute", c)
 
-    # ---- attention (decode) -----------------------------------------------------------------------------------
-    def _kv_blocks(self, context: int, sparsity: float) -> tuple[tuple[int, int, int, int], ...]:
-        """Engine blocks of one head at `context` tokens (the new token included), in the order sent, as
-        (selected tokens, values per K tile, values per V tile, bytes per KV head)."""
-        key = (context, sparsity)
-        got = self._blocks_cache.get(key)
-        if got is not None:
-            return got
-        s, D = self.s, self.D
-        G = D // TILE
-        sink, window = s.attn_sink, s.attn_window
-        stored = s.kv_stored_tokens(self.model, context)
-        _, dense = s.kv_split(stored)
-        if window is None and self.model.sliding_window is None:
-            segments = [(0, context)]
-        else:
-            w = stored if window is None else min(window, stored)
-            lo = context - w
-            sk = min(sink, lo) if window is not None else 0
-            segments = [(0, sk), (lo, context)] if sk else [(lo, context)]
-        fp16_from = context - dense  # the newest `dense` tokens are fp16
-        kept = kept_per_token(D, sparsity)
-        ls = s if sparsity == s.kv_sparsity else s.replace(kv_sparsity=sparsity)  # measured per-layer sparsity
-        chunk = ls.kv_chunk_bytes_per_head(D) if ls.kv_compressed else 0.0
-        half = chunk / 2 / TILE  # bytes of one compressed token's K (or V) in one head
-        blocks = []
-        for a, e in segments:
-            for b0 in range(a // TILE * TILE, e, TILE):
-                b1 = min(b0 + TILE, context)
-                n_sel = min(b1, e) - max(b0, a)
-                if blocks and blocks[-1][4] == b0:  # a block shared by the sink and window segments
-                    prev = blocks.pop()
-                    n_sel += prev[0]
-                n_fp16 = max(0, min(b1, e) - max(b0, fp16_from, a))
-                n_comp = n_sel - n_fp16
-                if sparsity > 0 and n_fp16 == 0:
-                    kv, vv, k_part = round((b1 - b0) * kept / D), round(kept / G), b1 - b0
-                else:
-                    kv, vv, k_part = n_sel, TILE, n_comp
-                nbytes = math.ceil(half * (k_part + n_comp) + n_fp16 * 2 * D * FP16_BYTES)
-                blocks.append((n_sel, kv, vv, nbytes, b0))
-        out = tuple(b[:4] for b in blocks)
-        self._blocks_cache[key] = out
-        return out
-
+    # ---- attention (decode, on the RTL engines) -----------------------------------------------------------------
     def _block_cycles(self, n_sel: int, k_values: int, v_values: int) -> int:
         key = (n_sel, k_values, v_values)
         got = self._cyc_cache.get(key)
@@ -329,11 +258,11 @@ class Accelerator:
     def _attention(self, sim: _Sim, context: int, batch: int, sparsity: float) -> None:
         m = self.model
         sim.start_attention()
-        start_t, start_bytes = sim.t, sim.bus.bytes_moved
+        start_t, start_bytes, start_busy = sim.t, sim.bus.bytes_moved, sim.bus.busy_cycles
         ready = sim.t
         H, E = m.num_heads, self.E
         groups = -(-H // E)
-        blocks = self._kv_blocks(context, sparsity)
+        blocks = self.kv.blocks(context, sparsity)
         runs: list[list] = []  # runs of identical consecutive blocks: [count, bytes, engine cycles]
         for n_sel, kv, vv, nbytes in blocks:
             cyc = self._block_cycles(n_sel, kv, vv)
@@ -359,64 +288,89 @@ class Accelerator:
                 sim.a.cends.append(sim.a.last_end + tail)
                 compute += tail
         sim.t = max(sim.t, sim.a.last_end)
-        flops = 2.0 * lane_ops * batch * H
-        sim.acc.add("attention", sim.t - start_t, sim.bus.bytes_moved - start_bytes, flops, compute)
+        span = sim.t - start_t
+        busy = sim.bus.busy_cycles - start_busy
+        sim.acc.mechanism("attention", "compute" if compute >= busy else "memory", span)
+        sim.acc.add("attention", span, sim.bus.bytes_moved - start_bytes, 2.0 * lane_ops * batch * H, compute)
+
+    def _attention_linear(self, sim: _Sim, phase: str, context: int, batch: int, prompt: int = 0,
+                          sparsity: float | None = None) -> None:
+        """Attention on the linear engine (fp16 KV, or prefill): q·K and p·V as GEMMs over the attended tokens,
+        K/V streamed from HBM (decode) or written once (prefill), softmax on the vector unit."""
+        m, s = self.model, self.s
+        if sparsity is not None and sparsity != s.kv_sparsity:
+            s = s.replace(kv_sparsity=sparsity)  # measured per-layer sparsity: bytes from the scheme's formats
+        start_t, start_bytes = sim.t, sim.bus.bytes_moved
+        if phase == "decode":
+            pairs = batch * s.kv_attended_tokens(m, context)
+            kv_bytes = batch * s.kv_bytes_for_tokens(m, s.kv_attended_tokens(m, context)) / m.num_layers
+        else:
+            pairs = batch * sum(s.kv_attended_tokens(m, t) for t in range(1, prompt + 1))
+            kv_bytes = batch * s.kv_bytes_for_tokens(m, s.kv_stored_tokens(m, prompt)) / m.num_layers
+        macs = 2 * m.num_heads * m.head_dim * pairs
+        at = s.for_op("attention")
+        mpc = macs_per_cycle(self.hw, s.kv_bits, at.act_bits, phase) * self.hw.compute.matrix_efficiency
+        cyc = max(1, math.ceil(macs / mpc))
+        # K/V move in weight-buffer-sized tiles through the engine's stream (read in decode, write-back in prefill)
+        tile = self.hw.fpga.weight_buffer_bytes
+        n = max(1, math.ceil(kv_bytes / tile))
+        per = math.ceil(kv_bytes / n)
+        sim.w.run(n, per, math.ceil(cyc / n), sim.t)
+        sim.t = max(sim.t, sim.w.last_end + self.hw.fpga.linear_pipeline_cycles)
+        soft = SOFTMAX_OPS_PER_SCORE * m.num_heads * pairs
+        vc = math.ceil(soft / self.vec_per_cycle)
+        sim.t += vc
+        span = sim.t - start_t - vc
+        sim.acc.add("attention", span, sim.bus.bytes_moved - start_bytes, 2.0 * macs, cyc)
+        sim.acc.mechanism("attention", "compute" if cyc >= span else "memory", span)
+        sim.acc.add("softmax", vc, 0.0, soft, vc)
+        sim.acc.mechanism("softmax", "compute", vc)
 
     # ---- one transformer layer ---------------------------------------------------------------------------------
-    def _engine_attention(self, tokens: int) -> bool:
-        """Whether this phase's attention runs on the attention engines (decode over int KV)."""
-        return self.int_kv and self._decoding
-
-    def _layer_plans(self, l: int, tokens: int) -> list[LinearPlan]:
-        fac = self.layer_factor[l]
-        out = []
-        for lin in self.model.block_linears:
-            cls = "ffn" if lin.name in ("gate_proj", "up_proj", "down_proj", "fc1", "fc2") else "attn_linear"
-            out.append(self.plan_linear(lin, tokens, cls, fac))
-        return out
-
-    def _run_layer(self, sim: _Sim, l: int, tokens: int, nxt_first: LinearPlan, attention) -> None:
+    def _run_layer(self, sim: _Sim, phase: str, plans: tuple[LinearPlan, ...], tokens: int, nxt_first: LinearPlan,
+                   attention) -> None:
         m = self.model
-        plans = self._layer_plans(l, tokens)
         h = m.hidden_size
+        engine_attention = phase == "decode" and self.int_kv
         self._vector(sim, tokens * NORM_OPS_PER_ELEM * h)
         ready = sim.t
         attn_in = [p for p in plans if p.cls == "attn_linear" and p.name not in ("o_proj", "out_proj")]
         for i, p in enumerate(attn_in):
             # after v: prefetch o_proj during attention, unless attention itself streams through this engine
-            nxt = attn_in[i + 1] if i + 1 < len(attn_in) else (plans[3] if self._engine_attention(tokens) else None)
-            self._linear(sim, p, ready, nxt, drain=i == len(attn_in) - 1)
+            nxt = attn_in[i + 1] if i + 1 < len(attn_in) else (plans[3] if engine_attention else None)
+            self._linear(sim, p, ready, nxt, drain=i == len(attn_in) - 1, tokens=tokens)
         self._vector(sim, tokens * ROPE_OPS_PER_HIDDEN * h)
-        if self._decoding:  # KV append: the new token's K and V, fp16, into the dense recent window
-            kvw = tokens * 2 * m.kv_dim * FP16_BYTES  # (prefill writes the layer's whole cache in its attention)
+        if phase == "decode":  # KV append: the new token's K and V, fp16, into the dense recent window
+            kvw = self.s.kv_append_bytes(m, tokens)  # (prefill writes the layer's whole cache in its attention)
             sim.bus.write(sim.t, kvw)
             sim.acc.add("kv_append", 0, kvw)
-        attention(sim, l)
+        attention(sim)
         o = plans[3]
         ffn = plans[4:]
-        self._linear(sim, o, sim.t, ffn[0], drain=True)
+        self._linear(sim, o, sim.t, ffn[0], drain=True, tokens=tokens)
         self._vector(sim, tokens * (RESIDUAL_OPS_PER_ELEM + NORM_OPS_PER_ELEM) * h)
         ready = sim.t
         if m.ffn_type == "swiglu":
             gate, up, down = ffn
-            self._linear(sim, gate, ready, up, drain=False)
-            self._linear(sim, up, ready, down, drain=True)
+            self._linear(sim, gate, ready, up, drain=False, tokens=tokens)
+            self._linear(sim, up, ready, down, drain=True, tokens=tokens)
         else:
             up, down = ffn
-            self._linear(sim, up, ready, down, drain=True)
+            self._linear(sim, up, ready, down, drain=True, tokens=tokens)
         self._vector(sim, tokens * ELEMENTWISE_OPS_PER_FFN * m.ffn_hidden_size)
-        self._linear(sim, down, sim.t, nxt_first, drain=True)
+        self._linear(sim, down, sim.t, nxt_first, drain=True, tokens=tokens)
         self._vector(sim, tokens * RESIDUAL_OPS_PER_ELEM * h)
 
-    def _run_layers(self, sim: _Sim, tokens: int, attention, head_plan: LinearPlan) -> None:
+    def _run_layers(self, sim: _Sim, phase: str, tokens: int, attention, head_plan: LinearPlan) -> None:
         L = self.model.num_layers
-        uniform = len(set(self.layer_factor)) == 1 and len(set(self.layer_kv_sparsity)) == 1
+        plans = self.layer_plans(phase, tokens)
+        uniform = len(set(map(id, plans))) == 1 and len(set(self.layer_kv_sparsity)) == 1
         prev_state = None
         l = 0
         while l < L:
-            nxt = self._layer_plans(l + 1, tokens)[0] if l + 1 < L else head_plan
+            nxt = plans[l + 1][0] if l + 1 < L else head_plan
             before = (sim.acc.snapshot(), sim.bus.bytes_moved, sim.bus.busy_cycles)
-            self._run_layer(sim, l, tokens, nxt, attention)
+            self._run_layer(sim, phase, plans[l], tokens, nxt, lambda sim_, l_=l: attention(sim_, l_))
             l += 1
             state = sim.state()
             if self.jump and uniform and prev_state is not None and l < L - 1 and len(state) == len(prev_state):
@@ -432,13 +386,15 @@ class Accelerator:
 
     def _lm_head(self, sim: _Sim, tokens: int, plan: LinearPlan) -> None:
         self._vector(sim, tokens * NORM_OPS_PER_ELEM * self.model.hidden_size)
-        self._linear(sim, plan, sim.t, None, drain=True)
+        self._linear(sim, plan, sim.t, None, drain=True, tokens=tokens)
 
-    def _result(self, sim: _Sim) -> StepResult:
+    @staticmethod
+    def _result(sim: _Sim) -> StepResult:
         a = sim.acc
         return StepResult(cycles=sim.t, class_cycles=dict(a.cycles), class_bytes=dict(a.nbytes),
                           class_flops=dict(a.flops), class_compute=dict(a.compute),
-                          bytes_moved=sim.bus.bytes_moved, bus_busy_cycles=sim.bus.busy_cycles)
+                          bytes_moved=sim.bus.bytes_moved, bus_busy_cycles=sim.bus.busy_cycles,
+                          mechanism_cycles=dict(a.mech))
 
     # ---- public ------------------------------------------------------------------------------------------------
     def decode_step(self, context: int, batch: int = 1) -> StepResult:
@@ -448,15 +404,18 @@ class Accelerator:
         if got is not None:
             return got
         sim = _Sim(self.mem, self.jump)
-        self._decoding = True
-        head = self.plan_linear(self.model.lm_head, batch, "lm_head", head=True)
+        head = self.head_plan("decode", batch)
         if self.int_kv:
             att = lambda sim_, l: self._attention(sim_, context, batch, self.layer_kv_sparsity[l])  # noqa: E731
         else:
-            att = lambda sim_, l: self._attention_linear(sim_, context, batch, decode=True,  # noqa: E731
+            att = lambda sim_, l: self._attention_linear(sim_, "decode", context, batch,  # noqa: E731
                                                          sparsity=self.layer_kv_sparsity[l])
-        self._run_layers(sim, batch, att, head)
+        self._run_layers(sim, "decode", batch, att, head)
         self._lm_head(sim, batch, head)
+        if self.host_cycles:
+            sim.t += self.host_cycles
+            sim.acc.add("host", self.host_cycles)
+            sim.acc.mechanism("host", "host", self.host_cycles)
         res = self._result(sim)
         self._step_cache[key] = res
         return res
@@ -464,45 +423,15 @@ class Accelerator:
     def _signature(self, context: int, sparsity: float) -> tuple:
         if not self.int_kv:
             return (self.s.kv_attended_tokens(self.model, context),)
-        return self._kv_blocks(context, sparsity)
-
-    def _attention_linear(self, sim: _Sim, context: int, batch: int, decode: bool, prompt: int = 0,
-                          sparsity: float | None = None) -> None:
-        """Attention on the linear engine (fp16 KV, or prefill): q·K and p·V as GEMMs over the attended tokens,
-        K/V streamed from HBM (decode) or written once (prefill), softmax on the vector unit."""
-        m, s = self.model, self.s
-        if sparsity is not None and sparsity != s.kv_sparsity:
-            s = s.replace(kv_sparsity=sparsity)  # measured per-layer sparsity: bytes from the scheme's formats
-        start_t, start_bytes = sim.t, sim.bus.bytes_moved
-        if decode:
-            pairs = batch * s.kv_attended_tokens(m, context)
-            kv_bytes = batch * s.kv_bytes_for_tokens(m, s.kv_attended_tokens(m, context)) / m.num_layers
-        else:
-            pairs = batch * sum(s.kv_attended_tokens(m, t) for t in range(1, prompt + 1))
-            kv_bytes = batch * s.kv_bytes_for_tokens(m, s.kv_stored_tokens(m, prompt)) / m.num_layers
-        macs = 2 * m.num_heads * m.head_dim * pairs
-        mpc = macs_per_cycle(self.hw, s.kv_bits, s.act_bits)
-        cyc = max(1, math.ceil(macs / mpc))
-        # K/V move in weight-buffer-sized tiles through the engine's stream (read in decode, write-back in prefill)
-        tile = self.hw.fpga.weight_buffer_bytes
-        n = max(1, math.ceil(kv_bytes / tile))
-        per = math.ceil(kv_bytes / n)
-        sim.w.run(n, per, math.ceil(cyc / n), sim.t)
-        sim.t = max(sim.t, sim.w.last_end + self.hw.fpga.linear_pipeline_cycles)
-        soft = SOFTMAX_OPS_PER_SCORE * m.num_heads * pairs
-        vc = math.ceil(soft / self.vec_per_cycle)
-        sim.t += vc
-        sim.acc.add("attention", sim.t - start_t - vc, sim.bus.bytes_moved - start_bytes, 2.0 * macs, cyc)
-        sim.acc.add("softmax", vc, 0.0, soft, vc)
+        return self.kv.blocks(context, sparsity)
 
     def prefill(self, prompt: int, batch: int = 1) -> StepResult:
         """Prefill of `batch` prompts of `prompt` tokens, ending with the LM head of each sequence's last token."""
         sim = _Sim(self.mem, self.jump)
-        self._decoding = False
         n = batch * prompt
-        head = self.plan_linear(self.model.lm_head, batch, "lm_head", head=True)
-        att = lambda sim_, l: self._attention_linear(sim_, prompt, batch, decode=False, prompt=prompt,  # noqa
+        head = self.head_plan("prefill", batch)
+        att = lambda sim_, l: self._attention_linear(sim_, "prefill", prompt, batch, prompt=prompt,  # noqa: E731
                                                      sparsity=self.layer_kv_sparsity[l])
-        self._run_layers(sim, n, att, head)
+        self._run_layers(sim, "prefill", n, att, head)
         self._lm_head(sim, batch, head)
         return self._result(sim)

@@ -3,7 +3,8 @@
 Model (one clock domain: the accelerator's ``freq_hz``):
 
 * A transfer of ``n`` bytes is split into bursts of ``memory.burst_bytes`` and the bursts are interleaved over the
-  ``memory.channels`` channels (address interleaving at burst granularity, as an AXI crossbar or a striped layout
+  channels the design's dies are wired to (``HardwareSpec.active_channels``; all ``memory.channels`` by default)
+  (address interleaving at burst granularity, as an AXI crossbar or a striped layout
   does). The channels work in parallel; the transfer occupies them for the time the busiest channel needs:
   ``ceil(ceil(n / burst) / channels) * burst`` bytes at the channel's sustained rate.
 * A channel's sustained rate is its theoretical bandwidth times ``memory.efficiency`` (refresh, page misses and
@@ -35,9 +36,9 @@ class MemoryModel:
     latency_cycles: int
 
     @classmethod
-    def from_hardware(cls, hw: HardwareSpec) -> "MemoryModel":
+    def from_hardware(cls, hw: HardwareSpec) -> MemoryModel:
         m = hw.memory
-        return cls(channels=m.channels, burst_bytes=m.burst_bytes,
+        return cls(channels=hw.active_channels, burst_bytes=m.burst_bytes,
                    channel_bytes_per_cycle=m.channel_bandwidth_bytes_per_s * m.efficiency / hw.freq_hz,
                    latency_cycles=math.ceil(m.latency_ns * 1e-9 * hw.freq_hz - 1e-9))
 

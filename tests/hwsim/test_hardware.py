@@ -41,10 +41,13 @@ def test_every_number_has_a_source(name):
     assert not missing, f"{name}: numbers without a source: {missing}"
 
 
-def test_u280_peak_consistent_with_engine():
+def test_fpga_peak_is_derived_from_the_engine():
     hw = get_hardware("u280-accllm")
+    assert not hw.compute.peak_ops_per_s  # never stored beside the fields it derives from
     for key, macs in hw.fpga.macs_per_dsp.items():
-        assert hw.compute.peak_ops_per_s[key] == pytest.approx(2 * hw.fpga.engine_dsps * macs * hw.freq_hz)
+        w, a = (int(x) for x in key[1:].split("a"))
+        assert hw.peak_ops_per_s(w, a) == pytest.approx(2 * hw.fpga.engine_dsps * macs * hw.freq_hz)
+    assert hw.matrix_rate(3, 8) == (hw.peak_ops_per_s(4, 8), "w4a8")  # THE fallback rule, the key it used
 
 
 def test_precision_fallback():
