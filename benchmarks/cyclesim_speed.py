@@ -3,7 +3,7 @@
 1. One Llama-2-7B decode token at 4K context on u280-accllm under `accllm` (fresh simulator, no caches), with the
    event-driven jumps and stepped tile by tile / layer by layer (goal: < 5 s).
 2. The attention workload: one 4K-context head on the RTL engine model, the same heads (dense KV4, bitmap KV4 70%;
-   rtl.workloads specs) and configuration (head_dim 64, 8 lanes) as the RTL issue's benchmarks/rtl_cycles.py, whose
+   engine.workloads specs) and configuration (head_dim 64, 8 lanes) as benchmarks/rtl_cycles.py, whose
    Verilator figures (cycles/s of the cocotb testbench loop) this script runs and parses; goal >= 1000x.
 
 Usage: python benchmarks/cyclesim_speed.py [--verilator-cycles-per-s N] [--head-dim D --lanes L --context T] [--json]
@@ -48,7 +48,7 @@ def decode_token(context: int = 4096) -> dict:
 
 
 def attention_head(name: str, head_dim: int, lanes: int, context: int) -> dict:
-    from rtl.workloads import random_head
+    from engine.workloads import random_head
 
     head = random_head(head_specs(head_dim, context)[name])
     t_work, work = _best(lambda: head_work(head))

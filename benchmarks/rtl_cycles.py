@@ -20,9 +20,9 @@ VERILATOR_CASES = ("dense KV4", "bitmap KV4 70%")  # heads also run under Verila
 
 
 def head_specs(head_dim: int, context: int) -> dict:
-    """The benchmark heads (rtl.workloads.HeadSpec by name), also used by benchmarks/cyclesim_speed.py. Needs the repo
+    """The benchmark heads (engine.workloads.HeadSpec by name), also used by benchmarks/cyclesim_speed.py. Needs the repo
     root on sys.path."""
-    from rtl.workloads import HeadSpec
+    from engine.workloads import HeadSpec
 
     D, T = head_dim, context
     return {
@@ -35,8 +35,7 @@ def head_specs(head_dim: int, context: int) -> dict:
 
 def _block_utilisation(head, lanes):
     """MAC-lane utilisation over the head's full blocks only (no per-head normalisation, no partial blocks)."""
-    from rtl.cycles import block_overhead, tile_cycles
-    from rtl.streams import tile_value_counts
+    from engine.cycles import block_overhead, tile_cycles, tile_value_counts
 
     nk, nv = tile_value_counts(head)
     full = head.sel_bits().all(axis=1)
@@ -49,8 +48,8 @@ def _block_utilisation(head, lanes):
 
 def _print_error(D: int, T: int) -> None:
     """Golden model (= RTL) error vs float64 attention on random KV4 heads, relative to max |V| (the bound
-    documented in quant/fixedpoint.py is 0.04)."""
-    from quant.fixedpoint import dequantize_kv, fixed_point_attention, lambda_mask, reference_attention
+    documented in engine/datapath.py is 0.04)."""
+    from engine.host import dequantize_kv, fixed_point_attention, lambda_mask, reference_attention
 
     rng = np.random.default_rng(0)
     worst = []
@@ -79,12 +78,12 @@ def main(argv=None) -> int:
     ap.add_argument("--no-verilator", action="store_true", help="formula figures only")
     a = ap.parse_args(argv)
     sys.path.insert(0, str(REPO))
-    from rtl.cycles import head_cycles, head_macs, steady_state_utilisation
-    from rtl.workloads import random_head
+    from engine.cycles import head_cycles, head_macs, steady_state_utilisation
+    from engine.workloads import random_head
 
     L, D, T = a.lanes, a.head_dim, a.context
     heads = {k: random_head(s) for k, s in head_specs(D, T).items()}
-    print(f"AttentionEngine head_dim={D} lanes={L}, context {T} tokens (stall-free, rtl/cycles.py)")
+    print(f"AttentionEngine head_dim={D} lanes={L}, context {T} tokens (stall-free, engine/cycles.py)")
     print(f"  dense steady-state lane utilisation (closed form): {100 * steady_state_utilisation(D, L):.1f} %")
     print(f"  {'workload':38s} {'cycles':>9s} {'cyc/token':>10s} {'util head':>10s} {'util steady':>12s}")
     for k, h in heads.items():

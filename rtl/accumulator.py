@@ -7,12 +7,12 @@ One clock domain (``sync``). Per cycle, in priority order:
   ``shift=True`` (the output accumulators; the score accumulators are cleared per block and never shifted). It is done in
   steps of 4 or 1 bits, one step per cycle (``shift_steps(shift)`` = shift // 4 + shift % 4 cycles, at most 10 for the
   engine's rescale clamp of 31): the arithmetic shifts compose exactly, and each bit chooses among only ``entry + val``,
-  ``entry[i + 1]`` and ``entry[i + 4]``. (A one-cycle 0..width-1 barrel shifter per entry was 22k LUT4 and 13.7k
-  PFUMX/L6MUX21 at 64 x 32 bits: over half the lanes-32 engine, issue 6.)
+  ``entry[i + 1]`` and ``entry[i + 4]``. (A one-cycle 0..width-1 barrel shifter per entry would cost tens of
+  thousands of LUTs and wide multiplexers at 64 x 32 bits.)
 * ``add_en``: entry e <= entry + val[e] for every e with ``hit[e]`` and ``add_en[e // GROUP]``. The products arrive
   already routed to their entries (rtl/scatter.py), so each entry has one adder and no product multiplexer. ``add_en``
-  has one bit per GROUP entries so that its driver can be one register copy per group (a single enable register
-  gating every entry was a long net on the lanes-64 critical path, issue 6).
+  has one bit per GROUP entries so that its driver can be one register copy per group (no single enable register
+  gates every entry through one long net).
 
 The add is pipelined (ADD_LATENCY = 2): in the cycle ``add_en``/``hit``/``val`` are presented, each entry registers
 its gated product (0 when not hit), and the next cycle adds it, so the update is visible two cycles after the inputs.
@@ -25,12 +25,11 @@ t + SHIFT_LATENCY - 2 + shift_steps(shift); no add may land and no clear or shif
 clear or shift must not land together with an add (the engine never issues them within a beat pipeline's drain, and
 its schedule leaves the rescale more than SHIFT_LATENCY + SHIFT_STEPS_MAX cycles before the next add). The command
 register per group is there because the shift comes from the softmax unit, far from most groups: without it, the
-path was softmax ``rescale`` -> every group's step logic -> its step flags, and a group's step flag register sat by
-the softmax, 86 tiles from some of its entries (lanes 64, seed 7, RTL 65f97a8: ``shift_one_g4`` -> an entry's CE,
-10.4 ns of routing on one net, 75.6 MHz).
+path would be softmax ``rescale`` -> every group's step logic -> its step flags, and the placer may put a group's step
+flag register by the softmax, far from the entries whose clock enables it drives.
 
 ``acc`` exposes all entries (registered values). Width overflow wraps; the golden model bounds the values so
-that it never happens (quant/fixedpoint.py).
+that it never happens (engine/datapath.py).
 """
 
 from __future__ import annotations
@@ -40,8 +39,9 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from base.errors import SpecError
-from quant.fixedpoint import SHIFT_CLAMP
-from rtl.layouts import PROD_BITS, TILE, checking, replica
+from engine.params import TILE
+from engine.widths import PROD_BITS, SHIFT_CLAMP
+from rtl.layouts import checking, replica
 
 __all__ = ["Accumulator", "ADD_LATENCY", "SHIFT_LATENCY", "GROUP", "shift_steps", "SHIFT_STEPS_MAX"]
 

@@ -11,9 +11,8 @@ The ranks are computed in logarithmic depth: the bitmap is cut into 16 blocks of
 the blocks before i's block) + (kept bits before i inside its block, one LUT4 per bit). The 16 block totals are
 prefix-summed by a Sklansky tree of 4 adder levels. Stages: A = in-block counts + tree level 1, B = levels 2-3,
 C = level 4, D = the rank add and the beat compare; each is at most one LUT level and two short carry chains (100 MHz
-on ECP5, rtl/timing.py). With levels 2-4 in one stage, that stage was the lanes-2 engine's routed critical path,
-10.28 ns (3.86 logic + 6.41 routing). (A 64-step ripple count was the engine's first critical path.) The tile's value count and beat
-count are not made here: the engine precomputes them when the tile header arrives (rtl/popcount.py).
+on ECP5, engine/timing.py). The tile's value count and beat count are not made here: the engine precomputes them when
+the tile header arrives (rtl/popcount.py).
 """
 
 from __future__ import annotations
@@ -22,7 +21,8 @@ from amaranth.hdl import Const, Module, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl.layouts import TILE, check_lanes, checking
+from engine.params import TILE, check_lanes
+from rtl.layouts import checking
 
 __all__ = ["BitmapDecoder", "DECODER_LATENCY"]
 

@@ -10,10 +10,10 @@ layouts in rtl/layouts.py, beat order in rtl/streams.py):
 
 Every ``ready`` and the ``out`` payload/valid depend on registered state only (never on a ``valid`` of the same
 cycle); input payloads are expected from registers (the header popcounts start from them). Datapath and rounding:
-quant/fixedpoint.py (bit exact). Phases and cycle counts: rtl/cycles.py; pipeline depths: rtl/timing.py.
+engine/datapath.py (bit exact). Phases and cycle counts: engine/cycles.py; pipeline depths: engine/timing.py.
 
-Pipelined for the 100 MHz ECP5 target (issue 6; measured Fmax in fpga/TIMING.md): no register-to-register path has more
-than a few LUT levels plus one carry chain or one multiply.
+Pipelined for the 100 MHz ECP5 target (measured Fmax in fpga/TIMING.md): no register-to-register path has more than a
+few LUT levels plus one carry chain or one multiply.
 
 * Tile headers: accepted -> Popcount64 (2 stages: value count -> last beat index, empty flag) -> a 4-entry FIFO.
   ``tile.ready`` is a credit (FIFO level + headers in flight < 4), so one header per cycle flows without stalls.
@@ -27,10 +27,10 @@ than a few LUT levels plus one carry chain or one multiply.
   MAC_GROUP positions) into the position's product register (S10), and each Accumulator entry registers its gated
   product and adds it (visible from t + BEAT_LATENCY). Multiplying after the scatter keeps the network 4 bits wide.
 * V tokens: the one-hot current/next selected token and the rest of ``sel`` are registers; advancing finds the next
-  one-hot with one 64-bit carry chain. (p used to be read by the controller into a register when the token advanced:
-  FSM state -> in_v -> 64-bit one-hot mux -> AND-OR -> p register was the lanes-32/64 critical path, 14-16 ns.)
+  one-hot with one 64-bit carry chain. The token's p is read by the beat pipeline (S2-S3), not by the controller,
+  so no path runs from the FSM state through a 64-bit one-hot mux into a p register.
 * SoftmaxUnit commands and its score/gate/chunk inputs are registered; the controller waits the unit latencies of
-  rtl/timing.py between phases (KDRAIN, SWAIT, UWAIT, EWAIT). Normalizer as in rtl/normalizer.py.
+  engine/timing.py between phases (KDRAIN, SWAIT, UWAIT, EWAIT). Normalizer as in rtl/normalizer.py.
 """
 
 from __future__ import annotations
@@ -42,18 +42,19 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
-from quant.fixedpoint import ACC_BITS, SCORE_BITS
+from engine.params import TILE, check_head_dim, check_lanes
+from engine.timing import BEAT_LATENCY, BLK_CYCLES, EWAIT_CYCLES, SCAN_LATENCY, UPDATE_LATENCY, softmax_lanes
+from engine.widths import ACC_BITS, MULT_BITS, PROD_BITS, SCORE_BITS
 from rtl.accumulator import ADD_LATENCY, GROUP, SHIFT_LATENCY, SHIFT_STEPS_MAX, Accumulator
 from rtl.bitmap_decoder import DECODER_LATENCY, BitmapDecoder
 from rtl.dsp import RegisteredMul
-from rtl.layouts import (MULT_BITS, PROD_BITS, TILE, BlockHeader, OutBeat, TileHeader, check_head_dim, check_lanes,
-                         checking, products_layout, raw_values_shape, replica, values_layout)
+from rtl.layouts import (BlockHeader, OutBeat, TileHeader, checking, products_layout, raw_values_shape, replica,
+                         values_layout)
 from rtl.mac_array import MacArray
 from rtl.normalizer import ACC_READ_FROM, Normalizer
 from rtl.popcount import POPCOUNT_LATENCY, Popcount64
 from rtl.scatter import SCATTER_LATENCY, ScatterNetwork
 from rtl.softmax import SoftmaxUnit
-from rtl.timing import BEAT_LATENCY, BLK_CYCLES, EWAIT_CYCLES, SCAN_LATENCY, UPDATE_LATENCY, softmax_lanes
 from rtl.unpacker import Unpacker
 
 __all__ = ["AttentionEngine", "TILE_FIFO_DEPTH"]
@@ -62,7 +63,7 @@ TILE_FIFO_DEPTH = 4  # tile headers: FIFO entries (covers the 2 popcount stages 
 MAC_LATENCY = 1  # the position multipliers' product register after the scatter network
 P_GROUP = 16  # tokens per partial AND-OR of the V token's p (S2)
 
-# the stage counts this controller is written for (rtl/timing.py is the contract; these tie it to the code)
+# the stage counts this controller is written for (engine/timing.py is the contract; these tie it to the code)
 assert POPCOUNT_LATENCY == BLK_CYCLES - 1
 assert BEAT_LATENCY == 1 + DECODER_LATENCY + SCATTER_LATENCY + MAC_LATENCY + ADD_LATENCY
 # the output accumulators' rescale (rescale_stb in the last UWAIT cycle) takes up to SHIFT_STEPS_MAX steps, one per
@@ -156,8 +157,8 @@ class AttentionEngine(wiring.Component):
         kd = Signal(range(D))
         vg = Signal(range(G))
         chunk = Signal(range(nsc))
-        # copies of chunk (replica counters, one per 4 softmax lanes) select the score words: chunk alone drove the
-        # 20 * E mux LUTs of that select (a lanes-64 critical path, 7.2 + 4.3 ns of routing)
+        # copies of chunk (replica counters, one per 4 softmax lanes) select the score words, so that no one register
+        # drives the 20 * E mux LUTs of that select
         chunk_sel = [replica(range(nsc), name=f"chunk_sel{i}") for i in range(max(1, E // 4))]
         chunks = [chunk] + chunk_sel  # every copy counts like chunk
         wait = Signal(4)
@@ -168,9 +169,8 @@ class AttentionEngine(wiring.Component):
         eff_bm = Signal(TILE)
         eff_last = Signal(range(nch))
         eff_empty = Signal()
-        # the issue control reads its own copy of `sparse` (the other drives the 64 bitmap muxes by S1): one register
-        # for both was a 6.5 ns net into the go logic (lanes 64, RTL 966625a, seed 8: sparse -> go -> the V token
-        # registers' clock enable, 15.5 ns)
+        # the issue control reads its own copy of `sparse` (the other drives the 64 bitmap muxes by S1), so that the
+        # go logic is not at the end of the bitmap muxes' long net
         sparse_c = replica(name="sparse_c")
         m.d.comb += [
             eff_bm.eq(Mux(sparse, hdr.bitmap, dense_bm)),
@@ -205,9 +205,8 @@ class AttentionEngine(wiring.Component):
         m.d.comb += [dec.bitmap.eq(s1_bm), dec.beat.eq(s1_beat)]
         # p: S2 ORs each group of P_GROUP tokens' (p & one-hot) into a partial register, S3 ORs the partials into the
         # operand register of the p * sv multiplier (RegisteredMul), whose product register is S4 (one 64-token AND-OR
-        # in S2 was 4 LUT levels and up to 7.3 ns of routing from the one-hot: lanes 64, value scatter, seed 3, 77.0
-        # MHz); S5 rounds p' and picks the multiplicand. (The multiplicand is first used in S9, so these stages cost
-        # no cycle.)
+        # in one stage would be 4 LUT levels behind the one-hot); S5 rounds p' and picks the multiplicand. (The
+        # multiplicand is first used in S9, so these stages cost no cycle.)
         s2_v, s2_k, s2_vals, s2_mult, s2_vg = Signal(), Signal(), Signal(values_layout(L)), Signal(8), Signal(range(G))
         s2_pp = [Signal(8, name=f"s2_pp{q}") for q in range(TILE // P_GROUP)]
         m.d.sync += [s2_v.eq(s1_v), s2_k.eq(s1_k), s2_vals.eq(s1_vals), s2_mult.eq(s1_mult), s2_vg.eq(s1_vg)]
@@ -355,7 +354,7 @@ class AttentionEngine(wiring.Component):
                 with m.If(chunk == nsc - 1):
                     m.d.sync += [c.eq(0) for c in chunks] + [wait.eq(EWAIT_CYCLES - 1)]
                     m.next = "EWAIT"
-            with m.State("EWAIT"):  # p_all and l land (rtl/timing.py: EWAIT_CYCLES)
+            with m.State("EWAIT"):  # p_all and l land (engine/timing.py: EWAIT_CYCLES)
                 m.d.sync += wait.eq(wait - 1)
                 with m.If(wait == 0):
                     m.d.sync += [beat.eq(0), vg.eq(0), in_v.eq(1), vlast.eq(G == 1),

@@ -1,4 +1,4 @@
-"""Packed stream layouts of the attention engine, defined once, and the shared parameter checks.
+"""Packed stream layouts of the attention engine, defined once, and the helpers every unit's constructor shares.
 
 All layouts are ``amaranth.lib.data`` Structs; fields are packed LSB first in declaration order, so the
 software encoder (rtl/streams.py) builds the same integers the Verilog ports carry.
@@ -23,42 +23,39 @@ from amaranth.hdl import Signal, signed, unsigned
 from amaranth.lib import data
 
 from base.errors import SpecError
+from engine.params import TILE
+from engine.widths import MANT_BITS, OUT_BITS, PROD_BITS, QK_BITS, VALUE_BITS
 
-__all__ = ["TILE", "BlockHeader", "TileHeader", "OutBeat", "raw_values_shape", "values_layout",
-           "products_layout", "checking", "check_lanes", "check_head_dim", "PROD_BITS", "MULT_BITS",
+__all__ = ["BlockHeader", "TileHeader", "OutBeat", "raw_values_shape", "values_layout", "products_layout", "checking",
            "REPLICA_ATTR", "replica"]
-
-TILE = 64
-MULT_BITS = 9  # lane multiplicand: int8 (K) or uint8 (V) as signed 9
-PROD_BITS = 13  # int4 x signed 9
 
 
 class BlockHeader(data.Struct):
-    sel: unsigned(64)
-    score_mant: unsigned(16)
+    sel: unsigned(TILE)
+    score_mant: unsigned(MANT_BITS)
     score_shift: unsigned(6)
     sparse: unsigned(1)
     last: unsigned(1)
 
 
 class TileHeader(data.Struct):
-    bitmap: unsigned(64)
-    mult: unsigned(8)
+    bitmap: unsigned(TILE)
+    mult: unsigned(QK_BITS)  # int8 qk[d] (K tile) or uint8 sv[t, g] (V tile)
 
 
 class OutBeat(data.Struct):
-    data: signed(16)
+    data: signed(OUT_BITS)
     last: unsigned(1)
 
 
 def raw_values_shape(lanes: int):
     """Bus word of a values beat: ``lanes`` packed nibbles."""
-    return unsigned(4 * lanes)
+    return unsigned(VALUE_BITS * lanes)
 
 
 def values_layout(lanes: int) -> data.ArrayLayout:
     """``lanes`` signed int4 values (the unpacked view of a values beat)."""
-    return data.ArrayLayout(signed(4), lanes)
+    return data.ArrayLayout(signed(VALUE_BITS), lanes)
 
 
 def products_layout(lanes: int) -> data.ArrayLayout:
@@ -83,15 +80,3 @@ def checking(component):
     except SpecError:
         component._MustUse__used = True
         raise
-
-
-def check_lanes(lanes) -> int:
-    if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes not in (2, 4, 8, 16, 32, 64):
-        raise SpecError(f"lanes must be a power of two in [2, 64], got {lanes!r}")
-    return lanes
-
-
-def check_head_dim(head_dim) -> int:
-    if not isinstance(head_dim, int) or isinstance(head_dim, bool) or head_dim not in (64, 128):
-        raise SpecError(f"head_dim must be 64 or 128, got {head_dim!r}")
-    return head_dim

@@ -1,6 +1,6 @@
 """Normaliser: ``Q = floor(2^44 / l)`` by restoring division, then ``o[c] = sat16((acc[c] * Q + 2^35) >> 36)``.
 
-Pipelined for the 100 MHz target on an LFE5U-85F-6 (issue 6); the latency contract is ``rtl.timing.NORM_PIPE``.
+Pipelined for the 100 MHz target on an LFE5U-85F-6; the latency contract is ``engine.timing.NORM_PIPE``.
 
 Timing (``start`` high during cycle t, ``o.ready`` always high)
 --------------------------------------------------------------
@@ -14,9 +14,8 @@ Output pipeline (one beat per stage; every stage advances each cycle, ``o.ready`
 -------------------------------------------------------------------------------------------------------
 Back-pressure is credit based: a beat leaves the issue register only while fewer than _SKID beats are between it
 and the output register (in flight or parked in a _SKID-entry skid FIFO in front of the output register), so no
-stage but the output register and the skid FIFO sees ``o.ready``. (All stages used to stall together on
-``~o.valid | o.ready``: that enable fanned out from the output handshake to every fetch mux by the output
-accumulators across the die, a lanes-64 critical path, issue 6.) With ``o.ready`` high the skid FIFO stays empty
+stage but the output register and the skid FIFO sees ``o.ready`` (a common stall enable would fan out from the
+output handshake to every fetch mux by the output accumulators across the die). With ``o.ready`` high the skid FIFO stays empty
 and every beat moves through the pipeline one stage per cycle.
 
 The beat index c is issued into the pipeline while the division still runs (``acc`` only has to be stable from
@@ -27,8 +26,8 @@ first cycle after the division. The pipeline registers, in order:
 * F1a (fetch 1a): for each of 8 groups of D/8 consecutive words, for each run of 4 words in it, the word
   ``c mod 4`` of the run (4:1 mux per bit, one LUT level with PFUMX).
 * F1b (fetch 1b): per group, the word ``c mod (D/8)``: a 2:1 or 4:1 mux of its F1a words. (One 8 or 16:1 mux per
-  group in one stage was 4 LUT levels behind a select that fans out to the group's 16 x 32 mux LUTs by the output
-  accumulators: lanes 64, seed 8, RTL 65f97a8: ``isel_g6`` -> ``f1_6``, 9.9 ns of routing, 87.8 MHz.)
+  group in one stage would be 4 LUT levels behind a select that fans out to the group's 16 x 32 mux LUTs by the output
+  accumulators.)
 * F2  (fetch 2): ``acc[c]``: an 8:1 mux of the F1b words by ``c div (D/8)`` (index bits carried along).
 * F3  (fetch 3): ``a``, a plain copy of F2, so that the multiplier inputs come from registers next to the DSPs.
 * P   (NORM_PIPE stage 1): six partial products, one MULT18X18D each: ``a = ah 2^17 + al`` (al: 17 bits unsigned,
@@ -53,9 +52,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
-from quant.fixedpoint import ACC_BITS, L_BITS, OUT_BITS, OUT_FRAC_BITS, RECIP_BITS, RECIP_SHIFT
-from rtl.layouts import OutBeat, check_head_dim, checking, replica
-from rtl.timing import NORM_PIPE
+from engine.params import check_head_dim
+from engine.timing import NORM_PIPE
+from engine.widths import ACC_BITS, L_BITS, OUT_BITS, OUT_FRAC_BITS, RECIP_BITS, RECIP_SHIFT
+from rtl.layouts import OutBeat, checking, replica
 
 __all__ = ["Normalizer", "ACC_READ_FROM"]
 
@@ -85,7 +85,7 @@ class Normalizer(wiring.Component):
         })
 
     def elaborate(self, platform):
-        assert _STAGES == NORM_PIPE, "the output pipeline must have exactly NORM_PIPE stages (rtl/timing.py)"
+        assert _STAGES == NORM_PIPE, "the output pipeline must have exactly NORM_PIPE stages (engine/timing.py)"
         assert ACC_BITS - _CHUNK <= 18 and RECIP_BITS <= 3 * _CHUNK
         m = Module()
         D = self.head_dim
@@ -95,9 +95,8 @@ class Normalizer(wiring.Component):
 
         # ---- division: t+1 .. t+RECIP_BITS ----------------------------------------------------------------
         # ``start`` sets only ``busy``: the division's last cycle leaves rem and k ready for the next one (rem = r0,
-        # k = 0), and q needs no clear (its RECIP_BITS steps shift every old bit out). (``start`` used to load rem, q
-        # and k too: one register driving the resets of ~70 flip-flops spread over the normaliser; lanes 64, value
-        # scatter, seed 2: the engine's norm_start -> a LUT -> rem's LSR, 9.8 ns of routing, 91.2 MHz.)
+        # k = 0), and q needs no clear (its RECIP_BITS steps shift every old bit out), so that ``start`` does not drive
+        # the resets of ~70 flip-flops spread over the normaliser.
         r0 = 1 << (RECIP_SHIFT - RECIP_BITS)
         rem = Signal(L_BITS, init=r0)
         q = Signal(RECIP_BITS)
@@ -126,8 +125,7 @@ class Normalizer(wiring.Component):
         ic = Signal(range(D))
         ilast = Signal()
         # each F1 group's word select is its own copy of ic's low bits (a replica counter): one ic driving the
-        # muxes of all groups, which sit by the output accumulators across the die, was a lanes-64 critical path
-        # (ic -> f1 muxes, a 12.1 ns net)
+        # muxes of all groups, which sit by the output accumulators across the die, would be one long net
         isel = [replica(lo_bits, name=f"isel_g{g}") for g in range(G)]
         m.d.comb += fire.eq(iv & room)
         with m.If(busy & (k == RECIP_BITS - _FETCH - 1)):
@@ -222,8 +220,7 @@ class Normalizer(wiring.Component):
                          Cat(o_data, o_last).eq(Mux(skid.r_rdy, skid.r_data, t_beat))]
         # credits: +1 per beat fired into F1a, -1 per beat loaded into O. Kept as a thermometer code (bit i: more than
         # i credits in use), so a step is a shift and ``room`` (fewer than _SKID in use after this cycle) needs two of
-        # its bits, no adder: a binary count's add-then-compare was two carry chains behind the skid FIFO's level
-        # (lanes 64, RTL 5a2b8f3, seeds 6 and 8: skid level -> room, 12.2 ns)
+        # its bits, no adder: a binary count's add-then-compare would be two carry chains behind the skid FIFO's level
         loaded = take & (skid.r_rdy | tv)
         inc, dec = fire & ~loaded, loaded & ~fire
         with m.If(inc):

@@ -2,7 +2,7 @@
 
 Stage 1: 16 nibble counts (one LUT4 per bit) summed by two adder levels into 4 quarter counts (<= 16, registered).
 Stage 2: two adder levels into the count (<= 64, registered). Each stage is one LUT level plus two short carry
-chains, which fits the engine's 100 MHz budget on ECP5 (rtl/timing.py). ``x`` must come from registers.
+chains, which fits the engine's 100 MHz budget on ECP5 (engine/timing.py). ``x`` must come from registers.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from amaranth.hdl import Const, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl.layouts import TILE
+from engine.params import TILE
 
 __all__ = ["Popcount64", "POPCOUNT_LATENCY"]
 

@@ -3,13 +3,13 @@
 In a beat, lane j's value belongs to the position i whose rank (rtl/bitmap_decoder.py) is ``beat * L + j``:
 ``hit[i]`` marks those positions and ``lane[i] = j``. Lane order and position order agree, so the lanes -> positions
 map is a monotone *expansion*, and it is routed by the reverse of a *compaction* network instead of a 64 x L
-crossbar (which, at L = 32, was tens of thousands of multiplexers with every product bit fanning out to 64 entries
-per accumulator: the lanes-16/32 engines did not route, issue 6).
+crossbar (which, at L = 32, would be tens of thousands of multiplexers with every product bit fanning out to 64
+entries per accumulator).
 
 The network carries the 4-bit values, not the 13-bit products: the engine multiplies at the 64 positions after it
 (rtl/engine.py, a MacArray of 64 lanes), so the expansion is 4 bits wide instead of PROD_BITS (about a third of the
-multiplexers and registers; the expansion stages were the unit that failed most often in the lanes-64 place and route
-runs when they carried products, fpga/TIMING.md). ``width`` sets the data width (signed) for other uses.
+multiplexers and registers of the widest unit of the engine). ``width`` sets the data width (signed) for other
+uses.
 
 * Compaction (control only): every hit position i holds an item "lane[i]" that must move left from slot i to slot
   lane[i]. Stage k = 0..5 (LSB first) moves an item at slot s by 2^k iff bit k of its remaining distance is set.
@@ -37,7 +37,8 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from base.errors import SpecError
-from rtl.layouts import TILE, check_lanes, checking
+from engine.params import TILE, check_lanes
+from rtl.layouts import checking
 
 __all__ = ["ScatterNetwork", "SCATTER_LATENCY"]
 

@@ -1,10 +1,10 @@
 """Softmax unit: block max, running max M, rescale shift, and L exp2 lanes (the online softmax of
-quant/fixedpoint.py, bit exact), pipelined for the 100 MHz target on an LFE5U-85F-6 (issue 6).
+engine/datapath.py, bit exact), pipelined for the 100 MHz target on an LFE5U-85F-6.
 
 State (``sync``): ``bmax`` (block max of raw scores, kept as a 20-bit offset-binary key), ``M`` (signed 30,
 port ``m``) + ``m_valid``, ``l`` (uint28, port ``l``) and the 64 p values of the current block (``p_all``, uint8
 each). Every output is a register. Commands (1-cycle pulses, "command at cycle t" = high during cycle t) and their
-latencies are the contracts of rtl/timing.py:
+latencies are the contracts of engine/timing.py:
 
 * ``head_start``: m_valid <= 0, l <= 0 (at the edge ending cycle t).   ``blk_start``: bmax <= -2^19 (same edge).
   Both must come after every earlier command's results have landed (the engine leaves >= 40 cycles).
@@ -39,8 +39,7 @@ latencies are the contracts of rtl/timing.py:
 
 Each DSP and its shifter read their own register copies of ``mant`` (the DSP's operand register and a fabric copy
 for the low product) and ``shift`` (register duplication against
-the fan-out of one register to L + 1 lanes: ``shift`` to every lane's shifter was a lanes-32 critical path, 13.9 ns
-with 12.7 ns of routing): the update's copies load at every scan, lane j's at every update and every scan with lane j
+the fan-out of one register to L + 1 lanes spread along the DSP rows): the update's copies load at every scan, lane j's at every update and every scan with lane j
 gated (the load enables differ, so synthesis cannot merge the copies). The copies are right because ``mant``/``shift``
 must hold from ``blk_start`` until the block's last exp has landed (the engine's per-block registers). Each exp lane
 also reads its own copy of M (a replica register, one cycle behind M: an exp reads M 5 cycles after it is issued and
@@ -53,10 +52,11 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigne
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from quant.fixedpoint import EXP2_TABLE, EXP_FRAC_BITS, EXP_TABLE_BITS, L_BITS, SCORE_BITS, SHIFT_CLAMP
+from engine.params import TILE, check_lanes
+from engine.timing import EXP_LATENCY, L_LATENCY, SCAN_LATENCY, UPDATE_LATENCY
+from engine.widths import EXP2_TABLE, EXP_FRAC_BITS, EXP_TABLE_BITS, L_BITS, SCORE_BITS, SHIFT_CLAMP
 from rtl.dsp import RegisteredMul
-from rtl.layouts import TILE, check_lanes, checking, replica
-from rtl.timing import EXP_LATENCY, L_LATENCY, SCAN_LATENCY, UPDATE_LATENCY
+from rtl.layouts import checking, replica
 
 __all__ = ["SoftmaxUnit", "M_BITS"]
 
@@ -64,14 +64,14 @@ M_BITS = 30
 PROD_BITS = SCORE_BITS + 16  # s * mant: |s| <= 2^19, mant < 2^16 -> signed 36
 NE_BITS = M_BITS + EXP_FRAC_BITS + 1  # (M << 8) - X, signed 39
 
-# the stage counts below are what this file implements; rtl/timing.py is the contract they must equal
+# the stage counts below are what this file implements; engine/timing.py is the contract they must equal
 _SCAN_STAGES = 5  # 3 tree stages + the bmax loop + the update multiplier's operand register
 _UPDATE_STAGES = 6  # product, sum, shift, shift, chains, clamp (+ the strobe cycle)
 _P_STAGES = 8  # input, product, sum, shift, shift, ne, clamp+table, the lane's p register
 _EXP_STAGES = _P_STAGES + 1  # + p_all, written from the p registers
 _SUM_STAGES = 3  # 2 adder-tree stages (from the p registers) + the l accumulator
 assert (_SCAN_STAGES, _UPDATE_STAGES, _EXP_STAGES, _P_STAGES + _SUM_STAGES) == (
-    SCAN_LATENCY, UPDATE_LATENCY, EXP_LATENCY, L_LATENCY), "rtl/timing.py and rtl/softmax.py disagree"
+    SCAN_LATENCY, UPDATE_LATENCY, EXP_LATENCY, L_LATENCY), "engine/timing.py and rtl/softmax.py disagree"
 
 
 def _split_levels(n: int, stages: int = 3) -> list[int]:
@@ -85,15 +85,12 @@ def _scan_radices(lanes: int) -> list[int]:
     is the bmax loop's): the tree levels spread over the stages, the later stages taking the extra ones (16 lanes:
     2, 2, 2; 64: 2, 4, 4).
 
-    The tree used to end in one key (16 lanes: 2, 2, 4), and its 4-key node was the lanes-64 critical path on 3 of
-    the 6 placements measured (RTL 5a2b8f3, seeds 2, 4 and 7: ``scan1_* -> scan2_0``, e.g. 11.2 ns, 8.5 ns of it
-    routing; on 65f97a8 seed 3 too); the loop's
-    3-way max is one carry chain and two LUTs, as shallow as the 2-key node it replaces.
+    The tree leaves two keys, not one: a last 4-key node would gather keys from far apart in one stage, while the
+    loop's 3-way max is one carry chain and two LUTs, as shallow as a 2-key node.
 
     The first stage compares the lanes' scores as they arrive, so a wide node there would gather scores from far
     apart; a radix-1 first stage would be a plain copy of ``s`` that synthesis merges with the exp lanes' score
-    registers (the same D input), which sit by their DSPs: at 16 lanes that made the 4-key node after it the
-    lanes-64 critical path (``s13 -> scan1_3``, 11.8 ns, 8.4 ns of it routing)."""
+    registers (the same D input), which sit by their DSPs, far from the node after it."""
     return [1 << n for n in _split_levels(lanes.bit_length() - 2)]
 
 
@@ -207,8 +204,8 @@ class SoftmaxUnit(wiring.Component):
         with m.If(self.scan):
             m.d.sync += shift_u.eq(self.shift)
         # the update multiplier's operands copy the bmax register every cycle (one edge behind it): loading them from
-        # the loop's own next value and enable put the DSP, 25 columns away, at the end of the bmax loop's compare
-        # chain (lanes 64, value scatter, seed 1: scan2_1 -> the key compare -> the select -> smax.a, 10.6 ns, 94.6 MHz)
+        # the loop's own next value and enable would put the DSP, placed far away in the DSP rows, at the end of the
+        # bmax loop's compare chain
         bmax_q = Cat(bmax_key[:SB - 1], ~bmax_key[SB - 1]).as_signed()
         xmax = self._scaled(m, "upd", bmax_q, Const(1, 1), self.mant, self.scan, shift_u)  # valid at the output of t+3
         ne_a = Signal(signed(NE_BITS))  # (M << 8) - Xmax: >> 8 is M - Mblk
@@ -277,8 +274,7 @@ class SoftmaxUnit(wiring.Component):
             m.d.sync += p.eq(p_next)
             ps.append(p)
         # t+8: p_all[chunk] from the p registers. p_all is read by the engine's beat pipeline, away from the lanes:
-        # written straight from p_next, the table shift/add and that wire were one path (lanes 64: exp lane pn1 ->
-        # p_all, 6.4 ns of net)
+        # written straight from p_next, the table shift/add and that long wire would be one path
         pa = self.p_all.as_value()
         with m.If(exp_v[_P_STAGES - 1]):
             m.d.sync += pa.word_select(chunk_d[_P_STAGES], 8 * L).eq(Cat(*ps))

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quant.fixedpoint import TILE, EngineHead
+from engine.datapath import EngineHead
+from engine.params import TILE
 
-__all__ = ["HeadStreams", "encode_head", "tile_value_counts", "decode_output"]
+__all__ = ["HeadStreams", "encode_head", "decode_output"]
 
 
 @dataclass(frozen=True)
@@ -28,15 +29,6 @@ class HeadStreams:
     blk: list[int]
     tile: list[int]
     val: list[int]
-
-
-def tile_value_counts(head: EngineHead) -> tuple[np.ndarray, np.ndarray]:
-    """Values streamed per tile: k [B, D] (K tile of channel d) and v [B, 64, D/64] (0 for unselected tokens)."""
-    G = head.head_dim // TILE
-    k = head.k_keep().sum(axis=1)  # [B, D]
-    v = head.v_keep().reshape(head.n_blocks, TILE, G, TILE).sum(axis=3)  # [B, 64, G]
-    v = np.where(head.sel_bits()[:, :, None], v, 0)
-    return k.astype(np.int64), v.astype(np.int64)
 
 
 def _beats(vals: np.ndarray, keep: np.ndarray, lanes: int) -> list[int]:

@@ -10,7 +10,8 @@ from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl.layouts import check_lanes, checking, raw_values_shape, values_layout
+from engine.params import check_lanes
+from rtl.layouts import checking, raw_values_shape, values_layout
 
 __all__ = ["Unpacker"]
 

@@ -1,7 +1,7 @@
 """Cycle model of the RTL attention engine (rtl/engine.py), phase by phase, with an optional functional datapath.
 
-The engine (documented in rtl/cycles.py; lanes L, head_dim D, G = D / 64 V tiles per token, E = softmax_lanes(L)
-= min(L, 16) softmax lanes; pipeline depths from rtl/timing.py, the contract the RTL units are tested against) is a
+The engine (documented in engine/cycles.py; lanes L, head_dim D, G = D / 64 V tiles per token, E = softmax_lanes(L)
+= min(L, 16) softmax lanes; pipeline depths from engine/timing.py, the contract the RTL units are tested against) is a
 sequential controller. For every 64-token block it runs the phases
 
     BLK    accept the block header, clear the score accumulators, popcount(sel)        BLK_CYCLES (3)
@@ -27,9 +27,9 @@ Two ways to run the same machine:
 * `EngineModel.run_stepped` -- the controller stepped one clock cycle at a time (tile by tile, beat by beat), the
   slow reference the tests compare the event-driven mode against.
 
-With `functional=True` the phases also compute the datapath on integers (scores, block max, exp2, p', output
-accumulators, division, normalisation) with the widths and roundings of quant/fixedpoint.py, and the output must
-equal `quant.fixedpoint.run_engine` bit for bit (a test checks it).
+With `functional=True` each block's phases also run the golden datapath on integers (engine/datapath.py: scores,
+block max, exp2, p', output accumulators; after the last block the division and normalisation), so the output is
+`engine.datapath.run_engine`'s bit for bit (a test checks it).
 
 Block arrival times (from the memory model) can be given: a block's BLK phase cannot start before its data is in
 the engine's block buffer; the engine then only waits, it never reorders (the RTL's valid/ready behaviour).
@@ -42,14 +42,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from base.errors import SpecError
-from rtl.timing import FIXED_PHASES, NORM_PIPE, softmax_lanes
+from engine.cycles import tile_cycles, tile_value_counts
+from engine.datapath import SoftmaxState
+from engine.params import LANES, TILE, check_head_dim, check_lanes
+from engine.timing import FIXED_PHASES, TAIL_PHASES, softmax_lanes
 
-__all__ = ["BlockWork", "HeadWork", "EngineRun", "EngineModel", "head_work", "ENGINE_LANES", "ENGINE_HEAD_DIMS"]
+__all__ = ["BlockWork", "HeadWork", "EngineRun", "EngineModel", "head_work"]
 
-TILE = 64  # tokens per block / K tile, channels per V tile (TEAM.md tile layout)
-ENGINE_LANES = (2, 4, 8, 16, 32, 64)  # the RTL's allowed lane counts (rtl/layouts.py check_lanes)
-ENGINE_HEAD_DIMS = (64, 128)
-RECIP_BITS = 38  # quotient bits of the normaliser's restoring division (quant/fixedpoint.py RECIP_BITS)
 PHASES = ("BLK", "KRUN", "KDRAIN", "SCAN", "UPD", "UWAIT", "EXP", "EWAIT", "VRUN", "NSTART", "DIV", "NPIPE", "OUT")
 
 
@@ -107,21 +106,12 @@ class HeadWork:
 
 
 def head_work(head) -> HeadWork:
-    """The beats of a `quant.fixedpoint.EngineHead`: per-tile value counts as the sequencer streams them (popcounts
-    of the bitmaps of a sparse block; the selected tokens / all 64 channels of a dense one)."""
-    D = head.head_dim
-    G = D // TILE
-    B = head.n_blocks
-    sel = ((head.sel[:, None] >> np.arange(TILE, dtype=np.uint64)) & np.uint64(1)).astype(bool)  # [B, 64]
-    if head.sparse:
-        nk = np.bitwise_count(np.asarray(head.k_bitmap, dtype=np.uint64)).astype(np.int64)  # [B, D]
-        nv = np.bitwise_count(np.asarray(head.v_bitmap, dtype=np.uint64)).astype(np.int64)  # [B, 64, G]
-    else:
-        nk = np.repeat(sel.sum(axis=1, dtype=np.int64)[:, None], D, axis=1)
-        nv = np.full((B, TILE, G), TILE, dtype=np.int64)
-    nv = np.where(sel[:, :, None], nv, 0)
-    blocks = tuple(BlockWork(nk=nk[b], nv=nv[b][sel[b]]) for b in range(B))
-    return HeadWork(D, blocks, (nk, nv, sel))
+    """The beats of an `engine.datapath.EngineHead`: per-tile value counts as the sequencer streams them
+    (engine.cycles.tile_value_counts)."""
+    nk, nv = tile_value_counts(head)
+    sel = head.sel_bits()  # [B, 64]
+    blocks = tuple(BlockWork(nk=nk[b], nv=nv[b][sel[b]]) for b in range(head.n_blocks))
+    return HeadWork(head.head_dim, blocks, (nk, nv, sel))
 
 
 @dataclass(frozen=True)
@@ -137,30 +127,12 @@ class EngineRun:
     wait_cycles: int = 0
 
 
-@dataclass
-class _Datapath:
-    """Integer state of the functional mode (widths as quant/fixedpoint.py defines them)."""
-
-    D: int
-    acc: np.ndarray = field(default=None)  # int64 [D] (32-bit signed values)
-    l: int = 0
-    M: int = 0
-    m_valid: bool = False
-
-    def __post_init__(self) -> None:
-        self.acc = np.zeros(self.D, dtype=np.int64)
-
-
 class EngineModel:
     """One attention engine with `lanes` int4 x int8 MAC lanes for heads of `head_dim`."""
 
     def __init__(self, head_dim: int, lanes: int) -> None:
-        if head_dim not in ENGINE_HEAD_DIMS:
-            raise SpecError(f"the attention engine supports head_dim 64 or 128, got {head_dim}; use the linear "
-                            "engine for other head sizes")
-        if lanes not in ENGINE_LANES:
-            raise SpecError(f"attention engine lanes must be one of {ENGINE_LANES} (the RTL's range), got {lanes}; "
-                            "set fpga.attention_lanes to one of them")
+        check_head_dim(head_dim, "the attention engine takes no other head size; use the linear engine for it")
+        check_lanes(lanes, f"set fpga.attention_lanes to one of {LANES}")
         self.D = head_dim
         self.L = lanes
         self.E = softmax_lanes(lanes)  # scan/exp lanes of the softmax unit
@@ -170,7 +142,7 @@ class EngineModel:
     # ---- per-phase occupancy (the beats each phase consumes) ------------------------------------------------
     def _tiles(self, n: np.ndarray) -> int:
         """Cycles a run of tiles occupies the lanes: header and first value beat together, >= 1 per tile."""
-        return int(np.maximum(1, -(-n // self.L)).sum())
+        return int(tile_cycles(n, self.L).sum())
 
     def block_phases(self, blk: BlockWork) -> dict[str, int]:
         """Cycles of each phase of one block (event-driven: one event per phase)."""
@@ -183,7 +155,7 @@ class EngineModel:
         return got
 
     def tail_phases(self) -> dict[str, int]:
-        return {"NSTART": 1, "DIV": RECIP_BITS, "NPIPE": NORM_PIPE, "OUT": self.D}
+        return {**TAIL_PHASES, "OUT": self.D}
 
     # ---- event-driven run ------------------------------------------------------------------------------------
     def run(self, work: HeadWork, arrivals: list[int] | None = None, *, engine_head=None,
@@ -200,14 +172,14 @@ class EngineModel:
         t = 0
         wait = 0
         starts: list[int] = []
-        dp = _Datapath(self.D) if functional else None
+        dp = SoftmaxState(self.D) if functional else None
         if functional and engine_head is None:
             raise SpecError("functional mode needs the EngineHead whose values it computes on")
         if arrivals is None and not functional and work.arrays is not None:
             # stall-free, whole head at once: one vectorised event per phase for all blocks
             nk, nv, sel = work.arrays
-            krun = np.maximum(1, -(-nk // self.L)).sum(axis=1)  # [B]
-            vrun = (np.maximum(1, -(-nv // self.L)) * sel[:, :, None]).sum(axis=(1, 2))  # [B]
+            krun = tile_cycles(nk, self.L).sum(axis=1)  # [B]
+            vrun = (tile_cycles(nv, self.L) * sel[:, :, None]).sum(axis=(1, 2))  # [B]
             B = nk.shape[0]
             fixed = {k: B * v for k, v in self.block_phases(work.blocks[0]).items() if k not in ("KRUN", "VRUN")}
             per = krun + vrun + sum(fixed.values()) // B
@@ -237,13 +209,13 @@ class EngineModel:
                     phases[k] += v
                 t += sum(ph.values())
                 lane_ops += int(blk.nk.sum()) + int(blk.nv.sum())
-                if dp is not None:
-                    self._block_datapath(dp, engine_head, b)
+                if dp is not None:  # KRUN .. VRUN of block b on integers
+                    dp.block(engine_head, b)
         tail = self.tail_phases()
         for k, v in tail.items():
             phases[k] += v
         t += sum(tail.values())
-        out = self._finish_datapath(dp) if dp is not None else None
+        out = dp.finish()[0] if dp is not None else None  # DIV, NPIPE, OUT
         return EngineRun(cycles=t, phase_cycles=phases, lane_ops=lane_ops, block_starts=tuple(starts),
                          output=out, wait_cycles=wait)
 
@@ -274,7 +246,7 @@ class EngineModel:
                 elif state in ("KRUN", "VRUN"):
                     tiles = tiles_k if state == "KRUN" else tiles_v
                     if beats_left == 0:  # header beat accepted, first value beat (if any) with it
-                        beats_left = max(1, -(-tiles[ti] // L))
+                        beats_left = int(tile_cycles(tiles[ti], L))
                     beats_left -= 1
                     if beats_left == 0:
                         ti += 1
@@ -285,74 +257,8 @@ class EngineModel:
                     if count >= TILE:
                         state = "UPD" if state == "SCAN" else "EWAIT"
                         left = waits[state]
-        for _ in range(1 + RECIP_BITS + NORM_PIPE):  # NSTART, DIV (one quotient bit per cycle), NPIPE
+        for _ in range(sum(TAIL_PHASES.values())):  # NSTART, DIV (one quotient bit per cycle), NPIPE
             cycles += 1
         for _ in range(self.D):  # OUT: one output beat per cycle
             cycles += 1
         return cycles
-
-    # ---- functional datapath (integer, bit-exact with quant/fixedpoint.run_engine) --------------------------
-    def _block_datapath(self, dp: _Datapath, head, b: int) -> None:
-        from quant import fixedpoint as fx
-
-        sel = np.array([(int(head.sel[b]) >> i) & 1 for i in range(TILE)], dtype=bool)  # [64] sel bits
-        # KRUN: lanes multiply streamed K values by qk[d]; score accumulators add them (gated by sel)
-        s = np.zeros(TILE, dtype=np.int64)
-        qk = head.qk[b].astype(np.int64)
-        kb = head.k[b].astype(np.int64)  # [64, D]: channel d's K tile is column d
-        s += kb @ qk  # each lane product k[t, d] * qk[d] added into token t's accumulator
-        s = np.where(sel, s, 0)
-        # SCAN: block max of the raw selected scores, then scaled (scaling is monotone)
-        mant, sh = int(head.score_mant[b]), int(head.score_shift[b])
-        xmax = (int(s[sel].max()) * mant) >> sh
-        mblk = (xmax + (1 << fx.EXP_FRAC_BITS) - 1) >> fx.EXP_FRAC_BITS
-        # UPD: running max and rescale shift of the accumulators
-        if dp.m_valid:
-            mnew = max(dp.M, mblk)
-            delta = mnew - dp.M
-        else:
-            mnew, delta = mblk, 0
-        shift = min(delta, fx.SHIFT_CLAMP)
-        dp.acc >>= shift
-        dp.l >>= shift
-        dp.M, dp.m_valid = mnew, True
-        # EXP: X = (s * mant) >> shift; ne = (M << F) - X; p = exp2 table + rounded shift
-        x = (s * mant) >> sh
-        ne = np.maximum((dp.M << fx.EXP_FRAC_BITS) - x, 0)
-        i = np.minimum(ne >> fx.EXP_FRAC_BITS, 9)
-        r = (ne >> (fx.EXP_FRAC_BITS - fx.EXP_TABLE_BITS)) & ((1 << fx.EXP_TABLE_BITS) - 1)
-        table = np.asarray(fx.EXP2_TABLE, dtype=np.int64)
-        p = np.where(sel, (table[r] + ((np.int64(1) << i) >> 1)) >> i, 0)
-        dp.l += int(p.sum())
-        # VRUN: p' = (p * sv + 128) >> 8 per V tile, lanes multiply V values, output accumulators add
-        pp = (p[:, None] * head.sv[b].astype(np.int64) + 128) >> 8  # [64, G] uint8 values
-        pv = np.repeat(pp, TILE, axis=1)  # [64, D]: p' of the V tile each channel belongs to
-        dp.acc += (pv[sel] * head.v[b][sel].astype(np.int64)).sum(axis=0)
-
-    def _finish_datapath(self, dp: _Datapath) -> np.ndarray:
-        from quant import fixedpoint as fx
-
-        # DIV: restoring division, one quotient bit per cycle, MSB first: Q = floor(2^44 / l)
-        if not 128 <= dp.l < (1 << fx.L_BITS):
-            raise SpecError(f"softmax denominator {dp.l} outside [128, 2^28): engine invariant broken")
-        num = 1 << fx.RECIP_SHIFT
-        q = self._restoring_div(num, dp.l, fx.RECIP_BITS)
-        # OUT: o = clip((acc * Q + 2^35) >> 36, int16), one element per cycle
-        sh = fx.RECIP_SHIFT - fx.OUT_FRAC_BITS
-        o = [(int(a) * q + (1 << (sh - 1))) >> sh for a in dp.acc.tolist()]
-        return np.clip(np.asarray(o, dtype=np.int64), -(1 << 15), (1 << 15) - 1)
-
-    @staticmethod
-    def _restoring_div(num: int, den: int, bits: int) -> int:
-        """Restoring division producing `bits` quotient bits MSB first (= floor(num / den) when it fits)."""
-        rem = num >> bits
-        if rem >= den:
-            raise SpecError(f"quotient of {num} / {den} does not fit the divider's {bits} bits")
-        q = 0
-        for bit in range(bits - 1, -1, -1):
-            rem = (rem << 1) | ((num >> bit) & 1)
-            q <<= 1
-            if rem >= den:
-                rem -= den
-                q |= 1
-        return q

@@ -41,7 +41,7 @@ def cache_root() -> Path:
 
 def _rtl_digest() -> str:
     h = hashlib.sha256()
-    for p in sorted((REPO / "rtl").glob("*.py")) + [REPO / "quant" / "fixedpoint.py"]:
+    for p in sorted((REPO / "rtl").glob("*.py")) + sorted((REPO / "engine").glob("*.py")):
         h.update(p.name.encode())
         h.update(p.read_bytes())
     return h.hexdigest()[:16]
@@ -111,8 +111,8 @@ def engine_build(head_dim: int, lanes: int) -> Path:
 def _case(head, lanes: int) -> dict:
     """One head for the testbench, JSON-ready: its blk/tile/val beats (integers), the golden output and the
     stall-free cycle count."""
-    from quant.fixedpoint import run_engine
-    from rtl.cycles import head_cycles
+    from engine.datapath import run_engine
+    from engine.cycles import head_cycles
     from rtl.streams import encode_head
 
     s = encode_head(head, lanes)
@@ -125,7 +125,7 @@ def run_cocotb(head_dim: int, lanes: int, scenarios: list[dict], tmp_path: Path)
 
     A scenario: {"heads": [EngineHead...], "stall": float, "seed": int, "abort_head": EngineHead,
     "reset_after": int | None, "check_cycles": bool}. The heads reach the testbench as JSON (:func:`_case`: their
-    encoded streams, the golden output of quant.fixedpoint.run_engine and the cycle count of rtl.cycles.head_cycles);
+    encoded streams, the golden output of engine.datapath.run_engine and the cycle count of engine.cycles.head_cycles);
     the testbench asserts bit-exactness and, when check_cycles and stall == 0, the cycle count.
     """
     from cocotb_tools.runner import get_runner

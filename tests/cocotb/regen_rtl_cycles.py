@@ -1,9 +1,9 @@
 """Regenerate tests/data/rtl_cycles.json: cycle counts of the attention engine measured under Verilator.
 
 Run: ``.venv/bin/python tests/cocotb/regen_rtl_cycles.py``. Each entry holds the engine configuration
-(head_dim, lanes), the workload (``spec``: the rtl.workloads.HeadSpec that regenerates the head bit for bit),
+(head_dim, lanes), the workload (``spec``: the engine.workloads.HeadSpec that regenerates the head bit for bit),
 everything the cycle formula needs without regenerating it (per-block ``sel`` masks, ``k_counts[b][d]`` values
-streamed per K tile, ``v_counts[b][i][g]`` per V tile of the i-th selected token), rtl/cycles.py's stall-free
+streamed per K tile, ``v_counts[b][i][g]`` per V tile of the i-th selected token), engine/cycles.py's stall-free
 prediction and the cycles measured under Verilator (stall-free drivers). The hwsim cycle-level simulator reads
 this file; tests/cocotb/test_engine_cocotb.py re-measures a few entries.
 """
@@ -23,9 +23,8 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 from harness import run_cocotb  # noqa: E402
 
-from rtl.cycles import head_cycles  # noqa: E402
-from rtl.streams import tile_value_counts  # noqa: E402
-from rtl.workloads import HeadSpec, random_head  # noqa: E402
+from engine.cycles import head_cycles, tile_value_counts  # noqa: E402
+from engine.workloads import HeadSpec, random_head  # noqa: E402
 
 OUT = HERE.parent / "data" / "rtl_cycles.json"
 CONFIGS = {(64, 8): 12, (128, 8): 10, (64, 2): 3, (64, 32): 3}
@@ -68,11 +67,11 @@ def main() -> int:
         print(f"head_dim={d} lanes={lanes}: {n} heads, {res['sim_cycles']} cycles in {res['wall_s']:.1f} s")
     doc = {"description": "Stall-free cycles of rtl.engine.AttentionEngine per head, measured under Verilator "
                           "(cocotb); regenerate with tests/cocotb/regen_rtl_cycles.py. Cycle counting and the "
-                          "formula: rtl/cycles.py.",
+                          "formula: engine/cycles.py.",
            "entries": entries}
     OUT.write_text(json.dumps(doc, indent=None, separators=(",", ":")) + "\n")
     bad = [e for e in entries if e["cycles_formula"] != e["cycles_measured"]]
-    print(f"wrote {len(entries)} entries to {OUT}; {len(bad)} differ from rtl/cycles.py")
+    print(f"wrote {len(entries)} entries to {OUT}; {len(bad)} differ from engine/cycles.py")
     return 1 if bad else 0
 
 

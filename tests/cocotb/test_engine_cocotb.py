@@ -1,5 +1,5 @@
-"""cocotb tests of rtl/engine.py under Verilator (marked ``sim``): bit-exact against quant/fixedpoint.py and
-cycle-exact against rtl/cycles.py. The testbench (tb_engine.py) asserts both for every head; these tests
+"""cocotb tests of rtl/engine.py under Verilator (marked ``sim``): bit-exact against engine/datapath.py and
+cycle-exact against engine/cycles.py. The testbench (tb_engine.py) asserts both for every head; these tests
 choose the heads and check the returned records."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quant.fixedpoint import EngineHead
-from rtl.cycles import head_cycles
-from rtl.workloads import HeadSpec, random_head
+from engine.datapath import EngineHead
+from engine.cycles import head_cycles
+from engine.workloads import HeadSpec, random_head
 
 pytestmark = pytest.mark.sim
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "rtl_cycles.json"

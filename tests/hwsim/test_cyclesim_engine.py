@@ -2,7 +2,7 @@
 
 * exactness: zero cycle difference on every head recorded from Verilator in tests/data/rtl_cycles.json;
 * event-driven run == the controller stepped cycle by cycle, on random dense / bitmap / Λ heads;
-* functional mode == quant.fixedpoint.run_engine, bit for bit.
+* functional mode == engine.datapath.run_engine, bit for bit.
 """
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hwsim.cyclesim.attention_engine import BlockWork, EngineModel, HeadWork, head_work
 from base.errors import SpecError
-
-fx = pytest.importorskip("quant.fixedpoint", reason="the fixed-point golden model (quant/fixedpoint.py) is missing")
+from engine.datapath import run_engine
+from engine.host import prepare_head
+from engine.workloads import HeadSpec
+from engine.workloads import random_head as spec_head
+from hwsim.cyclesim.attention_engine import BlockWork, EngineModel, HeadWork, head_work
+from quant.formats._bits import pack_tiles, to_codes
 
 RTL_CYCLES_JSON = Path(__file__).resolve().parents[1] / "data" / "rtl_cycles.json"
 
@@ -30,7 +33,7 @@ def random_head(rng: np.random.Generator, D: int, T: int, *, sparse: bool, sink:
     vs = rng.uniform(0.01, 0.1, (T, D // 64))
     kw = dict(sink=sink, window=window, k_group_size=64)
     if not sparse:
-        return fx.prepare_head(q, 0.05, k, ks, v, vs, **kw)
+        return prepare_head(q, 0.05, k, ks, v, vs, **kw)
     keepk = rng.random((T, D)) < rng.uniform(0, 1)
     keepv = rng.random((T, D)) < rng.uniform(0, 1)
     k, v = np.where(keepk, k, 0), np.where(keepv, v, 0)
@@ -40,9 +43,9 @@ def random_head(rng: np.random.Generator, D: int, T: int, *, sparse: bool, sink:
     kk = np.zeros((nb * 64, D), bool)
     kk[:T] = keepk
     to_tiles = lambda a: a.reshape(nb, 64, D).transpose(0, 2, 1).reshape(-1, 64)  # noqa: E731  K tiles: [nb*D, 64]
-    kt = fx.pack_bitmap_tiles(to_tiles(kp), to_tiles(kk))
-    vt = fx.pack_bitmap_tiles(v.reshape(-1, 64), keepv.reshape(-1, 64))
-    return fx.prepare_head(q, 0.05, None, ks, None, vs, k_tiles=(kt[0].reshape(nb, D), kt[1]),
+    kt = pack_tiles(to_tiles(kk), to_codes(to_tiles(kp), 4), 4)
+    vt = pack_tiles(keepv.reshape(-1, 64), to_codes(v.reshape(-1, 64), 4), 4)
+    return prepare_head(q, 0.05, None, ks, None, vs, k_tiles=(kt[0].reshape(nb, D), kt[1]),
                            v_tiles=(vt[0].reshape(T, D // 64), vt[1]), context=T, **kw)
 
 
@@ -68,7 +71,7 @@ def test_event_driven_equals_stepped_and_functional_equals_golden(i, D, L, head)
         fast.cycles, fast.phase_cycles, fast.lane_ops, fast.block_starts)
     func = eng.run(w, engine_head=head, functional=True)
     assert func.cycles == fast.cycles
-    assert np.array_equal(func.output, fx.run_engine(head))  # bit for bit
+    assert np.array_equal(func.output, run_engine(head))  # bit for bit
 
 
 def test_extreme_values_functional():
@@ -77,9 +80,9 @@ def test_extreme_values_functional():
     q = np.where(rng.random(D) < 0.5, -128, 127)
     k = np.where(rng.random((T, D)) < 0.5, -8, 7)
     v = np.where(rng.random((T, D)) < 0.5, -8, 7)
-    head = fx.prepare_head(q, 1.0, k, np.full((5, D), 0.2), v, np.full((T, 2), 0.3), k_group_size=64)
+    head = prepare_head(q, 1.0, k, np.full((5, D), 0.2), v, np.full((T, 2), 0.3), k_group_size=64)
     out = EngineModel(D, 16).run(head_work(head), engine_head=head, functional=True).output
-    assert np.array_equal(out, fx.run_engine(head))
+    assert np.array_equal(out, run_engine(head))
 
 
 def test_dense_block_cycles_by_hand():
@@ -103,15 +106,15 @@ def test_late_blocks_only_add_waits():
 
 
 def test_parameter_checks():
-    with pytest.raises(SpecError, match="lanes must be one of"):
+    with pytest.raises(SpecError, match="lanes must be a power of two"):
         EngineModel(128, 128)
-    with pytest.raises(SpecError, match="head_dim 64 or 128"):
+    with pytest.raises(SpecError, match="head_dim must be 64 or 128"):
         EngineModel(96, 8)
 
 
 # ---- exactness against the RTL under Verilator ----------------------------------------------------------------
-# tests/data/rtl_cycles.json (written by tests/cocotb/regen_rtl_cycles.py, RTL issue): {"entries": [{"head_dim",
-# "lanes", "spec" (rtl.workloads.HeadSpec), "n_blocks", "sparse", "sel" (hex per block), "k_counts" [B][D],
+# tests/data/rtl_cycles.json (written by tests/cocotb/regen_rtl_cycles.py): {"entries": [{"head_dim",
+# "lanes", "spec" (engine.workloads.HeadSpec), "n_blocks", "sparse", "sel" (hex per block), "k_counts" [B][D],
 # "v_counts" [B][n_sel_b][G], "cycles_formula", "cycles_measured" (Verilator, stall-free drivers)}]}
 def _load_rtl_cycles() -> list[dict]:
     data = json.loads(RTL_CYCLES_JSON.read_text())
@@ -130,11 +133,6 @@ def _entry_work(e: dict) -> HeadWork:
     return HeadWork(D, tuple(blocks))
 
 
-needs_json = pytest.mark.skipif(not RTL_CYCLES_JSON.is_file(),
-                                reason="tests/data/rtl_cycles.json (RTL issue) not recorded yet")
-
-
-@needs_json
 def test_zero_cycle_difference_against_verilator():
     entries = _load_rtl_cycles()
     assert len(entries) >= 20
@@ -143,16 +141,14 @@ def test_zero_cycle_difference_against_verilator():
     assert diffs == [0] * len(entries)
 
 
-@needs_json
 def test_recorded_heads_regenerate_to_the_same_beats():
     """The recorded counts are those of the head its spec regenerates; the functional mode on a few of them."""
-    workloads = pytest.importorskip("rtl.workloads")
     for e in _load_rtl_cycles()[:6]:
-        head = workloads.random_head(workloads.HeadSpec(**e["spec"]))
+        head = spec_head(HeadSpec(**e["spec"]))
         w = head_work(head)
         ref = _entry_work(e)
         assert [b.key() for b in w.blocks] == [b.key() for b in ref.blocks]
         eng = EngineModel(int(e["head_dim"]), int(e["lanes"]))
         run = eng.run(w, engine_head=head, functional=True)
         assert run.cycles == int(e["cycles_measured"])
-        assert np.array_equal(run.output, fx.run_engine(head))
+        assert np.array_equal(run.output, run_engine(head))

@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-fx = pytest.importorskip("quant.fixedpoint", reason="the fixed-point golden model (quant/fixedpoint.py) is missing")
-torch = pytest.importorskip("torch")
+from base.errors import SpecError
+from engine.datapath import run_engine
+from engine.host import lambda_mask, reference_attention
+from hwsim.cyclesim.functional import engine_attention
 
-from hwsim.cyclesim.functional import engine_attention  # noqa: E402
-from base.errors import SpecError  # noqa: E402
+torch = pytest.importorskip("torch")  # the real model's forward pass (the [quant] extra)
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +60,13 @@ def test_smollm2_attention_through_engine_is_bit_exact(smollm_qkv, sink, window,
         cache = QuantKV.from_float(k, v, bits=4, group_size=64, n_compressed=k.shape[1])
         res = engine_attention(q, cache, lanes=lanes, sink=sink, window=window)
         for h, head in enumerate(res.heads):
-            assert np.array_equal(res.o_int[h], fx.run_engine(head))  # bit for bit
+            assert np.array_equal(res.o_int[h], run_engine(head))  # bit for bit
         # sanity: the golden model's documented bound against fp64 attention on the dequantized cache
         kd, vd = cache._compressed_kv()
         rep = q.shape[0] // k.shape[0]
         for h in range(q.shape[0]):
-            ref = fx.reference_attention(q[h], kd[h // rep], vd[h // rep], sink=sink, window=window)
-            sel = fx.lambda_mask(k.shape[1], sink, window)
+            ref = reference_attention(q[h], kd[h // rep], vd[h // rep], sink=sink, window=window)
+            sel = lambda_mask(k.shape[1], sink, window)
             assert np.abs(res.out[h] - ref).max() <= 0.04 * np.abs(vd[h // rep][sel]).max()
         assert min(res.cycles) > 0
 
@@ -87,5 +88,5 @@ def test_random_gqa_layer_bit_exact():
     k, v = rng.normal(size=(2, 192, 128)), rng.normal(size=(2, 192, 128))
     cache = QuantKV.from_float(k, v, n_compressed=192)
     res = engine_attention(rng.normal(size=(6, 128)) * 3, cache, lanes=16, sink=2, window=70)
-    assert [int(np.array_equal(res.o_int[h], fx.run_engine(hd))) for h, hd in enumerate(res.heads)] == [1] * 6
+    assert [int(np.array_equal(res.o_int[h], run_engine(hd))) for h, hd in enumerate(res.heads)] == [1] * 6
     assert len(set(res.cycles)) == 1  # same Λ pattern, dense: every head takes the same cycles

@@ -26,7 +26,7 @@ def _raw(x):
 
 
 def simulate_heads(heads, *, lanes: int, stall: float = 0.0, seed: int = 0, max_cycles: int = 200_000):
-    """Run heads back to back; returns [(o int64 [D], cycles)] per head (cycles as in rtl/cycles.py)."""
+    """Run heads back to back; returns [(o int64 [D], cycles)] per head (cycles as in engine/cycles.py)."""
     D = heads[0].head_dim
     dut = AttentionEngine(head_dim=D, lanes=lanes)
     rng = random.Random(seed)

@@ -3,9 +3,9 @@
 import numpy as np
 
 from enginesim import simulate_heads
-from quant.fixedpoint import run_engine
-from rtl.cycles import head_cycles
-from rtl.workloads import HeadSpec, random_head
+from engine.cycles import head_cycles
+from engine.datapath import run_engine
+from engine.workloads import HeadSpec, random_head
 
 
 def test_small_heads_bit_exact_and_cycle_exact():
@@ -35,7 +35,7 @@ def test_stalls_only_add_cycles():
 
 def test_normaliser_waits_for_the_last_exp():
     """The last block's only selected token in its last softmax chunk, with a one-beat V run: the normaliser
-    starts right after EWAIT and must see l with that token's p (rtl/timing.py: EWAIT_CYCLES >= L_LATENCY - 2;
+    starts right after EWAIT and must see l with that token's p (engine/timing.py: EWAIT_CYCLES >= L_LATENCY - 2;
     with one cycle less it read l early and the output was wrong)."""
     heads = [random_head(HeadSpec(seed=s, context=64, window=1, k_sparsity=0.5, v_sparsity=0.97)) for s in (0, 2)]
     for lanes in (8, 16):

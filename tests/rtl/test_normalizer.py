@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 
 from enginesim import run_comb
-from quant.fixedpoint import ACC_BITS, L_BITS, RECIP_BITS, normalize, reciprocal
+from engine.datapath import normalize, reciprocal
+from engine.timing import NORM_PIPE
+from engine.widths import ACC_BITS, L_BITS, RECIP_BITS
 from rtl.normalizer import ACC_READ_FROM, Normalizer
-from rtl.timing import NORM_PIPE
 
 AMAX, AMIN = (1 << (ACC_BITS - 1)) - 1, -(1 << (ACC_BITS - 1))
-LMIN, LMAX = 128, (1 << L_BITS) - 1  # reciprocal()'s valid range of l (quant/fixedpoint.py)
+LMIN, LMAX = 128, (1 << L_BITS) - 1  # reciprocal()'s valid range of l (engine/datapath.py)
 JUNK_UNTIL = ACC_READ_FROM - 1  # acc may change until cycle t + ACC_READ_FROM - 1 (only read from then on)
 assert ACC_READ_FROM == RECIP_BITS - 3  # F1a, F1b, F2, F3 between the issue register and the multipliers
 

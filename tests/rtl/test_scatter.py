@@ -4,7 +4,7 @@ import pytest
 
 from enginesim import run_comb
 from base.errors import SpecError
-from rtl.layouts import TILE
+from engine.params import TILE
 from rtl.scatter import SCATTER_LATENCY, ScatterNetwork
 
 

@@ -1,4 +1,4 @@
-"""SoftmaxUnit: the exact latencies of rtl/timing.py and bit exactness against quant/fixedpoint.py.
+"""SoftmaxUnit: the exact latencies of engine/timing.py and bit exactness against engine/datapath.py.
 
 The testbench drives a cycle-by-cycle command schedule (the engine's tightest legal one: scans back to back, the
 update SCAN_LATENCY after the last scan, the first exp UPDATE_LATENCY + 1 after the update, exps back to back) and
@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from enginesim import run_comb
-from quant.fixedpoint import EXP_FRAC_BITS, SHIFT_CLAMP, EngineHead, exp2_fixed, run_engine, scale_scores
+from engine.datapath import EngineHead, exp2_fixed, run_engine, scale_scores
+from engine.timing import EXP_LATENCY, L_LATENCY, SCAN_LATENCY, UPDATE_LATENCY
+from engine.widths import EXP_FRAC_BITS, SHIFT_CLAMP
 from rtl.softmax import SoftmaxUnit
-from rtl.timing import EXP_LATENCY, L_LATENCY, SCAN_LATENCY, UPDATE_LATENCY
 
 SB = 20
 S_MIN, S_MAX = -(1 << (SB - 1)), (1 << (SB - 1)) - 1
@@ -21,7 +22,7 @@ GAP = 40  # cycles between a block's last exp and the next block's start (the en
 
 def golden_head(blocks):
     """blocks: [(s int[64], g bool[64], mant, shift)] -> per block (Mnew, rescale, p int[64], l after the block),
-    following quant.fixedpoint.run_engine's online softmax."""
+    following engine.datapath.run_engine's online softmax."""
     out, M, l, first = [], 0, 0, True
     for s, g, mant, sh in blocks:
         x = scale_scores(s, mant, sh)

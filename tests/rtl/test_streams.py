@@ -1,7 +1,8 @@
 import numpy as np
 
-from rtl.streams import decode_output, encode_head, tile_value_counts
-from rtl.workloads import HeadSpec, random_head
+from engine.cycles import tile_value_counts
+from engine.workloads import HeadSpec, random_head
+from rtl.streams import decode_output, encode_head
 
 
 def test_beat_counts_follow_tile_counts():

@@ -9,8 +9,8 @@ Cycles are counted from the clock cycle in which the head's first ``blk`` beat i
 up to and including the cycle in which its last ``out`` beat is accepted, with every input stream always
 valid and ``out`` always ready ("stall-free"). With stalls the engine only waits; it never reorders.
 
-Pipeline (single clock domain ``sync``; L = lanes, D = head_dim, G = D / 64; depths from rtl/timing.py)
----------------------------------------------------------------------------------------------------------
+Pipeline (single clock domain ``sync``; L = lanes, D = head_dim, G = D / 64; depths from engine/timing.py)
+------------------------------------------------------------------------------------------------------------
 The engine is a sequential controller that runs one phase at a time; per block b (64 token positions):
 
 ==========  =====================================================================  ==========================
@@ -35,7 +35,7 @@ VRUN         for each selected token, its G V tiles; one tile beat per cycle, th
 
 so a block costs BLOCK_FIXED = BLK_CYCLES + BEAT_LATENCY - 1 + SCAN_LATENCY + UPDATE_LATENCY + EWAIT_CYCLES = 34 cycles
 plus 2 * 64 / E plus its tile beats, where E = min(L, SOFTMAX_LANES_MAX = 16) is the softmax unit's lane
-count (rtl/timing.py). A tile with no streamed value still takes one cycle (its header is consumed).
+count (engine/timing.py). A tile with no streamed value still takes one cycle (its header is consumed).
 Tile headers pass a 2-stage popcount into a 4-entry FIFO with credit-based ``ready``, so back-to-back one-beat tiles
 never stall. After the last block's last V beat: one cycle to start the normaliser, which divides 2^44 by l (one
 quotient bit per cycle, RECIP_BITS = 38 cycles), passes NORM_PIPE = 4 pipeline stages, then emits the D outputs,
@@ -58,21 +58,38 @@ from __future__ import annotations
 
 import numpy as np
 
-from quant.fixedpoint import RECIP_BITS, TILE, EngineHead
-from rtl.layouts import check_head_dim, check_lanes
-from rtl.timing import FIXED_PHASES, NORM_PIPE, softmax_lanes
+from engine.datapath import EngineHead
+from engine.params import TILE, check_head_dim, check_lanes
+from engine.timing import FIXED_PHASES, TAIL_PHASES, softmax_lanes
 
 BLOCK_FIXED = sum(FIXED_PHASES.values())  # 34
-TAIL_FIXED = RECIP_BITS + NORM_PIPE + 1  # + head_dim output beats
+TAIL_FIXED = sum(TAIL_PHASES.values())  # 43, + head_dim output beats
 
-__all__ = ["BLOCK_FIXED", "TAIL_FIXED", "block_overhead", "tile_cycles", "head_cycles", "cycles_from_counts", "head_macs",
-           "lane_utilisation", "steady_state_utilisation"]
+__all__ = ["BLOCK_FIXED", "TAIL_FIXED", "block_overhead", "tile_cycles", "tile_value_counts", "head_cycles",
+           "cycles_from_counts", "head_macs", "lane_utilisation", "steady_state_utilisation"]
 
 
 def block_overhead(lanes: int) -> int:
     """Cycles of a block besides its tile beats: BLOCK_FIXED plus the SCAN and EXP chunks (64 / E each, E =
     softmax_lanes(lanes))."""
     return BLOCK_FIXED + 2 * (TILE // softmax_lanes(lanes))
+
+
+def tile_value_counts(head: EngineHead) -> tuple[np.ndarray, np.ndarray]:
+    """Values streamed per tile: k [B, D] (K tile of channel d) and v [B, 64, D/64] (0 for unselected tokens).
+
+    A sparse block streams its bitmaps' kept values (the kept values of masked tokens included: they are fetched and
+    gated), a dense block the selected tokens of each K tile and all 64 channels of each V tile.
+    """
+    B, D = head.n_blocks, head.head_dim
+    sel = head.sel_bits()  # [B, 64]
+    if head.sparse:
+        k = np.bitwise_count(np.asarray(head.k_bitmap, dtype=np.uint64)).astype(np.int64)  # [B, D]
+        v = np.bitwise_count(np.asarray(head.v_bitmap, dtype=np.uint64)).astype(np.int64)  # [B, 64, G]
+    else:
+        k = np.repeat(sel.sum(axis=1, dtype=np.int64)[:, None], D, axis=1)
+        v = np.full((B, TILE, D // TILE), TILE, dtype=np.int64)
+    return k, np.where(sel[:, :, None], v, 0)
 
 
 def tile_cycles(n: np.ndarray, lanes: int) -> np.ndarray:
@@ -97,8 +114,6 @@ def cycles_from_counts(head_dim: int, lanes: int, nk: np.ndarray, nv: list[np.nd
 
 def head_cycles(head: EngineHead, lanes: int) -> int:
     """Stall-free cycles of ``head`` on an engine with ``lanes`` lanes (head_dim is the head's)."""
-    from rtl.streams import tile_value_counts
-
     nk, nv = tile_value_counts(head)
     sel = head.sel_bits()
     return cycles_from_counts(head.head_dim, lanes, nk, [nv[b][sel[b]] for b in range(head.n_blocks)])
@@ -106,13 +121,12 @@ def head_cycles(head: EngineHead, lanes: int) -> int:
 
 def head_macs(head: EngineHead) -> int:
     """Useful lane operations of a head: all streamed K and V values."""
-    from rtl.streams import tile_value_counts
-
     nk, nv = tile_value_counts(head)
     return int(nk.sum() + nv.sum())
 
 
 def lane_utilisation(head: EngineHead, lanes: int) -> float:
+    """Useful lane operations per lane-cycle of ``head`` (0..1)."""
     return head_macs(head) / (lanes * head_cycles(head, lanes))
 
 

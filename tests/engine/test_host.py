@@ -1,4 +1,5 @@
-"""Tests of quant/fixedpoint.py: the fixed-point attention golden model of the RTL engine."""
+"""Tests of engine/host.py: the host side (Λ selection, scale folding) against float attention, and the bitmap
+tiles it reads (quant's packing)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from base.errors import FormatError, SpecError
-from quant.fixedpoint import (EXP2_TABLE, EXP_FRAC_BITS, EngineHead, dequantize_kv, exp2_fixed,
-                              fixed_point_attention, lambda_mask, pack_bitmap_tiles, prepare_head,
-                              reciprocal, reference_attention, run_engine, unpack_bitmap_tiles)
+from engine.host import (
+    dequantize_kv,
+    fixed_point_attention,
+    lambda_mask,
+    prepare_head,
+    reference_attention,
+    unpack_values,
+)
+from quant.formats._bits import pack_tiles, to_codes
 
-ERROR_BOUND = 0.04  # documented in quant/fixedpoint.py: max |out - ref| <= 0.04 * max |v_real| over Λ
+ERROR_BOUND = 0.04  # documented in engine/host.py: max |out - ref| <= 0.04 * max |v_real| over Λ
+
+
+def _pack(values, keep):
+    """int4 tiles [N, 64] -> (bitmaps, packed values), quant's bitmap-tile packing."""
+    return pack_tiles(keep, to_codes(values, 4), 4)
 
 
 def _kv4_head(rng, D, T, group=128, score_gain=1.0):
@@ -100,14 +112,14 @@ def _tiles_k(k, keep):
     kp[:T] = np.where(keep, k, 0)
     kk = np.zeros((nb * 64, D), dtype=bool)
     kk[:T] = keep
-    bm, pk = pack_bitmap_tiles(kp.reshape(nb, 64, D).transpose(0, 2, 1).reshape(-1, 64),
+    bm, pk = _pack(kp.reshape(nb, 64, D).transpose(0, 2, 1).reshape(-1, 64),
                                kk.reshape(nb, 64, D).transpose(0, 2, 1).reshape(-1, 64))
     return bm.reshape(nb, D), pk
 
 
 def _tiles_v(v, keep):
     T, D = v.shape
-    bm, pk = pack_bitmap_tiles(np.where(keep, v, 0).reshape(-1, 64), keep.reshape(-1, 64))
+    bm, pk = _pack(np.where(keep, v, 0).reshape(-1, 64), keep.reshape(-1, 64))
     return bm.reshape(T, D // 64), pk
 
 
@@ -129,70 +141,6 @@ def test_sparse_inputs_match_dense_numerics(sparsity, D):
         assert np.all(sparse.o == 0)
 
 
-@settings(deadline=None)
-@given(n=st.integers(0, 20), density=st.floats(0, 1), seed=st.integers(0, 2**32 - 1))
-def test_pack_unpack_round_trip(n, density, seed):
-    rng = np.random.default_rng(seed)
-    keep = rng.random((n, 64)) < density
-    vals = np.where(keep, rng.integers(-8, 8, (n, 64)), 0)
-    bm, pk = pack_bitmap_tiles(vals, keep)
-    assert pk.size == int(((keep.sum(1) + 1) // 2).sum())
-    v2, k2 = unpack_bitmap_tiles(bm, pk)
-    assert np.array_equal(v2, vals) and np.array_equal(k2, keep)
-
-
-def test_pack_layout_is_team_md():
-    keep = np.zeros((1, 64), dtype=bool)
-    keep[0, [0, 5, 63]] = True
-    vals = np.zeros((1, 64), dtype=np.int64)
-    vals[0, [0, 5, 63]] = [-8, 7, -1]
-    bm, pk = pack_bitmap_tiles(vals, keep)
-    assert int(bm[0]) == (1 | 1 << 5 | 1 << 63)
-    assert list(pk) == [0x78, 0x0F]  # element 0 (-8 = 0x8) low nibble, element 5 (7) high; then -1, pad
-
-
-def test_unpack_rejects_truncated_buffer():
-    bm, pk = pack_bitmap_tiles(np.ones((2, 64), dtype=np.int64), np.ones((2, 64), dtype=bool))
-    with pytest.raises(FormatError, match="truncated"):
-        unpack_bitmap_tiles(bm, pk[:-1])
-
-
-def test_exp2_table_and_rounding():
-    assert len(EXP2_TABLE) == 32 and min(EXP2_TABLE) == 129 and max(EXP2_TABLE) == 252
-    assert all(a > b for a, b in zip(EXP2_TABLE, EXP2_TABLE[1:]))
-    ne = np.arange(0, 12 << EXP_FRAC_BITS)
-    p = exp2_fixed(ne)
-    true = 255 * 2.0 ** (-ne / 256)
-    assert np.all(np.abs(p - true) <= 0.0109 * true + 1.0)  # bucket midpoint: 2^(1/64)-1; two roundings
-    assert np.all(p[ne >= 9 << EXP_FRAC_BITS] == 0)
-    assert exp2_fixed(np.array([8 << EXP_FRAC_BITS]))[0] == 1
-
-
-def test_reciprocal_and_invariant():
-    assert reciprocal(128) == 1 << 37
-    with pytest.raises(SpecError, match="invariant"):
-        reciprocal(127)
-    rng = np.random.default_rng(4)
-    q, qs, k, ks, v, vs = _kv4_head(rng, 64, 1000, score_gain=3.0)
-    _, tr = run_engine(prepare_head(q, qs, k, ks, v, vs), trace=True)
-    assert tr.l >= 128 and np.all(np.diff(tr.running_max) >= 0)
-
-
-def test_extreme_values_stay_in_range():
-    D, B = 128, 3
-    head = EngineHead(sel=np.full(B, np.uint64(2**64 - 1)), block=np.arange(B), score_mant=np.full(B, 65535),
-                      score_shift=np.zeros(B, dtype=np.int64), qk=np.full((B, D), -128, dtype=np.int8),
-                      k=np.full((B, 64, D), -8, dtype=np.int8), v=np.full((B, 64, D), 7, dtype=np.int8),
-                      sv=np.full((B, 64, 2), 255, dtype=np.uint8))
-    o, tr = run_engine(head, trace=True)
-    assert tr.scores.max() == 128 * 8 * 128
-    p0 = int(tr.p[0, 0])
-    assert np.all(tr.p == p0) and tr.l == B * 64 * p0
-    pv = (p0 * 255 + 128) >> 8
-    assert tr.acc[0] == B * 64 * pv * 7 and np.all(o == o[0])
-    assert abs(o[0] - 7 * 256 * pv / p0) <= 1
-
-
 @pytest.mark.parametrize("bad, msg", [
     (dict(q=np.zeros(96, dtype=np.int8)), "D 64 or 128"),
     (dict(window=0), "empty"),
@@ -207,10 +155,28 @@ def test_prepare_head_rejects_bad_input(bad, msg):
         prepare_head(**kw)
 
 
-def test_engine_head_rejects_empty_block():
-    rng = np.random.default_rng(6)
-    q, qs, k, ks, v, vs = _kv4_head(rng, 64, 100)
-    h = prepare_head(q, qs, k, ks, v, vs)
-    bad = EngineHead(**{**h.__dict__, "sel": np.array([h.sel[0], np.uint64(0)])})
-    with pytest.raises(SpecError, match="empty sel"):
-        run_engine(bad)
+@settings(deadline=None)
+@given(n=st.integers(0, 20), density=st.floats(0, 1), seed=st.integers(0, 2**32 - 1))
+def test_unpack_values_reads_quant_tile_packing(n, density, seed):
+    rng = np.random.default_rng(seed)
+    keep = rng.random((n, 64)) < density
+    vals = np.where(keep, rng.integers(-8, 8, (n, 64)), 0)
+    bm, pk = _pack(vals, keep)
+    assert pk.size == int(((keep.sum(1) + 1) // 2).sum())
+    assert np.array_equal(unpack_values(bm, pk, "tiles"), vals)
+
+
+def test_pack_layout_is_team_md():
+    keep = np.zeros((1, 64), dtype=bool)
+    keep[0, [0, 5, 63]] = True
+    vals = np.zeros((1, 64), dtype=np.int64)
+    vals[0, [0, 5, 63]] = [-8, 7, -1]
+    bm, pk = _pack(vals, keep)
+    assert int(bm[0]) == (1 | 1 << 5 | 1 << 63)
+    assert list(pk) == [0x78, 0x0F]  # element 0 (-8 = 0x8) low nibble, element 5 (7) high; then -1, pad
+
+
+def test_unpack_rejects_truncated_buffer():
+    bm, pk = _pack(np.ones((2, 64), dtype=np.int64), np.ones((2, 64), dtype=bool))
+    with pytest.raises(FormatError, match="truncated"):
+        unpack_values(bm, pk[:-1], "k_tiles")

@@ -1,12 +1,9 @@
 """Pipeline depths of the attention engine: the one source of truth for the RTL (rtl/engine.py and its units), the
-closed-form cycle count (rtl/cycles.py) and the cycle-level simulator (hwsim/cyclesim/attention_engine.py).
+closed-form cycle count (engine/cycles.py) and the cycle-level simulator (hwsim/cyclesim/attention_engine.py).
 
-Pure Python (no Amaranth import), so the simulator can use it without elaborating anything.
-
-The engine targets 100 MHz on an LFE5U-85F-6 (issue 6; reached at lanes 64 / head_dim 128 with seed 3, see
-fpga/TIMING.md for the measured Fmax), so every unit is pipelined so that no register-to-register path has more than
-about 3 LUT levels plus one carry chain or one DSP multiply. The numbers below are contracts: each unit's tests check
-its own, and rtl/cycles.py is checked against Verilator.
+The engine targets 100 MHz on an LFE5U-85F-6 (fpga/TIMING.md), so every unit is pipelined so that no
+register-to-register path has more than about 3 LUT levels plus one carry chain or one DSP multiply. The numbers below
+are contracts: each unit's tests check its own, and engine/cycles.py is checked against Verilator.
 
 Convention: "command at cycle t" = the command input is high during cycle t (sampled at the rising edge that ends
 cycle t); "visible from cycle t + N" = a reader that samples during cycle t + N sees the result.
@@ -16,14 +13,16 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from engine.widths import RECIP_BITS
+
 __all__ = ["SCAN_LATENCY", "UPDATE_LATENCY", "EXP_LATENCY", "L_LATENCY", "NORM_PIPE", "BLK_CYCLES", "BEAT_LATENCY",
-           "EWAIT_CYCLES", "FIXED_PHASES", "SOFTMAX_LANES_MAX", "softmax_lanes"]
+           "EWAIT_CYCLES", "FIXED_PHASES", "TAIL_PHASES", "SOFTMAX_LANES_MAX", "softmax_lanes"]
 
 # ---- SoftmaxUnit (rtl/softmax.py) ------------------------------------------------------------------------------
 #: the softmax unit has min(lanes, SOFTMAX_LANES_MAX) scan/exp lanes: SCAN and EXP take 64 / that many cycles each.
-#: Each exp lane is a DSP multiply, two 36-bit shifters, a 39-bit subtract and a table; at 32 lanes those lanes sat
-#: along the DSP rows across the whole die and their wiring set the lanes-32 critical paths (issue 6). Capping them
-#: costs 2 * (64 / 16 - 64 / L) cycles per block (4 at L = 32, 6 at L = 64) and nothing at L <= 16.
+#: Each exp lane is a DSP multiply, two 36-bit shifters, a 39-bit subtract and a table; more lanes spread along the
+#: DSP rows across the whole die, and their wiring sets the critical paths. Capping them costs
+#: 2 * (64 / 16 - 64 / L) cycles per block (4 at L = 32, 6 at L = 64) and nothing at L <= 16.
 SOFTMAX_LANES_MAX = 16
 
 
@@ -52,8 +51,7 @@ NORM_PIPE = 4
 #: commands are registered); the block's first V beat is issued at t + EWAIT_CYCLES + 1 and reads p_all in its S2
 #: stage, cycle t + EWAIT_CYCLES + 2: needs >= EXP_LATENCY - 1. The V phase can be that one beat (one selected token,
 #: one tile beat): the normaliser is then started at t + EWAIT_CYCLES + 2 and reads l from t + EWAIT_CYCLES + 3 on:
-#: needs >= L_LATENCY - 2, the bound that sets it (9). (With L_LATENCY 12 and these 9 cycles, the normaliser read l
-#: one cycle early when the last block's only token sat in its last softmax chunk.)
+#: needs >= L_LATENCY - 2, the bound that sets it (9).
 EWAIT_CYCLES = max(EXP_LATENCY - 1, L_LATENCY - 2)
 #: cycles of the BLK phase (header accept, then the block's popcount(sel) in a 2-stage adder tree)
 BLK_CYCLES = 3
@@ -63,6 +61,9 @@ BLK_CYCLES = 3
 BEAT_LATENCY = 12
 
 #: the controller's fixed-length phases per block and their cycles (the others scale with the tiles or the softmax
-#: chunks); rtl/cycles.py sums them into BLOCK_FIXED, the cycle-level simulator steps through them
+#: chunks); engine/cycles.py sums them into BLOCK_FIXED, the cycle-level simulator steps through them
 FIXED_PHASES = MappingProxyType({"BLK": BLK_CYCLES, "KDRAIN": BEAT_LATENCY - 1, "UPD": SCAN_LATENCY,
                                  "UWAIT": UPDATE_LATENCY, "EWAIT": EWAIT_CYCLES})
+#: the head's fixed tail after its last block's last V beat: one cycle to start the normaliser, its RECIP_BITS division
+#: cycles (one quotient bit each) and its NORM_PIPE output stages; the head_dim output beats follow
+TAIL_PHASES = MappingProxyType({"NSTART": 1, "DIV": RECIP_BITS, "NPIPE": NORM_PIPE})
