@@ -7,11 +7,8 @@ configuration, the largest configuration that fits, and whether it reaches the t
         [--out build/fpga-sweep] [--design engine|dot|softmax|normalizer] [--jobs N] [--router router1|router2]
 
 Each engine build takes one core, and nextpnr-ecp5 under WebAssembly dominates (placement, then routing; see the
-printed times). Since the accumulators rescale in steps and the softmax unit has at most 16 lanes (844144c, issue 6),
-lanes 64 fits and is the configuration the 100 MHz goal applies to. With the default router2: lanes 2 ~5-6 minutes,
-lanes 32/64 ~10-25 minutes (lanes 64/head_dim 128: 90.2-100.5 MHz on seeds 1-5 at cab9b57, best seed 3; fpga/TIMING.md).
-router1 (--router router1) mostly did not converge on this RTL (lanes 2: 4 of 5 runs still routing after ~15 minutes;
-lanes 32/64 after 27). --jobs runs several at once.
+printed times): with the default router2, minutes for lanes 2 and up to about half an hour for lanes 32/64. Lanes 64
+is the configuration the 100 MHz goal applies to (fpga/TIMING.md). --jobs runs several builds at once.
 """
 
 from __future__ import annotations
@@ -78,12 +75,12 @@ def main() -> int:
         best = max(fitting, key=lambda p: (p.config.lanes, p.config.head_dim))
         rep = best.report
         print(f"largest configuration that fits: lanes={best.config.lanes} head_dim={best.config.head_dim}: "
-              f"Fmax {rep['fmax_mhz']:.1f} MHz ({'meets' if rep['timing_pass'] else 'misses'} {args.freq:g} MHz)")
-        cp = rep["critical_path"]
+              f"Fmax {rep.fmax_mhz:.1f} MHz ({'meets' if rep.timing_pass else 'misses'} {args.freq:g} MHz)")
+        cp = rep.critical_path
         if cp:
-            print(f"  its critical path: {cp['delay_ns']:.2f} ns ({cp['logic_ns']:.2f} logic + "
-                  f"{cp['routing_ns']:.2f} routing), {cp['from_cell']} -> {cp['to_cell']}")
-            print(f"  through: {', '.join(cp['sources']) or '(no HDL sources recorded)'}")
+            print(f"  its critical path: {cp.delay_ns:.2f} ns ({cp.logic_ns:.2f} logic + "
+                  f"{cp.routing_ns:.2f} routing), {cp.from_cell} -> {cp.to_cell}")
+            print(f"  through: {', '.join(cp.sources) or '(no HDL sources recorded)'}")
     png = plot_sweep(points, Path(args.out) / "sweep.png",
                      title=f"{args.design} on LFE5U-85F: resources and Fmax vs lanes")
     print(f"plot: {png}; total {time.perf_counter() - t0:.0f} s")

@@ -6,13 +6,13 @@ from cli._common import int_list, positive_int
 
 from base.errors import SpecError
 
-# fpga._flow.DESIGNS, kept literal so the CLI does not import fpga/ at start-up (tests/fpga/test_cli.py checks it)
+# fpga.DESIGNS, kept literal so the CLI does not import fpga/ at start-up (tests/cli/test_cmd_fpga.py checks it)
 DESIGN_CHOICES = ("engine", "dot", "softmax", "normalizer")
-ROUTER_CHOICES = ("router1", "router2")  # fpga._flow.ROUTERS, literal for the same reason
-DEFAULT_ROUTER = "router2"  # fpga._flow.BuildConfig.router (why router2: the comment on fpga._flow.ROUTERS)
+ROUTER_CHOICES = ("router1", "router2")  # fpga.ROUTERS, literal for the same reason
+DEFAULT_ROUTER = "router2"  # fpga.BuildConfig.router (why router2: the comment on fpga._config.ROUTERS)
 ROUTER_HELP = "nextpnr router: router2 (default; finishes on the engine) or router1 (higher Fmax where it converges)"
 SEED_HELP = ("nextpnr placer seed(s) (default 1); several: place and route once per seed and keep the best Fmax "
-             "(the seed moves Fmax by up to ~24 MHz on lanes 64)")
+             "(on large engines the seed alone moves Fmax by several MHz)")
 
 __all__ = ["register", "run"]
 
@@ -105,6 +105,13 @@ def run(args) -> int:
 
     if not 1.0 <= args.freq <= 400.0:
         raise SpecError(f"--freq {args.freq:g} MHz is out of range; use 1..400 MHz")
+    from pathlib import Path
+
+    from base.outputs import check_output_dir, check_output_file
+
+    check_output_dir(args.out, flag="--out")  # before any synthesis (build directories are claimed in fpga/)
+    if args.action == "sweep":
+        check_output_file(args.png or Path(args.out) / "sweep.png", flag="--png", suffixes=(".png", ".pdf", ".svg"))
     err = Console(stderr=True)
     if args.action == "build":
         return _build(args, err)
@@ -121,7 +128,7 @@ def _build(args, err) -> int:
     if args.json:
         from cli._common import print_json
 
-        print_json(result.report)
+        print_json(result.report.to_json())
         return 0
     _print_report(result)
     return 0
@@ -135,33 +142,32 @@ def _print_report(result) -> None:
     rep = result.report
     con = console()
     cfg = result.config
-    t = Table(title=f"{cfg.label}: {rep['board']['part']} ({rep['board']['flow']} flow)", header_style="bold")
+    t = Table(title=f"{cfg.label}: {rep.board.part} ({rep.board.flow} flow)", header_style="bold")
     for col, just in (("resource", "left"), ("used", "right"), ("available", "right"), ("share", "right")):
         t.add_column(col, justify=just)
-    for key, u in rep["utilization"].items():
-        share = u["used"] / u["available"] if u["available"] else 0.0
-        t.add_row(u["bel"] if key not in ("lut", "ff", "dsp", "bram") else f"{key.upper()} ({u['bel']})",
-                  f"{u['used']:,}", f"{u['available']:,}", f"{share:.1%}")
+    for key, u in rep.utilization.items():
+        t.add_row(u.bel if key not in ("lut", "ff", "dsp", "bram") else f"{key.upper()} ({u.bel})",
+                  f"{u.used:,}", f"{u.available:,}", f"{u.share:.1%}")
     con.print(t)
     c = Table(title=f"clocks (nextpnr-ecp5 {cfg.router}, post-route)", header_style="bold")
     for col in ("clock net", "Fmax", "target", "result"):
         c.add_column(col, justify="left" if col == "clock net" else "right")
-    for net, clk in rep["clocks"].items():
-        ok = "[green]PASS[/green]" if clk["pass"] else "[red]FAIL[/red]"
-        c.add_row(net, f"{clk['achieved_mhz']:.1f} MHz", f"{clk['target_mhz']:g} MHz", ok)
+    for net, clk in rep.clocks.items():
+        ok = "[green]PASS[/green]" if clk.passed else "[red]FAIL[/red]"
+        c.add_row(net, f"{clk.achieved_mhz:.1f} MHz", f"{clk.target_mhz:g} MHz", ok)
     con.print(c)
-    if len(rep["seeds"]) > 1:
-        tried = ", ".join(f"{s['seed']}: {s['fmax_mhz']:.1f}" for s in rep["seeds"])
-        con.print(f"seeds (Fmax MHz): {tried}; kept seed {rep['seed']}")
-    cp = rep["critical_path"]
+    if len(rep.seeds) > 1:
+        tried = ", ".join(f"{s.seed}: {s.fmax_mhz:.1f}" for s in rep.seeds)
+        con.print(f"seeds (Fmax MHz): {tried}; kept seed {rep.seed}")
+    cp = rep.critical_path
     if cp:
-        con.print(f"critical path: {cp['delay_ns']:.2f} ns ({cp['logic_ns']:.2f} logic + {cp['routing_ns']:.2f} "
-                  f"routing) from {cp['from_cell']} to {cp['to_cell']}")
-        if cp["sources"]:
-            con.print("  through " + ", ".join(cp["sources"]))
-    times = ", ".join(f"{k} {v:.1f} s" for k, v in rep["times_s"].items())
-    con.print(f"bitstream: {result.bitstream} ({rep['bitstream_bytes']:,} bytes, sha256 "
-              f"{rep['bitstream_sha256'][:16]}...); times: {times}")
+        con.print(f"critical path: {cp.delay_ns:.2f} ns ({cp.logic_ns:.2f} logic + {cp.routing_ns:.2f} "
+                  f"routing) from {cp.from_cell} to {cp.to_cell}")
+        if cp.sources:
+            con.print("  through " + ", ".join(cp.sources))
+    times = ", ".join(f"{k} {v:.1f} s" for k, v in rep.times_s.items())
+    con.print(f"bitstream: {result.bitstream} ({rep.bitstream_bytes:,} bytes, sha256 "
+              f"{rep.bitstream_sha256[:16]}...); times: {times}")
     con.print(f"report: {result.report_path}  ->  hwsim estimate --hardware {result.report_path} --model ...")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 
@@ -15,7 +16,7 @@ __all__ = ["Board", "BOARDS", "get_board", "list_boards", "package_pin"]
 class Board:
     """A build target.
 
-    ``platform`` names an amaranth-boards platform class (board flow: pin constraints, PLL from ``clock``);
+    ``platform`` returns an amaranth-boards platform class (board flow: pin constraints, PLL from ``clock``);
     ``None`` is a bare-chip build (``clk`` on the dedicated clock input ``clk_site``, rst/led pins placed by nextpnr,
     clock constrained by ``--freq`` only), used for utilisation/Fmax sweeps. ``hardware`` is the shipped hwsim spec
     (hwsim/hardware/NAME.yaml) of the part: the single source of its resources and memory system.
@@ -28,7 +29,7 @@ class Board:
     nextpnr_device: str  # nextpnr-ecp5 device flag
     package: str  # nextpnr-ecp5 --package
     speed: str  # speed grade
-    platform: str | None = None  # "module:Class" of an amaranth-boards platform
+    platform: Callable[[], type] | None = None  # the amaranth-boards platform class (imported when called)
     clock: tuple[str, float] | None = None  # (clock resource, its frequency in Hz) feeding the PLL
     clk_site: str | None = None  # bare chip: package pin of the top's clk port (a primary clock input)
 
@@ -37,16 +38,22 @@ class Board:
         return self.platform is not None
 
 
+def _ulx3s_85f() -> type:
+    from amaranth_boards.ulx3s import ULX3S_85F_Platform
+
+    return ULX3S_85F_Platform
+
+
 BOARDS: dict[str, Board] = {
     b.name: b for b in (
         # ULX3S 85F: LFE5U-85F-6BG381C with a 25 MHz oscillator on pin G2 (amaranth_boards.ulx3s)
         Board("ulx3s-85f", "ULX3S 85F board (amaranth-boards platform, PLL from the 25 MHz oscillator, 8 LEDs)",
               hardware="ecp5-85f", device="LFE5U-85F", nextpnr_device="--85k", package="CABGA381", speed="6",
-              platform="amaranth_boards.ulx3s:ULX3S_85F_Platform", clock=("clk25", 25e6)),
+              platform=_ulx3s_85f, clock=("clk25", 25e6)),
         # the same part without a board: what the utilisation/Fmax sweeps build. clk sits on G2, a dedicated primary
         # clock input (PCLKT6_1 in Project Trellis' iodb.json for LFE5U-85F/CABGA381; the ULX3S oscillator pin).
-        # Left to nextpnr, clk landed on a general-purpose pin (PIO X0/Y11 C or D) in 2 of 13 lanes-64 runs (issue 6,
-        # two netlists, seeds 4 and 3) and router2 then failed to route it to the global clock network.
+        # Left to nextpnr, clk can land on a general-purpose pin, from which router2 may fail to reach the global
+        # clock network.
         Board("lfe5u-85f", "bare LFE5U-85F-6BG381C (clk on primary clock pin G2; rst/led pins placed by nextpnr)",
               hardware="ecp5-85f", device="LFE5U-85F", nextpnr_device="--85k", package="CABGA381", speed="6",
               clk_site="G2"),

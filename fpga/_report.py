@@ -1,4 +1,5 @@
-"""Figures of a build: Yosys cell counts, the pre-place-and-route fit check, nextpnr's --report, the HardwareSpec.
+"""Figures of a build: Yosys cell counts, the pre-place-and-route fit check, nextpnr's --report, the HardwareSpec, and
+the typed :class:`BuildReport` a build writes to report.json.
 
 nextpnr-ecp5 ``--report`` JSON (nextpnr 0.11) holds ``utilization`` {bel type: {used, available}}, ``fmax``
 {clock net: {achieved, constraint}} in MHz and ``critical_paths`` [{from, to, path: [segments]}], each segment
@@ -10,14 +11,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 from base.errors import FormatError, SpecError
-from hwsim.hardware import ComputeSpec, HardwareSpec
+from base.specio import to_plain
+from hwsim.hardware import ComputeSpec, HardwareSpec, hardware_from_mapping
 
-__all__ = ["DoesNotFit", "RESOURCES", "EBR_BYTES", "Resource", "part_resources", "synth_counts", "precheck", "parse_nextpnr",
-           "critical_path", "hardware_from_build"]
+from fpga._config import BuildConfig
+
+__all__ = ["DoesNotFit", "RESOURCES", "EBR_BYTES", "Resource", "part_resources", "synth_counts", "precheck",
+           "parse_nextpnr", "critical_path", "hardware_from_build", "Usage", "ClockResult", "SeedResult",
+           "CriticalPath", "BoardInfo", "BuildFiles", "BuildReport", "REPORT_TOOL"]
 
 _REPO = str(Path(__file__).resolve().parents[1]) + "/"  # HDL sources are reported relative to the repo root
 EBR_BYTES = 2304  # one ECP5 EBR (DP16KD) block = 18 Kb (Lattice ECP5 family data sheet FPGA-DS-02012)
@@ -161,3 +169,192 @@ def hardware_from_build(base: HardwareSpec, *, name: str, lanes: int, fmax_hz: f
                                     f"(used {used}); memory and part from {base.name}",
                         freq_hz=fmax_hz, memory=base.memory, compute=compute, on_chip_bytes=base.on_chip_bytes,
                         power_w=base.power_w, fpga=fpga, sources=sources)
+
+
+# ---- report.json ---------------------------------------------------------------------------------------------------
+REPORT_TOOL = "hwsim fpga build"
+
+
+def _frozen(mapping: Mapping) -> Mapping:
+    return MappingProxyType(dict(mapping))
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One resource after place and route: ``used`` of ``available`` cells of nextpnr bel type ``bel``."""
+
+    used: int
+    available: int
+    bel: str
+
+    @property
+    def share(self) -> float:
+        return self.used / self.available if self.available else 0.0
+
+
+@dataclass(frozen=True)
+class ClockResult:
+    """One clock net: post-route Fmax and the target, in MHz; ``passed``: Fmax >= target."""
+
+    achieved_mhz: float
+    target_mhz: float
+    passed: bool
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    """One place-and-route run: its placer seed, the Fmax it reached (MHz) and whether that meets the target."""
+
+    seed: int
+    fmax_mhz: float
+    timing_pass: bool
+
+
+@dataclass(frozen=True)
+class CriticalPath:
+    """The slowest register-to-register path (see :func:`critical_path`); delays in ns."""
+
+    delay_ns: float
+    from_cell: str
+    to_cell: str
+    logic_ns: float
+    routing_ns: float
+    segments: int
+    start_net: str
+    end_net: str
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BoardInfo:
+    """The target: board name and description, ``flow`` ("board" or "bare-chip"), part, hwsim spec of the part."""
+
+    name: str
+    description: str
+    flow: str
+    part: str
+    hardware_spec: str
+
+
+@dataclass(frozen=True)
+class BuildFiles:
+    """Build outputs, relative to the build directory."""
+
+    bitstream: str = "top.bit"
+    nextpnr_report: str = "nextpnr_report.json"
+    synth_log: str = "synth.log"
+    pnr_log: str = "pnr.log"
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """Everything a build measured, as written to report.json (``to_json``/``write``, read back with ``read``).
+
+    ``hardware`` is the HardwareSpec of the built design (achieved Fmax, built lanes), so that
+    ``hwsim estimate --hardware build/report.json`` reads the file like a hardware YAML. ``seed`` is the kept seed,
+    ``seeds`` every seed tried; ``times_s`` wall-clock and ``cpu_s`` CPU seconds per step.
+    """
+
+    config: BuildConfig
+    board: BoardInfo
+    toolchain: Mapping[str, str]
+    seed: int
+    seeds: tuple[SeedResult, ...]
+    clocks: Mapping[str, ClockResult]
+    utilization: Mapping[str, Usage]
+    synth_cells: Mapping[str, int]
+    critical_path: CriticalPath | None
+    times_s: Mapping[str, float]
+    cpu_s: Mapping[str, float]
+    files: BuildFiles
+    bitstream_sha256: str
+    bitstream_bytes: int
+    hardware: HardwareSpec
+
+    def __post_init__(self) -> None:
+        for name in ("toolchain", "clocks", "utilization", "synth_cells", "times_s", "cpu_s"):
+            object.__setattr__(self, name, _frozen(getattr(self, name)))
+        object.__setattr__(self, "seeds", tuple(self.seeds))
+
+    @property
+    def target_mhz(self) -> float:
+        return self.config.freq_mhz
+
+    @property
+    def fmax_mhz(self) -> float:
+        """The slowest clock's post-route Fmax (MHz, rounded to 3 decimals as written)."""
+        return round(min(c.achieved_mhz for c in self.clocks.values()), 3)
+
+    @property
+    def timing_pass(self) -> bool:
+        return all(c.passed for c in self.clocks.values())
+
+    def to_json(self) -> dict[str, Any]:
+        """The report.json document (plain JSON types)."""
+        return {
+            "tool": REPORT_TOOL,
+            "config": dataclasses.asdict(self.config),
+            "board": dataclasses.asdict(self.board),
+            "toolchain": dict(self.toolchain),
+            "target_mhz": self.target_mhz,
+            "seed": self.seed,
+            "seeds": [dataclasses.asdict(s) for s in self.seeds],
+            "fmax_mhz": self.fmax_mhz,
+            "timing_pass": self.timing_pass,
+            "clocks": {net: {"achieved_mhz": c.achieved_mhz, "target_mhz": c.target_mhz, "pass": c.passed}
+                       for net, c in self.clocks.items()},
+            "utilization": {k: dataclasses.asdict(u) for k, u in self.utilization.items()},
+            "synth_cells": dict(self.synth_cells),
+            "critical_path": (None if self.critical_path is None
+                              else {**dataclasses.asdict(self.critical_path),
+                                    "sources": list(self.critical_path.sources)}),
+            "times_s": dict(self.times_s),
+            "cpu_s": dict(self.cpu_s),
+            "files": dataclasses.asdict(self.files),
+            "bitstream_sha256": self.bitstream_sha256,
+            "bitstream_bytes": self.bitstream_bytes,
+            "hardware": to_plain(self.hardware),
+        }
+
+    def write(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> BuildReport:
+        """A report from its report.json document; FormatError naming the file and the fix when it is not one."""
+        try:
+            if data.get("tool") != REPORT_TOOL:
+                raise KeyError("tool")
+            cfg = dict(data["config"])
+            cfg["seeds"] = tuple(cfg["seeds"])
+            cp = data["critical_path"]
+            return cls(
+                config=BuildConfig(**cfg),
+                board=BoardInfo(**data["board"]),
+                toolchain=data["toolchain"],
+                seed=int(data["seed"]),
+                seeds=tuple(SeedResult(**s) for s in data["seeds"]),
+                clocks={net: ClockResult(achieved_mhz=c["achieved_mhz"], target_mhz=c["target_mhz"],
+                                         passed=c["pass"]) for net, c in data["clocks"].items()},
+                utilization={k: Usage(**u) for k, u in data["utilization"].items()},
+                synth_cells=data["synth_cells"],
+                critical_path=None if cp is None else CriticalPath(**{**cp, "sources": tuple(cp["sources"])}),
+                times_s=data["times_s"],
+                cpu_s=data["cpu_s"],
+                files=BuildFiles(**data["files"]),
+                bitstream_sha256=data["bitstream_sha256"],
+                bitstream_bytes=int(data["bitstream_bytes"]),
+                hardware=hardware_from_mapping(data["hardware"], f"{where}: hardware"),
+            )
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise FormatError(f"{where}: not a report.json of `hwsim fpga build` ({exc.__class__.__name__}: {exc}); "
+                              "rebuild it with `hwsim fpga build`") from None
+
+    @classmethod
+    def read(cls, path: Path) -> BuildReport:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise FormatError(f"{path}: cannot read a build report ({exc}); rebuild it with `hwsim fpga build`") \
+                from None
+        return cls.from_json(data, str(path))

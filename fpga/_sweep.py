@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fpga._flow import BuildConfig, build, check_jobs
-from fpga._report import RESOURCES, DoesNotFit
+from base.outputs import claim_dir
+from fpga._config import BuildConfig, check_jobs, make_design
+from fpga._flow import build
+from fpga._report import RESOURCES, BuildReport, DoesNotFit
 from fpga._toolchain import Listener
 
 __all__ = ["SweepPoint", "sweep", "sweep_rows", "plot_sweep"]
@@ -17,7 +19,7 @@ class SweepPoint:
     """One configuration of a sweep: its build report, or why it does not fit the part."""
 
     config: BuildConfig
-    report: dict | None
+    report: BuildReport | None
     does_not_fit: str | None = None
 
     @property
@@ -40,6 +42,9 @@ def sweep(*, board: str, lanes: list[int], head_dims: list[int], freq_mhz: float
     configs = [BuildConfig(board=board, lanes=n, head_dim=head_dim, freq_mhz=freq_mhz, design=design,
                            router=router, seeds=tuple(seeds))
                for head_dim in head_dims for n in lanes]
+    for config in configs:  # every point is checked before any synthesis (--lanes 2,128: 128 refused first)
+        make_design(config)
+        claim_dir(Path(out_root) / f"{config.design}-d{config.head_dim}-l{config.lanes}", "hwsim fpga build")
 
     def one(config: BuildConfig) -> SweepPoint:
         out = Path(out_root) / f"{config.design}-d{config.head_dim}-l{config.lanes}"
@@ -81,14 +86,14 @@ def sweep_rows(points: list[SweepPoint]) -> list[dict]:
         if p.report is None:
             row["does_not_fit"] = p.does_not_fit
         else:
-            util = p.report["utilization"]
+            util = p.report.utilization
             for r in RESOURCES:
-                row[r.key] = util[r.key]["used"]
-                row[f"{r.key}_pct"] = round(100.0 * util[r.key]["used"] / util[r.key]["available"], 2)
-            row["fmax_mhz"] = p.report["fmax_mhz"]
-            row["timing_pass"] = p.report["timing_pass"]
-            row["seed"] = p.report["seed"]
-            row["build_s"] = round(sum(p.report["times_s"].values()), 1)
+                row[r.key] = util[r.key].used
+                row[f"{r.key}_pct"] = round(100.0 * util[r.key].share, 2)
+            row["fmax_mhz"] = p.report.fmax_mhz
+            row["timing_pass"] = p.report.timing_pass
+            row["seed"] = p.report.seed
+            row["build_s"] = round(sum(p.report.times_s.values()), 1)
         rows.append(row)
     return rows
 

@@ -32,9 +32,9 @@ _LFSR_TAPS = 0xB400  # 16-bit maximal-length Galois LFSR (x^16 + x^14 + x^13 + x
 def _lfsr(m: Module, index: int) -> Signal:
     """A free-running 16-bit LFSR named ``lfsr<index>``, started at its own nonzero point of the sequence.
 
-    The top gives each stream (and the config ROM) its own: one shared LFSR sat between the input ROMs and the
-    output, and its bit -> the normaliser's o.ready -> skid/credit logic was a lanes-64 critical path (5.2 ns of
-    routing, (63,25) -> (112,16); 90.4 MHz, seed 3, RTL 6fb3a64). A stream's own 16 flip-flops can sit by its port.
+    The top gives each stream (and the config ROM) its own: one shared LFSR would sit between the input ROMs and the
+    output, far from both, in front of the design's handshake logic. A stream's own 16 flip-flops can sit by its
+    port.
     """
     lfsr = Signal(16, init=(0xACE1 * index) & 0xFFFF or 1, name=f"lfsr{index}")
     m.d.sync += lfsr.eq(Cat(lfsr[1:], Const(0, 1)) ^ (_LFSR_TAPS * lfsr[0]))

@@ -26,7 +26,7 @@ def _cli(capsys, *argv):
     (["fpga", "build", "--router", "router3"], "invalid choice"),
     (["fpga", "build", "--seed", "0"], "give integers >= 1"),
     (["fpga", "build", "--seed", "3,1,3"], "seed 3 is given twice; list each seed once"),
-    (["fpga", "build", "--seed", "4294967296"], "seed 4294967296 is out of range; use integers 1..2147483647"),
+    (["fpga", "build", "--seed", "4294967296"], "4294967296 is too large; the limit is 2,147,483,647"),
     (["fpga", "build", "--jobs", "0"], "must be >= 1"),
     (["fpga", "sweep", "--seed", "1,2,2"], "seed 2 is given twice"),
     (["fpga", "sweep", "--lanes", "2,x"], "comma-separated list"),

@@ -10,10 +10,10 @@ import re
 
 import pytest
 
-from fpga import BuildConfig, build, get_board
+from cli import main
+from fpga import BuildConfig, BuildReport, build, get_board
 from fpga._boards import package_pin
 from fpga._report import part_resources
-from cli import main
 from hwsim.hardware import get_hardware
 
 pytestmark = pytest.mark.fpga
@@ -32,31 +32,30 @@ def test_engine_builds_to_a_bitstream_with_sane_figures(engine_build):
     rep = engine_build.report
     bit = engine_build.bitstream.read_bytes()
     assert bit[:200].find(b"LFE5U-85F") > 0 and ECP5_PREAMBLE in bit[:64] and LFE5U_85F_IDCODE in bit[:200]
-    assert rep["bitstream_bytes"] == len(bit) > 100_000
+    assert rep.bitstream_bytes == len(bit) > 100_000
+    assert BuildReport.read(engine_build.report_path) == rep  # report.json holds the whole typed report
     avail = part_resources(get_hardware("ecp5-85f"))
-    util = rep["utilization"]
+    util = rep.utilization
     for key in ("lut", "ff", "dsp", "bram"):  # nextpnr's view of the part agrees with hwsim/hardware/ecp5-85f.yaml
-        assert util[key]["available"] == avail[key], key
+        assert util[key].available == avail[key], key
     # the whole engine is there: the 64-entry score accumulator and D output accumulators alone need > 2k FFs
-    assert 2_000 < util["ff"]["used"] < avail["ff"] // 4
-    assert 2_000 < util["lut"]["used"] < avail["lut"] // 2
-    assert util["dsp"]["used"] <= avail["dsp"]
-    assert util["bram"]["used"] >= 3  # at least one ROM per input stream of the thin top
-    assert util["TRELLIS_IO"]["used"] == 10  # clk, rst, 8 result pins
+    assert 2_000 < util["ff"].used < avail["ff"] // 4
+    assert 2_000 < util["lut"].used < avail["lut"] // 2
+    assert util["dsp"].used <= avail["dsp"]
+    assert util["bram"].used >= 3  # at least one ROM per input stream of the thin top
+    assert util["TRELLIS_IO"].used == 10  # clk, rst, 8 result pins
     # clk on the board table's dedicated clock pin (G2 = X0/Y47/PIOA, tests/fpga/test_boards.py), not nextpnr's choice
     board = get_board(ENGINE.board)
     bel, _ = package_pin(board.device, board.package, board.clk_site)
     assert f"pin 'clk$tr_io' constrained to Bel '{bel}'" in (engine_build.out_dir / "pnr.log").read_text()
-    (clock, clk), = rep["clocks"].items()
-    # physically possible on ECP5 fabric (this build, router2 seed 1: 104.4 MHz with clk on G2 at b201b94, 97.3 at
-    # 6fb3a64, 90.8 at dbf03c7, 76.8 at 489faf9, 88.1 at 844144c; earlier RTL reached 101.6-111.3 MHz with router1)
-    assert clk["target_mhz"] == 100.0 and 1.0 < clk["achieved_mhz"] < 400.0
-    assert rep["fmax_mhz"] == pytest.approx(clk["achieved_mhz"], abs=1e-3)
-    assert rep["timing_pass"] == (clk["achieved_mhz"] >= 100.0)
-    cp = rep["critical_path"]
-    assert cp["delay_ns"] == pytest.approx(1e3 / clk["achieved_mhz"], rel=0.05)
-    assert cp["logic_ns"] + cp["routing_ns"] == pytest.approx(cp["delay_ns"], abs=1e-2)
-    assert rep["synth_cells"]["TRELLIS_FF"] == util["ff"]["used"]
+    (clock, clk), = rep.clocks.items()
+    assert clk.target_mhz == 100.0 and 1.0 < clk.achieved_mhz < 400.0  # physically possible on ECP5 fabric
+    assert rep.fmax_mhz == pytest.approx(clk.achieved_mhz, abs=1e-3)
+    assert rep.timing_pass == clk.passed == (clk.achieved_mhz >= 100.0)
+    cp = rep.critical_path
+    assert cp.delay_ns == pytest.approx(1e3 / clk.achieved_mhz, rel=0.05)
+    assert cp.logic_ns + cp.routing_ns == pytest.approx(cp.delay_ns, abs=1e-2)
+    assert rep.synth_cells["TRELLIS_FF"] == util["ff"].used
     # the bare chip elaborates for ECP5: the softmax's multipliers (2 exp lanes + the update at lanes 2) and the
     # engine's p * sv are MULT18X18D instances with their operand and product registers on (rtl/dsp.py)
     il = (engine_build.out_dir / "top.il").read_text()
@@ -67,7 +66,7 @@ def test_report_is_a_hardware_spec_for_estimate(engine_build, capsys):
     hw = get_hardware(engine_build.report_path)
     rep = engine_build.report
     assert hw.kind == "fpga" and hw.fpga.attention_lanes == 2
-    assert hw.freq_hz == pytest.approx(rep["fmax_mhz"] * 1e6, rel=1e-4)
+    assert hw.freq_hz == pytest.approx(rep.fmax_mhz * 1e6, rel=1e-4) and hw == rep.hardware
     assert hw.memory == get_hardware("ecp5-85f").memory
     argv = ["--model", "smollm2-135m", "--kv4", "--prompt", "2048", "--gen", "8", "--json"]
     code = main(["estimate", "--hardware", str(engine_build.report_path), *argv])
@@ -108,7 +107,7 @@ def test_board_flow_through_amaranth_boards_is_byte_reproducible(tmp_path, capsy
     again = build(BuildConfig(board="ulx3s-85f", design="dot", lanes=2, head_dim=16, freq_mhz=50.0),
                   tmp_path / "again")
     first = (tmp_path / "ulx3s" / "top.bit").read_bytes()
-    assert again.bitstream.read_bytes() == first and again.report["bitstream_sha256"] == rep["bitstream_sha256"]
+    assert again.bitstream.read_bytes() == first and again.report.bitstream_sha256 == rep["bitstream_sha256"]
 
 
 def test_sweep_tabulates_plots_and_reports_overflow_before_place_and_route(tmp_path, capsys):
@@ -158,5 +157,5 @@ def test_several_seeds_keep_the_best_placement(tmp_path, capsys, monkeypatch):
     assert "nextpnr-ecp5 (place and route) seed 2" in err
     one = build(BuildConfig(board="lfe5u-85f", design="dot", lanes=2, head_dim=16, seeds=(rep["seed"],)),
                 tmp_path / "one")
-    assert one.report["bitstream_sha256"] == rep["bitstream_sha256"]
-    assert [s["seed"] for s in one.report["seeds"]] == [rep["seed"]] and not list((tmp_path / "one").glob("seed-*"))
+    assert one.report.bitstream_sha256 == rep["bitstream_sha256"]
+    assert [s.seed for s in one.report.seeds] == [rep["seed"]] and not list((tmp_path / "one").glob("seed-*"))

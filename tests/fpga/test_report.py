@@ -89,3 +89,57 @@ def test_hardware_from_build_scales_compute_and_keeps_the_part(tmp_path):
         assert hw.compute.peak_ops_per_s[key] == pytest.approx(rate * ratio)
     assert "513/83,640 TRELLIS_COMB" in hw.description
     assert "r.json" in hw.sources["freq_hz"]
+
+
+def _build_report(tmp_path):
+    from fpga import BuildConfig
+    from fpga._report import BoardInfo, BuildFiles, BuildReport, ClockResult, CriticalPath, SeedResult, Usage
+
+    pnr = parse_nextpnr(_nextpnr_report(tmp_path / "r.json"))
+    cp = critical_path(pnr["critical_paths"])
+    hw = hardware_from_build(get_hardware("ecp5-85f"), name="b", lanes=4, fmax_hz=104.5e6, board="lfe5u-85f",
+                             utilization=pnr["utilization"], report_file="r.json")
+    return BuildReport(
+        config=BuildConfig(board="lfe5u-85f", lanes=4, seeds=(3, 1)),
+        board=BoardInfo(name="lfe5u-85f", description="bare", flow="bare-chip", part="LFE5U-85F-6BG381C",
+                        hardware_spec="ecp5-85f"),
+        toolchain={"yosys": "0.1", "nextpnr-ecp5": "0.2"}, seed=3,
+        seeds=(SeedResult(3, 104.5, True), SeedResult(1, 99.0, False)),
+        clocks={"clk": ClockResult(104.5, 100.0, True)},
+        utilization={k: Usage(**u) for k, u in pnr["utilization"].items()}, synth_cells={"LUT4": 400},
+        critical_path=CriticalPath(**{**cp, "sources": tuple(cp["sources"])}), times_s={"yosys": 1.5},
+        cpu_s={"yosys": 1.2}, files=BuildFiles(), bitstream_sha256="ab" * 32, bitstream_bytes=123, hardware=hw)
+
+
+def test_build_report_round_trips_through_report_json(tmp_path):
+    from fpga import BuildReport
+
+    rep = _build_report(tmp_path)
+    assert rep.fmax_mhz == 104.5 and rep.timing_pass and rep.target_mhz == 100.0
+    path = tmp_path / "report.json"
+    rep.write(path)
+    doc = json.loads(path.read_text())
+    # the JSON layout scripts and `hwsim estimate --hardware` read
+    assert doc["tool"] == "hwsim fpga build" and doc["config"]["seeds"] == [3, 1] and doc["seed"] == 3
+    assert doc["clocks"]["clk"] == {"achieved_mhz": 104.5, "target_mhz": 100.0, "pass": True}
+    assert doc["utilization"]["lut"] == {"used": 513, "available": 83640, "bel": "TRELLIS_COMB"}
+    assert doc["seeds"][1] == {"seed": 1, "fmax_mhz": 99.0, "timing_pass": False}
+    assert doc["fmax_mhz"] == 104.5 and doc["critical_path"]["sources"] == ["rtl/softmax.py:42", "rtl/engine.py:7"]
+    assert BuildReport.read(path) == rep
+    assert get_hardware(path) == rep.hardware
+    with pytest.raises(TypeError):
+        rep.utilization["lut"] = None  # frozen all the way down
+
+
+def test_build_report_rejects_other_json(tmp_path):
+    from fpga import BuildReport
+
+    path = tmp_path / "report.json"
+    doc = _build_report(tmp_path).to_json()
+    del doc["seeds"]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(FormatError, match=r"report.json: not a report.json of `hwsim fpga build` .*'seeds'"):
+        BuildReport.read(path)
+    path.write_text("{")
+    with pytest.raises(FormatError, match="cannot read a build report"):
+        BuildReport.read(path)
