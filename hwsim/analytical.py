@@ -196,6 +196,8 @@ def estimate_analytical(model: ModelSpec, hw: HardwareSpec, s: CompressionScheme
     act_peak = 2 * s.act_bytes(n, model.hidden_size) + n * widest * FP16_BYTES + B * model.vocab_size * FP16_BYTES
     notes = [f"measured profile: {profile.source}"] if profile is not None else []
     notes += precision_notes(pre_ops + fixed_ops, hw)
+    if hw.gpu_profile is not None:  # what the GPU operator profile did not cover (hwsim/gpuprofile/hook.py)
+        notes += hw.gpu_profile.take_notes()
     if s.attn_window is not None:
         notes.append(f"Λ attention: at most {s.attn_sink + s.attn_window} tokens attended and cached per sequence")
     if model.sliding_window is not None:

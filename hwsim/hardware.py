@@ -17,10 +17,11 @@ sheet figure (the physical datum), stored in ``compute.peak_ops_per_s``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -211,6 +212,11 @@ class HardwareSpec:
     # the compression preset the design is built for (`hwsim schemes`); `hwsim estimate` takes its weight and
     # activation precision as the default (None: fp16, as on a GPU)
     design_scheme: str | None = None
+    # GPU operator profile (JSON from `hwsim profile`), path relative to this spec's file; operators are then priced
+    # from measurements (hwsim/gpuprofile). profile_hardware: the spec it was measured on, when not this one (its
+    # times are then transferred by spec-sheet ratios, unvalidated).
+    profile: str | None = None
+    profile_hardware: str | None = None
     sources: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -297,6 +303,15 @@ class HardwareSpec:
         macs, key = f.engine_macs_per_cycle(phase, weight_bits, act_bits)
         return 2.0 * macs * self.freq_hz, key
 
+    @cached_property
+    def gpu_profile(self):
+        """The measured operator profile this spec names, as `hwsim.ops.op_time`'s hook (None without one)."""
+        if self.profile is None:
+            return None
+        from hwsim.gpuprofile.hook import ProfileHook
+
+        return ProfileHook(self)
+
     def peak_ops_per_s(self, weight_bits: int, act_bits: int, phase: str = "decode") -> float:
         return self.matrix_rate(weight_bits, act_bits, phase)[0]
 
@@ -323,16 +338,23 @@ def hardware_from_mapping(data: object, where: str) -> HardwareSpec:
     return from_mapping(HardwareSpec, data, where)
 
 
+def _resolve_profile(spec: HardwareSpec, base: Path) -> HardwareSpec:
+    """The spec with its `profile` path made relative to `base` (the directory of the file it was read from)."""
+    if spec.profile is None or Path(spec.profile).is_absolute():
+        return spec
+    return dataclasses.replace(spec, profile=str(base / spec.profile))
+
+
 def get_hardware(name_or_path: str | Path) -> HardwareSpec:
     """A shipped spec by exact name, or a user's YAML file, or an FPGA build report (JSON with a 'hardware'
     mapping, as written by `hwsim fpga build`)."""
     text = str(name_or_path)
     if text in list_hardware():
         path = HARDWARE_DIR / f"{text}.yaml"
-        return hardware_from_mapping(read_yaml(path), str(path))
+        return _resolve_profile(hardware_from_mapping(read_yaml(path), str(path)), path.parent)
     path = Path(text)
     if path.suffix in (".yaml", ".yml"):
-        return hardware_from_mapping(read_yaml(path), str(path))
+        return _resolve_profile(hardware_from_mapping(read_yaml(path), str(path)), path.parent)
     if path.suffix == ".json":
         data = read_json(path)
         if not isinstance(data, dict) or "hardware" not in data:

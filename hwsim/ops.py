@@ -7,10 +7,10 @@ An `Op` carries everything a measured operator profile needs to price it: its ki
 reduction K, output N, batch, query and KV heads, attended context, head_dim), its precisions and sparsity, and
 the flops and off-chip bytes the scheme's formats imply (bytes come from quant/scheme.py only).
 
-Profile hook: `op_time(op, hw)` first asks ``hw.profile`` (when the hardware spec has one) for a measured time,
-``hw.profile.op_time(op) -> float | numpy array | None``; None falls back to the mechanisms below. Decode attention
-ops carry numpy arrays in ``context``, ``flops`` and ``bytes`` (one entry per decode step priced at once); a profile
-must then return an array of the same length (or None).
+Profile hook: `op_time(op, hw)` first asks ``hw.gpu_profile`` (when the hardware spec names a profile) for a measured
+time, ``hw.gpu_profile.op_time(op) -> float | numpy array | None``; None falls back to the mechanisms below. Decode
+attention ops carry numpy arrays in ``context``, ``flops`` and ``bytes`` (one entry per decode step priced at once); a
+profile must then return an array of the same length (or None).
 
 Mechanisms of `op_time` (each a physical parameter of the HardwareSpec, no free scale factor):
 
@@ -123,7 +123,7 @@ def _tile_loads(op: Op, hw: HardwareSpec) -> float:
 
 def op_time(op: Op, hw: HardwareSpec) -> OpTime:
     """Seconds of one instance of `op` on `hw` (see the module docstring); THE pricing function of hwsim."""
-    prof = getattr(hw, "profile", None)
+    prof = getattr(hw, "gpu_profile", None)  # hwsim.gpuprofile.hook.ProfileHook when the spec names a profile
     if prof is not None:
         got = prof.op_time(op)
         if got is not None:
@@ -283,9 +283,12 @@ def elementwise_op(model: ModelSpec, tokens: int, phase: str, batch: int = 1) ->
     """Norms, RoPE, activation function and residuals of one block (vector unit); the residual stream is read and
     written twice per block in fp16."""
     flops = tokens * (ELEMENTWISE_OPS_PER_HIDDEN * model.hidden_size + ELEMENTWISE_OPS_PER_FFN * model.ffn_hidden_size)
+    # heads (RoPE models only): a GPU profile prices the rotary embedding of the query and KV heads
+    rope = dict(q_heads=model.num_heads, kv_heads=model.num_kv_heads, head_dim=model.head_dim) \
+        if model.positional == "rope" else {}
     return Op("elementwise", "elementwise", "elementwise", phase, "vector", model.num_layers, tokens,
               model.hidden_size, model.hidden_size, batch, flops=flops,
-              bytes=4 * tokens * model.hidden_size * FP16_BYTES)
+              bytes=4 * tokens * model.hidden_size * FP16_BYTES, **rope)
 
 
 def attention_ops(model: ModelSpec, s: CompressionScheme, phase: str, batch: int, context: Any,

@@ -1,0 +1,181 @@
+"""`ProfileHook`: prices `hwsim.ops.Op`s from a GPU operator profile, as `hwsim.ops.op_time`'s hook.
+
+`op_time` asks ``hw.gpu_profile.op_time(op)`` first; a number (or, for decode attention over many steps, an array)
+is the measured time of one instance, None sends the op to the roofline mechanisms. The hook answers for what the
+profile measured: fp16 weights and activations, dense fp16 KV. Mapping of the operator list onto the profile
+(`hwsim.gpuprofile.compose` lists the same calls for the reference forward pass):
+
+* linear (q/k/v/o, FFN): the linear table of (k, n), over tokens;
+* attention: decode_attention(batch, attended context) per decode step, prefill_attention(batch, prompt); the
+  fused kernel includes the softmax, so the softmax op costs 0 where attention was profiled;
+* kv_append: kv_append(batch) in decode, kv_write(tokens) in prefill;
+* elementwise (one per layer): two norms, two residual adds, the activation, RoPE of the query and KV heads, plus
+  the layer's share of the once-per-pass embedding and RoPE table (the op list does not itemise them);
+* lm_head: the LM head linear plus the final norm, argmax and one CUDA-graph launch of the pass.
+
+Shapes the profile never measured are scaled from the nearest measured one; points outside the measured axes fall
+back to the roofline. Both are collected and returned by `take_notes`, which the estimate calls once per result.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hwsim.gpuprofile.profile import GpuProfile, profile_for, roofline_s
+
+if TYPE_CHECKING:
+    from hwsim.hardware import HardwareSpec
+    from hwsim.ops import Op
+
+__all__ = ["ProfileHook"]
+
+
+class ProfileHook:
+    """Measured operator times of `hw` (its profile, or another device's transferred by spec sheets)."""
+
+    def __init__(self, hw: HardwareSpec):
+        self.hw = hw
+        self._notes: dict[str, set[str]] = {"scaled": set(), "fallback": set()}
+
+    @cached_property
+    def profile(self) -> GpuProfile:
+        prof = profile_for(self.hw)
+        assert prof is not None
+        return prof
+
+    @cached_property
+    def source_hw(self) -> HardwareSpec | None:
+        """The spec the profile was measured on, when it is not `hw` (spec-sheet transfer)."""
+        if self.hw.profile_hardware is None or self.hw.profile_hardware == self.hw.name:
+            return None
+        from hwsim.hardware import get_hardware
+
+        return get_hardware(self.hw.profile_hardware)
+
+    # ---- one profile call ----------------------------------------------------------------------------------------
+    def call(self, op: str, key: dict[str, Any], point: tuple[int, ...]) -> float | None:
+        """Seconds of one call of profile operator `op`, transferred when the profile is another device's."""
+        t, how = self.profile.lookup(op, key, point, self.hw)
+        label = f"{op} " + ",".join(f"{k}={v}" for k, v in key.items())
+        if t is None:
+            self._notes["fallback"].add(f"{label} at {point}")
+            return None
+        if how == "scaled":
+            self._notes["scaled"].add(label)
+        src = self.source_hw
+        if src is not None:
+            t0 = min(float(self.profile.overhead["graph_tiny_kernel_s"]), t)
+            t = t0 + (t - t0) * roofline_s(self.hw, op, key, point) / roofline_s(src, op, key, point)
+        return t
+
+    def _sum(self, parts: list[tuple[str, dict[str, Any], tuple[int, ...], float]]) -> float | None:
+        total = 0.0
+        for op, key, point, n in parts:
+            t = self.call(op, key, point)
+            if t is None:
+                return None
+            total += n * t
+        return total
+
+    # ---- hwsim.ops hook ------------------------------------------------------------------------------------------
+    def op_time(self, op: Op) -> Any:
+        """Seconds of one instance of `op` from the profile, or None (roofline)."""
+        if op.kind == "linear":
+            return self._linear(op)
+        if op.kind == "attention":
+            return self._attention(op)
+        if op.kind == "softmax":
+            return 0.0 * np.asarray(op.flops) if self._fp16_kv(op) else None
+        if op.kind == "kv_append":
+            if not self._fp16_kv(op):
+                return None
+            kv = {"kv_heads": op.kv_heads, "head_dim": op.head_dim}
+            if op.phase == "decode":
+                return self.call("kv_append", kv, (op.batch,))
+            return self.call("kv_write", kv, (op.tokens,))
+        if op.kind == "elementwise":
+            return self._elementwise(op)
+        return None
+
+    @staticmethod
+    def _fp16_kv(op: Op) -> bool:
+        return op.kv_bits >= 16 and op.act_bits >= 16 and op.q_heads > 0 and op.head_dim > 0
+
+    def _linear_key(self, k: int, n: int) -> dict[str, Any]:
+        for bias in (False, True):
+            key = {"in": k, "out": n, "bias": bias}
+            if self.profile.table("linear", key) is not None:
+                return key
+        return {"in": k, "out": n, "bias": False}
+
+    def _linear(self, op: Op) -> float | None:
+        dense = 2.0 * op.k * op.n
+        if (op.weight_bits < 16 or op.act_bits < 16 or op.sparsity != "none" or op.density < 1.0
+                or abs(op.weight_bytes - dense) > 0.01 * dense + 2 * op.n):
+            return None
+        t = self.call("linear", self._linear_key(op.k, op.n), (op.tokens,))
+        if t is None or op.name != "lm_head":
+            return t
+        edge = self._sum([("norm", self._norm_key(op.k), (op.tokens,), 1.0),
+                          ("argmax", {"vocab": op.n}, (op.batch,), 1.0)])
+        return None if edge is None else t + edge + self.profile.graph_launch_s
+
+    def _attention(self, op: Op) -> Any:
+        if not self._fp16_kv(op):
+            return None
+        key = {"q_heads": op.q_heads, "kv_heads": op.kv_heads, "head_dim": op.head_dim}
+        if op.phase == "prefill":
+            prompt = max(1, round(op.tokens / max(op.batch, 1)))
+            return self.call("prefill_attention", key, (op.batch, prompt))
+        ctx = np.asarray(op.context, dtype=float)
+        dense = 4.0 * op.batch * op.kv_heads * op.head_dim * ctx
+        if not np.allclose(np.asarray(op.bytes, dtype=float), dense, rtol=0.02):
+            return None  # compressed or sparse KV: not what the profile measured
+        out = np.empty(ctx.shape)
+        for i, c in np.ndenumerate(ctx):
+            t = self.call("decode_attention", key, (op.batch, max(1, int(round(c)))))
+            if t is None:
+                return None
+            out[i] = t
+        return out if out.shape else float(out)
+
+    def _norm_key(self, width: int) -> dict[str, Any]:
+        for kind in ("rms", "layer"):
+            key = {"kind": kind, "width": width}
+            if self.profile.table("norm", key) is not None:
+                return key
+        return {"kind": "rms", "width": width}
+
+    def _elementwise(self, op: Op) -> float | None:
+        from hwsim.ops import ELEMENTWISE_OPS_PER_FFN, ELEMENTWISE_OPS_PER_HIDDEN
+
+        T, h = op.tokens, op.k
+        ffn = round((op.flops / max(T, 1) - ELEMENTWISE_OPS_PER_HIDDEN * h) / ELEMENTWISE_OPS_PER_FFN)
+        act = next((t.key for t in self.profile.tables["activation"].values() if t.key["width"] == ffn),
+                   {"kind": "swiglu", "width": max(ffn, 1)})
+        parts = [("norm", self._norm_key(h), (T,), 2.0), ("add", {"width": h}, (T,), 2.0),
+                 ("activation", act, (T,), 1.0), ("embed", {"width": h}, (T,), 1.0 / max(op.count, 1))]
+        if op.q_heads and op.head_dim:
+            parts += [("rope", {"heads": op.q_heads, "head_dim": op.head_dim}, (T,), 1.0),
+                      ("rope", {"heads": op.kv_heads, "head_dim": op.head_dim}, (T,), 1.0),
+                      ("rope_table", {"head_dim": op.head_dim}, (T,), 1.0 / max(op.count, 1))]
+        return self._sum(parts)
+
+    def take_notes(self) -> list[str]:
+        """Notes on what left the profile since the last call (and forget them)."""
+        out = []
+        if self._notes["scaled"]:
+            out.append(f"GPU profile {self.profile.source}: shapes not profiled, scaled from the nearest profiled "
+                       "shape by roofline ratio: " + "; ".join(sorted(self._notes["scaled"])))
+        if self._notes["fallback"]:
+            out.append(f"GPU profile: outside the measured range, roofline with {self.hw.name}'s efficiencies "
+                       "instead: " + "; ".join(sorted(self._notes["fallback"])[:12])
+                       + (" ..." if len(self._notes["fallback"]) > 12 else ""))
+        if self.source_hw is not None:
+            out.append(f"GPU profile measured on {self.source_hw.name} ({self.profile.device_name}), transferred "
+                       f"to {self.hw.name} by spec-sheet roofline ratios: unvalidated")
+        self._notes = {"scaled": set(), "fallback": set()}
+        return out
