@@ -38,6 +38,10 @@ def register(sub) -> None:
     p.add_argument("--gen", type=positive_int, default=1024, help="generated tokens (default 1024)")
     p.add_argument("--fidelity", default="analytical", choices=("analytical", "cycle"))
     p.add_argument("--json", action="store_true", help="print one JSON document with every figure and the inputs")
+    p.add_argument("--breakdown", action="store_true",
+                   help="show where each decode token's time goes, by operator class and mechanism (memory, "
+                        "compute, load latency, instruction issue, sync, die link, host, ...); the JSON always "
+                        "carries it under 'breakdown'")
     p.set_defaults(func=run)
 
     for name, what in (("models", "shipped model specs"), ("hardware", "shipped hardware specs"),
@@ -79,8 +83,8 @@ def resolve_scheme(base, args):
         except ValueError:
             raise SpecError(f"--lambda {args.lambda_!r} is malformed; use SINK,WINDOW with integers, "
                             "e.g. --lambda 4,2048") from None
-        if sink < 0 or window < 1:
-            raise SpecError(f"--lambda {args.lambda_}: need SINK >= 0 and WINDOW >= 1")
+        if sink < 0 or window < 1 or max(sink, window) > 2**31 - 1:
+            raise SpecError(f"--lambda {args.lambda_}: need 0 <= SINK and 1 <= WINDOW, both below 2^31")
         changes.update(attn_sink=sink, attn_window=window)
     if not changes:
         return base
@@ -103,9 +107,18 @@ def _load_inputs(args):
     else:
         model = get_model(args.model)
         base = get_scheme("fp16")
+    hw = get_hardware(args.hardware)
+    args.defaults_note = None
+    if artifact is None and args.scheme is None and hw.design_scheme and not (args.w2 or args.a8):
+        design = get_scheme(hw.design_scheme)  # the hardware's design point sets the default precision
+        base = base.replace(name=f"w{design.weight_bits}a{design.act_bits}", weight_bits=design.weight_bits,
+                            weight_group_size=design.weight_group_size, act_bits=design.act_bits)
+        args.defaults_note = (f"{hw.name} is built for {design.name}: weights default to {design.weight_bits}-bit "
+                              f"(group {design.weight_group_size}) and activations to {design.act_bits}-bit; pass "
+                              "--scheme fp16 (or another) to choose")
     if args.scheme is not None:
         base = get_scheme(args.scheme)
-    return model, get_hardware(args.hardware), resolve_scheme(base, args), artifact
+    return model, hw, resolve_scheme(base, args), artifact
 
 
 def run(args) -> int:
@@ -114,6 +127,13 @@ def run(args) -> int:
     from hwsim.workload import Workload
 
     model, hw, scheme, artifact = _load_inputs(args)
+    if args.prompt + args.gen > model.max_position_embeddings:
+        raise SpecError(f"--prompt {args.prompt:,} + --gen {args.gen:,} = {args.prompt + args.gen:,} tokens exceeds "
+                        f"{model.name}'s context of {model.max_position_embeddings:,} tokens; lower --prompt or --gen")
+    if args.defaults_note:
+        import sys
+
+        sys.stderr.write(f"hwsim: note: {args.defaults_note}\n")
     workload = Workload(batch=args.batch, prompt_len=args.prompt, gen_len=args.gen)
     profile = None
     if artifact is not None:
@@ -135,16 +155,37 @@ def run(args) -> int:
         print_json(est.to_dict(inputs))
         return 0
     _print_table(est, model, hw, scheme)
+    if getattr(args, "breakdown", False):
+        _print_breakdown(est)
     return 0
+
+
+def _print_breakdown(est) -> None:
+    from rich.table import Table
+
+    from cli._common import console, fmt_time
+
+    con = console()
+    t = Table(title="decode time per token by operator class and mechanism (mean over the steps)", header_style="bold")
+    for col in ("operator", "mechanism", "time / token", "share"):
+        t.add_column(col, justify="right" if col in ("time / token", "share") else "left")
+    total = sum(b.seconds for b in est.decode_breakdown) or 1.0
+    for b in est.decode_breakdown:
+        t.add_row(b.cls, b.mechanism, fmt_time(b.seconds), f"{b.seconds / total:.1%}")
+    con.print(t)
+    if est.bandwidth_utilisation is not None:
+        con.print(f"predicted off-chip bandwidth utilisation in decode: {est.bandwidth_utilisation:.1%} of "
+                  f"{est.peak_bandwidth_bytes_per_s / 1e9:.0f} GB/s ({est.decode_bytes_per_step / 1e9:.3g} GB per "
+                  "step)")
 
 
 def _print_table(est, model, hw, scheme) -> None:
     from rich.table import Table
 
-    from cli._common import console, fmt_bytes, fmt_time
+    from cli._common import console, esc, fmt_bytes, fmt_energy, fmt_time
 
     con = console()
-    t = Table(title=f"{model.name} on {hw.name} — {scheme.name} ({scheme.label}), {est.fidelity}",
+    t = Table(title=f"{esc(model.name)} on {hw.name} — {scheme.name} ({scheme.label}), {est.fidelity}",
               show_header=True, header_style="bold")
     t.add_column("figure")
     t.add_column("value", justify="right")
@@ -160,7 +201,7 @@ def _print_table(est, model, hw, scheme) -> None:
     fit = "[green]yes[/green]" if est.fits else "[red]NO[/red]"
     t.add_row("fits in memory", f"{fit} ({fmt_bytes(est.memory_bytes)} of {fmt_bytes(est.capacity_bytes)})")
     if est.energy_per_token_j is not None:
-        t.add_row("energy", f"{est.energy_per_token_j * 1e3:.3g} mJ/token ({est.tokens_per_j:.3g} tok/J "
+        t.add_row("energy", f"{fmt_energy(est.energy_per_token_j)}/token ({est.tokens_per_j:.3g} tok/J "
                             f"at {est.power_w:g} W)")
     con.print(t)
     ops = Table(title="decode time by operator class (all steps)", header_style="bold")
@@ -171,7 +212,7 @@ def _print_table(est, model, hw, scheme) -> None:
         ops.add_row(o.name, fmt_time(o.time_s), f"{o.time_s / total:.1%}", o.bound)
     con.print(ops)
     for note in est.notes:
-        con.print(f"note: {note}")
+        con.print(f"[red]note: {esc(note)}[/red]" if note.startswith("DOES NOT FIT") else f"note: {esc(note)}")
 
 
 def _run_list(args) -> int:

@@ -128,16 +128,17 @@ class _Tally:
 
 def precision_notes(ops: list[Op], hw: HardwareSpec) -> list[str]:
     """One note per precision the hardware lacks and runs at a wider one (THE fallback rule, stated)."""
-    seen: dict[str, str] = {}
+    seen: dict[tuple[str, str], str] = {}
     for op in ops:
         if op.unit != "matrix":
             continue
         want = precision_key(op.weight_bits, op.act_bits)
         got = hw.matrix_rate(op.weight_bits, op.act_bits, op.phase)[1]
         if got != want:
-            seen[want] = got
-    return [f"precision fallback: {hw.name} lists no {want}; it runs at {got} (slower than a native {want} path)"
-            for want, got in seen.items()]
+            seen[(want, op.phase)] = got
+    where = "" if hw.fpga is None else " engine"
+    return [f"precision fallback: {hw.name} lists no {want} for {phase}{where}; it runs at {got} (slower than a "
+            f"native {want} path)" for (want, phase), got in seen.items()]
 
 
 def _prefill_attended_sum(cap: float, P: int) -> float:
@@ -182,7 +183,7 @@ def estimate_analytical(model: ModelSpec, hw: HardwareSpec, s: CompressionScheme
         kv_read = B * ks.kv_bytes_for_tokens_array(model, attended) / L
         for op in attention_ops(model, s, "decode", B, attended, attended, kv_read,
                                 B * s.kv_append_bytes(model), count, B):
-            steps = steps + dec.add(op, hw, weights)
+            steps = steps + dec.add(op, hw, weights, repeat=G)
 
     wb = s.weight_bytes(model)
     weight_total = wb.total
@@ -213,4 +214,4 @@ def estimate_analytical(model: ModelSpec, hw: HardwareSpec, s: CompressionScheme
         decode_ops=dec.op_classes(), power_w=hw.power_w, notes=tuple(notes),
         decode_step_weights=() if weights is None else tuple(weights.tolist()),
         decode_breakdown=dec.breakdown(G), decode_bytes_per_step=dec.bytes / G,
-        active_bandwidth_bytes_per_s=hw.active_bandwidth_bytes_per_s)
+        peak_bandwidth_bytes_per_s=hw.memory.bandwidth_bytes_per_s)

@@ -90,7 +90,7 @@ class Estimate:
     decode_step_weights: tuple[float, ...] = ()
     decode_breakdown: tuple[Breakdown, ...] = ()  # mean seconds per step by operator class and mechanism
     decode_bytes_per_step: float = 0.0  # mean off-chip bytes moved per decode step
-    active_bandwidth_bytes_per_s: float = 0.0  # theoretical peak of the memory channels the design uses
+    peak_bandwidth_bytes_per_s: float = 0.0  # theoretical peak of the off-chip memory (all channels)
 
     @property
     def decode_total_s(self) -> float:
@@ -106,10 +106,10 @@ class Estimate:
     @property
     def bandwidth_utilisation(self) -> float | None:
         """Predicted off-chip bandwidth utilisation in decode: bytes moved per step over the step time, as a fraction
-        of the theoretical peak of the channels the design uses."""
-        if not self.active_bandwidth_bytes_per_s or not self.decode_bytes_per_step:
+        of the memory's theoretical peak (all channels, as papers quote it)."""
+        if not self.peak_bandwidth_bytes_per_s or not self.decode_bytes_per_step:
             return None
-        return self.decode_bytes_per_step / self.tpot_s / self.active_bandwidth_bytes_per_s
+        return self.decode_bytes_per_step / self.tpot_s / self.peak_bandwidth_bytes_per_s
 
     @property
     def decode_tokens_per_s(self) -> float:

@@ -502,10 +502,19 @@ _PRESETS: dict[str, CompressionScheme] = {
         CompressionScheme(name="mustafar70", kv_sparsity=0.7, kv_dense_recent=32,
                           source="Mustafar arXiv 2505.22913: 70% per-token magnitude KV pruning, bitmap tiles of "
                                  "64, newest 32 tokens dense"),
-        CompressionScheme(name="flightllm", weight_bits=4, weight_group_size=128, weight_pruning="2:4", act_bits=8,
-                          source="FlightLLM-like (FPGA'24): N:M (here 2:4) sparse weights, low-bit weights (here "
-                                 "W4 g128) and int8 activations, fp16 KV. FlightLLM's exact mixed precision is not "
-                                 "reproduced; this is an approximation for comparison"),
+        CompressionScheme(name="flightllm", weight_bits=8, weight_group_size=16384, lm_head_bits=8, act_bits=8,
+                          kv_bits=8, kv_group_size=64,
+                          overrides={"q_proj": OpOverride(weight_pruning="block", weight_sparsity=0.3,
+                                                          weight_block_size=16),
+                                     "k_proj": OpOverride(weight_pruning="block", weight_sparsity=0.3,
+                                                          weight_block_size=16)},
+                          source="FlightLLM FPGA'24 as its public demo describes Llama-2-7B "
+                                 "(github.com/FlightLLM/flightllm_test_demo, profile/.compiler_output/ir_output): "
+                                 "int8 weights, activations, KV cache and LM head (IR dtype int8); q_proj and k_proj "
+                                 "block-sparse with sparse_ratio 0.7 (30% of blocks pruned), the other linears dense; "
+                                 "blocks of 16 (profile/config.yaml FSB_BLOCK_SIZE). Our assumptions: one fp16 scale "
+                                 "per output row (group >= every in_features), KV scales per 64 (as our KV4); the "
+                                 "demo's block-sparse attention masks are not modelled (dense attention)"),
     )
 }
 PRESETS = _PRESETS

@@ -135,28 +135,28 @@ class Accelerator:
         if hw.kind != "fpga" or f is None:
             raise SpecError(f"the cycle-level simulator models FPGA accelerators; {hw.name!r} is a {hw.kind}. "
                             "Use --fidelity analytical for it")
-        needed = ("weight_buffer_bytes", "activation_buffer_bytes", "attention_lanes")
+        needed = ("weight_buffer_bytes", "activation_buffer_bytes")
         missing = [k for k in needed if not getattr(f, k)]
         if f.decode_engine is None and not (f.engine_dsps and f.macs_per_dsp):
             missing.insert(0, "engine_dsps")
         if missing:
             raise SpecError(f"hardware {hw.name!r}: the cycle-level simulator needs fpga.{missing[0]}"
                             " (and a linear engine -- engine_dsps + macs_per_dsp, or decode_engine + prefill_engine --,"
-                            " weight_buffer_bytes, activation_buffer_bytes, attention_lanes); add it to the hardware "
-                            "YAML")
+                            " weight_buffer_bytes, activation_buffer_bytes); add it to the hardware YAML")
         self.model, self.hw, self.s, self.profile, self.jump = model, hw, scheme, profile, jump
         self.mem = MemoryModel.from_hardware(hw)
         # on-chip buffers: 2 weight tiles, the activation buffer, 2 KV blocks (int4, K + V) per attention engine
         kv_block = 2 * TILE * model.head_dim * max(scheme.kv_bits, 4) // 8
         self.on_chip_bytes = (2 * f.weight_buffer_bytes + f.activation_buffer_bytes
-                              + 2 * f.attention_engines * kv_block)
+                              + (2 * f.attention_engines * kv_block if f.attention_lanes else 0))
         if self.on_chip_bytes > hw.on_chip_bytes:
             raise SpecError(f"hardware {hw.name!r}: the buffers need {self.on_chip_bytes:,} B on chip (2 x "
                             f"weight_buffer_bytes + activation_buffer_bytes + 2 KV blocks per attention engine) but "
                             f"on_chip_bytes is {hw.on_chip_bytes:,}; shrink the buffers")
         self.vec_per_cycle = hw.compute.vector_ops_per_s / hw.freq_hz
         self.D = model.head_dim
-        self.int_kv = scheme.kv_bits <= 8  # the attention engines take int KV; fp16 KV runs on the linear engine
+        # the RTL attention engines take int KV; fp16 KV, or a design without them, runs attention on the linear engine
+        self.int_kv = scheme.kv_bits <= 8 and f.attention_lanes > 0
         if self.int_kv:
             self.engine = EngineModel(model.head_dim, f.attention_lanes)
         self.E = f.attention_engines

@@ -75,7 +75,7 @@ def estimate_cycle(model: ModelSpec, hw: HardwareSpec, scheme: CompressionScheme
         notes.append(f"decode attention on {hw.fpga.attention_engines} RTL attention engines x "
                      f"{hw.fpga.attention_lanes} lanes")
     else:
-        notes.append("KV is not integer: decode attention runs on the linear engine, not the RTL attention engines")
+        notes.append("decode attention runs on the linear engine (fp16 KV, or no RTL attention engines in the design)")
     if profile is not None:
         notes.append(f"per-layer weight bytes and KV sparsity measured on {profile.source}")
     if weights is not None:
@@ -90,7 +90,7 @@ def estimate_cycle(model: ModelSpec, hw: HardwareSpec, scheme: CompressionScheme
         prefill_ops=_op_classes([(pre, 1)], f, bpc), decode_ops=_op_classes(list(counts.values()), f, bpc),
         power_w=hw.power_w, notes=tuple(dict.fromkeys(notes + list(fp.notes))),
         decode_step_weights=() if weights is None else tuple(wts), decode_breakdown=breakdown,
-        decode_bytes_per_step=moved / G, active_bandwidth_bytes_per_s=hw.active_bandwidth_bytes_per_s)
+        decode_bytes_per_step=moved / G, peak_bandwidth_bytes_per_s=hw.memory.bandwidth_bytes_per_s)
 
 
 def roofline_bound_s(model: ModelSpec, hw: HardwareSpec, scheme: CompressionScheme, context: int,

@@ -9,14 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from base.errors import SpecError
 from hwsim.cyclesim import Accelerator, MemoryBus, MemoryModel, estimate_cycle, macs_per_cycle, roofline_bound_s
 from hwsim.cyclesim._pipeline import TileStream
-from base.errors import SpecError
 from hwsim.estimate import estimate
-from quant.measured import MeasuredProfile
 from hwsim.hardware import get_hardware
 from hwsim.workload import Workload
 from models.spec import get_model
+from quant.measured import MeasuredProfile
 from quant.scheme import get_scheme
 
 U280 = get_hardware("u280-accllm")
@@ -83,12 +83,16 @@ def test_macs_per_cycle_dsp_packing():
     assert macs_per_cycle(U280, 16, 16) == 4096 // 4
 
 
-@pytest.mark.parametrize("scheme,context", [("accllm", 3000), ("w2a8kv4", 700), ("flightllm", 300),
-                                            ("mustafar70", 900)])
-def test_decode_jumps_are_exact(scheme, context):
+FLIGHT = get_hardware("u280-flightllm")
+
+
+@pytest.mark.parametrize("scheme,context,hw", [("accllm", 3000, U280), ("w2a8kv4", 700, U280),
+                                               ("flightllm", 300, FLIGHT), ("mustafar70", 900, U280),
+                                               ("flightllm", 2000, FLIGHT)])
+def test_decode_jumps_are_exact(scheme, context, hw):
     s = get_scheme(scheme)
-    fast = Accelerator(LLAMA, U280, s).decode_step(context)
-    slow = Accelerator(LLAMA, U280, s, jump=False).decode_step(context)
+    fast = Accelerator(LLAMA, hw, s).decode_step(context)
+    slow = Accelerator(LLAMA, hw, s, jump=False).decode_step(context)
     assert fast.cycles == slow.cycles
     assert fast.bytes_moved == slow.bytes_moved
     assert fast.class_cycles == slow.class_cycles
@@ -106,8 +110,9 @@ def test_prefill_jumps_are_exact():
        context=st.integers(1, 5000), batch=st.integers(1, 3))
 def test_never_faster_than_roofline(model, scheme, context, batch):
     m, s = get_model(model), get_scheme(scheme)
-    r = Accelerator(m, U280, s).decode_step(context, batch)
-    assert r.cycles / U280.freq_hz >= roofline_bound_s(m, U280, s, context, batch)
+    hw = FLIGHT if scheme == "flightllm" else U280
+    r = Accelerator(m, hw, s).decode_step(context, batch)
+    assert r.cycles / hw.freq_hz >= roofline_bound_s(m, hw, s, context, batch)
     # and never faster than its own traffic at the sustained bandwidth
     assert r.cycles >= r.bus_busy_cycles
 
@@ -123,10 +128,11 @@ def test_agrees_with_analytical(model, scheme):
     from hwsim.analytical import estimate_analytical
 
     m, s = get_model(model), get_scheme(scheme)
-    acc = Accelerator(m, U280, s)
+    hw = FLIGHT if scheme == "flightllm" else U280
+    acc = Accelerator(m, hw, s)
     for context in (128, 1024, 4096):
-        cyc = acc.decode_step(context).cycles / U280.freq_hz
-        ana = estimate_analytical(m, U280, s, Workload(1, context - 1, 1)).decode_step_s[0]
+        cyc = acc.decode_step(context).cycles / hw.freq_hz
+        ana = estimate_analytical(m, hw, s, Workload(1, context - 1, 1)).decode_step_s[0]
         assert 0.88 <= cyc / ana <= 1.12, (context, cyc / ana)
 
 

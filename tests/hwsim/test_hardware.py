@@ -17,7 +17,7 @@ def _numeric_paths(data, prefix=""):
         if k == "sources":
             continue
         if isinstance(v, dict):
-            if k in ("peak_ops_per_s", "macs_per_dsp"):
+            if k in ("peak_ops_per_s", "macs_per_dsp", "macs_per_lane"):
                 yield path
             else:
                 yield from _numeric_paths(v, path + ".")
@@ -27,13 +27,13 @@ def _numeric_paths(data, prefix=""):
 
 def test_shipped_hardware():
     names = list_hardware()
-    assert {"u280-accllm", "a6000", "a100-80gb", "h100-sxm", "ecp5-85f"} <= set(names)
+    assert {"u280-accllm", "u280-flightllm", "a6000", "a100-80gb", "h100-sxm", "ecp5-85f"} <= set(names)
     u280 = get_hardware("u280-accllm")
     assert u280.freq_hz == 225e6 and u280.memory.bandwidth_bytes_per_s == 460e9
     assert u280.memory.channel_bandwidth_bytes_per_s == pytest.approx(14.375e9)
 
 
-@pytest.mark.parametrize("name", ["u280-accllm", "a6000", "a100-80gb", "h100-sxm", "ecp5-85f"])
+@pytest.mark.parametrize("name", ["u280-accllm", "u280-flightllm", "a6000", "a100-80gb", "h100-sxm", "ecp5-85f"])
 def test_every_number_has_a_source(name):
     raw = yaml.safe_load((HARDWARE_DIR / f"{name}.yaml").read_text())
     spec = get_hardware(name)
@@ -48,6 +48,55 @@ def test_fpga_peak_is_derived_from_the_engine():
         w, a = (int(x) for x in key[1:].split("a"))
         assert hw.peak_ops_per_s(w, a) == pytest.approx(2 * hw.fpga.engine_dsps * macs * hw.freq_hz)
     assert hw.matrix_rate(3, 8) == (hw.peak_ops_per_s(4, 8), "w4a8")  # THE fallback rule, the key it used
+
+
+def test_flightllm_engines_dies_and_peaks():
+    hw = get_hardware("u280-flightllm")
+    # MV 64 x 16 lanes per SLR, 3 SLRs, one MAC per lane per cycle at 225 MHz; MM 2 x 16 x 128
+    assert hw.peak_ops_per_s(8, 8, "decode") == pytest.approx(2 * 64 * 16 * 3 * 225e6)
+    assert hw.peak_ops_per_s(8, 8, "prefill") == pytest.approx(2 * 2 * 16 * 128 * 3 * 225e6)
+    assert hw.matrix_rate(4, 8)[1] == "w8a8"  # no int4 packing: falls back, and says which key it used
+    assert hw.active_channels == 24 and hw.active_bandwidth_bytes_per_s == pytest.approx(24 * 14.375e9)
+    assert hw.sparse_speedup("block", 0.7) == pytest.approx(0.7) and hw.sparse_speedup("4:8", 0.5) == 0.5
+
+
+def _fpga_yaml(tmp_path, **fpga_changes):
+    raw = yaml.safe_load((HARDWARE_DIR / "u280-flightllm.yaml").read_text())
+    raw["fpga"].update(fpga_changes)
+    p = tmp_path / "f.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    return str(p)
+
+
+@pytest.mark.parametrize("changes,match", [
+    (dict(decode_engine=dict(shape=[64, 16, 2], macs_per_lane={"w8a8": 1})), "decode_engine.shape.*fix the shape"),
+    (dict(prefill_engine=dict(shape=[2, 0, 128], macs_per_lane={"w8a8": 1})), "prefill_engine.shape"),
+    (dict(prefill_engine=None), "give both fpga.decode_engine and fpga.prefill_engine"),
+    (dict(dies=[dict(hbm_channels=[0, 1]), dict(hbm_channels=[1, 2])]), "shares channels"),
+    (dict(dies=[dict(hbm_channels=[40])]), "hbm_channels.*0..31"),
+    (dict(sparse_modes=["diagonal"]), "sparse_modes entry 'diagonal'"),
+    (dict(decode_engine=dict(shape=[64, 16], macs_per_lane={"w8a8": 1}, dsps=4000)), "engines use 12000 DSPs"),
+])
+def test_inconsistent_engines_refused_with_the_fix(tmp_path, changes, match):
+    with pytest.raises(SpecError, match=match):
+        get_hardware(_fpga_yaml(tmp_path, **changes))
+
+
+def test_stored_fpga_peak_refused(tmp_path):
+    raw = yaml.safe_load((HARDWARE_DIR / "u280-accllm.yaml").read_text())
+    raw["compute"]["peak_ops_per_s"] = {"w8a8": 3.6864e12}
+    p = tmp_path / "dup.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SpecError, match="duplicates what the fpga engines derive"):
+        get_hardware(str(p))
+
+
+def test_sparsity_mode_mismatch_refused():
+    from hwsim.estimate import estimate
+    from hwsim.workload import Workload
+
+    with pytest.raises(SpecError, match="fpga.sparse_modes"):
+        estimate(get_model("llama-2-7b"), get_hardware("u280-accllm"), get_scheme("flightllm"), Workload(1, 8, 2))
 
 
 def test_precision_fallback():

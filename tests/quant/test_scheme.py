@@ -4,8 +4,7 @@ import pytest
 
 from base.errors import SpecError
 from models.spec import get_model
-from quant.scheme import (CompressionScheme, bitmap_tile_bytes, get_scheme, kept_per_token, list_schemes,
-                          packed_bytes)
+from quant.scheme import CompressionScheme, bitmap_tile_bytes, get_scheme, kept_per_token, list_schemes, packed_bytes
 
 
 def test_presets_exist():
@@ -111,3 +110,62 @@ def test_scheme_yaml(tmp_path):
         get_scheme(str(p))
     with pytest.raises(SpecError, match="unknown scheme"):
         get_scheme("w3a3")
+
+
+def test_nm_any_n_below_m_by_hand():
+    s = CompressionScheme(weight_bits=4, weight_group_size=128, weight_pruning="1:4")
+    # 2 rows x 256 cols: 64 kept x 4 bit = 32 B + 64 x 2-bit idx = 16 B; 2 groups: 4 B scales + 1 B zeros
+    assert s.matrix_bytes(256, 2) == 2 * (32 + 16 + 4 + 1)
+    assert s.weight_density == 0.25
+    s48 = CompressionScheme(weight_bits=8, weight_pruning="4:8")  # 3-bit indices
+    assert s48.matrix_bytes(16, 1) == 8 + 3 + 2 + 1 and s48.weight_density == 0.5
+    for bad in ("4:4", "5:4", "0:4", "a:b"):
+        with pytest.raises(SpecError, match="N:M|0 < N < M"):
+            CompressionScheme(weight_pruning=bad)
+
+
+def test_block_sparsity_by_hand():
+    s = CompressionScheme(weight_bits=8, weight_group_size=64, weight_pruning="block", weight_sparsity=0.25,
+                          weight_block_size=16)
+    # 1 row x 64 cols: 4 blocks -> 1 B bitmap; 48 kept cols x 8 bit = 48 B; 1 group: 2 B scale + 1 B zero
+    assert s.matrix_bytes(64, 1) == 1 + 48 + 2 + 1
+    assert s.weight_density == 0.75
+    with pytest.raises(SpecError, match="0 < weight_sparsity < 1"):
+        CompressionScheme(weight_pruning="block")
+
+
+def test_per_operator_and_per_layer_overrides():
+    from quant.scheme import OpOverride
+
+    m = get_model("llama-2-7b")
+    base = CompressionScheme(weight_bits=4, weight_group_size=128, act_bits=8)
+    edge = base.replace(overrides={"attention": OpOverride(act_bits=16), "attn_linear": OpOverride(weight_bits=16),
+                                   "ffn@0-1": OpOverride(weight_bits=8), "down_proj@1": OpOverride(weight_bits=2)})
+    assert edge.for_op("q_proj").weight_bits == 16 and edge.for_op("gate_proj").weight_bits == 4
+    assert edge.for_op("gate_proj", 0).weight_bits == 8 and edge.for_op("down_proj", 1).weight_bits == 2
+    assert edge.for_op("down_proj", 0).weight_bits == 8 and edge.for_op("attention").act_bits == 16
+    wb = edge.weight_bytes(m)
+    by_layer = [sum(edge.layer_linear_bytes(m, layer).values()) for layer in range(m.num_layers)]
+    norms = m.num_layers * 2 * m.hidden_size * 2
+    assert wb.blocks == sum(by_layer) + norms
+    assert by_layer[0] > by_layer[2] and by_layer[1] < by_layer[0]
+    with pytest.raises(SpecError, match="names no operator"):
+        base.replace(overrides={"qproj": OpOverride(weight_bits=8)})
+    with pytest.raises(SpecError, match="overrides.*weight_bits"):
+        base.replace(overrides={"ffn": OpOverride(weight_bits=5)})
+
+
+def test_scheme_yaml_with_overrides(tmp_path):
+    p = tmp_path / "edge.yaml"
+    p.write_text("name: edge\nweight_bits: 4\nact_bits: 8\noverrides:\n  attention: {act_bits: 16}\n"
+                 "  q_proj: {weight_pruning: '2:8'}\n")
+    s = get_scheme(str(p))
+    assert s.for_op("q_proj").weight_pruning == "2:8" and s.for_op("attention").act_bits == 16
+
+
+def test_kv_head_bytes_is_the_one_kv_cost():
+    s = get_scheme("w2a8kv4")
+    # 64 tokens x 128 channels at 4 bits, K and V, plus per-channel K scales and per-token V scales (group 64)
+    assert s.kv_head_bytes(64, 128) == 2 * 64 * 64 + 128 * 2 + 64 * 2 * 2
+    assert s.kv_head_bytes(64, 128) == s.kv_chunk_bytes_per_head(128)
+    assert s.kv_append_bytes(get_model("llama-2-7b")) == 2 * 4096 * 2
