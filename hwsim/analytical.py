@@ -39,6 +39,7 @@ from hwsim.ops import (
     head_op,
     host_op,
     linear_ops,
+    memo_by_identity,
     op_time,
 )
 from hwsim.workload import Workload
@@ -66,7 +67,7 @@ _PRICED: dict[tuple[int, int], tuple] = {}
 
 def _priced(op: Op, hw: HardwareSpec):
     """`op_time`, memoised for scalar ops (the op builders return the same Op objects for the same specs)."""
-    if isinstance(op.context, np.ndarray):
+    if isinstance(op.context, np.ndarray) or getattr(hw, "gpu_profile", None) is not None:
         return op_time(op, hw)
     key = (id(op), id(hw))
     got = _PRICED.get(key)
@@ -118,6 +119,14 @@ class _Tally:
                 self.mech[(op.cls, mech)] = self.mech.get((op.cls, mech), 0.0) + v
         return t
 
+    def scaled(self, k: float) -> _Tally:
+        """A copy with every total multiplied by `k` (a per-step tally over `k` steps)."""
+        out = _Tally()
+        out.classes = {c: [f * k, b * k, t * k, set(bd)] for c, (f, b, t, bd) in self.classes.items()}
+        out.mech = {key: v * k for key, v in self.mech.items()}
+        out.bytes = self.bytes * k
+        return out
+
     def op_classes(self) -> tuple[OpClass, ...]:
         return tuple(OpClass(name, f, b, t, next(iter(bd)) if len(bd) == 1 else "mixed")
                      for name, (f, b, t, bd) in self.classes.items())
@@ -149,34 +158,64 @@ def _prefill_attended_sum(cap: float, P: int) -> float:
     return a * (a + 1) / 2 + (P - a) * a
 
 
-def estimate_analytical(model: ModelSpec, hw: HardwareSpec, s: CompressionScheme, w: Workload,
-                        profile: MeasuredProfile | None = None) -> Estimate:
-    """Roofline estimate; see the module docstring for what is modelled. `profile`: measured figures of an
-    artifact (per-layer weight bytes, per-layer KV sparsity) replacing nominal ones."""
-    B, P, G, L = w.batch, w.prompt_len, w.gen_len, model.num_layers
-    kv_groups = _kv_layer_schemes(model, s, profile)
-    cap = s.kv_attended_cap(model)
+@memo_by_identity
+def _kv_groups(model: ModelSpec, s: CompressionScheme, profile: MeasuredProfile | None):
+    return _kv_layer_schemes(model, s, profile)
 
-    # ---- prefill: B sequences of P tokens ----
+
+@memo_by_identity
+def _weight_bytes(s: CompressionScheme, model: ModelSpec):
+    return s.weight_bytes(model)
+
+
+@memo_by_identity
+def _prefill(model: ModelSpec, hw: HardwareSpec, s: CompressionScheme, B: int, P: int,
+             profile: MeasuredProfile | None) -> tuple[float, _Tally, list[str]]:
+    """(TTFT, its tally, precision notes) of the prefill of B prompts of P tokens."""
+    L = model.num_layers
     n = B * P
-    attended_sum = _prefill_attended_sum(cap, P)
+    attended_sum = _prefill_attended_sum(s.kv_attended_cap(model), P)
     pre_ops = linear_ops(model, hw, s, n, "prefill", profile, B) + [
         elementwise_op(model, n, "prefill", B), head_op(model, hw, s, B, "prefill", profile, B)]
-    for ks, count in kv_groups.items():
+    for ks, count in _kv_groups(model, s, profile).items():
         kv_layer = B * ks.kv_bytes_for_tokens(model, ks.kv_stored_tokens(model, P)) / L
         pre_ops += attention_ops(model, s, "prefill", B, attended_sum / P, attended_sum, kv_layer, kv_layer, count, n)
     pre = _Tally()
     ttft = sum(float(pre.add(op, hw)) for op in pre_ops)
+    return ttft, pre, precision_notes(pre_ops, hw)
 
-    # ---- decode: step i at context P + i + 1 attends the new token too ----
-    contexts, weights = decode_samples(P, G)
+
+@memo_by_identity
+def _decode_fixed(model: ModelSpec, hw: HardwareSpec, s: CompressionScheme, B: int,
+                  profile: MeasuredProfile | None) -> tuple[float, _Tally, list[str]]:
+    """(seconds, tally, precision notes) of ONE decode step's context-independent operators."""
     fixed_ops = linear_ops(model, hw, s, B, "decode", profile, B) + [
         elementwise_op(model, B, "decode", B), head_op(model, hw, s, B, "decode", profile, B)]
     host = host_op(hw)
     if host is not None:
         fixed_ops.append(host)
-    dec = _Tally()
-    fixed_t = sum(float(dec.add(op, hw, repeat=G)) for op in fixed_ops)
+    tally = _Tally()
+    fixed_t = sum(float(tally.add(op, hw)) for op in fixed_ops)
+    return fixed_t, tally, precision_notes(fixed_ops, hw)
+
+
+def estimate_analytical(model: ModelSpec, hw: HardwareSpec, s: CompressionScheme, w: Workload,
+                        profile: MeasuredProfile | None = None) -> Estimate:
+    """Roofline estimate; see the module docstring for what is modelled. `profile`: measured figures of an
+    artifact (per-layer weight bytes, per-layer KV sparsity) replacing nominal ones."""
+    B, P, G, L = w.batch, w.prompt_len, w.gen_len, model.num_layers
+    kv_groups = _kv_groups(model, s, profile)
+    cap = s.kv_attended_cap(model)
+    n = B * P
+    # a GPU operator profile collects notes while it prices: price afresh (no memo) when the spec has one
+    fresh = getattr(hw, "gpu_profile", None) is not None
+    prefill, decode_fixed = (_prefill.__wrapped__, _decode_fixed.__wrapped__) if fresh else (_prefill, _decode_fixed)
+    ttft, pre, pre_notes = prefill(model, hw, s, B, P, profile)
+
+    # ---- decode: step i at context P + i + 1 attends the new token too ----
+    contexts, weights = decode_samples(P, G)
+    fixed_t, fixed_tally, fixed_notes = decode_fixed(model, hw, s, B, profile)
+    dec = fixed_tally.scaled(G)
     attended = np.minimum(contexts, cap)
     steps = np.full(contexts.shape, fixed_t)
     for ks, count in kv_groups.items():
@@ -185,7 +224,7 @@ def estimate_analytical(model: ModelSpec, hw: HardwareSpec, s: CompressionScheme
                                 B * s.kv_append_bytes(model), count, B):
             steps = steps + dec.add(op, hw, weights, repeat=G)
 
-    wb = s.weight_bytes(model)
+    wb = _weight_bytes(s, model)
     weight_total = wb.total
     if profile is not None:
         weight_total = wb.total - wb.blocks + sum(profile.layer_weight_bytes) + model.num_layers * 2 * (
@@ -196,7 +235,7 @@ def estimate_analytical(model: ModelSpec, hw: HardwareSpec, s: CompressionScheme
                  model.q_dim + 2 * model.kv_dim)
     act_peak = 2 * s.act_bytes(n, model.hidden_size) + n * widest * FP16_BYTES + B * model.vocab_size * FP16_BYTES
     notes = [f"measured profile: {profile.source}"] if profile is not None else []
-    notes += precision_notes(pre_ops + fixed_ops, hw)
+    notes += list(dict.fromkeys(pre_notes + fixed_notes))
     if hw.gpu_profile is not None:  # what the GPU operator profile did not cover (hwsim/gpuprofile/hook.py)
         notes += hw.gpu_profile.take_notes()
     if s.attn_window is not None:

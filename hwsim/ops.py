@@ -45,7 +45,8 @@ if TYPE_CHECKING:
     from quant.scheme import CompressionScheme
 
 __all__ = ["Op", "OpTime", "op_time", "linear_ops", "head_op", "elementwise_op", "attention_ops", "host_op",
-           "attention_ops_per_s", "SOFTMAX_OPS_PER_SCORE", "ELEMENTWISE_OPS_PER_HIDDEN", "ELEMENTWISE_OPS_PER_FFN",
+           "attention_ops_per_s", "memo_by_identity", "SOFTMAX_OPS_PER_SCORE", "ELEMENTWISE_OPS_PER_HIDDEN",
+           "ELEMENTWISE_OPS_PER_FFN",
            "MECHANISMS"]
 
 # Vector-unit operation counts per element (documented estimates of the arithmetic, not efficiencies):
@@ -200,11 +201,12 @@ def _is_ffn(name: str) -> bool:
 _CACHE: dict[tuple, tuple] = {}
 
 
-def _cached(fn):
-    """Memoise an op builder on the identity of its (immutable) spec arguments; the cache keeps them alive, so an id
-    is never reused while its entry exists. Bounded: cleared when full."""
+def memo_by_identity(fn):
+    """Memoise a pure function of immutable specs on the identity of its spec arguments (numbers and strings by
+    value); the cache keeps the arguments alive, so an id is never reused while its entry exists. Bounded: cleared
+    when full."""
     def wrapper(*args):
-        key = (fn.__name__,) + tuple(a if isinstance(a, (int, float, str)) or a is None else id(a) for a in args)
+        key = (name,) + tuple(a if isinstance(a, (int, float, str)) or a is None else id(a) for a in args)
         got = _CACHE.get(key)
         if got is not None:
             return got[0]
@@ -213,7 +215,8 @@ def _cached(fn):
         out = fn(*args)
         _CACHE[key] = (out, args)
         return out
-    wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
+    name = f"{fn.__module__}.{fn.__qualname__}"
+    wrapper.__name__, wrapper.__doc__, wrapper.__wrapped__ = fn.__name__, fn.__doc__, fn
     return wrapper
 
 
@@ -222,7 +225,7 @@ def linear_ops(model: ModelSpec, hw: HardwareSpec, s: CompressionScheme, tokens:
     return list(_linear_ops(model, hw, s, tokens, phase, profile, batch))
 
 
-@_cached
+@memo_by_identity
 def _linear_ops(model: ModelSpec, hw: HardwareSpec, s: CompressionScheme, tokens: int, phase: str,
                 profile: MeasuredProfile | None = None, batch: int = 1) -> tuple[Op, ...]:
     """The blocks' linear layers for `tokens` activation rows, grouped over layers that share precision and size.
@@ -258,7 +261,7 @@ def _linear(lin: LinearShape, ls: CompressionScheme, hw: HardwareSpec, tokens: i
               bytes=wbytes + act_in + act_out, write_bytes=0.0, weight_bytes=wbytes, layers=layers)
 
 
-@_cached
+@memo_by_identity
 def head_op(model: ModelSpec, hw: HardwareSpec, s: CompressionScheme, tokens: int, phase: str,
             profile: MeasuredProfile | None = None, batch: int = 1) -> Op:
     """The LM head over `tokens` rows (the last token of each sequence)."""
@@ -278,7 +281,7 @@ def head_op(model: ModelSpec, hw: HardwareSpec, s: CompressionScheme, tokens: in
               flops=2.0 * tokens * lin.weight_elems * density, bytes=nbytes, weight_bytes=head_bytes)
 
 
-@_cached
+@memo_by_identity
 def elementwise_op(model: ModelSpec, tokens: int, phase: str, batch: int = 1) -> Op:
     """Norms, RoPE, activation function and residuals of one block (vector unit); the residual stream is read and
     written twice per block in fp16."""
@@ -311,7 +314,7 @@ def attention_ops(model: ModelSpec, s: CompressionScheme, phase: str, batch: int
     ]
 
 
-@_cached
+@memo_by_identity
 def host_op(hw: HardwareSpec, phase: str = "decode") -> Op | None:
     """Per-token host control (FPGA designs driven by a host per decode step), or None."""
     if hw.fpga is None or not hw.fpga.host_s_per_token:
