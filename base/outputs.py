@@ -112,7 +112,7 @@ def check_output_file(path: str | Path, *, flag: str = "--out", suffixes: tuple[
     if p.exists() and not p.is_file():
         raise SpecError(f"{flag} {p} exists and is not a regular file (a device, FIFO or socket); choose another "
                         "path")
-    base = _nearest_existing(p.parent if p.name else p, flag)
+    base = p.parent if p.is_file() else _nearest_existing(p, flag)  # the file is replaced within its directory
     _check_writable_dir(base, p, flag, need_bytes)
     return p
 

