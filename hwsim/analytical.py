@@ -227,8 +227,7 @@ def estimate_analytical(model: ModelSpec, hw: HardwareSpec, s: CompressionScheme
     wb = _weight_bytes(s, model)
     weight_total = wb.total
     if profile is not None:
-        weight_total = wb.total - wb.blocks + sum(profile.layer_weight_bytes) + model.num_layers * 2 * (
-            model.hidden_size * (2 if model.norm == "layernorm" else 1) * FP16_BYTES)
+        weight_total = wb.total - wb.blocks + sum(profile.layer_weight_bytes) + model.num_layers * 2 * wb.final_norm
         if profile.lm_head_bytes is not None:
             weight_total += profile.lm_head_bytes - wb.lm_head
     widest = max(2 * model.ffn_hidden_size if model.ffn_type == "swiglu" else model.ffn_hidden_size,

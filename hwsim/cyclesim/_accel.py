@@ -215,16 +215,15 @@ class Accelerator:
         span = sim.t - prev
         busy = sim.bus.busy_cycles - start_busy
         sim.acc.mechanism(plan.cls, "memory" if busy >= plan.compute_cycles else "compute", span)
-        extra = 0
-        if drain:
-            extra += self._control(sim, plan.cls, plan, tokens)
+        extra = self._control(sim, plan.cls, plan, tokens, sync=drain)
         sim.acc.add(plan.cls, span + extra, sim.bus.bytes_moved - start_bytes, 2.0 * plan.macs, plan.compute_cycles)
 
-    def _control(self, sim: _Sim, cls: str, plan: LinearPlan | None, tokens: int) -> int:
-        """Non-overlapped control after a dependent operator: the barrier, and the dies' exchange of the output."""
+    def _control(self, sim: _Sim, cls: str, plan: LinearPlan | None, tokens: int, sync: bool = True) -> int:
+        """Non-overlapped control after an operator: the barrier before a dependent one (`sync`), and the dies'
+        exchange of its output."""
         f = self.hw.fpga
         extra = 0
-        if self.sync:
+        if sync and self.sync:
             sim.acc.mechanism(cls, "sync", self.sync)
             extra += self.sync
         if plan is not None and f.die_link_bytes_per_cycle and f.n_dies > 1:

@@ -167,3 +167,20 @@ def test_precision_the_engine_lacks_is_refused():
 
     with pytest.raises(SpecError, match="engine.macs_per_lane lists no precision covering w16a16"):
         estimate(LLAMA, FLIGHT, get_scheme("fp16"), Workload(1, 8, 2))
+
+
+def test_host_control_and_die_link_in_both_fidelities():
+    s, w = get_scheme("flightllm"), Workload(1, 64, 4)
+    base = estimate(LLAMA, FLIGHT, s, w)
+    host = dataclasses.replace(FLIGHT, fpga=dataclasses.replace(FLIGHT.fpga, host_s_per_token=1e-3))
+    assert estimate(LLAMA, host, s, w).tpot_s == pytest.approx(base.tpot_s + 1e-3)
+    cb, ch = (estimate(LLAMA, h, s, w, fidelity="cycle") for h in (FLIGHT, host))
+    assert ch.tpot_s == pytest.approx(cb.tpot_s + 1e-3, abs=1 / 225e6)
+    assert any(b.mechanism == "host" for b in ch.decode_breakdown)
+    link = dataclasses.replace(FLIGHT, fpga=dataclasses.replace(FLIGHT.fpga, die_link_bytes_per_cycle=8.0))
+    for fid in ("analytical", "cycle"):
+        e = estimate(LLAMA, link, s, w, fidelity=fid)
+        dl = sum(b.seconds for b in e.decode_breakdown if b.mechanism == "die_link")
+        # each of the 7 linears x 32 layers + the LM head exchanges 2/3 of its int8 output over 8 B/cycle
+        outs = 32 * (3 * 4096 + 4096 + 2 * 11008 + 4096) + 32000
+        assert dl == pytest.approx(outs * 2 / 3 / 8 / 225e6, rel=0.01)
