@@ -96,11 +96,13 @@ def _parse_layers(text: str, where: str) -> frozenset[int]:
         try:
             if "-" in part:
                 a, b = (int(x) for x in part.split("-"))
-                out.update(range(a, b + 1))
             else:
-                out.add(int(part))
+                a = b = int(part)
         except ValueError:
-            raise SpecError(f"{where}: layer list {text!r} is malformed; write e.g. 0-3,30") from None
+            raise SpecError(f"{where}: layer list {text[:80]!r} is malformed; write e.g. 0-3,30") from None
+        if not 0 <= a <= b < 10_000:  # ModelSpec.num_layers <= 10,000: bounds the set built here
+            raise SpecError(f"{where}: layer range {part[:40]!r} must run upwards within 0..9999; write e.g. 0-3,30")
+        out.update(range(a, b + 1))
     return frozenset(out)
 
 
