@@ -18,7 +18,8 @@ from types import MappingProxyType
 from typing import Any
 
 from base.errors import FormatError, SpecError
-from base.specio import to_plain
+from base.outputs import atomic_write_text
+from base.specio import read_json, to_plain
 from hwsim.hardware import ComputeSpec, HardwareSpec, hardware_from_mapping
 
 from fpga._config import BuildConfig
@@ -57,8 +58,8 @@ def part_resources(hw: HardwareSpec) -> dict[str, int]:
 
 def synth_counts(stat_path: Path) -> dict[str, int]:
     """Cell counts by type of the top module from Yosys ``stat -json`` after synth_ecp5."""
+    data = read_json(stat_path, error=FormatError)  # the hardened reader (base.specio)
     try:
-        data = json.loads(stat_path.read_text())
         cells = data["design"]["num_cells_by_type"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise FormatError(f"{stat_path}: not a Yosys `stat -json` result ({exc}); rerun the build") from None
@@ -89,8 +90,8 @@ def precheck(cells: dict[str, int], available: dict[str, int], *, what: str, par
 def parse_nextpnr(path: Path) -> dict:
     """nextpnr's --report as {"utilization": {key: {used, available}}, "clocks": {net: {achieved_mhz,
     target_mhz}}, "critical_paths": [...]}."""
+    data = read_json(path, error=FormatError)
     try:
-        data = json.loads(path.read_text())
         util = data["utilization"]
         fmax = data["fmax"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -317,7 +318,7 @@ class BuildReport:
         }
 
     def write(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        atomic_write_text(path, json.dumps(self.to_json(), indent=2) + "\n", flag="build report")
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> BuildReport:
@@ -353,8 +354,9 @@ class BuildReport:
     @classmethod
     def read(cls, path: Path) -> BuildReport:
         try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise FormatError(f"{path}: cannot read a build report ({exc}); rebuild it with `hwsim fpga build`") \
+            data = read_json(path, error=FormatError)
+        except FormatError as exc:
+            why = str(exc).removeprefix(f"{path}: ")
+            raise FormatError(f"{path}: cannot read a build report ({why}); rebuild it with `hwsim fpga build`") \
                 from None
         return cls.from_json(data, str(path))
