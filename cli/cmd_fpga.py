@@ -41,6 +41,7 @@ def register(sub) -> None:
     b.add_argument("--jobs", type=positive_int, default=1, metavar="N",
                    help="place-and-route runs at a time with several seeds (one core each; default 1)")
     b.add_argument("--json", action="store_true", help="print the report as one JSON document")
+    _executor_args(b, "the seeds' place-and-route runs")
     b.set_defaults(func=run, action="build")
 
     s = fsub.add_parser("sweep", help="build a grid of lanes (x head_dim); print and plot resources and Fmax")
@@ -58,6 +59,7 @@ def register(sub) -> None:
     s.add_argument("--router", default=DEFAULT_ROUTER, choices=ROUTER_CHOICES, help=ROUTER_HELP)
     s.add_argument("--seed", type=int_list, default=[1], metavar="N[,N...]", help=SEED_HELP)
     s.add_argument("--json", action="store_true", help="print the rows as one JSON document")
+    _executor_args(s, "the points' builds")
     s.set_defaults(func=run, action="sweep")
 
 
@@ -118,13 +120,37 @@ def run(args) -> int:
     return _sweep(args, err)
 
 
+def _executor_args(p, what: str) -> None:
+    p.add_argument("--executor", default="local", choices=("local", "ray"),
+                   help=f"where {what} run: local (--jobs at a time, default) or ray (Ray tasks; a cluster must "
+                        "share this file system)")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="join the Ray cluster at ADDR (host:port); default: start a local instance")
+
+
+def _executor(args):
+    """None (the local --jobs path) or a base.executor RayExecutor; input errors before any build."""
+    if args.executor == "local":
+        if args.ray_address is not None:
+            raise SpecError("--ray-address needs --executor ray")
+        return None
+    from base.executor import make_executor
+
+    return make_executor("ray", address=args.ray_address, workers=args.jobs if args.jobs > 1 else None)
+
+
 def _build(args, err) -> int:
     from fpga import BuildConfig, build
 
     config = BuildConfig(board=args.board, lanes=args.lanes, head_dim=args.head_dim, freq_mhz=args.freq,
                          design=args.design, router=args.router, seeds=tuple(args.seed))
-    with _RichListener(err) as listener:  # progress on stderr, so --json leaves stdout to the JSON document
-        result = build(config, args.out, listener=listener, jobs=args.jobs)
+    executor = _executor(args)
+    try:
+        with _RichListener(err) as listener:  # progress on stderr, so --json leaves stdout to the JSON document
+            result = build(config, args.out, listener=listener, jobs=args.jobs, executor=executor)
+    finally:
+        if executor is not None:
+            executor.close()
     if args.json:
         from cli._common import print_json
 
@@ -176,10 +202,15 @@ def _sweep(args, err) -> int:
 
     from fpga import RESOURCES, plot_sweep, sweep, sweep_rows
 
-    with _RichListener(err) as listener:
-        points = sweep(board=args.board, lanes=args.lanes, head_dims=args.head_dim, freq_mhz=args.freq,
-                       out_root=args.out, design=args.design, listener=listener, jobs=args.jobs,
-                       router=args.router, seeds=tuple(args.seed))
+    executor = _executor(args)
+    try:
+        with _RichListener(err) as listener:
+            points = sweep(board=args.board, lanes=args.lanes, head_dims=args.head_dim, freq_mhz=args.freq,
+                           out_root=args.out, design=args.design, listener=listener, jobs=args.jobs,
+                           router=args.router, seeds=tuple(args.seed), executor=executor)
+    finally:
+        if executor is not None:
+            executor.close()
     png = plot_sweep(points, args.png or Path(args.out) / "sweep.png",
                      title=f"{args.design} on {args.board}: resources and Fmax vs lanes (target {args.freq:g} MHz)")
     rows = sweep_rows(points)

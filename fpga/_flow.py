@@ -205,15 +205,33 @@ def _place_and_route(config: BuildConfig, board: Board, part: str, out: Path, se
     return min((c["achieved_mhz"] for c in clocks.values()), default=0.0)
 
 
+def _pnr_job(job: tuple) -> tuple[float, dict[str, float], dict[str, float]]:
+    """One seed's place and route as an executor job (base.executor): (Fmax in MHz, wall and CPU seconds)."""
+    config, board, part, out, seed = job
+    steps = _Steps()
+    fmax = _place_and_route(config, board, part, Path(out), seed, SilentListener(), steps)
+    return fmax, steps.times, steps.cpu
+
+
 def _route_seeds(config: BuildConfig, board: Board, part: str, out: Path, jobs: int, listener: Listener,
-                 steps: _Steps) -> tuple[int, dict[int, float]]:
-    """Place and route once per seed (`jobs` at a time); the best seed's files become the build's. Returns (kept
-    seed, Fmax in MHz per seed)."""
+                 steps: _Steps, executor=None) -> tuple[int, dict[int, float]]:
+    """Place and route once per seed (`jobs` at a time, or as jobs of `executor`, a base.executor); the best seed's
+    files become the build's. Returns (kept seed, Fmax in MHz per seed)."""
 
     def one(seed: int) -> float:
         return _place_and_route(config, board, part, out, seed, listener, steps)
 
-    if config.several_seeds and jobs > 1:
+    if config.several_seeds and executor is not None:
+        listener.note(f"placing and routing {len(config.seeds)} seeds on {executor.name} ({executor.workers} "
+                      "workers)")
+        fmax_by_seed = {}
+        for i, (fmax, times, cpu) in executor.imap_unordered(
+                _pnr_job, [(config, board, part, str(out), seed) for seed in config.seeds]):
+            fmax_by_seed[config.seeds[i]] = fmax
+            steps.times.update(times)
+            steps.cpu.update(cpu)
+        fmax_by_seed = {seed: fmax_by_seed[seed] for seed in config.seeds}
+    elif config.several_seeds and jobs > 1:
         from concurrent.futures import ThreadPoolExecutor  # nextpnr is a subprocess on one core
 
         with ThreadPoolExecutor(max_workers=min(jobs, len(config.seeds))) as pool:
@@ -273,9 +291,11 @@ def _report(config: BuildConfig, board: Board, base, out: Path, cells: dict[str,
     )
 
 
-def build(config: BuildConfig, out_dir: str | Path, *, listener: Listener | None = None, jobs: int = 1) -> BuildResult:
+def build(config: BuildConfig, out_dir: str | Path, *, listener: Listener | None = None, jobs: int = 1,
+          executor=None) -> BuildResult:
     """Build `config` into `out_dir` (created): top.bit, report.json (a :class:`BuildReport`), tool logs. With
-    several ``config.seeds``, `jobs` place-and-route runs go at a time (one core each) and the best seed is kept.
+    several ``config.seeds``, `jobs` place-and-route runs go at a time (one core each) and the best seed is kept;
+    with an `executor` (base.executor: local workers or a Ray cluster sharing this file system) the seeds are its jobs.
 
     Raises SpecError for a bad configuration, a configuration that synthesis shows will not fit the part (before
     place and route), or a missing toolchain; BuildError when a tool fails otherwise (message names its log).
@@ -289,7 +309,7 @@ def build(config: BuildConfig, out_dir: str | Path, *, listener: Listener | None
     cells = _synthesize(out, listener, steps)
     part = base.fpga.part
     precheck(cells, part_resources(base), what=config.label, part=part)  # the fit check, before place and route
-    best, fmax_by_seed = _route_seeds(config, board, part, out, jobs, listener, steps)
+    best, fmax_by_seed = _route_seeds(config, board, part, out, jobs, listener, steps, executor)
     bit = _pack(out, listener, steps)
     report = _report(config, board, base, out, cells, best, fmax_by_seed, bit, steps)
     report.write(out / "report.json")

@@ -29,7 +29,7 @@ class SweepPoint:
 
 def sweep(*, board: str, lanes: list[int], head_dims: list[int], freq_mhz: float, out_root: str | Path,
           design: str = "engine", listener: Listener | None = None, jobs: int = 1,
-          router: str = "router2", seeds: tuple[int, ...] = (1,)) -> list[SweepPoint]:
+          router: str = "router2", seeds: tuple[int, ...] = (1,), executor=None) -> list[SweepPoint]:
     """Build every (head_dim, lanes) point into out_root/<design>-d<D>-l<L>, `jobs` builds at a time (nextpnr is
     single-threaded, so a many-core machine sweeps in the time of its largest point).
 
@@ -54,12 +54,29 @@ def sweep(*, board: str, lanes: list[int], head_dims: list[int], freq_mhz: float
         except DoesNotFit as exc:
             return SweepPoint(config, None, str(exc))
 
+    if executor is not None:  # base.executor: each point a job (local workers or a Ray cluster on this file system)
+        shared = listener if getattr(executor, "threads", False) else None  # a listener cannot leave this process
+        points: list = [None] * len(configs)
+        for i, point in executor.imap_unordered(_sweep_job, [(c, str(out_root), shared) for c in configs]):
+            points[i] = point
+        return points
     if jobs == 1 or len(configs) == 1:
         return [one(c) for c in configs]
     from concurrent.futures import ThreadPoolExecutor  # each build runs its tools as subprocesses
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         return list(pool.map(one, configs))
+
+
+def _sweep_job(job: tuple) -> SweepPoint:
+    """One sweep point as an executor job: its build, or why it does not fit."""
+    config, out_root, listener = job
+    out = Path(out_root) / f"{config.design}-d{config.head_dim}-l{config.lanes}"
+    tagged = _Tagged(listener, f"l{config.lanes} d{config.head_dim}") if listener else None
+    try:
+        return SweepPoint(config, build(config, out, listener=tagged).report)
+    except DoesNotFit as exc:
+        return SweepPoint(config, None, str(exc))
 
 
 class _Tagged:
