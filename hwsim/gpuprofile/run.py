@@ -57,13 +57,12 @@ def quick_grid() -> dict[str, Any]:
 
 
 def _read_json(path: str, what: str) -> Any:
-    import json
+    from base.specio import read_json  # the hardened reader: regular file, size cap, UTF-8, duplicate keys
 
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SpecError(f"{what} {path}: cannot read it as JSON ({exc}); give a file written by "
-                        "`python3 -m hwsim.gpuprofile export`") from None
+        return read_json(path)
+    except SpecError as exc:
+        raise SpecError(f"{what} {exc}; give a file written by `python3 -m hwsim.gpuprofile export`") from None
 
 
 def profile_command(out: str, hardware: str, device: str, quick: bool, only: list[str] | None,
