@@ -67,6 +67,9 @@ def run(args) -> int:
     if args.executor == "ray" and args.ray_address is not None:
         check_ray_address(args.ray_address)
     out = Path(args.out) if args.out else Path("build") / "explore" / space.spec.name
+    from base.outputs import check_output_dir
+
+    check_output_dir(out, flag="--out")  # a file in the way or a read-only place: one line, before any work
     err = Console(stderr=True)
     executor = make_executor(args.executor, address=args.ray_address, workers=args.workers)
     try:
