@@ -9,6 +9,9 @@ Model (one clock domain: the accelerator's ``freq_hz``):
   ``ceil(ceil(n / burst) / channels) * burst`` bytes at the channel's sustained rate.
 * A channel's sustained rate is its theoretical bandwidth times ``memory.efficiency`` (refresh, page misses and
   controller turnarounds of long sequential streams, a measured figure), expressed in bytes per accelerator cycle.
+* A write costs ``memory.turnaround_ns`` twice (the bus turns to writing and back). Row misses out of stream order
+  (``memory.row_miss_ns``) and a limited number of loads in flight (``fpga.outstanding_loads``) are priced by the
+  analytical model only; here double buffering and the FIFO below decide what latency is hidden.
 * Every request sees ``memory.latency_ns`` between its issue and its first data; requests queue FIFO on the data
   path, so the latency of a request issued while the channels still deliver older data is hidden.
 
@@ -34,13 +37,15 @@ class MemoryModel:
     burst_bytes: int
     channel_bytes_per_cycle: float  # sustained, efficiency applied
     latency_cycles: int
+    turnaround_cycles: int = 0  # read <-> write bus turnaround (memory.turnaround_ns)
 
     @classmethod
     def from_hardware(cls, hw: HardwareSpec) -> MemoryModel:
         m = hw.memory
         return cls(channels=hw.active_channels, burst_bytes=m.burst_bytes,
                    channel_bytes_per_cycle=m.channel_bandwidth_bytes_per_s * m.efficiency / hw.freq_hz,
-                   latency_cycles=math.ceil(m.latency_ns * 1e-9 * hw.freq_hz - 1e-9))
+                   latency_cycles=math.ceil(m.latency_ns * 1e-9 * hw.freq_hz - 1e-9),
+                   turnaround_cycles=math.ceil(m.turnaround_ns * 1e-9 * hw.freq_hz - 1e-9))
 
     @property
     def bytes_per_cycle(self) -> float:
@@ -80,4 +85,11 @@ class MemoryBus:
         self.busy_cycles += t
         return self.busy_until
 
-    write = read  # a posted write occupies the channels the same way (its latency is the write response)
+    def write(self, issue: int, nbytes: int) -> int:
+        """A posted write occupies the channels like a read (its latency is the write response), plus the bus
+        turnaround into and out of the write (2 x ``turnaround_cycles``)."""
+        end = self.read(issue, nbytes)
+        turn = 2 * self.model.turnaround_cycles
+        self.busy_until += turn
+        self.busy_cycles += turn
+        return end + turn

@@ -184,3 +184,12 @@ def test_host_control_and_die_link_in_both_fidelities():
         # each of the 7 linears x 32 layers + the LM head exchanges 2/3 of its int8 output over 8 B/cycle
         outs = 32 * (3 * 4096 + 4096 + 2 * 11008 + 4096) + 32000
         assert dl == pytest.approx(outs * 2 / 3 / 8 / 225e6, rel=0.01)
+
+
+def test_write_turnaround_in_both_fidelities():
+    s, w = get_scheme("flightllm"), Workload(1, 64, 4)
+    turn = dataclasses.replace(FLIGHT, memory=dataclasses.replace(FLIGHT.memory, turnaround_ns=400.0))
+    for fid in ("analytical", "cycle"):
+        base, slow = (estimate(LLAMA, h, s, w, fidelity=fid) for h in (FLIGHT, turn))
+        # one KV-append write per layer, two turnarounds each (the cycle model rounds 400 ns up to 90 cycles)
+        assert slow.tpot_s - base.tpot_s == pytest.approx(32 * 2 * 400e-9, rel=0.02)
