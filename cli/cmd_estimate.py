@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from cli._common import positive_int
 
 from base.errors import SpecError
+from cli._common import positive_int
 
 __all__ = ["register", "run", "resolve_scheme"]
 
@@ -27,8 +27,9 @@ def register(sub) -> None:
                                                       "tokens dense)")
     p.add_argument("--w2", action="store_true", help="2-bit group-wise weights (group 64)")
     p.add_argument("--a8", action="store_true", help="int8 per-token activations")
-    p.add_argument("--prune", default=None, metavar="2:4|FRACTION",
-                   help="weight pruning: 2:4, or a fraction in (0, 1) for unstructured pruning")
+    p.add_argument("--prune", default=None, metavar="N:M|FRACTION",
+                   help="weight pruning: N:M (N kept of every M, e.g. 2:4), or a fraction in (0, 1) for "
+                        "unstructured pruning")
     p.add_argument("--kv-sparsity", type=float, default=None, metavar="F",
                    help="KV bitmap sparsity fraction in [0, 1) (Mustafar; 32 newest tokens dense)")
     p.add_argument("--lambda", dest="lambda_", default=None, metavar="SINK,WINDOW",
@@ -61,8 +62,15 @@ def resolve_scheme(base, args):
     if args.kv4:
         changes.update(kv_bits=4, kv_dense_recent=max(base.kv_dense_recent, 32))
     if args.prune is not None:
-        if args.prune == "2:4":
-            changes.update(weight_pruning="2:4", weight_sparsity=0.0)
+        if ":" in args.prune:
+            from quant.scheme import parse_nm
+
+            try:
+                parse_nm(args.prune)
+            except SpecError:
+                raise SpecError(f"--prune {args.prune!r} is not supported; use N:M with 0 < N < M (e.g. 2:4) or a "
+                                "fraction in (0, 1) for unstructured pruning") from None
+            changes.update(weight_pruning=args.prune, weight_sparsity=0.0)
         else:
             try:
                 frac = float(args.prune)
@@ -122,8 +130,8 @@ def _load_inputs(args):
 
 
 def run(args) -> int:
-    from hwsim.estimate import estimate
     from base.specio import to_plain
+    from hwsim.estimate import estimate
     from hwsim.workload import Workload
 
     model, hw, scheme, artifact = _load_inputs(args)

@@ -63,7 +63,7 @@ def test_flags_compose(capsys):
     (["estimate", "--model", "llama-8b"], "unknown model 'llama-8b'"),
     (["estimate", "--model", "llama-7b", "--hardware", "u281"], "unknown hardware"),
     (["estimate", "--model", "llama-7b", "--scheme", "w3"], "unknown scheme"),
-    (["estimate", "--model", "llama-7b", "--prune", "3:4"], "--prune '3:4'"),
+    (["estimate", "--model", "llama-7b", "--prune", "4:3"], "--prune '4:3'"),
     (["estimate", "--model", "llama-7b", "--kv-sparsity", "1.5"], "--kv-sparsity 1.5"),
     (["estimate", "--model", "llama-7b", "--lambda", "4,0"], "WINDOW"),
     (["estimate", "--model", "llama-7b", "--lambda", "four"], "malformed"),
