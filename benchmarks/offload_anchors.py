@@ -3,8 +3,9 @@
 Anchor (shared/ANCHORS.md): InstInfer reports up to 11.1x FlexGen's throughput for a 13B model on an A6000
 (arXiv 2409.04992). This script prints what our model gives and the assumptions that drive the ratio:
 
-* FlexGen runs on `a6000-ssd` with the placement its policy search picks (offload.search: exhaustive grid over the
-  LP's decision space, priced by the analytical cost model), simulated in simpy. Three FlexGen baselines:
+* FlexGen runs on `a6000-ssd` with the placement its policy search picks (offload.search: FlexGen's LP over the
+  placement fractions, solved by HiGHS for every split of the batch into GPU batches), simulated in simpy.
+  Three FlexGen baselines:
   the full search (CPU delegation allowed), the search with attention on the GPU only, and an SSD-based FlexGen
   whose KV cache may not use host DRAM (the deployment InstInfer's abstract compares to: "SSD-based solutions").
 * InstInfer runs on `a6000-csd` (4 SmartSSD-class drives, engine reading the flash channels at 6.4 GB/s each),
@@ -56,8 +57,8 @@ def main() -> int:
         runs.append((name, found, t_search, res, time.perf_counter() - t))
     print(f"InstInfer policy: {ii_pol.label()}")
     for name, found, t_search, _, _ in runs:
-        print(f"{name} search choice ({found.candidates} feasible / {found.rejected} infeasible candidates, "
-              f"{t_search:.1f} s): {found.policy.label()}")
+        print(f"{name} LP choice ({found.candidates} LPs solved, {found.rejected} infeasible, {t_search:.1f} s): "
+              f"{found.policy.label()}; LP predicts {wl.tokens_generated / found.lp_total_s:.2f} tok/s")
     print()
     for name, r, secs in [("InstInfer (a6000-csd)", ii, t_ii)] + [(n, r, s) for n, _, _, r, s in runs]:
         top = sorted(r.utilisation.items(), key=lambda kv: -kv[1])[:3]

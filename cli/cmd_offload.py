@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from cli._common import int_list, positive_int
-
 from base.errors import SpecError
+from cli._common import int_list, positive_int
 
 __all__ = ["register", "run"]
 
@@ -18,15 +17,17 @@ def register(sub) -> None:
                                    "LeoAM-like tiered KV, or InstInfer's in-storage attention.")
     p.add_argument("--model", required=True, help="shipped model name (see `hwsim models`) or a config.json/YAML")
     p.add_argument("--platform", default="a6000-csd",
-                   help="shipped platform (a6000-ssd, a6000-csd) or a platform YAML (default a6000-csd)")
-    p.add_argument("--policy", default="instinfer", choices=_POLICIES)
+                   help="shipped platform (see `hwsim platforms`) or a platform YAML (default a6000-csd)")
+    p.add_argument("--policy", default=None, choices=_POLICIES,
+                   help="offloading policy (default: flexgen when --placement is given, else instinfer)")
     p.add_argument("--scheme", default="fp16", help="compression preset or scheme YAML (default fp16)")
     p.add_argument("--batch", type=positive_int, default=64)
     p.add_argument("--prompt", type=positive_int, default=1024, help="prompt tokens (default 1024)")
     p.add_argument("--gen", type=positive_int, default=1024, help="generated tokens (default 1024)")
     p.add_argument("--placement", default=None, metavar="WG,WC,KG,KC,HG,HC",
                    help="FlexGen-style percentages of weights, KV cache and activations on GPU and CPU (the rest "
-                        "on disk), e.g. 100,0,15,85,100,0 (default: policy search / greedy / InstInfer layout)")
+                        "on disk), e.g. 100,0,15,85,100,0; implies --policy flexgen (default: FlexGen's LP "
+                        "search / LeoAM greedy tiers / InstInfer layout)")
     p.add_argument("--policy-yaml", default=None, metavar="YAML",
                    help="a complete Policy as YAML (its fields: kind, gpu_batch_size, num_gpu_batches, w_gpu, ...); "
                         "overrides --policy and the placement flags")
@@ -35,6 +36,11 @@ def register(sub) -> None:
     p.add_argument("--topk", type=float, default=None, help="InstInfer: fraction of tokens attended (1 = dense)")
     p.add_argument("--topr", type=positive_int, default=None, help="InstInfer: query channels for approximation")
     p.add_argument("--no-overlap", action="store_true", help="do not overlap load / compute / store")
+    p.add_argument("--cpu-attention", default="auto", choices=("auto", "on", "off"),
+                   help="FlexGen: decode attention over the offloaded KV share on the CPU (on), on the GPU (off), or "
+                        "whichever the LP search prices cheaper (auto; with --placement auto means off)")
+    p.add_argument("--pageable", action="store_true",
+                   help="host buffers are pageable, not pinned (copies at the platform's gpu_link.pageable_efficiency)")
     p.add_argument("--fidelity", default="simpy", choices=("simpy", "analytical"))
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--plot", default=None, metavar="PNG", help="also plot throughput of every policy the platform "
@@ -46,17 +52,39 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _kind(args) -> str:
+    kind = args.policy or ("flexgen" if args.placement is not None else "instinfer")
+    if args.placement is not None and kind == "instinfer":
+        raise SpecError("--placement sets GPU/CPU/disk fractions, but InstInfer keeps the KV cache in the drives; "
+                        "drop --placement or use --policy flexgen")
+    if args.cpu_attention != "auto" and kind != "flexgen":
+        raise SpecError(f"--cpu-attention is FlexGen's CPU delegation; use it with --policy flexgen, not {kind}")
+    if args.pageable and kind == "instinfer":
+        raise SpecError("--pageable applies to host buffers of flexgen/leoam; InstInfer moves data peer to peer")
+    return kind
+
+
 def _policy(args, platform, workload):
-    from offload import Policy, default_policy, read_policy
+    """(policy, the FlexGen LP search result or None)."""
+    from offload import Policy, default_policy, read_policy, search_flexgen
 
     if args.policy_yaml is not None:
-        return read_policy(args.policy_yaml)
-    if args.placement is not None and args.policy != "instinfer":  # the placement is given: no search needed
+        return read_policy(args.policy_yaml), None
+    kind = _kind(args)
+    found = None
+    if args.placement is not None:  # the placement is given: no search needed
         n = args.gpu_batches or 1
-        pol = Policy(args.policy, gpu_batch_size=max(1, args.batch // n), num_gpu_batches=n)
+        pol = Policy(kind, gpu_batch_size=max(1, args.batch // n), num_gpu_batches=n,
+                     cpu_attention=args.cpu_attention == "on")
+    elif kind == "flexgen":
+        choices = {"auto": (False, True), "on": (True,), "off": (False,)}[args.cpu_attention]
+        found = search_flexgen(platform, workload, cpu_attention=choices, pinned=not args.pageable)
+        pol = found.policy
     else:
-        pol = default_policy(args.policy, platform, workload)
+        pol = default_policy(kind, platform, workload)
     changes: dict = {}
+    if args.pageable:
+        changes["pinned"] = False
     if args.placement is not None:
         parts = args.placement.split(",")
         try:
@@ -86,7 +114,9 @@ def _policy(args, platform, workload):
             changes["topr_channels"] = args.topr
     if args.no_overlap:
         changes["overlap"] = False
-    return Policy(**{**{f: getattr(pol, f) for f in pol.__dataclass_fields__}, **changes}) if changes else pol
+    if changes and found is not None and (args.gpu_batches is not None or args.no_overlap):
+        found = None  # the policy run is no longer the LP's choice
+    return (Policy(**{**{f: getattr(pol, f) for f in pol.__dataclass_fields__}, **changes}) if changes else pol), found
 
 
 def run(args) -> int:
@@ -105,7 +135,7 @@ def run(args) -> int:
         what = "prompt + generated" if longest == args.prompt + args.gen else "2 x the largest --sweep-values"
         raise SpecError(f"{longest:,} tokens ({what}) exceeds {workload.model.name}'s context of {context:,} "
                         "tokens; lower --prompt/--gen or the sweep values")
-    policy = _policy(args, platform, workload)
+    policy, found = _policy(args, platform, workload)
     check_fits(platform, workload, policy)
     if args.fidelity == "analytical":
         result = analyze(platform, workload, policy)
@@ -114,8 +144,8 @@ def run(args) -> int:
     if args.plot:
         _plot(args, platform, workload)
     if args.json:
-        from cli._common import print_json
         from base.specio import to_plain
+        from cli._common import print_json
 
         data = result.to_dict()
         data["stores"] = {k: to_plain(v) for k, v in result.stores.items()}
@@ -123,8 +153,16 @@ def run(args) -> int:
                           "scheme": to_plain(workload.scheme), "model": workload.model.name}
         if args.plot:
             data["plot"] = args.plot
+        if found is not None:
+            data["search"] = {"lp_total_s": found.lp_total_s, "estimated_total_s": found.estimated_total_s,
+                              "lp_throughput_tok_s": workload.tokens_generated / found.lp_total_s,
+                              "candidates": found.candidates, "rejected": found.rejected}
         print_json(data)
         return 0
+    if found is not None:
+        print(f"FlexGen LP (HiGHS, {found.candidates} LPs solved, {found.rejected} infeasible) chose "
+              f"{policy.label()}: LP predicts {workload.tokens_generated / found.lp_total_s:.2f} tok/s, "
+              f"{result.fidelity} gives {result.throughput_tok_s:.2f} tok/s")
     _print(result, platform, workload, policy)
     if args.plot:
         print(f"plot written to {args.plot}")

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from offload.plan import STORES, ChannelSpec, Route, StepPlan, capacities, channels, check_fits, make_planner
+from offload.channels import ChannelSpec, channels
+from offload.footprint import capacities, check_fits
+from offload.plan import STORES, Route, StepPlan
+from offload.planners import make_planner
 from offload.result import OffloadResult, StoreStats
 
 if TYPE_CHECKING:
@@ -48,11 +51,11 @@ def step_times(plan: StepPlan, ch: dict[str, ChannelSpec]) -> tuple[float, float
     return stage_time(plan.load, ch), stage_time(plan.compute, ch), stage_time(plan.store, ch)
 
 
-def analyze(platform: "Platform", workload: "Workload", policy: "Policy") -> OffloadResult:
+def analyze(platform: Platform, workload: Workload, policy: Policy) -> OffloadResult:
     """Closed-form time of the whole run (every layer step priced; plans are cached per distinct step)."""
     planner = make_planner(platform, workload, policy)
     check_fits(platform, workload, policy)
-    ch = channels(platform)
+    ch = channels(platform, policy.pinned)
     S, L = planner.num_steps, workload.model.num_layers
     cache: dict[tuple, tuple[float, float, float]] = {}
     counts: dict[tuple, int] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from base.errors import SpecError
-from offload.plan import capacities, check_capacity, footprint
+from offload.footprint import capacities, check_capacity, footprint
 from offload.policy import POLICY_KINDS, Policy
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ def _split(batch: int, want: int) -> tuple[int, int]:
     return batch // n, n
 
 
-def _greedy_kv(platform: "Platform", workload: "Workload", base: Policy) -> Policy:
+def _greedy_kv(platform: Platform, workload: Workload, base: Policy) -> Policy:
     """Fill the GPU, then host DRAM, with the KV cache (steps of 1%); the rest goes to disk."""
     cap = capacities(platform)
     pol = base.replace(kv_gpu=0.0, kv_cpu=0.0)
@@ -47,7 +47,7 @@ def _greedy_kv(platform: "Platform", workload: "Workload", base: Policy) -> Poli
     return pol
 
 
-def default_policy(kind: str, platform: "Platform", workload: "Workload") -> Policy:
+def default_policy(kind: str, platform: Platform, workload: Workload) -> Policy:
     """flexgen: FlexGen's policy search; leoam: greedy GPU -> CPU -> disk KV tiers, weights on GPU, the number of GPU
     batches that prices cheapest;
     instinfer: weights on GPU, KV in the drives, two GPU batches pipelined, SparF top-k 1/8, r = head_dim/8."""

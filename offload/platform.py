@@ -22,10 +22,12 @@ from base.specio import from_mapping, read_yaml, rng
 if TYPE_CHECKING:
     from hwsim.hardware import HardwareSpec
 
-__all__ = ["Platform", "HostSpec", "PcieLinkSpec", "SsdSpec", "CsdSpec", "get_platform", "list_platforms",
-           "PLATFORM_DIR", "PCIE_LANE_BYTES_PER_S"]
+__all__ = ["Platform", "HostSpec", "PcieLinkSpec", "SsdSpec", "CsdSpec", "CompressionCostSpec", "SwitchSpec",
+           "TopologySpec", "CpuAttentionSpec", "get_platform", "list_platforms", "PLATFORM_DIR",
+           "PCIE_LANE_BYTES_PER_S", "DEVICES", "PLATFORM_TEMPLATE"]
 
 PLATFORM_DIR = Path(__file__).with_name("platforms")
+PLATFORM_TEMPLATE = Path(__file__).with_name("templates") / "platform.yaml"  # `hwsim platforms --template`
 
 # Raw data rate of one PCIe lane per direction after line coding (PCI-SIG base specs: Gen3 8 GT/s, Gen4 16 GT/s,
 # Gen5 32 GT/s, all 128b/130b encoding). Protocol overhead (TLP headers, flow control) is in `efficiency`.
@@ -40,11 +42,76 @@ class PcieLinkSpec:
     lanes: Literal[1, 2, 4, 8, 16]
     efficiency: float = field(metadata=rng(gt=0, le=1))  # achieved / raw rate for large DMA transfers
     latency_s: float = field(metadata=rng(ge=0))  # per transfer (DMA setup + flight)
+    # host <-> device copies from pageable (not pinned) host memory go through the driver's pinned staging buffer:
+    # achieved / raw rate for them; None = not measured (a policy with pinned false is then refused)
+    pageable_efficiency: float | None = field(default=None, metadata=rng(gt=0, le=1))
 
     @property
     def bytes_per_s(self) -> float:
-        """Achievable bandwidth per direction."""
+        """Achievable bandwidth per direction (DMA from pinned host memory)."""
         return PCIE_LANE_BYTES_PER_S[self.generation] * self.lanes * self.efficiency
+
+    @property
+    def raw_bytes_per_s(self) -> float:
+        return PCIE_LANE_BYTES_PER_S[self.generation] * self.lanes
+
+    @property
+    def pageable_bytes_per_s(self) -> float | None:
+        if self.pageable_efficiency is None:
+            return None
+        return PCIE_LANE_BYTES_PER_S[self.generation] * self.lanes * self.pageable_efficiency
+
+
+@dataclass(frozen=True)
+class CpuAttentionSpec:
+    """Decode attention on the CPU (FlexGen's CPU delegation) as measured: one call per layer costs
+    ``call_s + per_head_s * batch * heads + kv_bytes / bytes_per_s``, with kv_bytes the fp16 K and V it reads.
+    Fitted by least squares to timings over batch, heads and context (benchmarks/offload_fit.py)."""
+
+    bytes_per_s: float = field(metadata=rng(gt=0))
+    call_s: float = field(default=0.0, metadata=rng(ge=0))
+    per_head_s: float = field(default=0.0, metadata=rng(ge=0))
+
+    def seconds(self, batch: int, heads: int, kv_bytes: float) -> float:
+        return self.call_s + self.per_head_s * batch * heads + kv_bytes / self.bytes_per_s
+
+
+@dataclass(frozen=True)
+class CompressionCostSpec:
+    """Group-wise (de)compression of weights and KV (FlexGen's 4-bit, group 64), as memory-bound passes.
+
+    Decompression reads the packed values and scales and writes fp16; compression reads fp16 and writes the packed
+    form. Each fraction is the share of the engine's memory bandwidth those passes reach over the bytes they touch
+    (packed + fp16): GPU memory for the GPU, host DRAM for the CPU."""
+
+    gpu_dequant_bandwidth_fraction: float = field(metadata=rng(gt=0, le=1))
+    gpu_quant_bandwidth_fraction: float = field(metadata=rng(gt=0, le=1))
+    cpu_dequant_bandwidth_fraction: float = field(metadata=rng(gt=0, le=1))
+    cpu_quant_bandwidth_fraction: float = field(metadata=rng(gt=0, le=1))
+
+
+DEVICES = ("gpu", "ssd", "csd")
+
+
+@dataclass(frozen=True)
+class SwitchSpec:
+    """A PCIe switch: the `devices` below it share its `uplink` towards the root complex (each direction)."""
+
+    name: str
+    uplink: PcieLinkSpec
+    devices: tuple[Literal["gpu", "ssd", "csd"], ...]
+
+
+@dataclass(frozen=True)
+class TopologySpec:
+    """Where the wires are shared. Devices not below a switch attach to the root complex by their own link.
+    ``root_complex_bytes_per_s`` caps all traffic between host DRAM and the devices, both directions together."""
+
+    switches: tuple[SwitchSpec, ...] = ()
+    root_complex_bytes_per_s: float | None = field(default=None, metadata=rng(gt=0))
+
+    def switch_of(self, device: str) -> SwitchSpec | None:
+        return next((s for s in self.switches if device in s.devices), None)
 
 
 @dataclass(frozen=True)
@@ -57,6 +124,8 @@ class HostSpec:
     dram_bandwidth_bytes_per_s: float = field(metadata=rng(gt=0))
     cpu_flops_per_s: float = field(metadata=rng(gt=0))  # peak fp32, all cores
     cpu_attention_efficiency: float = field(metadata=rng(gt=0, le=1))  # of DRAM bandwidth and FLOPs, CPU attention
+    # measured CPU attention; when given it replaces the roofline of cpu_attention_efficiency
+    cpu_attention: CpuAttentionSpec | None = None
 
     @property
     def usable_bytes(self) -> int:
@@ -127,6 +196,7 @@ class CsdSpec:
             return self.fpga_attention_flops_per_s
         from hwsim.hardware import get_hardware
 
+        assert self.fpga_attention_hardware is not None  # __post_init__ requires one of the two
         hw = get_hardware(self.fpga_attention_hardware)
         if hw.fpga is None or hw.fpga.attention_lanes == 0:
             raise SpecError(f"csd {self.model!r}: hardware {self.fpga_attention_hardware!r} has no attention engine "
@@ -167,14 +237,32 @@ class Platform:
     host: HostSpec
     ssd: SsdSpec | None = None
     csd: CsdSpec | None = None
+    compression: CompressionCostSpec | None = None
+    topology: TopologySpec = field(default_factory=TopologySpec)
     sources: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.ssd is None and self.csd is None:
             raise SpecError(f"platform {self.name!r}: no storage; add an 'ssd' or a 'csd' section")
+        seen: dict[str, str] = {}
+        for sw in self.topology.switches:
+            for dev in sw.devices:
+                if dev in seen:
+                    raise SpecError(f"platform {self.name!r}: {dev} sits below switches {seen[dev]!r} and "
+                                    f"{sw.name!r}; list each device under one switch")
+                if dev != "gpu" and getattr(self, dev) is None:
+                    raise SpecError(f"platform {self.name!r}: switch {sw.name!r} lists {dev}, but the platform has "
+                                    f"no {dev} section; add the {dev} section or remove it from the switch")
+                seen[dev] = sw.name
+            if not sw.devices:
+                raise SpecError(f"platform {self.name!r}: switch {sw.name!r} has no devices; list the devices "
+                                "below it (gpu, ssd, csd) or remove it")
+        names = [sw.name for sw in self.topology.switches]
+        if len(set(names)) != len(names):
+            raise SpecError(f"platform {self.name!r}: switch names repeat ({', '.join(names)}); name each once")
 
     @cached_property
-    def gpu_spec(self) -> "HardwareSpec":
+    def gpu_spec(self) -> HardwareSpec:
         from hwsim.hardware import get_hardware
 
         spec = get_hardware(self.gpu)
@@ -201,6 +289,25 @@ def list_platforms() -> list[str]:
     return sorted(p.stem for p in PLATFORM_DIR.glob("*.yaml"))
 
 
+def _resolve_paths(data: object, folder: Path) -> object:
+    """Relative paths inside a platform YAML (``gpu`` and ``csd.fpga_attention_hardware`` when they name a YAML
+    file) resolve against the YAML's own folder, not the working directory."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+
+    def fix(value: object) -> object:
+        if isinstance(value, str) and Path(value).suffix in (".yaml", ".yml") and not Path(value).is_absolute():
+            return str(folder / value)
+        return value
+
+    if "gpu" in out:
+        out["gpu"] = fix(out["gpu"])
+    if isinstance(out.get("csd"), dict) and "fpga_attention_hardware" in out["csd"]:
+        out["csd"] = {**out["csd"], "fpga_attention_hardware": fix(out["csd"]["fpga_attention_hardware"])}
+    return out
+
+
 def get_platform(name_or_path: str | Path) -> Platform:
     """A shipped platform by exact name, or a platform YAML file. SpecError names the known platforms."""
     text = str(name_or_path)
@@ -211,7 +318,8 @@ def get_platform(name_or_path: str | Path) -> Platform:
     else:
         raise SpecError(f"unknown platform {text!r}; use one of {', '.join(list_platforms())} "
                         "or a path to a platform YAML")
-    plat = from_mapping(Platform, read_yaml(path), str(path))
+    data = _resolve_paths(read_yaml(path), path.resolve().parent)
+    plat = from_mapping(Platform, data, str(path))
     plat.gpu_spec  # resolve now so that a bad GPU or FPGA name fails at load time  # noqa: B018
     if plat.csd is not None:
         plat.csd.attention_flops_per_s  # noqa: B018

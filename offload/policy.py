@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from offload.platform import Platform
     from offload.workload import Workload
 
-__all__ = ["Policy", "POLICY_KINDS", "read_policy"]
+__all__ = ["Policy", "POLICY_KINDS", "read_policy", "flexgen_percent"]
 
 POLICY_KINDS = ("flexgen", "leoam", "instinfer")
 _EPS = 1e-9
@@ -53,6 +53,7 @@ class Policy:
     overlap: bool = True  # FlexGen: overlap load(next) / compute(this) / store(previous)
     cpu_attention: bool = False  # FlexGen's CPU delegation: decode attention over the CPU/disk KV share on the CPU
     route_chunks: int = field(default=8, metadata=rng(ge=1))  # pieces a multi-hop transfer is pipelined in
+    pinned: bool = True  # host buffers pinned (DMA at full link rate) or pageable (bounced through a driver buffer)
     # LeoAM
     chunk_tokens: int = field(default=64, metadata=rng(ge=1))
     load_fraction: float = field(default=1.0, metadata=rng(gt=0, le=1))
@@ -103,7 +104,7 @@ class Policy:
     def sparse(self) -> bool:
         return self.kind == "instinfer" and self.topk_fraction < 1
 
-    def replace(self, **changes) -> "Policy":
+    def replace(self, **changes) -> Policy:
         return dataclasses.replace(self, **changes)
 
     def label(self) -> str:
@@ -114,13 +115,15 @@ class Policy:
                 f"act={pct(self.act_gpu)}/{pct(self.act_cpu)}/{pct(self.act_disk)}")
         if self.cpu_attention:
             text += " cpu-attention"
+        if not self.pinned:
+            text += " pageable"
         if self.kind == "leoam":
             text += f" chunk={self.chunk_tokens} load={self.load_fraction:g}"
         if self.kind == "instinfer":
             text += (f" topk={self.topk_fraction:g} r={self.topr_channels}" if self.sparse else " dense")
         return text
 
-    def check(self, platform: "Platform", workload: "Workload") -> None:
+    def check(self, platform: Platform, workload: Workload) -> None:
         """Raise SpecError when this policy cannot run `workload` on `platform` (batch split, missing drives)."""
         if self.batch != workload.batch:
             raise SpecError(f"policy {self.kind}: gpu_batch_size {self.gpu_batch_size} x num_gpu_batches "
@@ -143,3 +146,35 @@ def read_policy(path) -> Policy:
     from base.specio import from_mapping, read_yaml
 
     return from_mapping(Policy, read_yaml(path), str(path))
+
+
+def flexgen_percent(workload: Workload, percent: tuple[float, float, float, float, float, float],
+                    gpu_batch_size: int, num_gpu_batches: int, cpu_cache_compute: bool = False,
+                    pin_weight: bool = True) -> Policy:
+    """FlexGen's ``--percent WG WC CG CC HG HC`` (with its batch flags) as a Policy.
+
+    FlexGen places whole weight tensors: within each of its layers (attention: q, k, v, out projections; MLP: the
+    rest) a tensor goes to the tier whose cumulative percentage range holds the midpoint of the tensor's share of
+    the layer's bytes (FlexLLMGen ``flex_opt.py``, ``init_weight_list``). The byte fractions that result are the
+    Policy's weight placement; cache and activation percentages carry over as they are. ``pin_weight`` false keeps
+    host buffers pageable."""
+    if len(percent) != 6 or any(not 0 <= v <= 100 for v in percent):
+        raise SpecError(f"FlexGen percent {percent!r}: give six numbers in 0..100 (WG WC CG CC HG HC)")
+    wg, wc = percent[0], percent[1]
+    attn = ("q_proj", "k_proj", "v_proj", "o_proj")
+    lins = workload.model.block_linears
+    per = workload.scheme.weight_bytes(workload.model).per_linear
+    share = {"gpu": 0.0, "cpu": 0.0, "disk": 0.0}
+    for group in ([lin for lin in lins if lin.name in attn], [lin for lin in lins if lin.name not in attn]):
+        total = sum(per[lin.name] for lin in group)
+        acc = 0.0
+        for lin in group:
+            mid = (acc + per[lin.name] / 2) / total * 100
+            tier = "gpu" if mid < wg else "cpu" if mid < wg + wc else "disk"
+            share[tier] += per[lin.name]
+            acc += per[lin.name]
+    blocks = sum(share.values())
+    return Policy("flexgen", gpu_batch_size=gpu_batch_size, num_gpu_batches=num_gpu_batches,
+                  w_gpu=share["gpu"] / blocks, w_cpu=share["cpu"] / blocks, kv_gpu=percent[2] / 100,
+                  kv_cpu=percent[3] / 100, act_gpu=percent[4] / 100, act_cpu=percent[5] / 100,
+                  cpu_attention=cpu_cache_compute, pinned=pin_weight)

@@ -8,10 +8,14 @@ token of its generation; the run checks that all of them complete. Events scale 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
+from offload.channels import channels
 from offload.devices import Channel, Slowdown, Store
-from offload.plan import STORES, Route, capacities, channels, check_fits, make_planner
+from offload.footprint import capacities, check_fits
+from offload.plan import STORES, Route
+from offload.planners import make_planner
 from offload.result import OffloadResult, StoreStats, TraceEvent
 
 if TYPE_CHECKING:
@@ -22,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["simulate"]
 
 
-def simulate(platform: "Platform", workload: "Workload", policy: "Policy", *, slowdowns: Iterable[Slowdown] = (),
+def simulate(platform: Platform, workload: Workload, policy: Policy, *, slowdowns: Iterable[Slowdown] = (),
              trace: bool = False, progress: Callable[[int, int], None] | None = None) -> OffloadResult:
     """Simulate `workload` on `platform` under `policy`. `progress(done_tokens, total_tokens)` is called as tokens
     complete. Raises SpecError for a placement that does not fit."""
@@ -37,7 +41,7 @@ class _Sim:
         self.planner = make_planner(platform, workload, policy)
         check_fits(platform, workload, policy)
         self.platform, self.wl, self.pol = platform, workload, policy
-        self.specs = channels(platform)
+        self.specs = channels(platform, policy.pinned)
         self.chans = {n: Channel(n, c.members, c.latency_s, splittable=c.kind == "link")
                       for n, c in self.specs.items()}
         for sd in slowdowns:
@@ -133,8 +137,7 @@ class _Sim:
             self.progress(token + 1, self.wl.gen_len)
 
     def _request(self, size: int):
-        for ev in self.token_done:  # one request = one GPU batch of sequences, generating gen_len tokens
-            yield ev
+        yield from self.token_done  # one request = one GPU batch of sequences, generating gen_len tokens
         self.completed += size
 
     def run(self) -> OffloadResult:

@@ -32,7 +32,7 @@ class Workload:
 
     @classmethod
     def make(cls, model: str | ModelSpec, batch: int, prompt_len: int, gen_len: int,
-             scheme: str | CompressionScheme = "fp16") -> "Workload":
+             scheme: str | CompressionScheme = "fp16") -> Workload:
         from base.errors import SpecError
 
         m = get_model(model) if not isinstance(model, ModelSpec) else model
@@ -65,6 +65,35 @@ class Workload:
     def layer_weight_bytes(self) -> float:
         """One transformer block's weights (linears, biases, norms) in the scheme's format."""
         return self._weights.blocks / self.model.num_layers
+
+    @cached_property
+    def _weights_fp16(self):
+        return CompressionScheme(name="fp16").weight_bytes(self.model)
+
+    @property
+    def weights_compressed(self) -> bool:
+        """Weights stored group-quantized (decompressed to fp16 before use by an offloading runtime)."""
+        return self.scheme.weight_bits < 16
+
+    @property
+    def kv_compressed(self) -> bool:
+        return self.scheme.kv_compressed
+
+    @property
+    def layer_weight_fp16_bytes(self) -> float:
+        """One block's weights once decompressed to fp16."""
+        return self._weights_fp16.blocks / self.model.num_layers
+
+    @property
+    def qkv_weight_fp16_bytes(self) -> float:
+        per = self._weights_fp16.per_linear
+        return float(sum(per[n] for n in ("q_proj", "k_proj", "v_proj")))
+
+    def layer_kv_fp16_bytes(self, tokens: int, batch: int | None = None) -> float:
+        """`layer_kv_bytes` once decompressed to fp16 (attended tokens only when the scheme evicts)."""
+        b = self.batch if batch is None else batch
+        kept = self.scheme.kv_stored_tokens(self.model, tokens)
+        return CompressionScheme(name="fp16").kv_cache_bytes(self.model, kept, b) / self.model.num_layers
 
     @property
     def qkv_weight_bytes(self) -> float:

@@ -24,6 +24,12 @@ def _run(capsys, *argv):
     (["--platform", "a6000-ssd", "--policy", "instinfer"], "needs computational storage drives"),
     (["--gpu-batches", "3"], "--gpu-batches 3 does not divide --batch 8"),
     (["--policy", "leoam", "--topk", "0.5"], "--topk/--topr are InstInfer settings"),
+    (["--policy", "instinfer", "--placement", "100,0,0,0,100,0"], "InstInfer keeps the KV cache in the drives"),
+    (["--policy", "leoam", "--cpu-attention", "on"], "--cpu-attention is FlexGen's CPU delegation"),
+    (["--platform", "a6000-ssd", "--policy", "flexgen", "--placement", "100,0,100,0,100,0", "--pageable"],
+     "no pageable_efficiency"),
+    (["--platform", "a6000-ssd", "--policy", "flexgen", "--batch", "257", "--prompt", "1500", "--gen", "1"],
+     "gpu needs at least"),  # a prime batch: one GPU batch, whose prefill workspace alone overfills the GPU
     (["--policy", "flexgen", "--placement", "100,0,100,0,100,0", "--batch", "64", "--prompt", "1024", "--gen",
       "1024"], "places"),
 ])
@@ -37,7 +43,7 @@ def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
 
 
 def test_model_that_cannot_fit_anywhere(capsys):
-    code, _, err = _run(capsys, "--model", "llama-2-70b", "--batch", "8192", "--prompt", "4096", "--gen", "4096")
+    code, _, err = _run(capsys, "--model", "llama-2-70b", "--batch", "65536", "--prompt", "2048", "--gen", "2048")
     assert code == 2 and "holds only" in err and "lower --batch" in err
 
 
@@ -77,7 +83,7 @@ def test_console_entry_exits_2_on_bad_input():
                            "offload", "--model", "opt-13b", "--platform", "nope"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["hwsim: error: unknown platform 'nope'; use one of a6000-csd, "
-                                                "a6000-ssd or a path to a platform YAML"]
+                                                "a6000-ssd, t4-flexgen or a path to a platform YAML"]
 
 
 def test_progress_bar_on_a_terminal(monkeypatch):
@@ -103,3 +109,22 @@ def test_progress_bar_on_a_terminal(monkeypatch):
                                               Policy("instinfer", gpu_batch_size=8), show=True)
     assert calls == [True] and res.requests_completed == 8
     assert "tokens" in fake.getvalue()
+
+
+def test_placement_implies_flexgen_and_cpu_attention_is_selectable(capsys):
+    code, out, err = _run(capsys, *SMALL, "--placement", "100,0,0,100,100,0", "--cpu-attention", "on", "--json")
+    assert code == 0, err
+    pol = json.loads(out)["inputs"]["policy"]
+    assert pol["kind"] == "flexgen" and pol["cpu_attention"] is True and pol["kv_cpu"] == 1.0
+
+
+def test_flexgen_search_prints_the_lp_choice(capsys):
+    code, out, err = _run(capsys, *SMALL, "--platform", "a6000-ssd", "--policy", "flexgen", "--cpu-attention", "off",
+                          "--fidelity", "analytical")
+    assert code == 0, err
+    line = next(ln for ln in out.splitlines() if ln.startswith("FlexGen LP"))
+    assert "LP predicts" in line and "analytical gives" in line and "cpu-attention" not in line
+    code, out, err = _run(capsys, *SMALL, "--platform", "a6000-ssd", "--policy", "flexgen", "--json")
+    assert code == 0, err
+    assert json.loads(out)["search"]["lp_throughput_tok_s"] > 0
+

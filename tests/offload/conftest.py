@@ -23,7 +23,9 @@ def _platform(gpu_path: str, with_csd: bool) -> dict:
              host=dict(cpu="test", dram_bytes=10**11, dram_reserved_bytes=0, dram_bandwidth_bytes_per_s=1e11,
                        cpu_flops_per_s=1e12, cpu_attention_efficiency=0.5),
              ssd=dict(model="test ssd", count=2, capacity_bytes=10**12, read_bytes_per_s=1e9, write_bytes_per_s=5e8,
-                      latency_s=1e-4, queue_depth=32, link=dict(generation=4, lanes=4, efficiency=0.9, latency_s=0.0)))
+                      latency_s=1e-4, queue_depth=32, link=dict(generation=4, lanes=4, efficiency=0.9, latency_s=0.0)),
+             compression=dict(gpu_dequant_bandwidth_fraction=0.5, gpu_quant_bandwidth_fraction=0.25,
+                              cpu_dequant_bandwidth_fraction=0.5, cpu_quant_bandwidth_fraction=0.25))
     if with_csd:
         d["csd"] = dict(model="test csd", count=4, capacity_bytes=10**12, nand_channels=8,
                         nand_channel_read_bytes_per_s=1e8, nand_write_bytes_per_s=2e8, nand_page_bytes=4096,

@@ -3,8 +3,9 @@
 import pytest
 
 from offload import Policy, Workload, analyze, default_policy, get_platform, simulate
+from offload.channels import channels
 from offload.cost import route_time
-from offload.plan import Effect, Hop, Route, Use, channels
+from offload.plan import Effect, Hop, Route, Use
 
 # Agreement tolerance when no two routes of one sync window share a channel: 1%. The closed form prices each stage
 # as max(busiest channel, longest pipelined chain), which is exact for a pipeline without contention; what is left

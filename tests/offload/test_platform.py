@@ -10,7 +10,7 @@ from offload.platform import PLATFORM_DIR
 
 
 def test_shipped_platforms_load_and_derive_bandwidths():
-    assert list_platforms() == ["a6000-csd", "a6000-ssd"]
+    assert list_platforms() == ["a6000-csd", "a6000-ssd", "t4-flexgen"]
     csd = get_platform("a6000-csd")
     assert csd.gpu_spec.name == "a6000"  # the GPU comes from hwsim's hardware registry, not a second copy
     assert csd.gpu_link.bytes_per_s == pytest.approx(16e9 * 128 / 130 / 8 * 16 * 0.8)
@@ -30,7 +30,7 @@ def _leaves(d, prefix=""):
             yield path, v
 
 
-@pytest.mark.parametrize("name", ["a6000-ssd", "a6000-csd"])
+@pytest.mark.parametrize("name", ["a6000-ssd", "a6000-csd", "t4-flexgen"])
 def test_every_number_names_its_source(name):
     data = read_yaml(PLATFORM_DIR / f"{name}.yaml")
     sources = data.pop("sources")
@@ -87,4 +87,40 @@ def test_csd_attention_rate_can_come_from_an_hwsim_fpga_spec(tmp_path):
     data["csd"]["fpga_attention_hardware"] = "a6000"  # a GPU: no attention engine
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(data))
     with pytest.raises(SpecError, match="has no attention engine"):
+        get_platform(tmp_path / "p.yaml")
+
+
+def test_relative_gpu_path_resolves_against_the_yaml_folder(tmp_path, monkeypatch):
+    data = read_yaml(PLATFORM_DIR / "t4-flexgen.yaml")
+    assert data["gpu"] == "gpus/t4.yaml"
+    (tmp_path / "gpus").mkdir()
+    (tmp_path / "gpus" / "t4.yaml").write_text((PLATFORM_DIR / "gpus" / "t4.yaml").read_text())
+    (tmp_path / "box.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.chdir(PLATFORM_DIR.parent.parent)  # a working directory where gpus/t4.yaml does not exist
+    assert get_platform(tmp_path / "box.yaml").gpu_spec.name == "t4"
+
+
+def test_template_is_a_valid_platform(tmp_path):
+    from offload.platform import PLATFORM_TEMPLATE
+
+    (tmp_path / "mine.yaml").write_text(PLATFORM_TEMPLATE.read_text())
+    plat = get_platform(tmp_path / "mine.yaml")
+    assert plat.topology.switch_of("ssd").name == "sw0" and plat.host.cpu_attention is not None
+
+
+@pytest.mark.parametrize("switches, message", [
+    ([{"name": "sw0", "uplink": {"generation": 4, "lanes": 4, "efficiency": 0.9, "latency_s": 0.0},
+       "devices": ["csd"]}], "switch 'sw0' lists csd, but the platform has no csd section"),
+    ([{"name": "sw0", "uplink": {"generation": 4, "lanes": 4, "efficiency": 0.9, "latency_s": 0.0},
+       "devices": ["ssd"]},
+      {"name": "sw1", "uplink": {"generation": 4, "lanes": 4, "efficiency": 0.9, "latency_s": 0.0},
+       "devices": ["ssd"]}], "ssd sits below switches 'sw0' and 'sw1'"),
+    ([{"name": "sw0", "uplink": {"generation": 4, "lanes": 4, "efficiency": 0.9, "latency_s": 0.0},
+       "devices": ["nvme9"]}], "devices"),
+])
+def test_topology_with_a_drive_on_no_link_is_one_line(tmp_path, switches, message):
+    data = read_yaml(PLATFORM_DIR / "a6000-ssd.yaml")
+    data["topology"] = {"switches": switches}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError, match=message):
         get_platform(tmp_path / "p.yaml")

@@ -3,8 +3,8 @@
 import pytest
 
 from offload import Policy, Slowdown, Workload, get_platform, simulate
+from offload.planners import make_planner
 from offload.platform import PCIE_LANE_BYTES_PER_S
-from offload.plan import make_planner
 
 
 def test_exact_trace_of_a_tiny_flexgen_run(tiny):
