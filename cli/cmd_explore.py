@@ -148,12 +148,15 @@ def _print(result) -> None:
         f"{result.n_points:,} evaluated, {result.method})",
         header_style="bold",
     )
-    for c in cols:
-        t.add_column(c, justify="left" if c in ("model", "scheme", "fidelity") else "right")
+    short = [c.rsplit(".", 1)[-1] for c in cols]
+    for c, name in zip(cols, short):  # hardware axes by their last name where that is unambiguous
+        t.add_column(
+            name if short.count(name) == 1 else c, justify="left" if c in ("model", "scheme", "fidelity") else "right"
+        )
     from explore import OBJECTIVES
 
     for o in objectives:
-        t.add_column(f"{o} ({OBJECTIVES[o][0]})", justify="right")
+        t.add_column(f"{o} ({OBJECTIVES[o][0]})", justify="right", overflow="fold")
     for r in result.pareto[:MAX_TABLE_ROWS]:
         t.add_row(*(_fmt(c, r.get(c)) for c in cols), *(_fmt(o, r.get(o)) for o in objectives))
     con = console()
