@@ -264,7 +264,8 @@ def _shipped(kind: str) -> Path:
     from hwsim.hardware import HARDWARE_DIR
     from models.spec import SPEC_DIR
 
-    return {"model": SPEC_DIR / "llama-7b.yaml", "hardware": HARDWARE_DIR / "u280-accllm.yaml"}[kind]
+    return {"model": SPEC_DIR / "llama-7b.yaml", "hardware": HARDWARE_DIR / "u280-accllm.yaml",
+            "platform": REPO / "offload" / "platforms" / "a6000-csd.yaml"}[kind]
 
 
 _SCHEME_YAML = "name: my-scheme\nweight_bits: 2\nweight_group_size: 64\nact_bits: 8\nkv_bits: 4\nsource: a test\n"
@@ -542,10 +543,18 @@ def _output_case(rng: random.Random, work: Path) -> Case:
 def _offload_case(rng: random.Random, work: Path) -> Case:
     refuse = False
     argv = ["offload", "--model", rng.choice(["opt-6.7b", "opt-13b", "llama-7b"]), "--fidelity", "analytical"]
-    if rng.random() < 0.3:
+    if rng.random() < 0.1:
         p, bad = _spec_path(rng, work, "hardware")  # a hardware YAML is not a platform: refused
         argv += ["--platform", p]
         refuse = True
+    elif rng.random() < 0.3:
+        p, bad = _spec_path(rng, work, "platform")
+        argv += ["--platform", p]
+        refuse |= bad
+    if rng.random() < 0.15:
+        p, bad = _spec_path(rng, work, "scheme")
+        argv += ["--scheme", p]
+        refuse |= bad
     for flag in ("--prompt", "--gen", "--batch", "--gpu-batches", "--topr"):
         if rng.random() < 0.3:
             if rng.random() < 0.5:
