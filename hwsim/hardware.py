@@ -269,8 +269,6 @@ class HardwareSpec:
                 if parse_nm(mode) is None:
                     raise SpecError(f"hardware {n!r}: fpga.sparse_modes entry {mode!r} is unknown; use N:M, a "
                                     "specific N:M like 2:4, block or unstructured")
-        if not (f.engine_dsps and f.macs_per_dsp) and f.decode_engine is None:
-            return  # an FPGA without a linear engine (e.g. the attention engine alone): no matrix peak
 
     # ---- derived figures ---------------------------------------------------------------------------------------
     @property
