@@ -1,14 +1,14 @@
 """`estimate(...)`: one entry point, one result type, for every fidelity of performance model.
 
-Fidelities register themselves by name in `FIDELITIES` (module path + function); ``analytical`` is the roofline
-model of hwsim/analytical.py, ``cycle`` the cycle-level simulator. Both return an `Estimate`.
+``fidelity`` picks the model: ``analytical`` is the roofline-plus-mechanisms model of hwsim/analytical.py, ``cycle``
+the cycle-level simulator of hwsim/cyclesim. Both price the same operator list (hwsim/ops.py) and return an
+`Estimate`. The cycle-level simulator is imported only when asked for, so `hwsim estimate` starts fast.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from base.errors import SpecError
 from quant.measured import MeasuredProfile
@@ -38,10 +38,20 @@ def decode_samples(prompt_len: int, gen_len: int, cap: int = EXACT_DECODE_STEPS)
     idx = np.floor((edges[:-1] + edges[1:]) / 2)
     return prompt_len + 1 + idx, np.diff(np.floor(edges))
 
-FIDELITIES: dict[str, str] = {
-    "analytical": "hwsim.analytical:estimate_analytical",
-    "cycle": "hwsim.cyclesim:estimate_cycle",
-}
+FIDELITIES = ("analytical", "cycle")
+
+
+def _model_of(fidelity: str) -> Callable[..., Estimate]:
+    """The estimate function of one fidelity."""
+    if fidelity == "analytical":
+        from hwsim.analytical import estimate_analytical
+
+        return estimate_analytical
+    if fidelity == "cycle":
+        from hwsim.cyclesim import estimate_cycle
+
+        return estimate_cycle
+    raise SpecError(f"unknown fidelity {fidelity!r}; use one of {', '.join(FIDELITIES)}")
 
 
 @dataclass(frozen=True)
@@ -177,15 +187,7 @@ def estimate(model: ModelSpec, hardware: HardwareSpec, scheme: CompressionScheme
     """
     if profile is not None:
         profile.check(model.num_layers)
-    if fidelity not in FIDELITIES:
-        raise SpecError(f"unknown fidelity {fidelity!r}; use one of {', '.join(FIDELITIES)}")
-    module, func = FIDELITIES[fidelity].split(":")
-    try:
-        impl = getattr(importlib.import_module(module), func)
-    except ModuleNotFoundError as exc:
-        if exc.name != module:
-            raise
-        raise SpecError(f"fidelity {fidelity!r} is not available in this build; use 'analytical'") from None
+    impl = _model_of(fidelity)
     est = impl(model, hardware, scheme, workload) if profile is None else impl(model, hardware, scheme, workload,
                                                                                 profile=profile)
     if not est.fits:  # the figures assume the model fits; say loudly that it does not
