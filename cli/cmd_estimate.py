@@ -9,6 +9,10 @@ from cli._common import positive_int
 
 __all__ = ["register", "run", "resolve_scheme"]
 
+# the cycle-level model runs each sequence of the batch through the engines, so its time grows with the batch; this
+# bound keeps a run within seconds (larger batches: the analytical model)
+CYCLE_MAX_BATCH = 1024
+
 
 def register(sub) -> None:
     p = sub.add_parser("estimate", help="estimate latency, throughput, memory and energy of a model on hardware",
@@ -138,6 +142,9 @@ def run(args) -> int:
     if args.prompt + args.gen > model.max_position_embeddings:
         raise SpecError(f"--prompt {args.prompt:,} + --gen {args.gen:,} = {args.prompt + args.gen:,} tokens exceeds "
                         f"{model.name}'s context of {model.max_position_embeddings:,} tokens; lower --prompt or --gen")
+    if args.fidelity == "cycle" and args.batch > CYCLE_MAX_BATCH:
+        raise SpecError(f"--batch {args.batch:,} is too large for --fidelity cycle, which simulates every sequence "
+                        f"of the batch (limit {CYCLE_MAX_BATCH:,}); use --fidelity analytical")
     if args.defaults_note:
         import sys
 

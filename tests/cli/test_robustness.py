@@ -89,6 +89,7 @@ def edit_manifest(art: Path, fn, digest: bool = True) -> None:
     ["estimate", "--model", "llama-7b", "--gen", str(2**63)],
     ["estimate", "--model", "llama-7b", "--prompt", str(10**12)],
     ["estimate", "--model", "llama-7b", "--prompt", "1000000"],
+    ["estimate", "--model", "llama-7b", "--fidelity", "cycle", "--batch", "2147483647"],
     ["offload", "--model", "opt-6.7b", "--gen", "1000000"],
     ["offload", "--model", "opt-6.7b", "--plot", "p.png", "--sweep-values", "8,9223372036854775808"],
     ["offload", "--model", "opt-6.7b", "--plot", "p.png", "--sweep", "context", "--sweep-values", "8,100000"],
