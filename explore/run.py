@@ -8,7 +8,8 @@ Output directory (all JSON, no pickle):
 * ``pareto.json`` (the front and the counts) and ``pareto.png`` (the plot), written at the end.
 
 Search: ``exhaustive`` evaluates every point; ``nsga2`` runs optuna's NSGA-II sampler, ask-and-tell, one
-generation of ``population`` points at a time through the same executor, until ``trials`` points are evaluated.
+generation of ``population`` trials at a time through the same executor, for ``trials`` trials (a trial that proposes
+a point already evaluated is told its recorded figures: only new points cost an evaluation).
 Optuna over pymoo: the axes are categorical (models, schemes, workloads) and integer (indices of a hardware axis's
 values), which optuna's distributions take as they are, and its ask-and-tell interface lets every generation go
 through the executor without wrapping it in an optimiser's own parallel backend; it is one pure-Python wheel.
@@ -273,18 +274,19 @@ def _nsga2(space: Any, executor: Any, store: _Store, fp: str, progress) -> int:
         study = optuna.create_study(
             directions=["maximize" if OBJECTIVES[o][0] == "max" else "minimize" for o in objectives], sampler=sampler
         )
-    budget = min(s.trials, space.n_points)
     evaluated = 0
+    asked = 0
     seen: set[int] = set()
     stale = 0  # generations in a row that proposed no point not seen before
     if progress:
-        progress(0, budget)
-    while len(seen) < budget and stale < STALE_GENERATIONS:
+        progress(0, s.trials)
+    while asked < s.trials and len(seen) < space.n_points and stale < STALE_GENERATIONS:
         trials = []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            for _ in range(s.population):
+            for _ in range(min(s.population, s.trials - asked)):
                 trials.append(study.ask(dists))
+        asked += len(trials)
         pids = [pid_of(t.params) for t in trials]
         stale = 0 if any(p not in seen for p in pids) else stale + 1
         new = sorted({p for p in pids if p not in store.records})
@@ -306,5 +308,5 @@ def _nsga2(space: Any, executor: Any, store: _Store, fp: str, progress) -> int:
                 t.set_constraint("feasible", 0.0 if rec.get("feasible") else 1.0)
                 study.tell(t, [float(v) for v in vals])
         if progress:
-            progress(min(len(seen), budget), budget)
+            progress(asked, s.trials)
     return evaluated

@@ -117,7 +117,7 @@ class SearchSpec:
 
     method: Literal["auto", "exhaustive", "nsga2"] = "auto"
     max_exhaustive: int = field(default=1_000_000, metadata=rng(ge=1))
-    trials: int = field(default=2000, metadata=rng(ge=1))  # NSGA-II: points evaluated
+    trials: int = field(default=2000, metadata=rng(ge=1))  # NSGA-II trials (repeated points evaluated once)
     population: int = field(default=50, metadata=rng(ge=2))  # NSGA-II: trials per generation
     seed: int = field(default=0, metadata=rng(ge=0))
     chunk: int = field(default=2048, metadata=rng(ge=1))  # points per job sent to a worker

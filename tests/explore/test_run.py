@@ -133,7 +133,7 @@ def test_nsga2_against_brute_force(tmp_path):
     brute = run_space(_fpga_space(tmp_path), LocalExecutor(), None)
     sp = _fpga_space(tmp_path, method="nsga2", trials=80, population=16, seed=1)
     res = run_space(sp, LocalExecutor(), tmp_path / "nsga")
-    assert res.method == "nsga2" and 80 <= res.n_points < brute.n_points == 144
+    assert res.method == "nsga2" and res.n_points <= 80 and brute.n_points == 144
     cmp = compare_fronts(res.pareto, brute.pareto, ("decode_tokens_per_s", "lut"))
     assert cmp["recall"] >= 0.75
 
@@ -141,7 +141,7 @@ def test_nsga2_against_brute_force(tmp_path):
 def test_nsga2_on_part_of_the_space_returns_non_dominated_evaluated_points(tmp_path):
     sp = _space(tmp_path, search={"method": "nsga2", "trials": 40, "population": 10, "seed": 0})
     res = run_space(sp, LocalExecutor(), None)
-    assert 40 <= res.n_points < 108
+    assert 10 <= res.n_points <= 40
     assert {r["id"] for r in res.pareto} == {r["id"] for r in pareto_front(res.records, tuple(SPACE["objectives"]))}
     again = run_space(sp, LocalExecutor(), None)
     assert [r["id"] for r in again.records] == [r["id"] for r in res.records]  # seeded: reproducible
