@@ -9,9 +9,9 @@ from cli._common import positive_int
 
 __all__ = ["register", "run", "resolve_scheme"]
 
-# the cycle-level model runs each sequence of the batch through the engines, so its time grows with the batch; this
-# bound keeps a run within seconds (larger batches: the analytical model)
-CYCLE_MAX_BATCH = 1024
+# the cycle-level model runs each sequence of the batch through the engines at every decode step it prices, so its
+# time grows with batch x steps; this bound keeps a run within seconds (beyond it: the analytical model)
+CYCLE_MAX_WORK = 2**20
 
 
 def register(sub) -> None:
@@ -142,9 +142,14 @@ def run(args) -> int:
     if args.prompt + args.gen > model.max_position_embeddings:
         raise SpecError(f"--prompt {args.prompt:,} + --gen {args.gen:,} = {args.prompt + args.gen:,} tokens exceeds "
                         f"{model.name}'s context of {model.max_position_embeddings:,} tokens; lower --prompt or --gen")
-    if args.fidelity == "cycle" and args.batch > CYCLE_MAX_BATCH:
-        raise SpecError(f"--batch {args.batch:,} is too large for --fidelity cycle, which simulates every sequence "
-                        f"of the batch (limit {CYCLE_MAX_BATCH:,}); use --fidelity analytical")
+    if args.fidelity == "cycle":
+        from hwsim.estimate import EXACT_DECODE_STEPS
+
+        work = args.batch * min(args.gen, EXACT_DECODE_STEPS)  # sequences x decode steps priced
+        if work > CYCLE_MAX_WORK:
+            raise SpecError(f"--batch {args.batch:,} x {min(args.gen, EXACT_DECODE_STEPS):,} decode steps is too "
+                            f"much for --fidelity cycle, which simulates every sequence at every step (limit "
+                            f"{CYCLE_MAX_WORK:,}); lower --batch or --gen, or use --fidelity analytical")
     if args.defaults_note:
         import sys
 
