@@ -617,7 +617,7 @@ def run_case(case: Case, work: Path) -> dict:
         os.chdir(cwd)
     seconds = time.perf_counter() - t0
     after = _snapshot(work)
-    lines = [ln for ln in err.getvalue().splitlines() if ln.strip() and not ln.startswith("hwsim: note:")]
+    lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]  # a refusal: this one line, no notes
     res = {"tag": case.tag, "argv": case.argv, "rc": rc, "seconds": round(seconds, 3), "traceback": tb,
            "stderr": err.getvalue()[-400:], "problems": []}
     if tb is not None:
@@ -646,9 +646,15 @@ def _worker(seed: int, root: str, bases: dict[str, str], tasks, results) -> None
 
     matplotlib.use("Agg")
     b = {k: Path(v) for k, v in bases.items()}
+    parent = os.getppid()
     while True:
-        i = tasks.get()
-        if i is None:
+        try:
+            i = tasks.get(timeout=1.0)
+        except Exception:  # noqa: BLE001 - queue.Empty: stop when the parent is gone
+            if os.getppid() != parent:
+                return
+            continue
+        if i is None or os.getppid() != parent:
             return
         work = Path(root) / f"case-{i}"
         work.mkdir()

@@ -150,10 +150,6 @@ def run(args) -> int:
             raise SpecError(f"--batch {args.batch:,} x {min(args.gen, EXACT_DECODE_STEPS):,} decode steps is too "
                             f"much for --fidelity cycle, which simulates every sequence at every step (limit "
                             f"{CYCLE_MAX_WORK:,}); lower --batch or --gen, or use --fidelity analytical")
-    if args.defaults_note:
-        import sys
-
-        sys.stderr.write(f"hwsim: note: {args.defaults_note}\n")
     workload = Workload(batch=args.batch, prompt_len=args.prompt, gen_len=args.gen)
     profile = None
     if artifact is not None:
@@ -165,6 +161,10 @@ def run(args) -> int:
             sys.stderr.write("hwsim: note: the flags change the artifact's compression scheme; its measured byte "
                              "counts and KV sparsity do not apply, nominal figures are used\n")
     est = estimate(model, hw, scheme, workload, fidelity=args.fidelity, profile=profile)
+    if args.defaults_note:  # after the estimate: a refusal stays one line
+        import sys
+
+        sys.stderr.write(f"hwsim: note: {args.defaults_note}\n")
     if args.json:
         from cli._common import print_json
 
