@@ -163,6 +163,14 @@ def _print(result) -> None:
     con.print(t)
     if len(result.pareto) > MAX_TABLE_ROWS:
         con.print(f"... {len(result.pareto) - MAX_TABLE_ROWS} more front points in {result.files.get('pareto')}")
+    extra = sum(1 for r in result.pareto if r.get("resources_extrapolated"))
+    if extra and space.resource_model is not None:
+        m = space.resource_model
+        con.print(
+            f"[yellow]{extra} front point(s) use FPGA resources extrapolated beyond the sweep[/yellow] "
+            f"(lanes {m.lanes_range[0]}..{m.lanes_range[1]}, head_dim {m.head_dim_range[0]}.."
+            f"{m.head_dim_range[1]}; {m.source})"
+        )
     if result.n_errors:
         first = next(r for r in result.records if r.get("error"))
         con.print(f"[yellow]{result.n_errors:,} points could not be evaluated[/yellow], e.g. {first['error']}")

@@ -116,7 +116,7 @@ class SearchSpec:
     """How the space is searched. ``auto``: exhaustive up to ``max_exhaustive`` points, NSGA-II beyond."""
 
     method: Literal["auto", "exhaustive", "nsga2"] = "auto"
-    max_exhaustive: int = field(default=1_000_000, metadata=rng(ge=1))
+    max_exhaustive: int = field(default=200_000, metadata=rng(ge=1))  # every record is kept in memory
     trials: int = field(default=2000, metadata=rng(ge=1))  # NSGA-II trials (repeated points evaluated once)
     population: int = field(default=50, metadata=rng(ge=2))  # NSGA-II: trials per generation
     seed: int = field(default=0, metadata=rng(ge=0))
