@@ -152,19 +152,18 @@ def run(args) -> int:
                             f"{CYCLE_MAX_WORK:,}); lower --batch or --gen, or use --fidelity analytical")
     workload = Workload(batch=args.batch, prompt_len=args.prompt, gen_len=args.gen)
     profile = None
+    notes = [args.defaults_note] if args.defaults_note else []
     if artifact is not None:
         if scheme == artifact.scheme:
             profile = artifact.profile()
         else:
-            import sys
-
-            sys.stderr.write("hwsim: note: the flags change the artifact's compression scheme; its measured byte "
-                             "counts and KV sparsity do not apply, nominal figures are used\n")
+            notes.append("the flags change the artifact's compression scheme; its measured byte counts and KV "
+                         "sparsity do not apply, nominal figures are used")
     est = estimate(model, hw, scheme, workload, fidelity=args.fidelity, profile=profile)
-    if args.defaults_note:  # after the estimate: a refusal stays one line
+    if notes:  # after the estimate: a refusal stays one line
         import sys
 
-        sys.stderr.write(f"hwsim: note: {args.defaults_note}\n")
+        sys.stderr.write("".join(f"hwsim: note: {n}\n" for n in notes))
     if args.json:
         from cli._common import print_json
 
