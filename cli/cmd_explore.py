@@ -163,6 +163,13 @@ def _print(result) -> None:
     con.print(t)
     if len(result.pareto) > MAX_TABLE_ROWS:
         con.print(f"... {len(result.pareto) - MAX_TABLE_ROWS} more front points in {result.files.get('pareto')}")
+    if space.resource_model is not None:
+        errs = ", ".join(
+            f"{r['figure']} {r['max_rel_err']:.1%}"
+            + ("" if r["loo_max_rel_err"] is None else f" (leave-one-out {r['loo_max_rel_err']:.1%})")
+            for r in space.resource_model.error_rows()
+        )
+        con.print(f"FPGA resource model {space.resource_model.source}: largest relative fit error {errs}")
     extra = sum(1 for r in result.pareto if r.get("resources_extrapolated"))
     if extra and space.resource_model is not None:
         m = space.resource_model

@@ -82,6 +82,9 @@ class ExploreResult:
             "objectives": list(self.space.spec.objectives),
             "pareto": self.pareto,
             "files": self.files,
+            "resource_model": None
+            if self.space.resource_model is None
+            else {"source": self.space.resource_model.source, "fit_error": self.space.resource_model.error_rows()},
         }
 
 
