@@ -31,6 +31,7 @@ RECORD_FIGURES = (
 _HW_CACHE: dict[str, dict[int, Any]] = {}  # per worker process: space fingerprint -> hardware index -> spec
 _HW_CACHE_MAX = 200_000
 _LEAN = LeanEvaluator()
+_RES_CACHE: dict = {}  # per worker process: (hardware index, head_dim) -> resource totals of one space
 
 
 def _hardware(fp: str, space: Any, h: int) -> Any:
@@ -63,7 +64,8 @@ def evaluate_point(space: Any, pid: int, fp: str = "") -> dict[str, Any]:
     rec: dict[str, Any] = {"id": pid, **space.coordinates(pid)}
     rec.update(dict.fromkeys(RECORD_FIGURES))
     rec["ppl_ratio"] = var.ppl_ratio
-    hw = _hardware(fp or space.fingerprint(), space, h)
+    fp = fp or space.fingerprint()
+    hw = _hardware(fp, space, h)
     cons = space.spec.constraints
     try:
         if isinstance(hw, Exception):
@@ -93,7 +95,13 @@ def evaluate_point(space: Any, pid: int, fp: str = "") -> dict[str, Any]:
     )
     feasible = fits or not cons.fits_memory
     if space.resource_model is not None:
-        d = space.resource_model.design_totals(hw, var.model.head_dim)
+        rkey = (h, var.model.head_dim)
+        d = _RES_CACHE.get(rkey) if _RES_CACHE.get("fp") == fp else None
+        if d is None:
+            if _RES_CACHE.get("fp") != fp or len(_RES_CACHE) > _HW_CACHE_MAX:
+                _RES_CACHE.clear()
+                _RES_CACHE["fp"] = fp
+            d = _RES_CACHE[rkey] = space.resource_model.design_totals(hw, var.model.head_dim)
         rec.update(
             lut=d["lut"],
             ff=d["ff"],
