@@ -92,21 +92,21 @@ def _packed_linear(obj, act_bits: int):
 
 
 def _decode_attention_impl(scheme):
-    """attn_impl for models.llama.Attention: token-by-token decode attention over caches packed in `scheme`'s KV
-    format (quant.formats.compress_kv) with quant.kernels.decode_attention (Λ mask from the scheme)."""
+    """attn_impl for models.llama.Attention: decode attention of every token over the cache a token-by-token
+    decoder holds, packed in `scheme`'s KV format (quant.kernels.window_attention: the packed cache of a sequence is
+    built once per layer, the compiled kernels read its bytes; Λ mask from the scheme)."""
     import torch
 
-    from quant.formats import compress_kv
-    from quant.kernels import decode_attention
+    from quant.kernels import window_attention
 
     def impl(q, k, v, layer):
-        b, h, t, d = q.shape
+        # q: [B, H, T, D]; k, v: [B, Hkv, T, D] (after RoPE). The cache is compressed from float64 K/V as the
+        # fake path's codec does, so both paths quantize the same numbers.
         out = torch.empty_like(q)
+        qn = q.detach().float().numpy()
         kn, vn = k.detach().double().numpy(), v.detach().double().numpy()
-        for bi in range(b):
-            for i in range(t):
-                cache = compress_kv(kn[bi, :, : i + 1], vn[bi, :, : i + 1], scheme)
-                out[bi, :, i] = decode_attention(q[bi, :, i].detach().float(), cache, scheme).to(q.dtype)
+        for bi in range(q.shape[0]):
+            out[bi] = torch.from_numpy(window_attention(qn[bi], kn[bi], vn[bi], scheme)).to(q.dtype)
         return out
 
     return impl
@@ -115,8 +115,9 @@ def _decode_attention_impl(scheme):
 def model_from_artifact(art, path: str = "packed"):
     """A models.llama.Llama running a loaded artifact (quant.artifact.load_artifact).
 
-    path='packed': every projection computes through its packed format and the reference GEMM kernel, attention
-    runs token by token through the reference decode kernel over a cache packed in the scheme's KV format.
+    path='packed': every projection computes through its packed format and the reference GEMM kernel; attention
+    is the reference decode kernel for every token over the cache a decoder holds, packed in the scheme's KV format
+    (all tokens of a window in one pass per layer: quant.kernels.window_attention).
     path='fake': the same stored weights dequantized once, int8 activations and the KV cache fake-quantized in
     torch (quant.methods; the cache rounded to fp16 where the format stores fp16), attention evaluated in one
     parallel pass with exact decode-equivalent masking.

@@ -8,34 +8,33 @@ The cache holds tokens 0..T-1 (the current token's K/V already appended, so the 
 Kernels (float32 arithmetic on the cache's exact dequantized values, softmax in float64):
 * DenseKV: GEMV (numpy einsum) on an fp32 copy made once per cache object (CPUs have no fast fp16 GEMV; converting
   the fp16 cache every step costs more than the attention itself).
-* QuantKV: each call unpacks the int codes lane by lane (int8 shift pair -> float32, contiguous per lane), folds the
-  per-channel K scales into q (and per-token V scales into p when a group spans head_dim), then batched GEMVs.
-* BitmapKV (fp16 or int values): a real sparse kernel. Once per cache object the bitmap tiles are decoded into two
-  CSR matrices holding only the kept elements (dequantized fp32 values, int32 indices); each call is then two sparse
-  matrix-vector products (MKL SpMV via torch.mv): scores = K_csr[(h, t), (h, d)] @ q and
-  out = V^T_csr[(h, d), (h, t)] @ p. Work and bytes scale with the kept fraction; nothing is unpacked to dense.
-The dense recent window is a small fp32 GEMV in every case. Plans are cached per cache object (weakly); a cache is
-immutable, so in a decoding loop a plan is built once per compressed chunk set (the build time is reported by
-benchmarks/kernels.py).
+* QuantKV and BitmapKV: compiled tile kernels (quant.kernels._tiles, numba) read the packed bytes directly: each
+  64-token chunk is decoded into one float32 tile (int lanes unpacked and scaled; bitmap tiles expanded from their
+  packed values), multiplied with the query rows, then overwritten by the next chunk. Working memory is the packed
+  cache, the fp32 copy of the dense recent window, one tile and the score rows; chunks that no query attends (Λ)
+  are skipped. A bitmap cache is never expanded to dense or converted to another sparse format.
+The dense recent window is a small fp32 GEMV in every case. Plans (the recent window's fp32 copy and views of the
+packed arrays) are cached per cache object, weakly: a plan holds no reference to its cache, so it dies with it.
+
+`window_attention` runs the same kernels for every token of a sequence at once (the evaluation path): query i sees
+exactly the cache a token-by-token decoder would hold after appending token i.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import warnings
 import weakref
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
 from base.errors import SpecError
-from quant.formats.kv import BitmapKV, DenseKV, KVCache, QuantKV
+from quant.formats.kv import BitmapKV, DenseKV, KVCache, QuantKV, compress_kv
 from quant.scheme import CHUNK_TOKENS, CompressionScheme
 
-__all__ = ["decode_attention", "reference_decode_attention", "attended_mask", "plan_for", "plan_bytes"]
+__all__ = ["decode_attention", "window_attention", "reference_decode_attention", "attended_mask", "plan_for",
+           "plan_bytes"]
 
 
 def attended_mask(n_tokens: int, sink: int = 0, window: int | None = None) -> np.ndarray:
@@ -81,208 +80,165 @@ def reference_decode_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, s
 # ---- plans ------------------------------------------------------------------------------------------------------
 @dataclass
 class _Plan:
-    """What a kernel keeps per cache object: the compressed-part operator and the fp32 recent window."""
+    """What a kernel keeps per cache object: the fp32 recent window and (subclasses) views of the packed arrays.
+
+    scores(q [Hkv, M, D] f32, need bool [C]) -> [Hkv, M, Tc] f32: q . K over the compressed tokens (0 in chunks
+    not needed); apply_v(p [Hkv, M, Tc] f32) -> [Hkv, M, D] f32: p . V over the compressed tokens.
+    """
 
     k_recent: np.ndarray  # [Hkv, Tr, D] float32
     v_recent: np.ndarray
+    n_compressed: int
 
-    def scores(self, qg: torch.Tensor) -> torch.Tensor:  # qg [Hkv, g, D] -> [Hkv, g, Tc]
-        raise NotImplementedError
+    def scores(self, q: np.ndarray, need: np.ndarray) -> np.ndarray:
+        return np.zeros((q.shape[0], q.shape[1], 0), np.float32)
 
-    def apply_v(self, p: torch.Tensor) -> torch.Tensor:  # p [Hkv, g, Tc] -> [Hkv, g, D]
-        raise NotImplementedError
+    def apply_v(self, p: np.ndarray) -> np.ndarray:
+        return np.zeros((p.shape[0], p.shape[1], self.k_recent.shape[2]), np.float32)
+
+    def packed_bytes(self) -> int:
+        """Bytes of the packed arrays the kernel reads (views of the cache, not copies)."""
+        return 0
 
     def nbytes(self) -> int:
-        return self.k_recent.nbytes + self.v_recent.nbytes
+        """Working memory of a decode step: packed arrays read, fp32 recent window, one decode tile."""
+        d = self.k_recent.shape[2]
+        tile = 0 if self.n_compressed == 0 else 4 * CHUNK_TOKENS * -(-d // CHUNK_TOKENS) * CHUNK_TOKENS
+        return self.packed_bytes() + self.k_recent.nbytes + self.v_recent.nbytes + tile
 
 
-def _tbytes(*ts: torch.Tensor) -> int:
-    return sum(t.numel() * t.element_size() for t in ts)
+def _tiles():
+    from quant.kernels import _tiles  # compiled on first use (numba caches the machine code on disk)
 
-
-@dataclass
-class _DensePlan(_Plan):
-    def scores(self, qg):
-        return qg.new_zeros(qg.shape[0], qg.shape[1], 0)
-
-    def apply_v(self, p):
-        return p.new_zeros(p.shape[0], p.shape[1], self.k_recent.shape[2])
-
-
-LANE_BLOCK_ELEMS = 1 << 18  # float32 elements of one unpacked lane per block (1 MiB: fits this CPU's L2)
-
-
-def _lane(x8: torch.Tensor, i: int, bits: int) -> torch.Tensor:
-    """Lane i (bits [i*bits, (i+1)*bits)) of every byte of int8 `x8`, sign-extended, as float32."""
-    if bits == 8:
-        return x8.to(torch.float32)
-    left = 8 - bits * (i + 1)
-    return (((x8 << left) if left else x8) >> (8 - bits)).to(torch.float32)
+    return _tiles
 
 
 @dataclass
 class _QuantPlan(_Plan):
-    """Per call: lane i of each packed byte holds elements i, i+per, i+2*per... (per = 8 / bits) of a K channel row
-    (tokens) or a V token row (channels), so each lane is unpacked contiguously (int8 shift pair -> float32) and
-    multiplied on its own; only the small score / output tensors are interleaved. Heads are processed in blocks whose
-    unpacked lane fits in cache (2x less CPU time than unpacking whole tensors). Per-channel K scales fold into q;
-    per-token V scales fold into p when one group spans head_dim, else they multiply the unpacked lane."""
+    """QuantKV: lanes of the packed bytes hold consecutive tokens of a K channel row / channels of a V token row."""
 
-    c: Any = None  # the QuantKV
+    bits: int = 4
+    group_size: int = 64
+    kq: np.ndarray | None = None  # uint8 [H, C, 64*D*bits/8]
+    ks16: np.ndarray | None = None  # uint16 [H, C, D, G] fp16 bit patterns
+    vq: np.ndarray | None = None
+    vs16: np.ndarray | None = None  # uint16 [H, C, 64, G]
 
-    def __post_init__(self) -> None:
-        c = self.c
-        g = c.group_size
-        self.per = 8 // c.bits
-        if c.head_dim % self.per:
-            raise SpecError(f"KV{c.bits} kernel needs head_dim divisible by {self.per}, got {c.head_dim}")
-        self.kq = torch.from_numpy(c.kq).view(torch.int8)
-        self.vq = torch.from_numpy(c.vq).view(torch.int8)
-        ks, vs = torch.from_numpy(c.ks.astype(np.float32)), torch.from_numpy(c.vs.astype(np.float32))
-        self.ks_fold = ks[..., 0] if ks.shape[-1] == 1 else None  # [H, C, D]
-        self.ks_full = None if ks.shape[-1] == 1 else ks[..., np.arange(CHUNK_TOKENS) // g]  # [H, C, D, 64]
-        self.vs_fold = vs[..., 0].reshape(c.num_heads, -1) if vs.shape[-1] == 1 else None  # [H, Tc]
-        self.vs_full = (None if vs.shape[-1] == 1 else
-                        vs[..., np.arange(c.head_dim) // g].reshape(c.num_heads, -1, c.head_dim))  # [H, Tc, D]
-
-    def _head_block(self) -> int:
-        """KV heads per block so that one unpacked lane (float32) stays near 1 MiB, in cache."""
-        per_head = self.c.n_compressed * self.c.head_dim // self.per
-        return max(1, LANE_BLOCK_ELEMS // max(per_head, 1))
-
-    def scores(self, qg):
-        c, per = self.c, self.per
-        h, n, d, g = c.num_heads, c.n_chunks, c.head_dim, qg.shape[1]
-        if n == 0:
-            return qg.new_zeros(h, g, 0)
-        if self.ks_fold is None:
-            qc = qg[:, None].expand(h, n, g, d)
-        else:
-            qc = qg[:, None] * self.ks_fold[:, :, None, :]  # [H, C, g, D]: q scaled per channel per chunk
-        qc = qc.reshape(h * n, g, d)
-        kb = self.kq.view(h * n, d, CHUNK_TOKENS // per)  # byte j of a channel row: tokens per*j + i
-        s = qg.new_empty(h * n, g, CHUNK_TOKENS // per, per)
-        step = self._head_block() * n
-        for r in range(0, h * n, step):  # blocks of heads (cache-sized), then the <= 4 lanes of a byte
-            for i in range(per):
-                k = _lane(kb[r:r + step], i, c.bits)  # [rows, D, 64/per] codes of tokens i, i+per, ...
-                if self.ks_fold is None:
-                    k.mul_(self.ks_full.view(h * n, d, CHUNK_TOKENS)[r:r + step, :, i::per])
-                s[r:r + step, :, :, i] = torch.bmm(qc[r:r + step], k)  # (out= a strided view is slow)
-        s = s.view(h, n, g, CHUNK_TOKENS)  # token per*j + i
-        return s.permute(0, 2, 1, 3).reshape(h, g, c.n_compressed)
+    def scores(self, q, need):
+        out = np.empty((q.shape[0], q.shape[1], self.n_compressed), np.float32)
+        if self.n_compressed:
+            _tiles().quant_scores(self.kq, self.ks16, self.bits, self.group_size, q, need, out)
+        return out
 
     def apply_v(self, p):
-        c, per = self.c, self.per
-        h, g, d = c.num_heads, p.shape[1], c.head_dim
-        if c.n_compressed == 0:
-            return p.new_zeros(h, g, d)
-        if self.vs_fold is not None:
-            p = p * self.vs_fold[:, None, :]
-        vb = self.vq.view(h, c.n_compressed, d // per)  # byte j of a token row: channels per*j + i
-        out = p.new_empty(h, g, d // per, per)
-        step = self._head_block()
-        for r in range(0, h, step):
-            for i in range(per):
-                v = _lane(vb[r:r + step], i, c.bits)  # [heads, Tc, D/per]
-                if self.vs_fold is None:
-                    v.mul_(self.vs_full[r:r + step, :, i::per])
-                out[r:r + step, :, :, i] = torch.bmm(p[r:r + step], v)
-        return out.reshape(h, g, d)
+        out = np.empty((p.shape[0], p.shape[1], self.k_recent.shape[2]), np.float32)
+        if self.n_compressed:
+            _tiles().quant_apply_v(self.vq, self.vs16, self.bits, self.group_size, p, out)
+        else:
+            out[:] = 0.0
+        return out
 
-    def nbytes(self) -> int:
-        return super().nbytes() + _tbytes(self.kq, self.vq) + self.c.ks.nbytes + self.c.vs.nbytes
-
-
-def _csr(crow: np.ndarray, col: np.ndarray, val: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-    idx = np.int32 if max(size) < 2**31 and val.size < 2**31 else np.int64
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta": informational
-        return torch.sparse_csr_tensor(torch.from_numpy(crow.astype(idx)), torch.from_numpy(col.astype(idx)),
-                                       torch.from_numpy(val.astype(np.float32)), size=size, check_invariants=False)
-
-
-def _crow(rows: np.ndarray, n_rows: int) -> np.ndarray:
-    return np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n_rows))])
+    def packed_bytes(self) -> int:
+        return sum(a.nbytes for a in (self.kq, self.ks16, self.vq, self.vs16))
 
 
 @dataclass
-class _SparsePlan(_Plan):
-    c: Any = None  # the BitmapKV
+class _BitmapPlan(_Plan):
+    """BitmapKV: K tiles per (head, chunk, channel), V tiles per (head, chunk, token, 64-channel slice)."""
 
-    def __post_init__(self) -> None:
-        c = self.c
-        h, d, tc = c.num_heads, c.head_dim, c.n_compressed
-        t = c.tiles()
-        # K: rows (head, token) = h*Tc + t, cols (head, channel); flat indices of the kept elements of K laid out
-        # [H, Tc, D] enumerate them in row-major (row, col) order, as CSR needs
-        k = np.ascontiguousarray(t["k_vals"].transpose(0, 1, 3, 2), np.float32).reshape(-1)  # [H, C, 64, D]
-        flat = np.flatnonzero(t["k_mask"].transpose(0, 1, 3, 2))
-        rows = flat // d
-        self.k = _csr(_crow(rows, h * tc), (rows // max(tc, 1)) * d + flat % d, k[flat], (h * tc, h * d))
-        # V^T: rows (head, channel) = h*D + d, cols (head, token); V^T laid out [H, D, Tc]
-        v = np.ascontiguousarray(t["v_vals"].transpose(0, 3, 1, 2), np.float32).reshape(-1)  # [H, D, C, 64]
-        flat = np.flatnonzero(t["v_mask"].transpose(0, 3, 1, 2))
-        rows = flat // max(tc, 1)
-        self.vt = _csr(_crow(rows, h * d), (rows // d) * tc + flat % max(tc, 1), v[flat], (h * d, h * tc))
+    bits: int = 16
+    group_size: int = 64
+    kbm: np.ndarray | None = None  # uint64 [H, C, D]
+    kpay: np.ndarray | None = None  # uint8, the K tiles' packed values in tile order
+    ks16: np.ndarray | None = None
+    vbm: np.ndarray | None = None  # uint64 [H, C, 64, ceil(D/64)]
+    vpay: np.ndarray | None = None
+    vs16: np.ndarray | None = None
 
-    # one sparse matrix-vector product per query head of a GQA group (torch.mv on CSR is MKL's SpMV, several times
-    # faster than CSR @ [n, 1]); the loop runs over the <= 8 heads sharing a KV head, not over elements
-    def scores(self, qg):
-        h, g, d = qg.shape
-        cols = [torch.mv(self.k, qg[:, j].reshape(h * d)) for j in range(g)]  # each [H*Tc]
-        return torch.stack(cols, dim=1).view(h, self.c.n_compressed, g).permute(0, 2, 1) if g > 1 else \
-            cols[0].view(h, 1, self.c.n_compressed)
+    def scores(self, q, need):
+        out = np.empty((q.shape[0], q.shape[1], self.n_compressed), np.float32)
+        if self.n_compressed:
+            _tiles().bitmap_scores(self.kbm, self.kpay, self.bits, self.group_size, self.ks16, q, need, out)
+        return out
 
     def apply_v(self, p):
-        h, g, tc = p.shape
-        cols = [torch.mv(self.vt, p[:, j].reshape(h * tc)) for j in range(g)]  # each [H*D]
-        return torch.stack(cols, dim=1).view(h, self.c.head_dim, g).permute(0, 2, 1) if g > 1 else \
-            cols[0].view(h, 1, self.c.head_dim)
+        out = np.empty((p.shape[0], p.shape[1], self.k_recent.shape[2]), np.float32)
+        if self.n_compressed:
+            _tiles().bitmap_apply_v(self.vbm, self.vpay, self.bits, self.group_size, self.vs16, p, out)
+        else:
+            out[:] = 0.0
+        return out
 
-    def nbytes(self) -> int:
-        ts = [self.k.crow_indices(), self.k.col_indices(), self.k.values(), self.vt.crow_indices(),
-              self.vt.col_indices(), self.vt.values()]
-        return super().nbytes() + _tbytes(*ts)
+    def packed_bytes(self) -> int:
+        return sum(a.nbytes for a in (self.kbm, self.kpay, self.ks16, self.vbm, self.vpay, self.vs16))
 
 
 _PLANS: "weakref.WeakKeyDictionary[KVCache, _Plan]" = weakref.WeakKeyDictionary()
 
 
-@functools.singledispatch
-def _make_plan(cache: KVCache, recent: tuple[np.ndarray, np.ndarray]) -> _Plan:
+def _u16(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, np.float16).view(np.uint16)
+
+
+def _check_payload(bitmaps: np.ndarray, payload: np.ndarray, bits: int, what: str) -> None:
+    """The kernels walk the payload by popcount: refuse a payload that does not match the bitmaps."""
+    need = int(((np.bitwise_count(bitmaps.reshape(-1)).astype(np.int64) * bits + 7) // 8).sum())
+    if payload.size != need:
+        raise SpecError(f"{what}: bitmaps need {need} payload bytes, the cache holds {payload.size}; rebuild it with "
+                        "quant.formats.compress_kv")
+
+
+def _make_plan(cache: KVCache) -> _Plan:
+    recent = [np.ascontiguousarray(x, np.float32) for x in (cache.k_recent, cache.v_recent)]
+    if isinstance(cache, DenseKV):
+        return _Plan(*recent, 0)
+    if isinstance(cache, QuantKV):
+        per = 8 // cache.bits
+        if cache.head_dim % per:
+            raise SpecError(f"KV{cache.bits} kernel needs head_dim divisible by {per}, got {cache.head_dim}")
+        return _QuantPlan(*recent, cache.n_compressed, cache.bits, cache.group_size,
+                          np.ascontiguousarray(cache.kq), _u16(cache.ks), np.ascontiguousarray(cache.vq),
+                          _u16(cache.vs))
+    if isinstance(cache, BitmapKV):
+        kbm, vbm = (np.ascontiguousarray(b, np.uint64) for b in (cache.k_bitmaps, cache.v_bitmaps))
+        kpay, vpay = (np.ascontiguousarray(p, np.uint8).reshape(-1) for p in (cache.k_payload, cache.v_payload))
+        _check_payload(kbm, kpay, cache.bits, f"{cache.FORMAT} K tiles")
+        _check_payload(vbm, vpay, cache.bits, f"{cache.FORMAT} V tiles")
+        return _BitmapPlan(*recent, cache.n_compressed, cache.bits, cache.group_size, kbm, kpay, _u16(cache.ks),
+                           vbm, vpay, _u16(cache.vs))
     raise SpecError(f"decode_attention has no kernel for {type(cache).__name__}; use a cache from "
                     "quant.formats.compress_kv")
-
-
-@_make_plan.register
-def _(cache: DenseKV, recent):
-    return _DensePlan(*recent)
-
-
-@_make_plan.register
-def _(cache: QuantKV, recent):
-    return _QuantPlan(*recent, c=cache)
-
-
-@_make_plan.register
-def _(cache: BitmapKV, recent):
-    return _SparsePlan(*recent, c=cache)
 
 
 def plan_for(cache: KVCache) -> _Plan:
     """The kernel's per-cache working form (built on first use, cached while the cache object lives)."""
     plan = _PLANS.get(cache)
     if plan is None:
-        recent = tuple(np.ascontiguousarray(x, np.float32) for x in (cache.k_recent, cache.v_recent))
-        plan = _make_plan(cache, recent)
+        plan = _make_plan(cache)
         _PLANS[cache] = plan
     return plan
 
 
 def plan_bytes(cache: KVCache) -> int:
-    """Bytes the kernel's working form of `cache` occupies (what a decode step streams on this CPU)."""
+    """Working memory of a decode step over `cache`: the packed arrays the kernel reads, the fp32 copy of the dense
+    recent window (of everything, for DenseKV) and one decode tile."""
     return plan_for(cache).nbytes()
+
+
+def _softmax_rows(s: np.ndarray) -> np.ndarray:
+    """float32 softmax along the last axis of float64 scores (rows with -inf only where masked)."""
+    s = s - s.max(axis=-1, keepdims=True)
+    np.exp(s, out=s)
+    s /= s.sum(axis=-1, keepdims=True)
+    return s.astype(np.float32)
+
+
+def _chunks_needed(cols: np.ndarray, n_compressed: int) -> np.ndarray:
+    """bool [C]: chunks holding at least one token flagged in cols (bool [..., >= n_compressed])."""
+    if n_compressed == 0:
+        return np.zeros(0, bool)
+    c = cols[..., :n_compressed].reshape(-1, n_compressed // CHUNK_TOKENS, CHUNK_TOKENS)
+    return np.ascontiguousarray(c.any(axis=(0, 2)))
 
 
 def decode_attention(q: np.ndarray | torch.Tensor, cache: KVCache, scheme: CompressionScheme | None = None, *,
@@ -309,17 +265,73 @@ def decode_attention(q: np.ndarray | torch.Tensor, cache: KVCache, scheme: Compr
     g = _gqa(qn, hkv, d)
     scale = 1.0 / math.sqrt(d) if softmax_scale is None else softmax_scale
     plan = plan_for(cache)
-    qg = torch.from_numpy(np.ascontiguousarray(qn, np.float32)).view(hkv, g, d)  # [Hkv, g, D]
-    s_c = plan.scores(qg)  # [Hkv, g, Tc]
-    # dense part: numpy einsum was the fastest dense GEMV for [32, 4096, 128] on this 2-core CPU (torch bmm about
-    # 1.5-2x slower, per-head torch.mv about 1.3x, numpy matmul far slower; measured 2026-11-23 while benchmarking)
-    s_r = torch.from_numpy(np.einsum("hjd,htd->hjt", qg.numpy(), plan.k_recent))  # [Hkv, g, Tr]
-    s = torch.cat([s_c, s_r], dim=2).to(torch.float64) * scale  # [Hkv, g, T]
-    mask = torch.from_numpy(attended_mask(n, sink, window))
-    s = s.masked_fill(~mask, -math.inf)
-    p = torch.softmax(s, dim=2).to(torch.float32)
     tc = cache.n_compressed
-    out_r = np.einsum("hjt,htd->hjd", np.ascontiguousarray(p[..., tc:].numpy()), plan.v_recent)
-    out = plan.apply_v(p[..., :tc].contiguous()) + torch.from_numpy(out_r)  # [Hkv, g, D]
+    qg = np.ascontiguousarray(qn, np.float32).reshape(hkv, g, d)  # [Hkv, g, D]
+    mask = attended_mask(n, sink, window)  # [T]
+    s = np.empty((hkv, g, n), np.float32)
+    s[:, :, :tc] = plan.scores(qg, _chunks_needed(mask, tc))
+    # dense part: numpy einsum was the fastest dense GEMV for [32, 4096, 128] on this 2-core CPU (torch bmm about
+    # 1.5-2x slower, per-head torch.mv about 1.3x, numpy matmul far slower)
+    s[:, :, tc:] = np.einsum("hjd,htd->hjt", qg, plan.k_recent)
+    s64 = s.astype(np.float64)
+    s64 *= scale
+    if not mask.all():
+        s64[:, :, ~mask] = -math.inf
+    p = _softmax_rows(s64)  # [Hkv, g, T]
+    out = plan.apply_v(np.ascontiguousarray(p[..., :tc])) + np.einsum("hjt,htd->hjd", p[..., tc:], plan.v_recent)
     out = out.reshape(hkv * g, d)
-    return out if is_torch else out.numpy()
+    return torch.from_numpy(out) if is_torch else out
+
+
+def window_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, scheme: CompressionScheme, *,
+                     softmax_scale: float | None = None, block_tokens: int = 128) -> np.ndarray:
+    """Decode attention of every token of a sequence over the cache a token-by-token decoder holds, in one pass.
+
+    q: [Hq, T, D]; k, v: [Hkv, T, D] (float, K after RoPE). Query i attends keys 0..i (Λ mask from `scheme`); of
+    these the oldest scheme.kv_split(i + 1)[0] are read from the packed format (compress_kv of the whole sequence:
+    a chunk's packed form depends only on its own 64 tokens) and the rest from fp16, exactly as decode_attention over
+    compress_kv(k[:, :i+1], v[:, :i+1], scheme) would. The packed cache is built once; queries are processed in
+    blocks of `block_tokens` (memory O(Hq * block_tokens * T)). Returns [Hq, T, D] float32.
+    """
+    q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
+    if q.ndim != 3 or k.ndim != 3 or k.shape != v.shape or q.shape[1:] != k.shape[1:]:
+        raise SpecError(f"window_attention needs q [Hq, T, D] and k, v [Hkv, T, D], got {q.shape}, {k.shape}, "
+                        f"{v.shape}")
+    hkv, t, d = k.shape
+    g = _gqa(q[:, 0], hkv, d)
+    sink, window = scheme.attn_sink, scheme.attn_window
+    _check_lambda(sink, window)
+    scale = 1.0 / math.sqrt(d) if softmax_scale is None else softmax_scale
+    cache = compress_kv(k, v, scheme)
+    plan = _make_plan(cache)  # one-off: not kept in the per-cache plan table
+    tc = cache.n_compressed
+    kd = k.astype(np.float16).astype(np.float32)  # what the dense part of the cache returns
+    vd = v.astype(np.float16).astype(np.float32)
+    n_comp = np.array([scheme.kv_split(i + 1)[0] for i in range(t)])  # [T] compressed tokens seen by query i
+    qg = np.ascontiguousarray(q, np.float32).reshape(hkv, g, t, d)
+    out = np.empty((hkv, g, t, d), np.float32)
+    j = np.arange(t)
+    for i0 in range(0, t, block_tokens):
+        i1 = min(t, i0 + block_tokens)
+        b = i1 - i0
+        rows = np.arange(i0, i1)[:, None]  # [B, 1] query positions
+        keys = j[None, :i1]
+        allowed = keys <= rows
+        if window is not None:
+            allowed &= (keys < sink) | (keys >= rows + 1 - window)
+        comp = keys < n_comp[i0:i1, None]  # [B, i1]: read from the packed format
+        qb = np.ascontiguousarray(qg[:, :, i0:i1].reshape(hkv, g * b, d))
+        s = np.einsum("hmd,htd->hmt", qb, kd[:, :i1]).reshape(hkv, g, b, i1)  # fp16 keys
+        tcb = min(tc, i1)
+        need = _chunks_needed(np.pad(comp & allowed, ((0, 0), (0, max(0, tc - i1)))), tc)
+        sc = plan.scores(qb, need).reshape(hkv, g, b, tc)[..., :tcb]
+        s[..., :tcb] = np.where(comp[:, :tcb], sc, s[..., :tcb])
+        s64 = s.astype(np.float64) * scale
+        s64[:, :, ~allowed] = -math.inf
+        p = _softmax_rows(s64)  # [Hkv, g, B, i1]
+        pc = np.zeros((hkv, g, b, tc), np.float32)
+        pc[..., :tcb] = np.where(comp[:, :tcb], p[..., :tcb], 0.0)
+        pd = np.where(comp, 0.0, p).astype(np.float32).reshape(hkv, g * b, i1)
+        o = plan.apply_v(pc.reshape(hkv, g * b, tc)) + np.einsum("hmt,htd->hmd", pd, vd[:, :i1])
+        out[:, :, i0:i1] = o.reshape(hkv, g, b, d)
+    return out.reshape(hkv * g, t, d)

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from base.errors import SpecError
 from quant.formats import BitmapKV, DenseKV, GroupQuantWeight, Int8Activation, QuantKV, Sparse24Weight, compress_kv
 from quant.kernels import (attended_mask, decode_attention, group_accumulate, reference_decode_attention,
-                           reference_linear, w_a8_gemm, w_a8_gemv)
+                           reference_linear, w_a8_gemm, w_a8_gemv, window_attention)
 from quant.scheme import CompressionScheme
 
 U32 = 2.0**-24
@@ -204,18 +204,54 @@ def test_attention_errors():
         decode_attention(np.ones((1, 6)), odd)
 
 
-@pytest.mark.parametrize("bits,gs", [(4, 64), (4, 32), (2, 128), (8, 16)])
-def test_kv_int_kernel_head_blocks(bits, gs, monkeypatch):
-    """With a small block budget the KV-int kernel processes heads in several blocks (as at long contexts)."""
-    import quant.kernels.attention as att
+@pytest.mark.parametrize("bits,gs", [(4, 64), (4, 32), (2, 128), (8, 16), (4, 8)])
+@pytest.mark.parametrize("rows", [2, 24])
+def test_kv_int_kernel_groups_and_rows(bits, gs, rows):
+    """Every scale grouping (16-byte vector decode where a group spans whole vectors, one code at a time otherwise),
+    both for a decode step's few query rows and for the many rows of window_attention (chunk tiles)."""
+    from quant.kernels.attention import plan_for
 
-    monkeypatch.setattr(att, "LANE_BLOCK_ELEMS", 64 * 64)
     rng = np.random.default_rng(bits * gs)
     k, v = rng.standard_normal((5, 300, 64)), rng.standard_normal((5, 300, 64))
     cache = QuantKV.from_float(k, v, bits=bits, group_size=gs)
-    assert att.plan_for(cache)._head_block() < cache.num_heads
-    q = rng.standard_normal((10, 64))
+    q = rng.standard_normal((5, rows, 64)).astype(np.float32)
     kd, vd = cache.dequantize()
-    out = decode_attention(q, cache)
-    ref = reference_decode_attention(q, kd, vd)
-    assert np.abs(out - ref).max() <= _fp32_tol(q, kd, vd, 2, 1 / 8)
+    plan = plan_for(cache)
+    s = plan.scores(q, np.ones(cache.n_chunks, bool))
+    ref_s = np.einsum("hmd,htd->hmt", q.astype(np.float64), kd[:, :cache.n_compressed])
+    np.testing.assert_allclose(s, ref_s, rtol=0, atol=64 * U32 * np.einsum("hmd,htd->hmt", np.abs(q),
+                                                                           np.abs(kd[:, :256])).max())
+    p = rng.random((5, rows, cache.n_compressed)).astype(np.float32)
+    o = plan.apply_v(p)
+    ref_o = np.einsum("hmt,htd->hmd", p.astype(np.float64), vd[:, :cache.n_compressed])
+    np.testing.assert_allclose(o, ref_o, rtol=0, atol=cache.n_compressed * U32 * 4 * np.abs(vd).max() * 2)
+
+
+@pytest.mark.parametrize("scheme", [
+    CompressionScheme(),
+    CompressionScheme(kv_bits=4, kv_group_size=64, kv_dense_recent=32),
+    CompressionScheme(kv_bits=2, kv_group_size=32, kv_dense_recent=0, attn_sink=4, attn_window=50),
+    CompressionScheme(kv_sparsity=0.7, kv_dense_recent=32),
+    CompressionScheme(kv_sparsity=0.5, kv_bits=4, kv_dense_recent=16, attn_sink=2, attn_window=90),
+], ids=["dense", "kv4", "kv2-lambda", "bitmap70", "bitmap50-kv4-lambda"])
+@pytest.mark.parametrize("d", [64, 96])
+def test_window_attention_is_token_by_token_decode(scheme, d):
+    """window_attention reproduces, for every token, decode_attention over the cache a decoder holds at that step
+    (compress_kv of the tokens so far), up to float32 summation order."""
+    rng = np.random.default_rng(d)
+    t, hkv, g = 150, 2, 3
+    q = rng.standard_normal((hkv * g, t, d)) * 2
+    k, v = rng.standard_normal((hkv, t, d)), rng.standard_normal((hkv, t, d))
+    out = window_attention(q, k, v, scheme, block_tokens=40)
+    assert out.shape == (hkv * g, t, d) and out.dtype == np.float32
+    for i in (0, 63, 64, 95, 96, 97, 120, 149):
+        cache = compress_kv(k[:, : i + 1], v[:, : i + 1], scheme)
+        ref = decode_attention(q[:, i], cache, scheme)
+        kd, vd = cache.dequantize()
+        tol = _fp32_tol(q[:, i], kd, vd, g, 1 / math.sqrt(d))
+        assert np.abs(out[:, i] - ref).max() <= tol, i
+
+
+def test_window_attention_errors():
+    with pytest.raises(SpecError, match="window_attention"):
+        window_attention(np.ones((2, 5, 8)), np.ones((1, 4, 8)), np.ones((1, 4, 8)), CompressionScheme())

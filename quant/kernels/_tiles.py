@@ -1,0 +1,415 @@
+"""Compiled tile kernels (numba) that compute decode attention straight from the packed KV bytes.
+
+A compressed chunk of 64 tokens is decoded from its packed bytes into one float32 tile holding the cache's exact
+dequantized values, multiplied with every query row, and overwritten by the next chunk: working memory is the packed
+cache plus one tile ([head_dim, 64] or [64, head_dim] float32) and the score / output rows.
+
+* QuantKV (KIVI int b): lanes are unpacked with shifts and sign-extended (two's complement), times the fp16 scales.
+* BitmapKV, fp16 values: each 64-bit bitmap expands its tile's packed fp16 values into the 64 dense positions with
+  one masked expand-load per 32 lanes (LLVM `llvm.masked.expandload`: AVX-512 VBMI2 `vpexpandw` where the CPU has it,
+  a scalar sequence elsewhere), then fp16 -> fp32 (`vcvtph2ps` with F16C).
+* BitmapKV, int values: the set bits are walked with count-trailing-zeros and each code is read at its bit offset.
+
+Tiles of a tiled section are stored back to back in the walk order (head, chunk, row), so the payload offset of each
+tile is the running sum of the previous tiles' lengths (popcount * bits / 8, byte-padded): nothing is precomputed.
+Every product is float32 on exact values (code * fp16 scale has at most 8 + 11 significant bits); the sums are
+float32, as in the torch kernels these replace.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+__all__ = ["quant_scores", "quant_apply_v", "bitmap_scores", "bitmap_apply_v"]
+
+TILE = 64  # tokens of a chunk = elements of a bitmap tile (quant.scheme.CHUNK_TOKENS, BITMAP_TILE)
+
+
+# ---- LLVM intrinsics ----------------------------------------------------------------------------------------------
+@intrinsic
+def _half_to_float(typingctx, x):
+    """float32 value of the fp16 bit pattern x (uint16): an exact widening."""
+    sig = types.float32(types.uint16)
+
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return sig, codegen
+
+
+@intrinsic
+def _popcount(typingctx, x):
+    sig = types.int64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+
+    return sig, codegen
+
+
+@intrinsic
+def _cttz(typingctx, x):
+    """Index of the lowest set bit of a non-zero uint64."""
+    sig = types.int64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 0))
+
+    return sig, codegen
+
+
+def _host_has_avx512() -> bool:
+    from llvmlite import binding
+
+    try:
+        return bool(binding.get_host_cpu_features().get("avx512f", False))
+    except RuntimeError:  # no feature detection on this platform
+        return False
+
+
+_AVX512 = _host_has_avx512()
+
+
+def _expand16(safe: bool):
+    """An intrinsic: dst[doff : doff+16] = float32 of the fp16 values read consecutively from the bytes src[soff:],
+    one per set bit of the low 16 bits of `mask` (lane i takes the next value iff bit i is set, else 0).
+
+    safe=True reads exactly popcount(mask) values (`llvm.masked.expandload`); safe=False reads 32 bytes whatever the
+    mask (the caller guarantees they exist) and expands in registers (AVX-512 `vexpandps`), about twice as fast on
+    this CPU. Without AVX-512 both are the portable masked expand-load."""
+
+    @intrinsic
+    def expand(typingctx, dst, doff, src, soff, mask):
+        sig = types.none(dst, doff, src, soff, mask)
+
+        def codegen(context, builder, signature, args):
+            dstv, doffv, srcv, soffv, maskv = args
+            da = context.make_array(signature.args[0])(context, builder, value=dstv)
+            sa = context.make_array(signature.args[2])(context, builder, value=srcv)
+            i16 = ir.IntType(16)
+            v16 = ir.VectorType(i16, 16)
+            m1 = ir.VectorType(ir.IntType(1), 16)
+            f16 = ir.VectorType(ir.FloatType(), 16)
+            h16 = ir.VectorType(ir.HalfType(), 16)
+            m = builder.bitcast(builder.trunc(maskv, ir.IntType(16)), m1)
+            sp = builder.gep(sa.data, [soffv])
+            if safe or not _AVX512:
+                fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16, [i16.as_pointer(), m1, v16]),
+                                                    "llvm.masked.expandload.v16i16")
+                v = builder.call(fn, [builder.bitcast(sp, i16.as_pointer()), m, ir.Constant(v16, None)])
+                out = builder.fpext(builder.bitcast(v, h16), f16)
+            else:
+                ld = builder.load(builder.bitcast(sp, v16.as_pointer()))
+                ld.align = 1
+                x = builder.fpext(builder.bitcast(ld, h16), f16)
+                fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f16, [f16, f16, m1]),
+                                                    "llvm.x86.avx512.mask.expand.v16f32")
+                out = builder.call(fn, [x, ir.Constant(f16, None), m])
+            dp = builder.bitcast(builder.gep(da.data, [doffv]), f16.as_pointer())
+            builder.store(out, dp).align = 4
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return expand
+
+
+_expand16_safe, _expand16_fast = _expand16(True), _expand16(False)
+
+
+def _unpack16(bits):
+    """An intrinsic: dst[doff : doff + 128/bits] = scale * float32 of the sign-extended `bits`-bit codes packed
+    LSB-first in the 16 bytes src[soff : soff+16] (one vector load, shifts, lane interleave, int -> float, one
+    multiply: exact, a code times an fp16 scale fits float32's significand)."""
+
+    @intrinsic
+    def unpack(typingctx, dst, doff, src, soff, scale):
+        sig = types.none(dst, doff, src, soff, types.float32)
+
+        def codegen(context, builder, signature, args):
+            dstv, doffv, srcv, soffv, scalev = args
+            da = context.make_array(signature.args[0])(context, builder, value=dstv)
+            sa = context.make_array(signature.args[2])(context, builder, value=srcv)
+            i8 = ir.IntType(8)
+            v8 = ir.VectorType(i8, 16)
+            ld = builder.load(builder.bitcast(builder.gep(sa.data, [soffv]), v8.as_pointer()))
+            ld.align = 1
+            per = 8 // bits
+            lanes = []
+            for i in range(per):  # lane i: bits [i*bits, (i+1)*bits) of every byte, sign-extended
+                left = 8 - bits * (i + 1)
+                x = builder.shl(ld, ir.Constant(v8, [left] * 16)) if left else ld
+                lanes.append(builder.ashr(x, ir.Constant(v8, [8 - bits] * 16)) if bits < 8 else x)
+            while len(lanes) > 1:  # merge adjacent lanes: element per*b + i ends up from lane i, byte b
+                w = lanes[0].type.count
+                step = w // 16  # elements of one byte already grouped together in each vector
+                mask = []
+                for byte in range(16):
+                    mask += [byte * step + e for e in range(step)] + [w + byte * step + e for e in range(step)]
+                mty = ir.Constant(ir.VectorType(ir.IntType(32), 2 * w), mask)
+                lanes = [builder.shuffle_vector(lanes[j], lanes[j + 1], mty) for j in range(0, len(lanes), 2)]
+            v = lanes[0]
+            n = v.type.count
+            vty = ir.VectorType(ir.FloatType(), n)
+            sc = builder.insert_element(ir.Constant(vty, None), scalev, ir.Constant(ir.IntType(32), 0))
+            sc = builder.shuffle_vector(sc, ir.Constant(vty, None), ir.Constant(ir.VectorType(ir.IntType(32), n),
+                                                                                [0] * n))
+            vf = builder.fmul(builder.sitofp(v, vty), sc)
+            dp = builder.bitcast(builder.gep(da.data, [doffv]), ir.VectorType(ir.FloatType(), n).as_pointer())
+            builder.store(vf, dp).align = 4
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return unpack
+
+
+_unpack16_s2, _unpack16_s4, _unpack16_s8 = _unpack16(2), _unpack16(4), _unpack16(8)
+
+
+# ---- decoding rows ---------------------------------------------------------------------------------------------
+# Hot loops index flat arrays with offsets (no slicing: a slice is a new array struct with reference counting).
+# A decoded row holds the cache's exact dequantized values (scales applied while decoding), so the products with
+# the queries are plain float32 axpy loops.
+_LO16 = np.uint64(0xFFFF)
+_ONE = np.uint64(1)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _scale_at(s16, s0, ng, gs, i):
+    """fp16 scale of element i of a row (groups of gs elements), 1 for unscaled fp16 values (ng = 0)."""
+    return np.float32(1.0) if ng == 0 else _half_to_float(s16[s0 + i // gs])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _bitmap_row16(bm, pay, off, dst, d0):
+    """Decode one bitmap tile of fp16 values (64 positions, packed from byte `off` of `pay`) into dst[d0:d0+64], 0
+    where the bit is clear. Returns the next tile's offset."""
+    for j in range(4):
+        m = (bm >> np.uint64(16 * j)) & _LO16
+        if off + 32 <= pay.shape[0]:
+            _expand16_fast(dst, d0 + 16 * j, pay, off, m)
+        else:
+            _expand16_safe(dst, d0 + 16 * j, pay, off, m)
+        off += 2 * _popcount(m)
+    return off
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _bitmap_row(bm, pay, off, bits, dst, d0, s16, s0, ng, gs, e0):
+    """Decode one bitmap tile (64 positions) whose packed values start at byte `off` of `pay` into dst[d0:d0+64]:
+    fp16 values, or int codes times the scale of row element e0 + position; 0 where the bit is clear.
+    Returns the next tile's offset."""
+    if bits == 16:
+        return _bitmap_row16(bm, pay, off, dst, d0)
+    for i in range(TILE):
+        dst[d0 + i] = 0.0
+    mask = (1 << bits) - 1
+    half = 1 << (bits - 1)
+    k = 0
+    while bm:
+        t = _cttz(bm)
+        pos = k * bits
+        c = (np.int64(pay[off + (pos >> 3)]) >> (pos & 7)) & mask
+        dst[d0 + t] = np.float32((c ^ half) - half) * _scale_at(s16, s0, ng, gs, e0 + t)
+        bm &= bm - _ONE
+        k += 1
+    return off + (k * bits + 7) // 8
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _codes_vec(src, b0, nb, bits, dst, d0, s16, s0, ng, gs):
+    """The codes packed in nb bytes (a multiple of 16) from byte b0 of `src`, sign-extended and times their group's
+    fp16 scale (constant over each 16 bytes: gs a multiple of 128 / bits) -> dst[d0 : d0 + nb*8/bits] (float32)."""
+    if bits == 4:
+        for b in range(0, nb, 16):
+            sc = np.float32(1.0) if ng == 0 else _half_to_float(s16[s0 + (2 * b) // gs])
+            _unpack16_s4(dst, d0 + 2 * b, src, b0 + b, sc)
+    elif bits == 2:
+        for b in range(0, nb, 16):
+            sc = np.float32(1.0) if ng == 0 else _half_to_float(s16[s0 + (4 * b) // gs])
+            _unpack16_s2(dst, d0 + 4 * b, src, b0 + b, sc)
+    else:
+        for b in range(0, nb, 16):
+            sc = np.float32(1.0) if ng == 0 else _half_to_float(s16[s0 + b // gs])
+            _unpack16_s8(dst, d0 + b, src, b0 + b, sc)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _codes(src, b0, n, bits, dst, d0, s16, s0, ng, gs):
+    """n codes packed LSB-first from byte b0 of `src`, sign-extended and times their group's fp16 scale
+    -> dst[d0 : d0+n] (float32), one at a time (any group size)."""
+    per = 8 // bits
+    mask = (1 << bits) - 1
+    half = 1 << (bits - 1)
+    for i in range(n):
+        c = (np.int64(src[b0 + i // per]) >> ((i % per) * bits)) & mask
+        dst[d0 + i] = np.float32((c ^ half) - half) * _scale_at(s16, s0, ng, gs, i)
+
+
+def _vec_ok(n: int, bits: int, gs: int) -> bool:
+    """Rows of n codes decode 16 bytes at a time with one scale per 16 bytes."""
+    return (n * bits // 8) % 16 == 0 and gs % (128 // bits) == 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _axpy(a, x, x0, y, y0, n):
+    """y[y0 + i] += a * x[x0 + i], i < n."""
+    for i in range(n):
+        y[y0 + i] += a * x[x0 + i]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _any_nonzero(p, p0, n):
+    for i in range(n):
+        if p[p0 + i] != 0.0:
+            return True
+    return False
+
+
+ROW_PATH_ROWS = 8  # up to this many query rows (a decode step's GQA group) each decoded row is used at once, from L1
+
+
+# ---- whole-cache kernels --------------------------------------------------------------------------------------------
+# K side: rows are channels of a chunk (64 tokens each); a chunk's scores for query row m are
+# sum_d q[m, d] * row_d. V side: rows are tokens (D channels); out[m] += p[m, t] * row_t.
+# Few query rows: each row is decoded into a 64/D-float buffer and used at once. Many rows (a whole window's
+# queries): the chunk is decoded into one [D, 64] / [64, D] tile, then multiplied row by row with every query.
+
+
+@njit(cache=True, nogil=True)
+def _scores(kind, kq, kbm, bits, gs, ks16, ngk, q, need, out, vec):
+    """Shared K-side driver. kind 0: QuantKV (kq [H, C, NB] packed codes); kind 1: BitmapKV (kbm [H, C, D, 1]
+    bitmaps, kq = the tiles' payload). q [H, M, D] -> out [H, M, 64*C]."""
+    h_dim, m_dim, d_dim = q.shape[0], q.shape[1], q.shape[2]
+    c_dim = need.shape[0]
+    tc = c_dim * TILE
+    qf, of, sf = q.reshape(-1), out.reshape(-1), ks16.reshape(-1)
+    kf = kq.reshape(-1)
+    bf = kbm.reshape(-1)
+    nb = TILE * bits // 8
+    small = m_dim <= ROW_PATH_ROWS
+    tile = np.empty(TILE if small else d_dim * TILE, np.float32)
+    acc = np.empty(m_dim * TILE, np.float32)
+    off = 0
+    for h in range(h_dim):
+        for c in range(c_dim):
+            hc = h * c_dim + c
+            if not need[c]:
+                if kind == 1:
+                    for d in range(d_dim):
+                        off += (_popcount(bf[hc * d_dim + d]) * bits + 7) // 8
+                for m in range(m_dim):
+                    for t in range(TILE):
+                        of[(h * m_dim + m) * tc + c * TILE + t] = 0.0
+                continue
+            acc[:] = 0.0
+            for d in range(d_dim):
+                r0 = 0 if small else d * TILE
+                s0 = (hc * d_dim + d) * ngk
+                if kind == 0 and vec:
+                    _codes_vec(kf, (hc * d_dim + d) * nb, nb, bits, tile, r0, sf, s0, ngk, gs)
+                elif kind == 0:
+                    _codes(kf, (hc * d_dim + d) * nb, TILE, bits, tile, r0, sf, s0, ngk, gs)
+                elif bits == 16:
+                    off = _bitmap_row16(bf[hc * d_dim + d], kf, off, tile, r0)
+                else:
+                    off = _bitmap_row(bf[hc * d_dim + d], kf, off, bits, tile, r0, sf, s0, ngk, gs, 0)
+                if small:
+                    for m in range(m_dim):
+                        _axpy(qf[(h * m_dim + m) * d_dim + d], tile, 0, acc, m * TILE, TILE)
+            if not small:
+                for m in range(m_dim):
+                    for d in range(d_dim):
+                        _axpy(qf[(h * m_dim + m) * d_dim + d], tile, d * TILE, acc, m * TILE, TILE)
+            for m in range(m_dim):
+                for t in range(TILE):
+                    of[(h * m_dim + m) * tc + c * TILE + t] = acc[m * TILE + t]
+
+
+@njit(cache=True, nogil=True)
+def _apply(kind, vq, vbm, bits, gs, vs16, ngv, p, out, vec):
+    """Shared V-side driver. kind 0: QuantKV (vq [H, C, NB]); kind 1: BitmapKV (vbm [H, C, 64, NT], vq = payload).
+    p [H, M, 64*C] -> out [H, M, D] (overwritten). Chunks and tokens no query row weighs are not decoded."""
+    h_dim, m_dim, d_dim = p.shape[0], p.shape[1], out.shape[2]
+    tc = p.shape[2]
+    c_dim = tc // TILE
+    nt = vbm.shape[3] if kind == 1 else 1
+    dp = nt * TILE if kind == 1 else d_dim
+    pf, of, sf, vf, bf = p.reshape(-1), out.reshape(-1), vs16.reshape(-1), vq.reshape(-1), vbm.reshape(-1)
+    nb = d_dim * bits // 8
+    small = m_dim <= ROW_PATH_ROWS
+    tile = np.empty(dp if small else TILE * dp, np.float32)
+    of[:] = 0.0
+    off = 0
+    for h in range(h_dim):
+        for c in range(c_dim):
+            hc = h * c_dim + c
+            used = False
+            for m in range(m_dim):
+                if _any_nonzero(pf, (h * m_dim + m) * tc + c * TILE, TILE):
+                    used = True
+                    break
+            if not used:
+                if kind == 1:
+                    for i in range(TILE * nt):
+                        off += (_popcount(bf[hc * TILE * nt + i]) * bits + 7) // 8
+                continue
+            for t in range(TILE):
+                r0 = 0 if small else t * dp
+                s0 = (hc * TILE + t) * ngv
+                if kind == 0 and vec:
+                    _codes_vec(vf, (hc * TILE + t) * nb, nb, bits, tile, r0, sf, s0, ngv, gs)
+                elif kind == 0:
+                    _codes(vf, (hc * TILE + t) * nb, d_dim, bits, tile, r0, sf, s0, ngv, gs)
+                elif bits == 16:
+                    for j in range(nt):
+                        off = _bitmap_row16(bf[(hc * TILE + t) * nt + j], vf, off, tile, r0 + j * TILE)
+                else:
+                    for j in range(nt):
+                        off = _bitmap_row(bf[(hc * TILE + t) * nt + j], vf, off, bits, tile, r0 + j * TILE, sf, s0,
+                                          ngv, gs, j * TILE)
+                if small:
+                    for m in range(m_dim):
+                        pt = pf[(h * m_dim + m) * tc + c * TILE + t]
+                        if pt != 0.0:
+                            _axpy(pt, tile, 0, of, (h * m_dim + m) * d_dim, d_dim)
+            if not small:
+                for m in range(m_dim):
+                    for t in range(TILE):
+                        pt = pf[(h * m_dim + m) * tc + c * TILE + t]
+                        if pt != 0.0:
+                            _axpy(pt, tile, t * dp, of, (h * m_dim + m) * d_dim, d_dim)
+
+
+_NO_BITMAPS = np.zeros((0, 0, 0, 1), np.uint64)
+
+
+def quant_scores(kq, ks16, bits, gs, q, need, out):
+    """QuantKV scores. kq uint8 [H, C, 64*D*bits/8] (channel-major chunks), ks16 uint16 [H, C, D, G] (fp16 bits),
+    q float32 [H, M, D], need bool [C] (chunks some query attends) -> out float32 [H, M, 64*C] (0 where not needed)."""
+    _scores(0, kq, _NO_BITMAPS, bits, gs, ks16, ks16.shape[3], q, need, out, _vec_ok(TILE, bits, gs))
+
+
+def quant_apply_v(vq, vs16, bits, gs, p, out):
+    """QuantKV p.V. vq uint8 [H, C, 64*D*bits/8] (token-major chunks), vs16 uint16 [H, C, 64, G], p float32
+    [H, M, 64*C] -> out float32 [H, M, D] (overwritten)."""
+    _apply(0, vq, _NO_BITMAPS, bits, gs, vs16, vs16.shape[3], p, out, _vec_ok(out.shape[2], bits, gs))
+
+
+def bitmap_scores(kbm, kpay, bits, gs, ks16, q, need, out):
+    """BitmapKV scores. kbm uint64 [H, C, D] (one tile per channel of a chunk), kpay uint8 (the tiles' packed values
+    in that order), ks16 uint16 [H, C, D, G] (G = 0 for fp16 values), q float32 [H, M, D], need bool [C]
+    -> out float32 [H, M, 64*C]."""
+    _scores(1, kpay, kbm.reshape(kbm.shape[0], kbm.shape[1], kbm.shape[2], 1), bits, gs, ks16, ks16.shape[3], q,
+            need, out, False)
+
+
+def bitmap_apply_v(vbm, vpay, bits, gs, vs16, p, out):
+    """BitmapKV p.V. vbm uint64 [H, C, 64, NT] (tile = 64 channels of one token), vpay uint8, vs16 uint16
+    [H, C, 64, G], p float32 [H, M, 64*C] -> out float32 [H, M, D] (overwritten)."""
+    _apply(1, vpay, vbm, bits, gs, vs16, vs16.shape[3], p, out, False)
