@@ -163,8 +163,9 @@ def _numeric_type(tp: Any) -> type | None:
 
 
 def hardware_field(hw: Any, path: str) -> tuple[type, dict]:
-    """(int or float, range metadata) of the numeric HardwareSpec field at dotted `path`; SpecError naming the
-    allowed names when a part of the path is not a field (or not numeric, or absent from `hw`)."""
+    """(int or float, range metadata) of the numeric HardwareSpec field at dotted `path` (a key of a mapping field
+    and an index into a shape are path parts too: ``compute.peak_ops_per_s.w8a8``, ``fpga.decode_engine.shape.0``);
+    SpecError naming the allowed names when a part of the path is not a field (or not numeric, or absent from `hw`)."""
     from hwsim.hardware import HardwareSpec
 
     cls: Any = HardwareSpec
@@ -199,6 +200,19 @@ def hardware_field(hw: Any, path: str) -> tuple[type, dict]:
         if typing.get_origin(tp) is dict:
             cls, meta = dict, f.metadata
             continue
+        if typing.get_origin(tp) is tuple:  # an element of a shape, e.g. fpga.decode_engine.shape.0
+            elem = _numeric_type(typing.get_args(tp)[0])
+            rest = parts[i + 1 :]
+            if elem is None or len(rest) != 1 or not rest[0].isdigit():
+                raise SpecError(
+                    f"hardware axis {path!r}: {where}.{name} is a list; name one numeric element by its index, "
+                    f"e.g. {'.'.join(parts[: i + 1])}.0"
+                )
+            if obj is None or int(rest[0]) >= len(obj):
+                raise SpecError(
+                    f"hardware axis {path!r}: {hw.name}'s {name} has {0 if obj is None else len(obj)} elements"
+                )
+            return elem, dict(f.metadata) or {"ge": 1}  # a shape's extent
         sub = _dataclass_of(tp)
         if sub is None:
             raise SpecError(f"hardware axis {path!r}: {where}.{name} is a number, not a section")
@@ -260,6 +274,9 @@ def expand_axis(name: str, axis: tuple[float, ...] | RangeSpec, tp: type, meta: 
 def _set_path(obj: Any, parts: list[str], value: Any) -> Any:
     if isinstance(obj, dict):
         return {**obj, parts[0]: value}
+    if isinstance(obj, tuple):
+        k = int(parts[0])
+        return obj[:k] + (value,) + obj[k + 1 :]
     if len(parts) == 1:
         return dataclasses.replace(obj, **{parts[0]: value})
     return dataclasses.replace(obj, **{parts[0]: _set_path(getattr(obj, parts[0]), parts[1:], value)})
