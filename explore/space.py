@@ -426,6 +426,11 @@ def resolve_space(spec: SpaceSpec, base_dir: Path = Path("."), source: str = "")
     if hw_ref.endswith((".yaml", ".yml", ".json")):
         hw_ref = str(_rel(base_dir, hw_ref))
     base_hw = get_hardware(hw_ref)
+    if spec.hardware_axes and getattr(base_hw, "profile", None) is not None:
+        raise SpecError(
+            f"{where}: {base_hw.name} prices operators from a measured profile ({base_hw.profile}), which hardware "
+            "axes cannot change; vary a spec without a profile"
+        )
     axes = []
     for path, axis in spec.hardware_axes.items():
         tp, meta = hardware_field(base_hw, path)
