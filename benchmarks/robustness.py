@@ -791,8 +791,20 @@ def main(argv: list[str] | None = None) -> int:
         if detail:
             print("      " + detail.strip().splitlines()[-1][:200])
     if args.json:
+        import datetime
+        import platform
+        import subprocess
+
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO,
+                                check=False).stdout.strip()
+        provenance = {"command": "python benchmarks/robustness.py " + " ".join(argv if argv is not None
+                                                                                else sys.argv[1:]),
+                      "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                      "commit": commit, "python": platform.python_version(), "machine": platform.machine(),
+                      "cpus": os.cpu_count(), "jobs": args.jobs, "seconds": round(time.time() - t0, 1)}
         Path(args.json).write_text(json.dumps({"summary": summary, "seed": args.seed, "n": args.n,
-                                               "problems": problems[:500]}, indent=1))
+                                               "hang_s": args.hang_s, "provenance": provenance,
+                                               "problems": problems[:500]}, indent=1) + "\n")
     return 0
 
 
