@@ -25,11 +25,9 @@ PREFILL_BATCH: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 KV_BYTES_MAX = 8 * 2**30  # one decode-attention point reads at most this much K+V (fp16); larger ones fall back
 PREFILL_TOKENS_MAX = 65536  # batch x seq of one prefill-attention point
 
-# Operator -> (key fields, axis names). The order of OPERATORS is the order a profile run measures them.
+# Operator -> (key fields, axis names). The order of OPERATORS is the order a profile run measures them: the many
+# cheap tables first, so that a run stopped by its deadline still holds every operator.
 OPERATORS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "linear": (("in", "out", "bias"), ("tokens",)),
-    "decode_attention": (("q_heads", "kv_heads", "head_dim"), ("batch", "context")),
-    "prefill_attention": (("q_heads", "kv_heads", "head_dim"), ("batch", "seq")),
     "norm": (("kind", "width"), ("tokens",)),
     "rope_table": (("head_dim",), ("tokens",)),
     "rope": (("heads", "head_dim"), ("tokens",)),
@@ -39,6 +37,9 @@ OPERATORS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "kv_append": (("kv_heads", "head_dim"), ("batch",)),
     "kv_write": (("kv_heads", "head_dim"), ("tokens",)),
     "argmax": (("vocab",), ("batch",)),
+    "decode_attention": (("q_heads", "kv_heads", "head_dim"), ("batch", "context")),
+    "linear": (("in", "out", "bias"), ("tokens",)),
+    "prefill_attention": (("q_heads", "kv_heads", "head_dim"), ("batch", "seq")),
 }
 
 
