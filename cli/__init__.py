@@ -81,6 +81,11 @@ def _join_dash_values(parser: argparse.ArgumentParser, argv: Sequence[str]) -> l
     return out
 
 
+def _one_line(text: str, word_limit: int = 160) -> str:
+    """`text` on one line, each overlong word (a pasted path or value) cut to `word_limit` characters."""
+    return " ".join(w if len(w) <= word_limit else w[:word_limit - 3] + "..." for w in text.split())
+
+
 class _Terminated(BaseException):
     """SIGTERM, raised in the main thread so that atomic writes remove their temporaries on the way out."""
 
@@ -101,8 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(_join_dash_values(parser, sys.argv[1:] if argv is None else argv))
         return int(args.func(args) or 0)
     except HwsimError as exc:
-        msg = " ".join(str(exc).split())
-        sys.stderr.write(f"hwsim: error: {msg}\n")
+        sys.stderr.write(f"hwsim: error: {_one_line(str(exc))}\n")
         return 2
     except OSError as exc:  # a file system error the command did not anticipate (disk full, read-only...)
         if isinstance(exc, BrokenPipeError):  # output piped into e.g. `head`: not an error of ours
@@ -113,8 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.errno is None:
             raise
         where = f" {exc.filename}" if exc.filename else ""
-        sys.stderr.write(f"hwsim: error:{where}: {exc.strerror or exc}; check the path, its permissions and the "
-                         "free space\n")
+        sys.stderr.write(_one_line(f"hwsim: error:{where}: {exc.strerror or exc}; check the path, its permissions "
+                                   "and the free space") + "\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("hwsim: interrupted\n")
