@@ -179,9 +179,9 @@ def from_mapping(cls: type[T], data: Any, where: str) -> T:
 # only (no FIFO, device or directory, which would block or never end), a size cap, UTF-8 text, no duplicate keys,
 # bounded nesting and alias expansion, integers within 64 bits, finite numbers, and messages that quote a bounded
 # excerpt of any value.
-MAX_YAML_BYTES = 1 << 20  # pure-Python YAML parses ~1 MB in seconds; shipped specs are < 10 KB
+MAX_YAML_BYTES = 64 << 10  # pure-Python YAML: seconds per 100 KB of nested flow lists; shipped specs are < 10 KB
 MAX_JSON_BYTES = 64 << 20  # artifact manifests of large models; the C JSON parser reads this in well under a second
-MAX_DEPTH = 64  # nesting of mappings/lists (specs nest 3-6 deep)
+MAX_DEPTH = 32  # nesting of mappings/lists (specs nest 3-6 deep); PyYAML slows with depth x size
 MAX_VALUES = 1_000_000  # values after alias expansion (a YAML "billion laughs" expands to 10^9)
 INT_LIMIT = 2**63 - 1  # the largest integer any spec field may hold (int64)
 _MAX_INT_DIGITS = 19  # digits of INT_LIMIT: longer literals are refused before int() (which is quadratic)
