@@ -180,7 +180,7 @@ def from_mapping(cls: type[T], data: Any, where: str) -> T:
 # bounded nesting and alias expansion, integers within 64 bits, finite numbers, and messages that quote a bounded
 # excerpt of any value.
 MAX_YAML_BYTES = 64 << 10  # pure-Python YAML: seconds per 100 KB of nested flow lists; shipped specs are < 10 KB
-MAX_JSON_BYTES = 64 << 20  # artifact manifests of large models; the C JSON parser reads this in well under a second
+MAX_JSON_BYTES = 8 << 20  # a 70B model's artifact manifest is < 1 MB; parsing 8 MB of numbers takes seconds
 MAX_DEPTH = 32  # nesting of mappings/lists (specs nest 3-6 deep); PyYAML slows with depth x size
 MAX_VALUES = 1_000_000  # values after alias expansion (a YAML "billion laughs" expands to 10^9)
 INT_LIMIT = 2**63 - 1  # the largest integer any spec field may hold (int64)
@@ -400,7 +400,15 @@ def parse_json(text: str, where: str, error: type[HwsimError] = SpecError) -> An
     """Parse JSON text strictly: no duplicate keys, no NaN/Infinity, integers within 64 bits, finite numbers,
     bounded nesting."""
 
+    count = [0]
+
+    def counted() -> None:  # numbers and objects, counted as they are parsed: a flood stops early
+        count[0] += 1
+        if count[0] > MAX_VALUES:
+            raise _Refused(f"more than {MAX_VALUES:,} values; this is not a spec file")
+
     def pairs(items: list[tuple[str, Any]]) -> dict:
+        counted()
         out: dict = {}
         for k, v in items:
             if k in out:
@@ -409,11 +417,13 @@ def parse_json(text: str, where: str, error: type[HwsimError] = SpecError) -> An
         return out
 
     def parse_int(s: str) -> int:
+        counted()
         if len(s.lstrip("-")) > _MAX_INT_DIGITS or abs(int(s)) > INT_LIMIT:
             raise _Refused(f"integer {short(s, 30)} is out of range (limit {INT_LIMIT}); give a smaller value")
         return int(s)
 
     def parse_float(s: str) -> float:
+        counted()
         value = float(s)
         if not math.isfinite(value):
             raise _Refused(f"number {short(s, 30)} overflows a 64-bit float; give a smaller value")
