@@ -280,7 +280,15 @@ def mutate_spec_text(text: str, rng: random.Random, suffix: str) -> tuple[str | 
     keyed = [i for i, ln in enumerate(lines) if ":" in ln and not ln.lstrip().startswith("#")]
     kind = rng.choice(["dup", "tag", "sexagesimal", "latin1", "deep", "bomb", "bigint", "overflow_float",
                        "unknown_key", "truncate", "garbage", "value_type", "value_neg", "value_huge", "nan", "empty",
-                       "value_zero"])
+                       "value_zero", "slow"])
+    if kind == "slow":  # what the parser is slowest on, up to and beyond the size caps (seconds per 100 KB)
+        size = rng.choice([60_000, 200_000, 9_000_000])
+        depth = rng.choice([1, 20, 31])
+        item = "[" * depth + "1" + "]" * depth
+        body = ",".join([item] * (size // (2 * depth + 2)))
+        if suffix == ".json":
+            return text[:-1].rstrip() + f', "zz_extra": [{body}]}}', True
+        return text + f"zz_extra: [{body}]\n", True
     if suffix == ".json":
         data = json.loads(text)
         key = rng.choice(sorted(data))
