@@ -157,11 +157,11 @@ def build(doc: dict) -> tuple[dict, dict | None, dict]:
             "host.dram_bandwidth_bytes_per_s": f"{measured}: 1 GiB fp32 tensor copy, read + write bytes",
             "host.cpu_flops_per_s": f"{measured}: 2048^3 fp32 GEMM (torch, all threads)",
             "host.cpu_attention_efficiency": "unused: host.cpu_attention is measured",
-            "host.cpu_attention": f"{measured}: least-squares fit over batch {{8, 32}} x heads {{16, 32}} x "
-                                  f"context {{512, 2048}} (head_dim 128), max error {ca['max_rel_error']:.0%}",
-            "ssd": f"{measured}: 2 GiB sequential file, {d.get('method')}, 64 MiB requests; capacity is the "
+            "host.cpu_attention": f"{measured}: least-squares fit over (batch, heads) (8, 32), (32, 16), (32, 32) "
+                                  f"x context {{512, 2048}} (head_dim 128), max error {ca['max_rel_error']:.0%}",
+            "ssd": f"{measured}: 1 GiB sequential file, {d.get('method')}, 64 MiB requests; capacity is the "
                    "machine's 64 GiB disk; the link is not measured separately and set not to bind",
-            "compression": f"{measured}: torch 4-bit group-64 (de)compression of 128 Mi fp16 values; fraction = "
+            "compression": f"{measured}: torch 4-bit group-64 (de)compression of 64 Mi fp16 values; fraction = "
                            "(packed + fp16 bytes) / time / (GPU data-sheet bandwidth or measured DRAM bandwidth)",
         },
     }

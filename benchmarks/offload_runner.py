@@ -572,18 +572,18 @@ class Runner:
 
 
 # ---- driver ---------------------------------------------------------------------------------------------------------
-PLACEMENTS = [  # name, keyword arguments of Runner
+PLACEMENTS = [  # name, keyword arguments of Runner (most informative first: a lease may end early)
     ("all-gpu", dict(w_gpu=1, w_cpu=0, kv_gpu=True)),
-    ("w50cpu", dict(w_gpu=0.5, w_cpu=0.5, kv_gpu=True)),
     ("w100cpu", dict(w_gpu=0, w_cpu=1, kv_gpu=True)),
-    ("w100cpu-pageable", dict(w_gpu=0, w_cpu=1, kv_gpu=True, pinned_host=False)),
     ("kvcpu", dict(w_gpu=1, w_cpu=0, kv_gpu=False)),
-    ("w100cpu-kvcpu", dict(w_gpu=0, w_cpu=1, kv_gpu=False)),
-    ("kvcpu-cpuattn", dict(w_gpu=1, w_cpu=0, kv_gpu=False, cpu_attention=True)),
-    ("all-gpu-q4", dict(w_gpu=1, w_cpu=0, kv_gpu=True, compress_w=True)),
     ("w100cpu-q4", dict(w_gpu=0, w_cpu=1, kv_gpu=True, compress_w=True)),
     ("kvcpu-q4", dict(w_gpu=1, w_cpu=0, kv_gpu=False, compress_kv=True)),
+    ("kvcpu-cpuattn", dict(w_gpu=1, w_cpu=0, kv_gpu=False, cpu_attention=True)),
+    ("w50cpu", dict(w_gpu=0.5, w_cpu=0.5, kv_gpu=True)),
     ("w100cpu-kvcpu-q4", dict(w_gpu=0, w_cpu=1, kv_gpu=False, compress_w=True, compress_kv=True)),
+    ("w100cpu-kvcpu", dict(w_gpu=0, w_cpu=1, kv_gpu=False)),
+    ("all-gpu-q4", dict(w_gpu=1, w_cpu=0, kv_gpu=True, compress_w=True)),
+    ("w100cpu-pageable", dict(w_gpu=0, w_cpu=1, kv_gpu=True, pinned_host=False)),
     ("w50disk", dict(w_gpu=0.5, w_cpu=0, kv_gpu=True)),
 ]
 
@@ -611,6 +611,15 @@ def environment() -> dict:
     return env
 
 
+def _save(out: str, doc: dict) -> str:
+    """Write what is measured so far (a run cut short by its time limit still returns its data)."""
+    path = os.path.join(out, "offload_device.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(path + ".tmp", path)
+    return path
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="directory for offload_device.json")
@@ -630,12 +639,12 @@ def main() -> int:
     links["copies"] = measure_copies(16 << 20 if smoke else 512 << 20)
     links["gpu"] = measure_gpu()
     links["host"] = measure_host((16 << 20) if smoke else (1 << 30))
-    links["disk"] = measure_disk(os.path.join(args.disk_dir, "offload_runner_disk.bin"),
-                                 (32 << 20) if smoke else (2 << 30), block=(8 << 20) if smoke else (64 << 20))
-    cpu_pts = [(2, 2, 128, 64)] if smoke else [(b, h, 128, c) for b in (8, 32) for h in (16, 32) for c in (512, 2048)]
+    cpu_pts = [(2, 2, 128, 64)] if smoke else [(b, h, 128, c) for b, h in ((8, 32), (32, 16), (32, 32))
+                                                for c in (512, 2048)]
     links["cpu_attention"] = measure_cpu_attention(cpu_pts)
-    links["compression"] = measure_compression((1 << 16) if smoke else (1 << 27))
+    links["compression"] = measure_compression((1 << 16) if smoke else (1 << 26))
     print(f"links measured in {time.perf_counter() - t0:.1f} s", flush=True)
+    _save(args.out, {**doc, "links": links, "runs": [], "partial": True})
     # per-layer overhead: the same loop with negligible arithmetic (all on the GPU)
     tiny = Model(hidden=256, heads=2, ffn=512, layers=8, vocab=256)
     runs = []
@@ -655,6 +664,10 @@ def main() -> int:
     for name, kw in PLACEMENTS:
         if only and name not in only:
             continue
+        if name == "w50disk":  # the disk last: the least certain part of a short lease
+            links["disk"] = measure_disk(os.path.join(args.disk_dir, "offload_runner_disk.bin"),
+                                         (32 << 20) if smoke else (1 << 30), block=(8 << 20) if smoke else (64 << 20))
+            _save(args.out, {**doc, "links": links, "runs": runs, "partial": True})
         t = time.perf_counter()
         try:
             r = Runner(m, wl["batch"], wl["prompt"], wl["gen"], disk_dir=args.disk_dir, **kw)
@@ -670,22 +683,21 @@ def main() -> int:
             res = {"name": name, "placement": kw, "error": f"{type(exc).__name__}: {exc}"}
         res["setup_and_run_s"] = time.perf_counter() - t
         runs.append(res)
+        _save(args.out, {**doc, "links": links, "runs": runs, "partial": True})
         print(f"{name:20s} {res.get('seconds_per_token', float('nan')) * 1e3:9.2f} ms/token "
               f"({res['setup_and_run_s']:.1f} s) {res.get('error', '')}", flush=True)
         if CUDA:
             torch.cuda.empty_cache()
     doc["links"], doc["runs"] = links, runs
     doc["elapsed_s"] = time.perf_counter() - t0
-    path = os.path.join(args.out, "offload_device.json")
-    with open(path, "w") as f:
-        json.dump(doc, f, indent=1)
+    path = _save(args.out, doc)
     c = links["copies"]
     gb = c["bytes"] / 1e9
     print(f"\nH2D pinned {gb / c['h2d_pinned_s']:.1f} GB/s, pageable {gb / c['h2d_pageable_s']:.1f}; D2H pinned "
           f"{gb / c['d2h_pinned_s']:.1f}, pageable {gb / c['d2h_pageable_s']:.1f}; "
           f"duplex {2 * gb / c['duplex_pinned_s']:.1f}"
           f"; 4 KiB H2D {c['h2d_pinned_4KiB_s'] * 1e6:.1f} us")
-    d = links["disk"]
+    d = links.get("disk", {})
     if "read_s" in d:
         print(f"disk ({d.get('method')}): write {d['bytes'] / d['write_s'] / 1e9:.2f} GB/s, read "
               f"{d['bytes'] / d['read_s'] / 1e9:.2f} GB/s, 4 threads {d['bytes'] / d['read_4threads_s'] / 1e9:.2f}")
