@@ -1,8 +1,13 @@
 """WikiText-2 test perplexity of SmolLM2-135M under every compression method: one table, with the ratio to the
 uncompressed baseline and the model bytes (quant.scheme's byte cost).
 
-    python benchmarks/quality.py --max-tokens 2048          # CPU: a short slice
-    python benchmarks/quality.py --device cuda              # the whole test split on a GPU
+    python benchmarks/quality.py                            # the committed device measurements, against the goals
+    python benchmarks/quality.py --live --max-tokens 2048   # CPU: measure a short slice now
+    python benchmarks/quality.py --live --device cuda       # the whole test split on a GPU
+
+Default mode reads benchmarks/data/quality_*.json (written by benchmarks/qat_device.py on the GPU machine: whole
+WikiText-2 test and a held-out reserved text, device seconds per phase, provenance) and prints each row's ratios
+beside the goals of issue 39.
 
 Protocol: models.data.eval_windows (BOS + 512 text tokens per window, non-overlapping); Λ rows use --long-seq
 windows (default 2048 tokens) so the local window actually cuts context, and are compared with the baseline at the
@@ -14,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -33,7 +37,6 @@ class Row:
 
 
 def rows(args) -> list[Row]:
-    from quant.methods import GPTQConfig, RTNConfig
     from quant.scheme import CompressionScheme as S
     from quant.scheme import get_scheme
 
@@ -69,8 +72,72 @@ def rows(args) -> list[Row]:
     return out
 
 
+# Goals: perplexity ratio to the uncompressed model, whole WikiText-2 test (issue 39, "Goals" table).
+GOALS = {"W2 g64": 1.5, "W2A8KV4": 1.6, "2:4": 1.5, "accllm": 2.5, "KV bitmap 70%": 1.05, "KV4": 1.02}
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def goal_key(fields: dict | None) -> str | None:
+    """Which goal of GOALS a measured row's scheme (CompressionScheme fields) answers to, if any."""
+    if not fields:
+        return None
+    w, pr, a, kv, ks = (fields["weight_bits"], fields["weight_pruning"], fields["act_bits"], fields["kv_bits"],
+                        fields["kv_sparsity"])
+    if fields.get("attn_window") is not None and w == 2 and pr == "2:4" and a == 8 and kv == 4:
+        return "accllm"
+    if w == 2 and pr == "none" and fields["weight_group_size"] == 64:
+        return "W2 g64" if (a, kv) == (16, 16) else ("W2A8KV4" if (a, kv) == (8, 4) else None)
+    if w == 16 and pr == "2:4" and (a, kv) == (16, 16):
+        return "2:4"
+    if w == 16 and pr == "none" and a == 16:
+        if kv == 16 and abs(ks - 0.7) < 1e-9:
+            return "KV bitmap 70%"
+        if kv == 4 and ks == 0:
+            return "KV4"
+    return None
+
+
+def measured(paths: list[Path]) -> int:
+    """Print the committed device measurements against GOALS."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if not paths:
+        print(f"no measurements in {DATA} (quality_*.json); run benchmarks/qat_device.py on a GPU machine, or "
+              "pass --live", file=sys.stderr)
+        return 2
+    con = Console()
+    for path in paths:
+        doc = json.loads(path.read_text())
+        texts = doc["texts"]
+        t = Table(title=f"{path.name}: SmolLM2-135M on {doc['device']} ({doc['date_utc']} UTC); wikitext2 = whole "
+                        f"WikiText-2 test ({texts['wikitext2_test']['tokens']} tokens), held-out = "
+                        f"{texts['kjv']['source'].split(' (')[0]} ({texts['kjv']['tokens']} tokens)")
+        for c in ("method", "scheme", "ppl wt2", "ratio wt2", "goal", "met", "ratio held-out", "device s"):
+            t.add_column(c, justify="left" if c in ("method", "scheme") else "right")
+        for r in doc["rows"]:
+            if "error" in r:
+                t.add_row(r["label"], "-", "-", "-", "-", "-", "-", r["error"][:60])
+                continue
+            key = goal_key(r.get("scheme_fields"))
+            goal = GOALS.get(key)
+            rw = r["ratio"]["wikitext2"]
+            met = "-" if goal is None else ("yes" if rw <= goal else "no")
+            t.add_row(r["label"], r["scheme"], f"{r['ppl']['wikitext2']:.2f}", f"{rw:.3f}",
+                      "-" if goal is None else f"<= {goal}", met, f"{r['ratio']['kjv']:.3f}",
+                      f"{sum(v for k, v in r['device_seconds'].items() if k != 'eval'):.0f}")
+        con.print(t)
+        con.print(f"device seconds: compression work of the row's method (init + block-wise + end-to-end phases; "
+                  f"rows stacked on trained weights repeat their training time); evaluation excluded. "
+                  f"Total run {doc.get('total_s', '?')} s. Protocol: {doc['protocol']}.")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--live", action="store_true", help="measure now instead of printing the committed results")
+    p.add_argument("--measured", nargs="*", type=Path, default=None,
+                   help="measurement files to print (default benchmarks/data/quality_*.json)")
     p.add_argument("--max-tokens", type=int, default=None, help="text tokens of WikiText-2 test to use (default all)")
     p.add_argument("--seq-len", type=int, default=512)
     p.add_argument("--long-seq", type=int, default=2048, help="window length of the Λ rows")
@@ -83,14 +150,16 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--json", default=None, help="also write the table as JSON to this file")
     args = p.parse_args(argv)
+    if not args.live:
+        return measured(args.measured or sorted(DATA.glob("quality_*.json")))
+
+    import dataclasses
 
     import torch
 
     from models.data import eval_windows, read_wikitext2
     from models.smollm import load_smollm2
     from models.spec import get_model
-    import dataclasses
-
     from quant.evaluate import perplexity
     from quant.methods import QATConfig
     from quant.quantize import Calibration, configs_for_scheme, quantize

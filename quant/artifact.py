@@ -30,7 +30,8 @@ from base.errors import FormatError, SpecError
 from base.specio import short
 
 __all__ = ["ARTIFACT_FORMAT", "ArtifactInfo", "read_estimate_inputs", "read_manifest", "check_manifest",
-           "verify_artifact", "write_artifact", "load_artifact", "LoadedArtifact", "pack_linear"]
+           "verify_artifact", "write_artifact", "load_artifact", "LoadedArtifact", "pack_linear",
+           "read_artifact_file"]
 
 ARTIFACT_FORMAT = "hwsim.compressed-model"
 ARTIFACT_VERSION = 2  # 2: the manifest carries its own SHA-256
@@ -447,11 +448,9 @@ def pack_linear(ql, scheme):
             raise FormatError("2:4 layer's keep mask does not keep exactly 2 of every 4 columns")
         if not quant:
             return Sparse24Weight.from_dense(w, keep, 16, gs)
-        kept_cols = np.nonzero(keep)[1].reshape(rows, cols // 2)
-        idx = (kept_cols % 4).astype(np.uint8)
         vals = codes[keep].reshape(rows, -1)
-        return Sparse24Weight(ql.bits, gs, rows, cols, pack_bits(vals, ql.bits), pack_bits(idx, 2), scales,
-                              pack_bits(zeros, ql.bits))
+        return Sparse24Weight(ql.bits, gs, rows, cols, pack_bits(vals, ql.bits), Sparse24Weight.pack_indices(keep),
+                              scales, pack_bits(zeros, ql.bits))
     # unstructured: bitmap tiles
     if not quant:
         return BitmapSparseWeight.from_dense(w, keep, 16, gs)
@@ -487,11 +486,13 @@ def _sha256(path: Path) -> str:
 
 
 def write_artifact(out: str | Path, model, model_spec, scheme, *, kv_stats: dict, calibration: dict,
-                   reports: list[dict] | None = None, overwrite: bool = False) -> Path:
+                   reports: list[dict] | None = None, overwrite: bool = False,
+                   files: dict[str, bytes] | None = None) -> Path:
     """Write the compressed `model` (models.llama.Llama after quant.quantize) as an artifact directory `out`.
 
     Atomic: written to a temporary sibling directory, then renamed. An existing `out` is refused unless overwrite.
-    Returns the artifact path.
+    `files`: further files stored beside the weights (e.g. the model's tokenizer.json), listed in the manifest under
+    "files" with size and SHA-256 (read them back with `read_artifact_file`). Returns the artifact path.
     """
     import numpy as np
     import torch
@@ -541,6 +542,13 @@ def write_artifact(out: str | Path, model, model_spec, scheme, *, kv_stats: dict
             layers.append({"linears": lin_bytes, "norms": nb, "act_bits": act_bits})
         wpath = tmp / WEIGHTS_FILE
         save_file(arrays, str(wpath), metadata={"format": ARTIFACT_FORMAT})
+        extra = {}
+        for fname, data in (files or {}).items():
+            if Path(fname).name != fname or fname in (WEIGHTS_FILE, MANIFEST_FILE):
+                raise SpecError(f"artifact file name {fname!r} must be a plain name other than {WEIGHTS_FILE}, "
+                                f"{MANIFEST_FILE}")
+            (tmp / fname).write_bytes(data)
+            extra[fname] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         manifest = {
             "format": ARTIFACT_FORMAT,
             "version": ARTIFACT_VERSION,
@@ -556,6 +564,8 @@ def write_artifact(out: str | Path, model, model_spec, scheme, *, kv_stats: dict
             "calibration": calibration,
             "methods": reports or [],
         }
+        if extra:
+            manifest["files"] = extra
         manifest = json.loads(json.dumps(manifest, allow_nan=False))  # as read back: string keys, lists
         manifest["manifest_sha256"] = _manifest_digest(manifest)
         with open(tmp / MANIFEST_FILE, "w", encoding="utf-8") as f:
@@ -563,6 +573,21 @@ def write_artifact(out: str | Path, model, model_spec, scheme, *, kv_stats: dict
             f.flush()
             os.fsync(f.fileno())
     return out
+
+
+def read_artifact_file(path: str | Path, name: str) -> bytes | None:
+    """The bytes of a file stored in the artifact by write_artifact(files=...), checked against the size and SHA-256
+    in the manifest; None when the manifest lists no such file."""
+    path = Path(path)
+    entry = read_manifest(path).get("files", {}).get(name)
+    if entry is None:
+        return None
+    f = path / name
+    data = f.read_bytes() if f.is_file() else None
+    if data is None or len(data) != entry.get("bytes") or hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+        raise FormatError(f"{f} is missing or does not match the size and SHA-256 in the manifest; the artifact is "
+                          "corrupt, write it again")
+    return data
 
 
 # ---- loading ------------------------------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ def configs_for_scheme(scheme, *, weight_method: str = "gptq") -> list:
         raise SpecError(f"weight_method {weight_method!r} unknown; use one of {', '.join(WEIGHT_METHODS)}")
     cfgs: list = []
     if scheme.weight_bits < 16 or scheme.weight_pruning != "none":
-        if weight_method == "qat" and scheme.weight_bits < 16:
+        if weight_method == "qat":  # bits 16 with pruning: masked distillation fine-tune of the pruned weights
             cfgs.append(QATConfig(bits=scheme.weight_bits, group_size=scheme.weight_group_size,
                                   pruning=scheme.weight_pruning, sparsity=scheme.weight_sparsity))
         elif weight_method in ("gptq", "qat"):

@@ -6,7 +6,8 @@ Formats (bit-level layouts are documented in quant/formats; sizes here and there
   (``weight_group_size`` dense input columns share one fp16 scale and one zero point stored at the weight width).
   Each output row is packed separately and padded to a whole byte (values, zero points and 2:4 indices alike).
 * N:M pruning (``weight_pruning: "N:M"``, any 0 < N < M, e.g. 2:4, 1:4, 4:8): per M dense columns N values are
-  kept, each with a ceil(log2 M)-bit position index; the engine multiplies kept values only (MACs x N/M).
+  kept plus one pattern code of ceil(log2 C(M, N)) bits naming which (2:4: 3 bits for the 6 patterns, so 2:4 W2 is
+  7 bits per 4 weights against dense W2's 8); the engine multiplies kept values only (MACs x N/M).
 * block pruning (``"block"``): rows are cut into blocks of ``weight_block_size`` dense columns that are kept or dropped
   whole (``weight_sparsity`` = dropped fraction); one bitmap bit per block, kept blocks' values packed.
 * unstructured pruning: rows are cut into tiles of 64 dense columns; each tile is a 64-bit bitmap followed by its
@@ -278,7 +279,8 @@ class CompressionScheme:
             if cols % m:
                 raise SpecError(f"{n}:{m} pruning needs in_features divisible by {m}, got {cols}")
             kept = cols // m * n
-            return rows * (packed_bytes(kept, bits) + packed_bytes(kept, max(1, (m - 1).bit_length()))) + meta
+            code_bits = max(1, (math.comb(m, n) - 1).bit_length())  # one pattern code per group of m
+            return rows * (packed_bytes(kept, bits) + packed_bytes(cols // m, code_bits)) + meta
         if self.weight_pruning == "block":
             n_blocks = -(-cols // self.weight_block_size)
             kept_cols = round(cols * (1.0 - self.weight_sparsity))

@@ -28,7 +28,8 @@ Layouts (section order; shapes are row-major):
     qweight [out][packed_bytes(in, b)] | scales fp16 [out][G] | qzeros [out][packed_bytes(G, b)]
     (each output row packed separately and byte-padded). w = (code - zero) * scale.
 ``Sparse24Weight`` (2:4; K = in/2 kept values per row, kept in increasing column order, two per block of 4):
-    qvalues [out][packed_bytes(K, b)] | indices [out][packed_bytes(K, 2)] (position 0..3 in the block) |
+    qvalues [out][packed_bytes(K, b)] | indices [out][packed_bytes(in/4, 3)] (per block of 4 a pattern code 0..5:
+    the kept positions (0,1) (0,2) (0,3) (1,2) (1,3) (2,3)) |
     scales fp16 [out][G] | qzeros [out][packed_bytes(G, b)]; b = 16 means fp16 values and no scales/zeros.
 ``BitmapSparseWeight`` (unstructured): tiles of 64 input columns, row-major [out][ceil(in/64)] tile stream |
     scales | qzeros (scales/zero points from the kept values only).

@@ -230,12 +230,20 @@ def prune_2_4(w: np.ndarray) -> np.ndarray:
     return mask.reshape(rows, cols)
 
 
+# The C(4, 2) = 6 ways to keep 2 of 4 columns, lexicographic: a 2:4 block's 3-bit pattern code indexes this table
+# (3 bits per block instead of two 2-bit positions, so 2:4 W2 costs 7 bits per 4 weights, below dense W2's 8).
+PATTERNS_2_4 = np.array([(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)], np.int64)
+_PATTERN_OF = np.full(16, 255, np.uint8)
+_PATTERN_OF[4 * PATTERNS_2_4[:, 0] + PATTERNS_2_4[:, 1]] = np.arange(6)
+
+
 @dataclass(frozen=True, eq=False)
 class Sparse24Weight(_SparseGroupWeight):
-    """2:4 sparse W[out, in]: per 4 dense input columns two kept values (in column order) with 2-bit positions.
+    """2:4 sparse W[out, in]: per 4 dense input columns two kept values (in column order) and one 3-bit pattern code.
 
     qvalues: uint8 [out, packed_bytes(in/2, bits)] kept codes (bits < 16) or fp16 patterns (bits = 16);
-    indices: uint8 [out, packed_bytes(in/2, 2)] position 0..3 of each kept value inside its block of 4;
+    indices: uint8 [out, packed_bytes(in/4, 3)] pattern code 0..5 of each block of 4 (PATTERNS_2_4: the kept
+    positions, ascending);
     scales float16 [out, G], qzeros uint8 [out, packed_bytes(G, bits)] (empty when bits = 16). Groups run over
     `group_size` dense input columns; a kept value belongs to the group of its dense column.
     """
@@ -265,22 +273,27 @@ class Sparse24Weight(_SparseGroupWeight):
         rows, cols = w.shape
         if mask.shape != w.shape or cols % 4 or np.any(mask.reshape(rows, -1, 4).sum(axis=2) != 2):
             raise SpecError(f"{cls.FORMAT}: mask must keep exactly 2 of every 4 input columns of W{list(w.shape)}")
-        kept_cols = np.nonzero(mask)[1].reshape(rows, cols // 2)  # ascending within each row
-        idx = (kept_cols % 4).astype(np.uint8)
         if bits == 16:
             vals = w[mask].reshape(rows, -1).astype(np.float16).view(np.uint16)
             scales, zeros = np.zeros((rows, 0), np.float16), np.zeros((rows, 0), np.uint8)
         else:
             codes, scales, zeros = quantize_groups(w, mask, bits, group_size)
             vals = codes[mask].reshape(rows, -1)
-        return cls(bits, group_size, rows, cols, pack_bits(vals, bits), pack_bits(idx, 2), scales,
+        return cls(bits, group_size, rows, cols, pack_bits(vals, bits), cls.pack_indices(mask), scales,
                    pack_bits(zeros, bits) if bits < 16 else np.zeros((rows, 0), np.uint8))
+
+    @staticmethod
+    def pack_indices(mask: np.ndarray) -> np.ndarray:
+        """The `indices` array of a valid 2:4 mask bool [out, in]: packed 3-bit pattern codes."""
+        rows, cols = mask.shape
+        kept_cols = np.nonzero(mask)[1].reshape(rows, cols // 4, 2) % 4  # ascending within each block
+        return pack_bits(_PATTERN_OF[4 * kept_cols[..., 0] + kept_cols[..., 1]], 3)
 
     def kept_columns(self) -> np.ndarray:
         """int64 [out, in/2] dense column of each kept value."""
-        k = self.in_features // 2
-        idx = unpack_bits(self.indices, k, 2).astype(np.int64)
-        return 4 * (np.arange(k) // 2) + idx
+        nb = self.in_features // 4
+        pos = PATTERNS_2_4[_pattern_codes(self.indices, nb)]  # [out, nb, 2]
+        return (4 * np.arange(nb)[:, None] + pos).reshape(self.out_features, 2 * nb)
 
     def kept_codes(self) -> np.ndarray:
         """[out, in/2] kept codes (uint8) or fp16 bit patterns (uint16)."""
@@ -316,7 +329,7 @@ class Sparse24Weight(_SparseGroupWeight):
         if cols % 4:
             raise FormatError(f"{cls.FORMAT}: in_features {cols} is not divisible by 4")
         k = cols // 2
-        return [Section("qvalues", rows * packed_bytes(k, bits)), Section("indices", rows * packed_bytes(k, 2)),
+        return [Section("qvalues", rows * packed_bytes(k, bits)), Section("indices", rows * packed_bytes(cols // 4, 3)),
                 *cls._group_sections(rows, cols, gs, bits)]
 
     def raw(self) -> dict[str, Any]:
@@ -327,12 +340,18 @@ class Sparse24Weight(_SparseGroupWeight):
     def from_raw(cls, meta: Mapping[str, Any], raw: Mapping[str, Any]) -> "Sparse24Weight":
         bits, gs, rows, cols = cls._raw_params(meta)
         idx = np.asarray(raw["indices"]).reshape(rows, -1)
-        pos = unpack_bits(idx, cols // 2, 2).reshape(rows, -1, 2)
-        if np.any(pos[..., 0] >= pos[..., 1]):
-            raise FormatError(f"{cls.FORMAT}: 2:4 position metadata must hold two increasing positions per block "
-                              "of 4; the buffer is corrupt")
+        _pattern_codes(idx, cols // 4)  # validates
         return cls(bits, gs, rows, cols, np.asarray(raw["qvalues"]).reshape(rows, -1), idx,
                    *cls._group_arrays(raw, rows, cols, gs, bits))
+
+
+def _pattern_codes(indices: np.ndarray, n_blocks: int) -> np.ndarray:
+    """int64 [out, n_blocks] 2:4 pattern codes; FormatError if any is not 0..5."""
+    codes = unpack_bits(indices, n_blocks, 3).astype(np.int64)
+    if np.any(codes >= len(PATTERNS_2_4)):
+        raise FormatError(f"{Sparse24Weight.FORMAT}: 2:4 pattern codes must be 0..5 (one of the 6 ways to keep 2 of "
+                          "4); the buffer is corrupt")
+    return codes
 
 
 # ---- unstructured, bitmap tiles ------------------------------------------------------------------------------

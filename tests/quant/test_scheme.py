@@ -29,8 +29,9 @@ def test_w2_g64_matrix_by_hand():
 
 def test_24_matrix_by_hand():
     s = CompressionScheme(weight_bits=4, weight_group_size=128, weight_pruning="2:4")
-    # 2 rows x 256 cols: 128 kept x 4 bit = 64 B + 128 x 2-bit idx = 32 B; 2 groups: 4 B scales + 1 B zeros
-    assert s.matrix_bytes(256, 2) == 2 * (64 + 32 + 4 + 1)
+    # 2 rows x 256 cols: 128 kept x 4 bit = 64 B + 64 blocks x 3-bit pattern code = 24 B; 2 groups: 4 B scales +
+    # 1 B zeros
+    assert s.matrix_bytes(256, 2) == 2 * (64 + 24 + 4 + 1)
     with pytest.raises(SpecError, match="divisible by 4"):
         s.matrix_bytes(6, 1)
 
@@ -46,14 +47,14 @@ def test_llama2_7b_weight_bytes_fp16_and_accllm():
     m = get_model("llama-2-7b")
     assert get_scheme("fp16").weight_bytes(m).total == 2 * m.param_count
     wb = get_scheme("accllm").weight_bytes(m)
-    # by hand: q/k/v/o 4096x4096 under 2:4 W2 g64: per row 2048 kept -> 512 B values + 512 B indices,
-    # 64 groups -> 128 B scales + 16 B zeros = 1168 B; x 4096 rows = 4,784,128 B.
-    assert wb.per_linear["q_proj"] == 4_784_128
-    # gate/up 11008 rows x 1168 B; down 4096 rows x (1376 + 1376 + 172*2 + ceil(172/4)) = 3139 B
-    assert wb.per_linear["up_proj"] == 11008 * 1168 and wb.per_linear["down_proj"] == 4096 * 3139
-    per_layer = 4 * 4_784_128 + 3 * 12_857_344 + 2 * 4096 * 2
+    # by hand: q/k/v/o 4096x4096 under 2:4 W2 g64: per row 2048 kept -> 512 B values + 1024 blocks x 3-bit
+    # pattern codes = 384 B, 64 groups -> 128 B scales + 16 B zeros = 1040 B; x 4096 rows = 4,259,840 B.
+    assert wb.per_linear["q_proj"] == 4_259_840
+    # gate/up 11008 rows x 1040 B; down 4096 rows x (1376 + ceil(2752 * 3 / 8) + 172*2 + ceil(172/4)) = 2795 B
+    assert wb.per_linear["up_proj"] == 11008 * 1040 and wb.per_linear["down_proj"] == 4096 * 2795
+    per_layer = 4 * 4_259_840 + 3 * 11_448_320 + 2 * 4096 * 2
     assert wb.blocks == 32 * per_layer
-    assert wb.total == 32 * per_layer + 2 * 32000 * 4096 * 2 + 4096 * 2 == 2_371_493_888
+    assert wb.total == 32 * per_layer + 2 * 32000 * 4096 * 2 + 4096 * 2 == 2_169_118_720
 
 
 def test_kv_chunk_bytes_by_hand():
@@ -114,11 +115,12 @@ def test_scheme_yaml(tmp_path):
 
 def test_nm_any_n_below_m_by_hand():
     s = CompressionScheme(weight_bits=4, weight_group_size=128, weight_pruning="1:4")
-    # 2 rows x 256 cols: 64 kept x 4 bit = 32 B + 64 x 2-bit idx = 16 B; 2 groups: 4 B scales + 1 B zeros
+    # 2 rows x 256 cols: 64 kept x 4 bit = 32 B + 64 blocks x 2-bit pattern code (C(4, 1) = 4) = 16 B; 2 groups:
+    # 4 B scales + 1 B zeros
     assert s.matrix_bytes(256, 2) == 2 * (32 + 16 + 4 + 1)
     assert s.weight_density == 0.25
-    s48 = CompressionScheme(weight_bits=8, weight_pruning="4:8")  # 3-bit indices
-    assert s48.matrix_bytes(16, 1) == 8 + 3 + 2 + 1 and s48.weight_density == 0.5
+    s48 = CompressionScheme(weight_bits=8, weight_pruning="4:8")  # 7-bit pattern codes: C(8, 4) = 70
+    assert s48.matrix_bytes(16, 1) == 8 + 2 + 2 + 1 and s48.weight_density == 0.5
     for bad in ("4:4", "5:4", "0:4", "a:b"):
         with pytest.raises(SpecError, match="N:M|0 < N < M"):
             CompressionScheme(weight_pruning=bad)

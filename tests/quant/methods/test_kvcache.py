@@ -62,3 +62,65 @@ def test_kv_statistics_bytes_match_scheme(tiny_calibration, tiny_model):
     dens = st2["layers"][0][0]["k_density"]
     assert dens == pytest.approx((head_dim - round(0.7 * head_dim)) / head_dim)
     assert st2["mean_bytes_per_token_per_head"] < 2 * head_dim * 2 * 0.5
+
+
+def test_channel_pruning_keeps_per_channel_tiles():
+    from quant.methods.kvcache import prune_per_channel
+
+    x = torch.randn(2, 150, 16)
+    p = prune_per_channel(x, 0.75, tile=64)
+    assert torch.all((p[:, :128] != 0).view(2, 2, 64, 16).sum(2) == 16)  # 64 - round(0.75 * 64) per full tile
+    assert torch.all((p[:, 128:] != 0).sum(1) == 22 - round(0.75 * 22))  # the partial tile keeps its share
+    tile = x[:, :64].abs()
+    kept_min = torch.where(p[:, :64] != 0, tile, torch.inf).amin(1)
+    dropped_max = torch.where(p[:, :64] == 0, tile, 0).amax(1)
+    assert torch.all(kept_min >= dropped_max)
+
+
+def test_output_aware_weights_change_the_selection():
+    x = torch.tensor([[[1.0, 2.0, 3.0, 4.0]]])
+    assert torch.equal(prune_per_token(x, 0.5) != 0, torch.tensor([[[False, False, True, True]]]))
+    w = torch.tensor([10.0, 10.0, 1.0, 1.0])
+    assert torch.equal(prune_per_token(x, 0.5, w) != 0, torch.tensor([[[True, True, False, False]]]))
+
+
+def test_sinks_stay_dense_and_variants_run(tiny_model, tiny_calibration):
+    cal = tiny_calibration(n=2, t=128)
+    ids = torch.tensor(cal.windows[:1])
+    base = tiny_model()
+    with torch.no_grad():
+        ref = base(ids)
+    errs = {}
+    for kw in ({}, {"sink": 4}, {"selection": "output_aware"}, {"k_granularity": "channel"},
+               {"allocation": "sensitivity"}):
+        m = tiny_model()
+        rep = quantize(m, KVBitmapConfig(0.7, dense_recent=0, calib_windows=2, **kw), calibration=cal)[0]
+        c = m.blocks[0].attn.kv_codec
+        k, v = torch.randn(1, 2, 128, 16), torch.randn(1, 2, 128, 16)
+        kp, vp = c.prune(k, v, 0)
+        if kw.get("sink"):
+            assert torch.equal(kp[..., :4, :], k[..., :4, :]) and torch.equal(vp[..., :4, :], v[..., :4, :])
+        if kw.get("allocation"):
+            kept = rep["allocation_detail"]["kept_per_layer"]
+            assert sum(kept) == len(m.blocks) * (16 - round(0.7 * 16))  # same total bytes as uniform
+            st = kv_statistics(m, list(cal.windows), CompressionScheme(kv_sparsity=0.7))
+            assert st["mean_density"] == pytest.approx(sum(kept) / len(kept) / 16)
+        with torch.no_grad():
+            errs[str(kw)] = float((m(ids) - ref).abs().mean())
+    assert all(e > 0 for e in errs.values())
+
+
+def test_bitmap_variant_checks():
+    with pytest.raises(SpecError, match="selection"):
+        KVBitmapConfig(selection="attention")
+    with pytest.raises(SpecError, match="sink"):
+        KVBitmapConfig(sink=-1)
+    with pytest.raises(SpecError, match="calibration"):
+        quantize(__import__("copy").deepcopy(_tiny()), KVBitmapConfig(selection="output_aware"))
+
+
+def _tiny():
+    from models.llama import Llama, LlamaConfig
+
+    return Llama(LlamaConfig(n_layers=1, d_model=32, n_heads=2, n_kv_heads=1, d_ff=64, vocab_size=11,
+                             rope_theta=1e4, norm_eps=1e-5, max_seq_len=64))
