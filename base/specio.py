@@ -179,7 +179,7 @@ def from_mapping(cls: type[T], data: Any, where: str) -> T:
 # only (no FIFO, device or directory, which would block or never end), a size cap, UTF-8 text, no duplicate keys,
 # bounded nesting and alias expansion, integers within 64 bits, finite numbers, and messages that quote a bounded
 # excerpt of any value.
-MAX_YAML_BYTES = 64 << 10  # pure-Python YAML: seconds per 100 KB of nested flow lists; shipped specs are < 10 KB
+MAX_YAML_BYTES = 32 << 10  # pure-Python YAML takes seconds on tens of KB of nested flow lists; specs are < 6 KB
 MAX_JSON_BYTES = 8 << 20  # a 70B model's artifact manifest is < 1 MB; parsing 8 MB of numbers takes seconds
 MAX_DEPTH = 32  # nesting of mappings/lists (specs nest 3-6 deep); PyYAML slows with depth x size
 MAX_VALUES = 1_000_000  # values after alias expansion (a YAML "billion laughs" expands to 10^9)
