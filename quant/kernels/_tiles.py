@@ -1,19 +1,24 @@
 """Compiled tile kernels (numba) that compute decode attention straight from the packed KV bytes.
 
-A compressed chunk of 64 tokens is decoded from its packed bytes into one float32 tile holding the cache's exact
-dequantized values, multiplied with every query row, and overwritten by the next chunk: working memory is the packed
-cache plus one tile ([head_dim, 64] or [64, head_dim] float32) and the score / output rows.
+A compressed chunk of 64 tokens is decoded row by row from its packed bytes (a K row: one channel's 64 tokens; a V
+row: one token's channels) into the cache's exact dequantized float32 values, which are multiplied with the query
+rows at once; nothing is expanded to a dense or CSR copy. Working memory: the packed cache plus one tile.
 
-* QuantKV (KIVI int b): lanes are unpacked with shifts and sign-extended (two's complement), times the fp16 scales.
-* BitmapKV, fp16 values: each 64-bit bitmap expands its tile's packed fp16 values into the 64 dense positions with
-  one masked expand-load per 32 lanes (LLVM `llvm.masked.expandload`: AVX-512 VBMI2 `vpexpandw` where the CPU has it,
-  a scalar sequence elsewhere), then fp16 -> fp32 (`vcvtph2ps` with F16C).
-* BitmapKV, int values: the set bits are walked with count-trailing-zeros and each code is read at its bit offset.
+* QuantKV (KIVI int b): 16 bytes at a time, lanes unpacked with vector shifts, sign-extended, interleaved,
+  converted and multiplied by the group's fp16 scale (exact: a code times an fp16 scale fits float32).
+* BitmapKV, fp16 values: each 64-bit bitmap expands its tile's packed fp16 values to their positions 16 lanes at a
+  time (AVX-512 `vexpandps` after `vcvtph2ps`; the portable `llvm.masked.expandload` where the CPU lacks AVX-512,
+  and for the last tiles of a buffer, where a full 32-byte load could run past its end).
+* BitmapKV, int values: a tile's kept codes are unpacked 16 bytes at a time, then expanded the same way (the walk
+  over the set bits with count-trailing-zeros where a tile's scale group is narrower than the tile).
+
+One query row per head (a decode step without GQA) has its own small kernels that decode and multiply in registers,
+with two accumulators (even / odd rows) so that consecutive rows' sums do not wait on each other. Several rows (GQA
+groups) use each decoded row from L1; many rows (window_attention's queries) decode a chunk into one tile first.
 
 Tiles of a tiled section are stored back to back in the walk order (head, chunk, row), so the payload offset of each
 tile is the running sum of the previous tiles' lengths (popcount * bits / 8, byte-padded): nothing is precomputed.
-Every product is float32 on exact values (code * fp16 scale has at most 8 + 11 significant bits); the sums are
-float32, as in the torch kernels these replace.
+Products and sums are float32, as in the torch kernels these replace (quant.kernels.attention states the bounds).
 """
 
 from __future__ import annotations
@@ -121,7 +126,87 @@ def _expand16(safe: bool):
 _expand16_safe, _expand16_fast = _expand16(True), _expand16(False)
 
 
-def _unpack16(bits):
+def _expand16_axpy(safe: bool):
+    """An intrinsic: acc[aoff : aoff+16] += a * (the 16 lanes `_expand16` would produce), in registers (no row
+    buffer between the expansion and the product). Same reading rules as `_expand16`."""
+
+    @intrinsic
+    def expand_axpy(typingctx, acc, aoff, a, src, soff, mask):
+        sig = types.none(acc, aoff, types.float32, src, soff, mask)
+
+        def codegen(context, builder, signature, args):
+            accv, aoffv, av, srcv, soffv, maskv = args
+            da = context.make_array(signature.args[0])(context, builder, value=accv)
+            sa = context.make_array(signature.args[3])(context, builder, value=srcv)
+            i16 = ir.IntType(16)
+            v16 = ir.VectorType(i16, 16)
+            m1 = ir.VectorType(ir.IntType(1), 16)
+            f16 = ir.VectorType(ir.FloatType(), 16)
+            h16 = ir.VectorType(ir.HalfType(), 16)
+            m = builder.bitcast(builder.trunc(maskv, ir.IntType(16)), m1)
+            sp = builder.gep(sa.data, [soffv])
+            if safe or not _AVX512:
+                fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16, [i16.as_pointer(), m1, v16]),
+                                                    "llvm.masked.expandload.v16i16")
+                v = builder.call(fn, [builder.bitcast(sp, i16.as_pointer()), m, ir.Constant(v16, None)])
+                x = builder.fpext(builder.bitcast(v, h16), f16)
+            else:
+                ld = builder.load(builder.bitcast(sp, v16.as_pointer()))
+                ld.align = 1
+                x = builder.fpext(builder.bitcast(ld, h16), f16)
+                fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f16, [f16, f16, m1]),
+                                                    "llvm.x86.avx512.mask.expand.v16f32")
+                x = builder.call(fn, [x, ir.Constant(f16, None), m])
+            sc = builder.insert_element(ir.Constant(f16, None), av, ir.Constant(ir.IntType(32), 0))
+            sc = builder.shuffle_vector(sc, ir.Constant(f16, None), ir.Constant(ir.VectorType(ir.IntType(32), 16),
+                                                                                [0] * 16))
+            dp = builder.bitcast(builder.gep(da.data, [aoffv]), f16.as_pointer())
+            cur = builder.load(dp)
+            cur.align = 4
+            builder.store(builder.fadd(cur, builder.fmul(sc, x)), dp).align = 4
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return expand_axpy
+
+
+_expand16_axpy_safe, _expand16_axpy_fast = _expand16_axpy(True), _expand16_axpy(False)
+
+
+@intrinsic
+def _expand16_f32(typingctx, dst, doff, src, soff, mask):
+    """dst[doff : doff+16] = the float32 values src[soff:] placed at the set bits of the low 16 bits of `mask` (lane
+    i takes the next value iff bit i is set, else 0). Reads 16 floats from src[soff:] (the caller's padded buffer)."""
+    sig = types.none(dst, doff, src, soff, mask)
+
+    def codegen(context, builder, signature, args):
+        dstv, doffv, srcv, soffv, maskv = args
+        da = context.make_array(signature.args[0])(context, builder, value=dstv)
+        sa = context.make_array(signature.args[2])(context, builder, value=srcv)
+        f16 = ir.VectorType(ir.FloatType(), 16)
+        m1 = ir.VectorType(ir.IntType(1), 16)
+        m = builder.bitcast(builder.trunc(maskv, ir.IntType(16)), m1)
+        sp = builder.gep(sa.data, [soffv])
+        if _AVX512:
+            ld = builder.load(builder.bitcast(sp, f16.as_pointer()))
+            ld.align = 4
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f16, [f16, f16, m1]),
+                                                "llvm.x86.avx512.mask.expand.v16f32")
+            out = builder.call(fn, [ld, ir.Constant(f16, None), m])
+        else:
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f16, [ir.FloatType().as_pointer(), m1,
+                                                                                      f16]),
+                                                "llvm.masked.expandload.v16f32")
+            out = builder.call(fn, [sp, m, ir.Constant(f16, None)])
+        dp = builder.bitcast(builder.gep(da.data, [doffv]), f16.as_pointer())
+        builder.store(out, dp).align = 4
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _unpack16(bits, accumulate=False):
     """An intrinsic: dst[doff : doff + 128/bits] = scale * float32 of the sign-extended `bits`-bit codes packed
     LSB-first in the 16 bytes src[soff : soff+16] (one vector load, shifts, lane interleave, int -> float, one
     multiply: exact, a code times an fp16 scale fits float32's significand)."""
@@ -160,6 +245,10 @@ def _unpack16(bits):
                                                                                 [0] * n))
             vf = builder.fmul(builder.sitofp(v, vty), sc)
             dp = builder.bitcast(builder.gep(da.data, [doffv]), ir.VectorType(ir.FloatType(), n).as_pointer())
+            if accumulate:  # dst += scale * codes (scale = the caller's coefficient times the group's fp16 scale)
+                cur = builder.load(dp)
+                cur.align = 4
+                vf = builder.fadd(cur, vf)
             builder.store(vf, dp).align = 4
             return context.get_dummy_value()
 
@@ -169,6 +258,8 @@ def _unpack16(bits):
 
 
 _unpack16_s2, _unpack16_s4, _unpack16_s8 = _unpack16(2), _unpack16(4), _unpack16(8)
+_unpack16_axpy_s2, _unpack16_axpy_s4, _unpack16_axpy_s8 = (_unpack16(2, True), _unpack16(4, True),
+                                                           _unpack16(8, True))
 
 
 # ---- decoding rows ---------------------------------------------------------------------------------------------
@@ -200,17 +291,59 @@ def _bitmap_row16(bm, pay, off, dst, d0):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _bitmap_row(bm, pay, off, bits, dst, d0, s16, s0, ng, gs, e0):
+def _bitmap_axpy16(bm, pay, off, a, acc, a0):
+    """acc[a0 : a0+64] += a * (one fp16 bitmap tile, packed from byte `off` of `pay`). Returns the next offset."""
+    for j in range(4):
+        m = (bm >> np.uint64(16 * j)) & _LO16
+        if off + 32 <= pay.shape[0]:
+            _expand16_axpy_fast(acc, a0 + 16 * j, a, pay, off, m)
+        else:
+            _expand16_axpy_safe(acc, a0 + 16 * j, a, pay, off, m)
+        off += 2 * _popcount(m)
+    return off
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _bitmap_row(bm, pay, off, bits, dst, d0, s16, s0, ng, gs, e0, cbuf):
     """Decode one bitmap tile (64 positions) whose packed values start at byte `off` of `pay` into dst[d0:d0+64]:
     fp16 values, or int codes times the scale of row element e0 + position; 0 where the bit is clear.
     Returns the next tile's offset."""
     if bits == 16:
         return _bitmap_row16(bm, pay, off, dst, d0)
-    for i in range(TILE):
-        dst[d0 + i] = 0.0
     mask = (1 << bits) - 1
     half = 1 << (bits - 1)
     k = 0
+    n = _popcount(bm)
+    nbytes = (n * bits + 7) // 8
+    if (ng == 0 or gs % TILE == 0) and off + 64 <= pay.shape[0]:
+        # one scale for the whole tile: unpack the kept codes 16 bytes at a time into cbuf (compact, scaled), then
+        # expand them to their positions 16 lanes at a time
+        sc = _scale_at(s16, s0, ng, gs, e0)
+        for b in range(0, nbytes, 16):
+            if bits == 4:
+                _unpack16_s4(cbuf, 2 * b, pay, off + b, sc)
+            elif bits == 2:
+                _unpack16_s2(cbuf, 4 * b, pay, off + b, sc)
+            else:
+                _unpack16_s8(cbuf, b, pay, off + b, sc)
+        i = 0
+        for j in range(4):
+            m = (bm >> np.uint64(16 * j)) & _LO16
+            _expand16_f32(dst, d0 + 16 * j, cbuf, i, m)
+            i += _popcount(m)
+        return off + nbytes
+    for i in range(TILE):
+        dst[d0 + i] = 0.0
+    if ng == 0 or gs % TILE == 0:  # one scale for the whole tile: no division per element
+        sc = _scale_at(s16, s0, ng, gs, e0)
+        while bm:
+            t = _cttz(bm)
+            pos = k * bits
+            c = (np.int64(pay[off + (pos >> 3)]) >> (pos & 7)) & mask
+            dst[d0 + t] = np.float32((c ^ half) - half) * sc
+            bm &= bm - _ONE
+            k += 1
+        return off + (k * bits + 7) // 8
     while bm:
         t = _cttz(bm)
         pos = k * bits
@@ -237,6 +370,20 @@ def _codes_vec(src, b0, nb, bits, dst, d0, s16, s0, ng, gs):
         for b in range(0, nb, 16):
             sc = np.float32(1.0) if ng == 0 else _half_to_float(s16[s0 + b // gs])
             _unpack16_s8(dst, d0 + b, src, b0 + b, sc)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _codes_axpy(a, src, b0, nb, bits, acc, a0, s16, s0, gs):
+    """acc[a0 : a0 + nb*8/bits] += a * (the codes of `_codes_vec`, scaled): decode and multiply in registers."""
+    if bits == 4:
+        for b in range(0, nb, 16):
+            _unpack16_axpy_s4(acc, a0 + 2 * b, src, b0 + b, a * _half_to_float(s16[s0 + (2 * b) // gs]))
+    elif bits == 2:
+        for b in range(0, nb, 16):
+            _unpack16_axpy_s2(acc, a0 + 4 * b, src, b0 + b, a * _half_to_float(s16[s0 + (4 * b) // gs]))
+    else:
+        for b in range(0, nb, 16):
+            _unpack16_axpy_s8(acc, a0 + b, src, b0 + b, a * _half_to_float(s16[s0 + b // gs]))
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -295,6 +442,7 @@ def _scores(kind, kq, kbm, bits, gs, ks16, ngk, q, need, out, vec):
     small = m_dim <= ROW_PATH_ROWS
     tile = np.empty(TILE if small else d_dim * TILE, np.float32)
     acc = np.empty(m_dim * TILE, np.float32)
+    cbuf = np.zeros(TILE + 16, np.float32)  # one int bitmap tile's kept values, compact (+16: expand reads 16)
     off = 0
     for h in range(h_dim):
         for c in range(c_dim):
@@ -318,7 +466,7 @@ def _scores(kind, kq, kbm, bits, gs, ks16, ngk, q, need, out, vec):
                 elif bits == 16:
                     off = _bitmap_row16(bf[hc * d_dim + d], kf, off, tile, r0)
                 else:
-                    off = _bitmap_row(bf[hc * d_dim + d], kf, off, bits, tile, r0, sf, s0, ngk, gs, 0)
+                    off = _bitmap_row(bf[hc * d_dim + d], kf, off, bits, tile, r0, sf, s0, ngk, gs, 0, cbuf)
                 if small:
                     for m in range(m_dim):
                         _axpy(qf[(h * m_dim + m) * d_dim + d], tile, 0, acc, m * TILE, TILE)
@@ -344,6 +492,7 @@ def _apply(kind, vq, vbm, bits, gs, vs16, ngv, p, out, vec):
     nb = d_dim * bits // 8
     small = m_dim <= ROW_PATH_ROWS
     tile = np.empty(dp if small else TILE * dp, np.float32)
+    cbuf = np.zeros(TILE + 16, np.float32)  # one int bitmap tile's kept values, compact (+16: expand reads 16)
     of[:] = 0.0
     off = 0
     for h in range(h_dim):
@@ -372,7 +521,7 @@ def _apply(kind, vq, vbm, bits, gs, vs16, ngv, p, out, vec):
                 else:
                     for j in range(nt):
                         off = _bitmap_row(bf[(hc * TILE + t) * nt + j], vf, off, bits, tile, r0 + j * TILE, sf, s0,
-                                          ngv, gs, j * TILE)
+                                          ngv, gs, j * TILE, cbuf)
                 if small:
                     for m in range(m_dim):
                         pt = pf[(h * m_dim + m) * tc + c * TILE + t]
@@ -386,30 +535,144 @@ def _apply(kind, vq, vbm, bits, gs, vs16, ngv, p, out, vec):
                             _axpy(pt, tile, t * dp, of, (h * m_dim + m) * d_dim, d_dim)
 
 
+# ---- one query row (a decode step without GQA): decode and multiply in registers --------------------------------
+# No row buffer between the decode and the product; two accumulators (even / odd rows) keep consecutive rows' sums
+# independent. Kept apart from the general drivers so that each compiles to a small loop nest.
+
+
+@njit(cache=True, nogil=True)
+def _scores1_bitmap16(kbm, kpay, q, need, out):
+    """_scores for fp16 BitmapKV and one query row per head: q [H, 1, D] -> out [H, 1, 64*C]."""
+    h_dim, c_dim, d_dim = kbm.shape[0], kbm.shape[1], kbm.shape[2]
+    bf, qf, of = kbm.reshape(-1), q.reshape(-1), out.reshape(-1)
+    tc = c_dim * TILE
+    acc2 = np.empty(2 * TILE, np.float32)
+    off = 0
+    for h in range(h_dim):
+        for c in range(c_dim):
+            hc = h * c_dim + c
+            if not need[c]:
+                for d in range(d_dim):
+                    off += 2 * _popcount(bf[hc * d_dim + d])
+                for t in range(TILE):
+                    of[h * tc + c * TILE + t] = 0.0
+                continue
+            acc2[:] = 0.0
+            for d in range(d_dim):
+                off = _bitmap_axpy16(bf[hc * d_dim + d], kpay, off, qf[h * d_dim + d], acc2, (d & 1) * TILE)
+            for t in range(TILE):
+                of[h * tc + c * TILE + t] = acc2[t] + acc2[TILE + t]
+
+
+@njit(cache=True, nogil=True)
+def _scores1_codes(kq, bits, gs, ks16, q, need, out):
+    """_scores for QuantKV (16-byte vector decode) and one query row per head."""
+    h_dim, c_dim, d_dim = kq.shape[0], kq.shape[1], q.shape[2]
+    kf, sf, qf, of = kq.reshape(-1), ks16.reshape(-1), q.reshape(-1), out.reshape(-1)
+    ngk = ks16.shape[3]
+    nb = TILE * bits // 8
+    tc = c_dim * TILE
+    acc2 = np.empty(2 * TILE, np.float32)
+    for h in range(h_dim):
+        for c in range(c_dim):
+            hc = h * c_dim + c
+            if not need[c]:
+                for t in range(TILE):
+                    of[h * tc + c * TILE + t] = 0.0
+                continue
+            acc2[:] = 0.0
+            for d in range(d_dim):
+                _codes_axpy(qf[h * d_dim + d], kf, (hc * d_dim + d) * nb, nb, bits, acc2, (d & 1) * TILE, sf,
+                            (hc * d_dim + d) * ngk, gs)
+            for t in range(TILE):
+                of[h * tc + c * TILE + t] = acc2[t] + acc2[TILE + t]
+
+
+@njit(cache=True, nogil=True)
+def _apply1_bitmap16(vbm, vpay, p, out):
+    """_apply for fp16 BitmapKV and one query row per head: p [H, 1, 64*C] -> out [H, 1, D]."""
+    h_dim, c_dim, nt, d_dim = vbm.shape[0], vbm.shape[1], vbm.shape[3], out.shape[2]
+    bf, pf, of = vbm.reshape(-1), p.reshape(-1), out.reshape(-1)
+    dp = nt * TILE
+    tc = c_dim * TILE
+    acc2 = np.empty(2 * dp, np.float32)
+    off = 0
+    for h in range(h_dim):
+        acc2[:] = 0.0
+        for c in range(c_dim):
+            hc = h * c_dim + c
+            if not _any_nonzero(pf, h * tc + c * TILE, TILE):
+                for i in range(TILE * nt):
+                    off += 2 * _popcount(bf[hc * TILE * nt + i])
+                continue
+            for t in range(TILE):
+                pt = pf[h * tc + c * TILE + t]
+                for j in range(nt):
+                    off = _bitmap_axpy16(bf[(hc * TILE + t) * nt + j], vpay, off, pt, acc2, (t & 1) * dp + j * TILE)
+        for i in range(d_dim):
+            of[h * d_dim + i] = acc2[i] + acc2[dp + i]
+
+
+@njit(cache=True, nogil=True)
+def _apply1_codes(vq, bits, gs, vs16, p, out):
+    """_apply for QuantKV (16-byte vector decode) and one query row per head."""
+    h_dim, c_dim, d_dim = vq.shape[0], vq.shape[1], out.shape[2]
+    vf, sf, pf, of = vq.reshape(-1), vs16.reshape(-1), p.reshape(-1), out.reshape(-1)
+    ngv = vs16.shape[3]
+    nb = d_dim * bits // 8
+    tc = c_dim * TILE
+    acc2 = np.empty(2 * d_dim, np.float32)
+    for h in range(h_dim):
+        acc2[:] = 0.0
+        for c in range(c_dim):
+            hc = h * c_dim + c
+            if not _any_nonzero(pf, h * tc + c * TILE, TILE):
+                continue
+            for t in range(TILE):
+                pt = pf[h * tc + c * TILE + t]
+                if pt != 0.0:
+                    _codes_axpy(pt, vf, (hc * TILE + t) * nb, nb, bits, acc2, (t & 1) * d_dim, sf,
+                                (hc * TILE + t) * ngv, gs)
+        for i in range(d_dim):
+            of[h * d_dim + i] = acc2[i] + acc2[d_dim + i]
+
+
 _NO_BITMAPS = np.zeros((0, 0, 0, 1), np.uint64)
 
 
 def quant_scores(kq, ks16, bits, gs, q, need, out):
     """QuantKV scores. kq uint8 [H, C, 64*D*bits/8] (channel-major chunks), ks16 uint16 [H, C, D, G] (fp16 bits),
     q float32 [H, M, D], need bool [C] (chunks some query attends) -> out float32 [H, M, 64*C] (0 where not needed)."""
-    _scores(0, kq, _NO_BITMAPS, bits, gs, ks16, ks16.shape[3], q, need, out, _vec_ok(TILE, bits, gs))
+    if q.shape[1] == 1 and _vec_ok(TILE, bits, gs):
+        _scores1_codes(kq, bits, gs, ks16, q, need, out)
+    else:
+        _scores(0, kq, _NO_BITMAPS, bits, gs, ks16, ks16.shape[3], q, need, out, _vec_ok(TILE, bits, gs))
 
 
 def quant_apply_v(vq, vs16, bits, gs, p, out):
     """QuantKV p.V. vq uint8 [H, C, 64*D*bits/8] (token-major chunks), vs16 uint16 [H, C, 64, G], p float32
     [H, M, 64*C] -> out float32 [H, M, D] (overwritten)."""
-    _apply(0, vq, _NO_BITMAPS, bits, gs, vs16, vs16.shape[3], p, out, _vec_ok(out.shape[2], bits, gs))
+    if p.shape[1] == 1 and _vec_ok(out.shape[2], bits, gs):
+        _apply1_codes(vq, bits, gs, vs16, p, out)
+    else:
+        _apply(0, vq, _NO_BITMAPS, bits, gs, vs16, vs16.shape[3], p, out, _vec_ok(out.shape[2], bits, gs))
 
 
 def bitmap_scores(kbm, kpay, bits, gs, ks16, q, need, out):
     """BitmapKV scores. kbm uint64 [H, C, D] (one tile per channel of a chunk), kpay uint8 (the tiles' packed values
     in that order), ks16 uint16 [H, C, D, G] (G = 0 for fp16 values), q float32 [H, M, D], need bool [C]
     -> out float32 [H, M, 64*C]."""
-    _scores(1, kpay, kbm.reshape(kbm.shape[0], kbm.shape[1], kbm.shape[2], 1), bits, gs, ks16, ks16.shape[3], q,
-            need, out, False)
+    if q.shape[1] == 1 and bits == 16:
+        _scores1_bitmap16(kbm, kpay, q, need, out)
+    else:
+        _scores(1, kpay, kbm.reshape(kbm.shape[0], kbm.shape[1], kbm.shape[2], 1), bits, gs, ks16, ks16.shape[3], q,
+                need, out, False)
 
 
 def bitmap_apply_v(vbm, vpay, bits, gs, vs16, p, out):
     """BitmapKV p.V. vbm uint64 [H, C, 64, NT] (tile = 64 channels of one token), vpay uint8, vs16 uint16
     [H, C, 64, G], p float32 [H, M, 64*C] -> out float32 [H, M, D] (overwritten)."""
-    _apply(1, vpay, vbm, bits, gs, vs16, vs16.shape[3], p, out, False)
+    if p.shape[1] == 1 and bits == 16:
+        _apply1_bitmap16(vbm, vpay, p, out)
+    else:
+        _apply(1, vpay, vbm, bits, gs, vs16, vs16.shape[3], p, out, False)
