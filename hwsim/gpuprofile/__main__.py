@@ -1,6 +1,14 @@
 """`python3 -m hwsim.gpuprofile profile|validate --out PATH`: the profiler without the `hwsim` CLI's dependencies.
 
-Needs torch, PyYAML (to read the model specs) and optionally tqdm; this is how a bare GPU machine runs it.
+Needs torch and optionally tqdm (progress bar). On a GPU machine without this project's dependencies (PyYAML),
+export the grid and the model shapes here first and carry them along::
+
+    python -m hwsim.gpuprofile export --out-dir .gpujob              # here: grid.json, shapes.json
+    python3 -m hwsim.gpuprofile validate --out val.json --shapes .gpujob/shapes.json --hardware auto
+    python3 -m hwsim.gpuprofile profile --out prof.json --grid .gpujob/grid.json --hardware auto
+
+then commit prof.json as hwsim/hardware/profiles/<hardware>.json (named by the spec's ``profile`` field) and val.json
+as tests/data/gpu_validation_<hardware>.json.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ profile measured: fp16 weights and activations, dense fp16 KV. Mapping of the op
   fused kernel includes the softmax, so the softmax op costs 0 where attention was profiled;
 * kv_append: kv_append(batch) in decode, kv_write(tokens) in prefill;
 * elementwise (one per layer): two norms, two residual adds, the activation, RoPE of the query and KV heads, plus
-  the layer's share of the once-per-pass embedding and RoPE table (the op list does not itemise them);
+  the layer's share of the once-per-pass embedding and RoPE table (or learned-position lookup and add); the op
+  list does not itemise these, nor the norm's and activation's kind: the profiled kind of that width is taken;
 * lm_head: the LM head linear plus the final norm, argmax and one CUDA-graph launch of the pass.
 
 Shapes the profile never measured are scaled from the nearest measured one; points outside the measured axes fall
@@ -158,10 +159,13 @@ class ProfileHook:
                    {"kind": "swiglu", "width": max(ffn, 1)})
         parts = [("norm", self._norm_key(h), (T,), 2.0), ("add", {"width": h}, (T,), 2.0),
                  ("activation", act, (T,), 1.0), ("embed", {"width": h}, (T,), 1.0 / max(op.count, 1))]
-        if op.q_heads and op.head_dim:
+        share = 1.0 / max(op.count, 1)
+        if op.q_heads and op.head_dim:  # RoPE (hwsim.ops.elementwise_op sets the heads for RoPE models only)
             parts += [("rope", {"heads": op.q_heads, "head_dim": op.head_dim}, (T,), 1.0),
                       ("rope", {"heads": op.kv_heads, "head_dim": op.head_dim}, (T,), 1.0),
-                      ("rope_table", {"head_dim": op.head_dim}, (T,), 1.0 / max(op.count, 1))]
+                      ("rope_table", {"head_dim": op.head_dim}, (T,), share)]
+        else:  # learned positions: a second embedding lookup and its add, once per pass
+            parts += [("embed", {"width": h}, (T,), share), ("add", {"width": h}, (T,), share)]
         return self._sum(parts)
 
     def take_notes(self) -> list[str]:

@@ -31,7 +31,7 @@ DECODE_TOL = 0.15
 TTFT_TOL = 0.25
 
 
-def _synthetic(hw_name: str = "h100-sxm", models=("smollm2-135m", "llama-3-8b")) -> dict:
+def _synthetic(hw_name: str = "h100-sxm", models=("smollm2-135m", "llama-3-8b", "opt-6.7b")) -> dict:
     """A profile document over a small grid whose times are the roofline x 1.25 + 4 us (not a measurement)."""
     hw = get_hardware(hw_name)
     grid = grid_for_models([get_model(m) for m in models])
@@ -288,3 +288,23 @@ def test_transfer_to_another_spec_is_noted_and_scales_memory_bound_time(tmp_path
     b = estimate(m, h200, get_scheme("fp16"), w)
     assert b.decode_step_s[0] < a.decode_step_s[0] * 0.85
     assert any("transferred" in n and "unvalidated" in n for n in b.notes)
+
+
+@pytest.mark.parametrize("name", ["llama-3-8b", "smollm2-135m", "opt-6.7b"])
+@pytest.mark.parametrize("batch, context, prompt", [(1, 512, 128), (8, 1024, 128), (64, 8192, 16)])
+def test_estimate_through_the_hook_equals_the_composition(tmp_path, name, batch, context, prompt):
+    """The operator list of hwsim/ops.py priced by the hook and the composition of the reference forward pass
+    price the same calls (decode step and TTFT; synthetic profile, every shape inside its grid)."""
+    hw = get_hardware(_spec_with(tmp_path, _synthetic()))
+    prof = profile_for(hw)
+    m = get_model(name)
+    fp16 = get_scheme("fp16")
+    est = estimate(m, hw, fp16, Workload(batch=batch, prompt_len=context - 1, gen_len=1))
+    ref = compose.predict_decode_step(m, hw, prof, batch, context)
+    assert not ref.fallback and not any("outside" in n for n in est.notes if "decode" in n)
+    assert est.decode_step_s[0] == pytest.approx(ref.total_s, rel=0.02)
+    if batch * prompt <= 512:
+        pre = estimate(m, hw, fp16, Workload(batch=batch, prompt_len=prompt, gen_len=1))
+        ref = compose.predict_prefill(m, hw, prof, batch, prompt)
+        assert not ref.fallback
+        assert pre.ttft_s == pytest.approx(ref.total_s, rel=0.02)
