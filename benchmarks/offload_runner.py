@@ -626,6 +626,9 @@ def main() -> int:
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (a CPU-only check of the code paths)")
     ap.add_argument("--disk-dir", default="/tmp")
     ap.add_argument("--only", default=None, help="comma-separated placement names")
+    ap.add_argument("--cpu-only", action="store_true",
+                    help="only the host's measurements (CPU attention grid, CPU (de)compression, DRAM copy, CPU GEMM):"
+                         " for a machine without a GPU")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     smoke = args.smoke
@@ -636,6 +639,18 @@ def main() -> int:
     doc: dict = {"environment": environment(), "model": dims, "workload": wl, "group_size": GROUP}
     t0 = time.perf_counter()
     links: dict = {}
+    if args.cpu_only:
+        links["host"] = measure_host(256 << 20)
+        grid = [(b, h, 128, c) for b, h in ((4, 16), (8, 16), (8, 32)) for c in (256, 512, 1024)]
+        links["cpu_attention"] = measure_cpu_attention(grid)
+        links["compression"] = measure_compression(1 << 24)
+        doc.update(links=links, runs=[], elapsed_s=time.perf_counter() - t0)
+        path = _save(args.out, doc)
+        for p in links["cpu_attention"]:
+            print(f"  CPU attention batch {p['batch']:3d} heads {p['heads']:3d} context {p['context']:5d}: "
+                  f"{p['seconds'] * 1e3:8.2f} ms")
+        print(f"wrote {path}")
+        return 0
     links["copies"] = measure_copies(16 << 20 if smoke else 512 << 20)
     links["gpu"] = measure_gpu()
     links["host"] = measure_host((16 << 20) if smoke else (1 << 30))
