@@ -286,8 +286,8 @@ def mutate_spec_text(text: str, rng: random.Random, suffix: str) -> tuple[str | 
         depth = rng.choice([1, 20, 31])
         item = "[" * depth + "1" + "]" * depth
         body = ",".join([item] * (size // (2 * depth + 2)))
-        if suffix == ".json":
-            return text[:-1].rstrip() + f', "zz_extra": [{body}]}}', True
+        if suffix == ".json":  # config.json ignores keys that are not architecture: refused only past the cap
+            return text[:-1].rstrip() + f', "zz_extra": [{body}]}}', size > (8 << 20)
         return text + f"zz_extra: [{body}]\n", True
     if suffix == ".json":
         data = json.loads(text)
