@@ -164,12 +164,21 @@ def _print(result) -> None:
     if len(result.pareto) > MAX_TABLE_ROWS:
         con.print(f"... {len(result.pareto) - MAX_TABLE_ROWS} more front points in {result.files.get('pareto')}")
     if space.resource_model is not None:
+        rows = space.resource_model.error_rows()
         errs = ", ".join(
             f"{r['figure']} {r['max_rel_err']:.1%}"
             + ("" if r["loo_max_rel_err"] is None else f" (leave-one-out {r['loo_max_rel_err']:.1%})")
-            for r in space.resource_model.error_rows()
+            for r in rows
         )
-        con.print(f"FPGA resource model {space.resource_model.source}: largest relative fit error {errs}")
+        con.print(
+            f"FPGA resource model {space.resource_model.source} ({rows[0]['points']} builds): largest relative fit "
+            f"error {errs}"
+            + (
+                ""
+                if all(r["loo_max_rel_err"] is not None for r in rows)
+                else "; as many terms as builds for some figures, so their error on new designs is not known"
+            )
+        )
     extra = sum(1 for r in result.pareto if r.get("resources_extrapolated"))
     if extra and space.resource_model is not None:
         m = space.resource_model
