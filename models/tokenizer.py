@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from base.errors import FormatError
 
-__all__ = ["Tokenizer", "tokenizer_from_gguf_metadata"]
+__all__ = ["Tokenizer", "tokenizer_from_gguf_metadata", "tokenizer_from_json"]
 
 _CONTROL = 3  # GGUF token_type for control tokens (gguf.TokenType.CONTROL)
 
@@ -69,3 +69,25 @@ def tokenizer_from_gguf_metadata(metadata: dict) -> Tokenizer:
         bos_id=int(metadata.get("tokenizer.ggml.bos_token_id", 1)),
         eos_id=int(metadata.get("tokenizer.ggml.eos_token_id", 2)),
     )
+
+
+def tokenizer_from_json(path, bos_id: int, eos_id: int, *, text: str | None = None) -> Tokenizer:
+    """A `tokenizers` JSON file (a Hugging Face checkpoint's tokenizer.json) with the model's BOS/EOS ids; `text`
+    gives the file's content directly (path then only names it in messages)."""
+    from pathlib import Path
+
+    from tokenizers import Tokenizer as HFTokenizer
+
+    path = Path(path)
+    if text is None and not path.is_file():
+        raise FormatError(f"{path} does not exist; the model's tokenizer.json is needed to tokenize text")
+    try:
+        backend = HFTokenizer.from_str(text) if text is not None else HFTokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises its own exception types on a bad file
+        raise FormatError(f"{path}: not a readable tokenizer.json ({str(exc).splitlines()[0][:120]}); re-export "
+                          "the tokenizer") from exc
+    n = backend.get_vocab_size(with_added_tokens=True)
+    for what, i in (("bos", bos_id), ("eos", eos_id)):
+        if not 0 <= i < n:
+            raise FormatError(f"{path}: {what} id {i} is outside the tokenizer's {n} tokens")
+    return Tokenizer(backend=backend, bos_id=bos_id, eos_id=eos_id)

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-__all__ = ["PerplexityResult", "perplexity", "window_nll", "model_from_artifact", "PATHS"]
+__all__ = ["PerplexityResult", "perplexity", "window_nll", "model_from_artifact", "artifact_tokenizer", "PATHS"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,30 @@ def perplexity(model, windows: list[list[int]], progress: Callable[[int], None] 
         if progress is not None:
             progress(i + 1)
     return PerplexityResult(ppl=math.exp(nll / max(1, n)), nll_sum=nll, n_tokens=n, n_windows=len(windows))
+
+
+def artifact_tokenizer(art):
+    """The tokenizer of a loaded artifact: the tokenizer.json stored in it (a user's checkpoint, checked against the
+    manifest's SHA-256, BOS/EOS ids from the manifest), else the shipped model's (models.smollm)."""
+    from base.errors import FormatError
+    from models.hf import TOKENIZER_FILE
+    from models.smollm import load_tokenizer
+    from models.tokenizer import tokenizer_from_json
+    from quant.artifact import read_artifact_file
+
+    data = read_artifact_file(art.path, TOKENIZER_FILE)
+    if data is None:
+        return load_tokenizer(art.model_spec.name)
+    prov = art.manifest.get("calibration", {}).get("tokenizer")
+    ids = [prov.get(k) if isinstance(prov, dict) else None for k in ("bos_id", "eos_id")]
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise FormatError(f"{art.path}: the manifest gives no bos_id/eos_id for {TOKENIZER_FILE}; write the artifact "
+                          "again with `hwsim compress`")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError(f"{art.path / TOKENIZER_FILE} is not UTF-8 JSON; write the artifact again") from None
+    return tokenizer_from_json(art.path / TOKENIZER_FILE, ids[0], ids[1], text=text)
 
 
 # ---- an artifact as a runnable model ------------------------------------------------------------------------------

@@ -40,3 +40,31 @@ def test_eval_refuses_corrupt_and_missing(artifact, tmp_path, capsys):
         assert main(["eval", "--artifact", str(target)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("hwsim: error:") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("content,needle", [
+    (b"caf\xe9 au lait " * 400, "is not UTF-8 text"),
+    ("A short note.".encode(), "fewer than one window of 512"),
+    (b"", "fewer than one window"),
+])
+def test_eval_text_file_bad_input(artifact, tmp_path, capsys, content, needle):
+    p = tmp_path / "t.txt"
+    p.write_bytes(content)
+    capsys.readouterr()
+    assert main(["eval", "--artifact", str(artifact), "--text", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1
+    assert main(["eval", "--artifact", str(artifact), "--text", str(tmp_path / "missing.txt")]) == 2
+    assert "not a file" in capsys.readouterr().err
+
+
+def test_eval_user_text_file(artifact, tmp_path, capsys):
+    from models.data import read_wikitext2
+
+    p = tmp_path / "mine.txt"
+    p.write_text(read_wikitext2("valid", 6000), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["eval", "--artifact", str(artifact), "--text", str(p), "--seq-len", "200", "--max-tokens", "400",
+                 "--path", "fake", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["text"] == str(p) and doc["tokens"] == 400 and doc["windows"] == 2

@@ -1,6 +1,6 @@
 import pytest
 
-from base.errors import SpecError
+from base.errors import FormatError, SpecError
 from models import data
 from models.smollm import load_tokenizer
 
@@ -48,3 +48,21 @@ def test_calibration_is_wikipedia_not_eval_text(tok):
     ev = tok.decode(wins[0][1:])
     assert ev not in data.read_wikitext2("test") and "@-@" not in ev
     assert wins == data.calibration_windows(tok, n=3, seq_len=64, seed=1)[0]  # deterministic
+
+
+def test_read_text_file(tmp_path):
+    p = tmp_path / "mine.txt"
+    p.write_text("Zürich — ünïcödé text\n", encoding="utf-8")
+    assert data.read_text(str(p)) == "Zürich — ünïcödé text\n"
+    p.write_bytes(b"caf\xe9")
+    with pytest.raises(FormatError, match=r"not UTF-8 text \(invalid byte at offset 3\)"):
+        data.read_text(str(p))
+    with pytest.raises(SpecError, match="not a file"):
+        data.read_text(str(tmp_path / "none.txt"))
+
+
+def test_eval_windows_needs_one_window(tok):
+    with pytest.raises(SpecError, match="mine.txt has 3 tokens, fewer than one window of 512"):
+        data.eval_windows(tok, "a b c", seq_len=512, where="mine.txt")
+    with pytest.raises(SpecError, match="fewer than one window"):
+        data.eval_windows(tok, "", seq_len=8)

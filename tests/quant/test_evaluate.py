@@ -76,3 +76,43 @@ def test_perplexity_result():
     m, tok = load_smollm2(fresh=False)
     r = perplexity(m, [_window(tok)[:65]])
     assert r.n_tokens == 64 and r.n_windows == 1 and 1 < r.ppl < 1000
+
+
+def test_packed_path_memory_flat_across_windows(tiny_checkpoint, tmp_path, monkeypatch):
+    """Evaluating window after window through the packed path keeps no per-window state: traced memory after the
+    third window equals that after the first (within 256 KiB). The probe itself is checked: keeping each layer's
+    attention output alive (as a plan cache that never frees would) shows up as growth."""
+    import tracemalloc
+
+    import quant.kernels as kernels
+    from cli import main
+
+    out = tmp_path / "art"
+    assert main(["compress", "--model", str(tiny_checkpoint), "--scheme", "mustafar70", "--out", str(out),
+                 "--calib-windows", "2", "--calib-len", "128"]) == 0
+    model = model_from_artifact(load_artifact(out), "packed")
+    rng = np.random.default_rng(0)
+    wins = [[1, *rng.integers(3, 384, 256).tolist()] for _ in range(3)]
+
+    def growth():
+        perplexity(model, wins[:1])  # warm: kernels compiled, allocator pools filled
+        tracemalloc.start()
+        try:
+            perplexity(model, wins[:1])
+            first = tracemalloc.get_traced_memory()[0]
+            perplexity(model, wins[1:])
+            return tracemalloc.get_traced_memory()[0] - first
+        finally:
+            tracemalloc.stop()
+
+    assert growth() < 256 * 1024
+    kept = []
+    real = kernels.window_attention
+
+    def leaky(*a, **k):
+        kept.append(real(*a, **k))
+        return kept[-1]
+
+    monkeypatch.setattr(kernels, "window_attention", leaky)
+    model = model_from_artifact(load_artifact(out), "packed")
+    assert growth() > 2 * 256 * 1024  # 2 layers x 2 windows x [2 heads, 257 tokens, 64] float32 = 526 KiB kept
