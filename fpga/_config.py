@@ -10,7 +10,7 @@ from base.errors import SpecError
 from fpga._boards import get_board
 
 __all__ = ["Design", "DESIGNS", "ROUTERS", "NEXTPNR_SEED", "MAX_SEEDS", "MAX_SEED", "BuildConfig", "make_design",
-           "check_jobs"]
+           "check_design", "check_jobs"]
 
 
 def _engine(*, head_dim: int, lanes: int):
@@ -114,6 +114,12 @@ def make_design(config: BuildConfig):
     except ImportError as exc:
         raise SpecError(f"design {config.design!r} ({design.description}) cannot be imported: {exc}; "
                         "install the [rtl] extra or use --design dot") from None
+
+
+def check_design(config: BuildConfig) -> None:
+    """Run the configured design's parameter checks (its constructor) without building it: SpecError if rejected."""
+    design = make_design(config)
+    design._MustUse__used = True  # constructed for its checks only: Amaranth must not warn it was never elaborated
 
 
 def check_jobs(jobs: object) -> int:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from base.outputs import claim_dir
-from fpga._config import BuildConfig, check_jobs, make_design
+from fpga._config import BuildConfig, check_design, check_jobs
 from fpga._flow import build
 from fpga._report import RESOURCES, BuildReport, DoesNotFit
 from fpga._toolchain import Listener
@@ -43,7 +43,7 @@ def sweep(*, board: str, lanes: list[int], head_dims: list[int], freq_mhz: float
                            router=router, seeds=tuple(seeds))
                for head_dim in head_dims for n in lanes]
     for config in configs:  # every point is checked before any synthesis (--lanes 2,128: 128 refused first)
-        make_design(config)
+        check_design(config)
         claim_dir(Path(out_root) / f"{config.design}-d{config.head_dim}-l{config.lanes}", "hwsim fpga build")
 
     def one(config: BuildConfig) -> SweepPoint:

@@ -3,7 +3,7 @@
 import pytest
 
 from base.errors import SpecError
-from fpga._config import DESIGNS, MAX_SEED, MAX_SEEDS, ROUTERS, BuildConfig, Design, make_design
+from fpga._config import DESIGNS, MAX_SEED, MAX_SEEDS, ROUTERS, BuildConfig, Design, check_design, make_design
 
 
 def test_designs_are_typed_and_build_their_component():
@@ -41,3 +41,14 @@ def test_build_config_normalises_seeds():
     cfg = BuildConfig(seeds=[3, 1])
     assert cfg.seeds == (3, 1) and cfg.several_seeds and not BuildConfig().several_seeds
     assert cfg.router in ROUTERS and "engine lanes=8 head_dim=64 on ulx3s-85f @ 100 MHz" == cfg.label
+
+
+def test_check_design_leaves_no_unused_elaboratable():
+    """The sweep checks every point's parameters before building any: the components it constructs for that must
+    not be reported as never elaborated when collected (warnings are errors)."""
+    import gc
+
+    check_design(BuildConfig(board="lfe5u-85f", design="dot", lanes=2, head_dim=16))
+    with pytest.raises(SpecError, match="not a power of two"):
+        check_design(BuildConfig(board="lfe5u-85f", design="dot", lanes=3, head_dim=16))
+    gc.collect()
