@@ -19,8 +19,8 @@ from engine.timing import FIXED_PHASES, TAIL_PHASES, softmax_lanes
 from engine.widths import RECIP_BITS
 from engine.workloads import HeadSpec, random_head
 
-__all__ = ["TILE", "LANES", "HEAD_DIMS", "MAX_CONTEXT", "check_lanes", "check_head_dim", "RECIP_BITS",
-           "FIXED_PHASES", "TAIL_PHASES", "softmax_lanes", "EngineHead", "EngineTrace", "SoftmaxState", "run_engine", "prepare_head",
+__all__ = ["TILE", "LANES", "HEAD_DIMS", "MAX_CONTEXT", "check_lanes", "check_head_dim", "RECIP_BITS", "FIXED_PHASES",
+           "TAIL_PHASES", "softmax_lanes", "EngineHead", "EngineTrace", "SoftmaxState", "run_engine", "prepare_head",
            "lambda_mask", "fixed_point_attention", "FixedPointResult", "reference_attention", "BLOCK_FIXED",
            "TAIL_FIXED", "block_overhead", "tile_cycles", "tile_value_counts", "cycles_from_counts", "head_cycles",
            "head_macs", "lane_utilisation", "steady_state_utilisation", "HeadSpec", "random_head"]

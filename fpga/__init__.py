@@ -15,4 +15,5 @@ from fpga._toolchain import BuildError, Listener, SilentListener, find_tool, nee
 
 __all__ = ["BOARDS", "Board", "get_board", "list_boards", "DESIGNS", "Design", "ROUTERS", "BuildConfig",
            "BuildResult", "BuildReport", "build", "RESOURCES", "DoesNotFit", "hardware_from_build", "SweepPoint",
-           "sweep", "sweep_rows", "plot_sweep", "BuildError", "Listener", "SilentListener", "find_tool", "needs_compile"]
+           "sweep", "sweep_rows", "plot_sweep", "BuildError", "Listener", "SilentListener", "find_tool",
+           "needs_compile"]

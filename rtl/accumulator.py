@@ -4,11 +4,11 @@ One clock domain (``sync``). Per cycle, in priority order:
 
 * ``clear``: all entries <= 0;
 * ``shift_en``: all entries <= entry >> ``shift`` (arithmetic, floor) -- the online-softmax rescale; only built with
-  ``shift=True`` (the output accumulators; the score accumulators are cleared per block and never shifted). It is done in
-  steps of 4 or 1 bits, one step per cycle (``shift_steps(shift)`` = shift // 4 + shift % 4 cycles, at most 10 for the
-  engine's rescale clamp of 31): the arithmetic shifts compose exactly, and each bit chooses among only ``entry + val``,
-  ``entry[i + 1]`` and ``entry[i + 4]``. (A one-cycle 0..width-1 barrel shifter per entry would cost tens of
-  thousands of LUTs and wide multiplexers at 64 x 32 bits.)
+  ``shift=True`` (the output accumulators; the score accumulators are cleared per block and never shifted). It is done
+  in steps of 4 or 1 bits, one step per cycle (``shift_steps(shift)`` = shift // 4 + shift % 4 cycles, at most 10 for
+  the engine's rescale clamp of 31): the arithmetic shifts compose exactly, and each bit chooses among only
+  ``entry + val``, ``entry[i + 1]`` and ``entry[i + 4]``. (A one-cycle 0..width-1 barrel shifter per entry would cost
+  tens of thousands of LUTs and wide multiplexers at 64 x 32 bits.)
 * ``add_en``: entry e <= entry + val[e] for every e with ``hit[e]`` and ``add_en[e // GROUP]``. The products arrive
   already routed to their entries (rtl/scatter.py), so each entry has one adder and no product multiplexer. ``add_en``
   has one bit per GROUP entries so that its driver can be one register copy per group (no single enable register

@@ -9,8 +9,8 @@ stand-in in fpga/_flow.py), it is one MULT18X18D instance with REG_INPUTA/B and 
 "ECP5 and ECP5-5G sysDSP Usage Guide": the input and output registers of the 18x18 multiplier block, each with a
 clock, clock enable and reset select). Yosys' ECP5 DSP mapping (share/lattice/dsp_map_18x18.v) leaves these
 registers unused, so an inferred multiply is a combinational block between fabric registers, and the placer is free
-to put the DSP tiles far from both, so that routing dominates those paths. With the registers inside the block, the paths
-into and out of the DSP are single nets from and to fabric registers. Anywhere else (simulation, Verilator, other
+to put the DSP tiles far from both, so that routing dominates those paths. With the registers inside the block, the
+paths into and out of the DSP are single nets from and to fabric registers. Anywhere else (simulation, Verilator, other
 targets) it elaborates to the same three registers in fabric logic, cycle for cycle the same.
 """
 

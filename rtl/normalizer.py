@@ -15,8 +15,8 @@ Output pipeline (one beat per stage; every stage advances each cycle, ``o.ready`
 Back-pressure is credit based: a beat leaves the issue register only while fewer than _SKID beats are between it
 and the output register (in flight or parked in a _SKID-entry skid FIFO in front of the output register), so no
 stage but the output register and the skid FIFO sees ``o.ready`` (a common stall enable would fan out from the
-output handshake to every fetch mux by the output accumulators across the die). With ``o.ready`` high the skid FIFO stays empty
-and every beat moves through the pipeline one stage per cycle.
+output handshake to every fetch mux by the output accumulators across the die). With ``o.ready`` high the skid FIFO
+stays empty and every beat moves through the pipeline one stage per cycle.
 
 The beat index c is issued into the pipeline while the division still runs (``acc`` only has to be stable from
 then on; it is never latched), so that the first beat's accumulator word reaches the multiplier exactly in the

@@ -38,8 +38,8 @@ latencies are the contracts of engine/timing.py:
   t+8 .. t+9: adder tree over the L p registers (2 levels per cycle up to 16 lanes); t+10: l <= l + sum.
 
 Each DSP and its shifter read their own register copies of ``mant`` (the DSP's operand register and a fabric copy
-for the low product) and ``shift`` (register duplication against
-the fan-out of one register to L + 1 lanes spread along the DSP rows): the update's copies load at every scan, lane j's at every update and every scan with lane j
+for the low product) and ``shift`` (register duplication against the fan-out of one register to L + 1 lanes
+spread along the DSP rows): the update's copies load at every scan, lane j's at every update and every scan with lane j
 gated (the load enables differ, so synthesis cannot merge the copies). The copies are right because ``mant``/``shift``
 must hold from ``blk_start`` until the block's last exp has landed (the engine's per-block registers). Each exp lane
 also reads its own copy of M (a replica register, one cycle behind M: an exp reads M 5 cycles after it is issued and

@@ -71,7 +71,7 @@ class BlockWork:
         return (self.nk.tobytes(), self.nv.shape, self.nv.tobytes())
 
     @classmethod
-    def uniform(cls, head_dim: int, n_sel: int, k_values: int, v_values: int) -> "BlockWork":
+    def uniform(cls, head_dim: int, n_sel: int, k_values: int, v_values: int) -> BlockWork:
         """A block whose K tiles all stream `k_values` values and whose V tiles all stream `v_values`."""
         g = head_dim // TILE
         return cls(nk=np.full(head_dim, k_values, dtype=np.int64),
