@@ -44,7 +44,7 @@ def output_error(exc: OSError, path: str | Path, flag: str = "output") -> SpecEr
               errno.ENAMETOOLONG: "the name is too long; choose a shorter path",
               errno.EFBIG: "the file is too large for this file system; write elsewhere"}
     why = exc.strerror or str(exc)
-    return SpecError(f"cannot write {flag} {path}: {why}; {advice.get(exc.errno, 'check the path')}")
+    return SpecError(f"cannot write {flag} {path}: {why}; {advice.get(exc.errno or 0, 'check the path')}")
 
 
 def _nearest_existing(path: Path, flag: str) -> Path:

@@ -98,7 +98,7 @@ def _convert(tp: Any, value: Any, where: str, meta: Mapping[str, Any]) -> Any:
         if value not in allowed or isinstance(value, bool) != any(isinstance(a, bool) for a in allowed):
             raise SpecError(f"{where}: {short(value)} is not allowed; use one of {', '.join(repr(a) for a in allowed)}")
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_mapping(tp, value, where)
     if origin is dict:
         key_tp, val_tp = typing.get_args(tp)
@@ -153,7 +153,7 @@ def from_mapping(cls: type[T], data: Any, where: str) -> T:
     if not isinstance(data, Mapping):
         raise SpecError(f"{where}: expected a mapping of keys to values, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     unknown = [k for k in data if k not in fields]
     if unknown:
         raise SpecError(f"{where}: unknown key {short(unknown[0])}; allowed keys: {', '.join(fields)}")

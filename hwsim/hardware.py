@@ -58,7 +58,10 @@ def resolve_precision(table: dict[str, float], weight_bits: int, act_bits: int, 
 def _resolve_cached(items: tuple[tuple[str, float], ...], weight_bits: int, act_bits: int):
     best = None
     for key, value in items:
-        w, a = map(int, _KEY.match(key).groups())
+        match = _KEY.match(key)
+        if match is None:  # keys are checked when the spec is read
+            continue
+        w, a = map(int, match.groups())
         if w >= weight_bits and a >= act_bits and (best is None or (w, a) < best[0]):
             best = ((w, a), key, value)
     return best

@@ -95,6 +95,7 @@ class ModelSpec:
         h, ab, mb = self.hidden_size, self.attention_bias, self.mlp_bias
         attn = (LinearShape("q_proj", h, self.q_dim, ab), LinearShape("k_proj", h, self.kv_dim, ab),
                 LinearShape("v_proj", h, self.kv_dim, ab), LinearShape("o_proj", self.q_dim, h, ab))
+        mlp: tuple[LinearShape, ...]
         if self.ffn_type == "swiglu":
             mlp = (LinearShape("gate_proj", h, self.ffn_hidden_size, mb),
                    LinearShape("up_proj", h, self.ffn_hidden_size, mb),
