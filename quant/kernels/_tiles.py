@@ -9,8 +9,11 @@ rows at once; nothing is expanded to a dense or CSR copy. Working memory: the pa
 * BitmapKV, fp16 values: each 64-bit bitmap expands its tile's packed fp16 values to their positions 16 lanes at a
   time (AVX-512 `vexpandps` after `vcvtph2ps`; the portable `llvm.masked.expandload` where the CPU lacks AVX-512,
   and for the last tiles of a buffer, where a full 32-byte load could run past its end).
-* BitmapKV, int values: a tile's kept codes are unpacked 16 bytes at a time, then expanded the same way (the walk
-  over the set bits with count-trailing-zeros where a tile's scale group is narrower than the tile).
+* BitmapKV, int values: for each 16 positions, the 16 codes from the next kept one onwards are read as one integer
+  (shifted to the code's bit), split into lanes by constant shifts, converted, scaled and expanded the same way, all
+  in registers (a compact buffer read back at unaligned offsets stalls on store-to-load forwarding); the walk over
+  the set bits with count-trailing-zeros where a tile's scale group is narrower than the tile, and for the last
+  tiles of a buffer.
 
 One query row per head (a decode step without GQA) has its own small kernels that decode and multiply in registers,
 with two accumulators (even / odd rows) so that consecutive rows' sums do not wait on each other. Several rows (GQA
@@ -174,38 +177,6 @@ def _expand16_axpy(safe: bool):
 _expand16_axpy_safe, _expand16_axpy_fast = _expand16_axpy(True), _expand16_axpy(False)
 
 
-@intrinsic
-def _expand16_f32(typingctx, dst, doff, src, soff, mask):
-    """dst[doff : doff+16] = the float32 values src[soff:] placed at the set bits of the low 16 bits of `mask` (lane
-    i takes the next value iff bit i is set, else 0). Reads 16 floats from src[soff:] (the caller's padded buffer)."""
-    sig = types.none(dst, doff, src, soff, mask)
-
-    def codegen(context, builder, signature, args):
-        dstv, doffv, srcv, soffv, maskv = args
-        da = context.make_array(signature.args[0])(context, builder, value=dstv)
-        sa = context.make_array(signature.args[2])(context, builder, value=srcv)
-        f16 = ir.VectorType(ir.FloatType(), 16)
-        m1 = ir.VectorType(ir.IntType(1), 16)
-        m = builder.bitcast(builder.trunc(maskv, ir.IntType(16)), m1)
-        sp = builder.gep(sa.data, [soffv])
-        if _AVX512:
-            ld = builder.load(builder.bitcast(sp, f16.as_pointer()))
-            ld.align = 4
-            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f16, [f16, f16, m1]),
-                                                "llvm.x86.avx512.mask.expand.v16f32")
-            out = builder.call(fn, [ld, ir.Constant(f16, None), m])
-        else:
-            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f16, [ir.FloatType().as_pointer(), m1,
-                                                                                      f16]),
-                                                "llvm.masked.expandload.v16f32")
-            out = builder.call(fn, [sp, m, ir.Constant(f16, None)])
-        dp = builder.bitcast(builder.gep(da.data, [doffv]), f16.as_pointer())
-        builder.store(out, dp).align = 4
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
 def _unpack16(bits, accumulate=False):
     """An intrinsic: dst[doff : doff + 128/bits] = scale * float32 of the sign-extended `bits`-bit codes packed
     LSB-first in the 16 bytes src[soff : soff+16] (one vector load, shifts, lane interleave, int -> float, one
@@ -262,6 +233,83 @@ _unpack16_axpy_s2, _unpack16_axpy_s4, _unpack16_axpy_s8 = (_unpack16(2, True), _
                                                            _unpack16(8, True))
 
 
+def _codes_expand(bits, axpy):
+    """An intrinsic, in registers only: x = the 16 codes (`bits`-bit, LSB-first, sign-extended) that start at bit r
+    (< 8) of byte src[soff] (reads up to 16 bytes from there) times `scale`, placed at the set bits of the low 16
+    bits of `mask` (lane i takes the next code iff bit i is set, else 0); then dst[doff : doff+16] = x, or (axpy)
+    dst[doff : doff+16] += a * x.
+
+    The codes never pass through memory between the unpack and the expand: a buffer written by vector stores and
+    read back at an unaligned offset stalls on every read (failed store-to-load forwarding), which made int bitmap
+    tiles four times slower than fp16 ones."""
+
+    @intrinsic
+    def expand(typingctx, dst, doff, a, scale, src, soff, r, mask):
+        sig = types.none(dst, doff, types.float32, types.float32, src, soff, r, mask)
+
+        def codegen(context, builder, signature, args):
+            dstv, doffv, av, scalev, srcv, soffv, rv, maskv = args
+            da = context.make_array(signature.args[0])(context, builder, value=dstv)
+            sa = context.make_array(signature.args[4])(context, builder, value=srcv)
+            i32 = ir.IntType(32)
+            v8 = ir.VectorType(ir.IntType(8), 16)
+            f16 = ir.VectorType(ir.FloatType(), 16)
+            m1 = ir.VectorType(ir.IntType(1), 16)
+            v32 = ir.VectorType(i32, 16)
+            sp = builder.gep(sa.data, [soffv])
+            if bits == 8:
+                ld = builder.load(builder.bitcast(sp, v8.as_pointer()))
+                ld.align = 1
+                sel = builder.sext(ld, v32)
+            else:
+                # the 16 codes as one integer (code r first: a scalar shift by r bits), its 32-bit words broadcast
+                # to the lanes, each lane's code shifted to the top and arithmetic-shifted back (sign extension):
+                # constant per-lane shifts, no per-r variants
+                nw = 16 * bits // 32
+                wide = ir.IntType(128 if bits == 4 else 64)
+                ld = builder.load(builder.bitcast(sp, wide.as_pointer()))
+                ld.align = 1
+                x = builder.lshr(ld, builder.zext(builder.trunc(rv, ir.IntType(8)), wide))
+                x = builder.bitcast(builder.trunc(x, ir.IntType(16 * bits)), ir.VectorType(i32, nw))
+                w = builder.shuffle_vector(x, x, ir.Constant(v32, [k * bits // 32 for k in range(16)]))
+                w = builder.shl(w, ir.Constant(v32, [32 - bits - (k * bits) % 32 for k in range(16)]))
+                sel = builder.ashr(w, ir.Constant(v32, [32 - bits] * 16))
+            x = builder.fmul(builder.sitofp(sel, f16), _splat(builder, scalev, f16))
+            m = builder.bitcast(builder.trunc(maskv, ir.IntType(16)), m1)
+            if _AVX512:
+                fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f16, [f16, f16, m1]),
+                                                    "llvm.x86.avx512.mask.expand.v16f32")
+                x = builder.call(fn, [x, ir.Constant(f16, None), m])
+            else:  # portable: the masked expand-load from a stack copy
+                tmp = cgutils.alloca_once(builder, f16)
+                builder.store(x, tmp)
+                fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f16, [ir.FloatType().as_pointer(),
+                                                                                          m1, f16]),
+                                                    "llvm.masked.expandload.v16f32")
+                x = builder.call(fn, [builder.bitcast(tmp, ir.FloatType().as_pointer()), m, ir.Constant(f16, None)])
+            dp = builder.bitcast(builder.gep(da.data, [doffv]), f16.as_pointer())
+            if axpy:
+                cur = builder.load(dp)
+                cur.align = 4
+                x = builder.fadd(cur, builder.fmul(_splat(builder, av, f16), x))
+            builder.store(x, dp).align = 4
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return expand
+
+
+def _splat(builder, s, vty):
+    v = builder.insert_element(ir.Constant(vty, None), s, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(v, ir.Constant(vty, None), ir.Constant(ir.VectorType(ir.IntType(32), vty.count),
+                                                                         [0] * vty.count))
+
+
+_cexp_s2, _cexp_s4, _cexp_s8 = _codes_expand(2, False), _codes_expand(4, False), _codes_expand(8, False)
+_cexp_axpy_s2, _cexp_axpy_s4, _cexp_axpy_s8 = _codes_expand(2, True), _codes_expand(4, True), _codes_expand(8, True)
+
+
 # ---- decoding rows ---------------------------------------------------------------------------------------------
 # Hot loops index flat arrays with offsets (no slicing: a slice is a new array struct with reference counting).
 # A decoded row holds the cache's exact dequantized values (scales applied while decoding), so the products with
@@ -304,7 +352,36 @@ def _bitmap_axpy16(bm, pay, off, a, acc, a0):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _bitmap_row(bm, pay, off, bits, dst, d0, s16, s0, ng, gs, e0, cbuf):
+def _codes_expand16(bits, pay, off, i, m, sc, dst, d0):
+    """dst[d0 : d0+16] = sc * (the codes number i, i+1, ... of the tile packed from byte `off`) at the set bits of
+    the 16-bit mask m, 0 elsewhere (reads the 16 bytes holding code i onwards)."""
+    if bits == 4:
+        _cexp_s4(dst, d0, np.float32(0.0), sc, pay, off + (i >> 1), (i & 1) * 4, m)
+    elif bits == 2:
+        _cexp_s2(dst, d0, np.float32(0.0), sc, pay, off + (i >> 2), (i & 3) * 2, m)
+    else:
+        _cexp_s8(dst, d0, np.float32(0.0), sc, pay, off + i, 0, m)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _bitmap_axpy_int(bm, pay, off, bits, a, sc, acc, a0):
+    """acc[a0 : a0+64] += a * (one int bitmap tile with one scale sc, packed from byte `off` of `pay`), decoded in
+    registers. Needs off + 64 <= len(pay). Returns the next tile's offset."""
+    i = 0
+    for j in range(4):
+        m = (bm >> np.uint64(16 * j)) & _LO16
+        if bits == 4:
+            _cexp_axpy_s4(acc, a0 + 16 * j, a, sc, pay, off + (i >> 1), (i & 1) * 4, m)
+        elif bits == 2:
+            _cexp_axpy_s2(acc, a0 + 16 * j, a, sc, pay, off + (i >> 2), (i & 3) * 2, m)
+        else:
+            _cexp_axpy_s8(acc, a0 + 16 * j, a, sc, pay, off + i, 0, m)
+        i += _popcount(m)
+    return off + (i * bits + 7) // 8
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _bitmap_row(bm, pay, off, bits, dst, d0, s16, s0, ng, gs, e0):
     """Decode one bitmap tile (64 positions) whose packed values start at byte `off` of `pay` into dst[d0:d0+64]:
     fp16 values, or int codes times the scale of row element e0 + position; 0 where the bit is clear.
     Returns the next tile's offset."""
@@ -313,25 +390,15 @@ def _bitmap_row(bm, pay, off, bits, dst, d0, s16, s0, ng, gs, e0, cbuf):
     mask = (1 << bits) - 1
     half = 1 << (bits - 1)
     k = 0
-    n = _popcount(bm)
-    nbytes = (n * bits + 7) // 8
     if (ng == 0 or gs % TILE == 0) and off + 64 <= pay.shape[0]:
-        # one scale for the whole tile: unpack the kept codes 16 bytes at a time into cbuf (compact, scaled), then
-        # expand them to their positions 16 lanes at a time
+        # one scale for the whole tile: unpack and expand 16 positions at a time in registers
         sc = _scale_at(s16, s0, ng, gs, e0)
-        for b in range(0, nbytes, 16):
-            if bits == 4:
-                _unpack16_s4(cbuf, 2 * b, pay, off + b, sc)
-            elif bits == 2:
-                _unpack16_s2(cbuf, 4 * b, pay, off + b, sc)
-            else:
-                _unpack16_s8(cbuf, b, pay, off + b, sc)
         i = 0
         for j in range(4):
             m = (bm >> np.uint64(16 * j)) & _LO16
-            _expand16_f32(dst, d0 + 16 * j, cbuf, i, m)
+            _codes_expand16(bits, pay, off, i, m, sc, dst, d0 + 16 * j)
             i += _popcount(m)
-        return off + nbytes
+        return off + (i * bits + 7) // 8
     for i in range(TILE):
         dst[d0 + i] = 0.0
     if ng == 0 or gs % TILE == 0:  # one scale for the whole tile: no division per element
@@ -442,7 +509,6 @@ def _scores(kind, kq, kbm, bits, gs, ks16, ngk, q, need, out, vec):
     small = m_dim <= ROW_PATH_ROWS
     tile = np.empty(TILE if small else d_dim * TILE, np.float32)
     acc = np.empty(m_dim * TILE, np.float32)
-    cbuf = np.zeros(TILE + 16, np.float32)  # one int bitmap tile's kept values, compact (+16: expand reads 16)
     off = 0
     for h in range(h_dim):
         for c in range(c_dim):
@@ -466,7 +532,7 @@ def _scores(kind, kq, kbm, bits, gs, ks16, ngk, q, need, out, vec):
                 elif bits == 16:
                     off = _bitmap_row16(bf[hc * d_dim + d], kf, off, tile, r0)
                 else:
-                    off = _bitmap_row(bf[hc * d_dim + d], kf, off, bits, tile, r0, sf, s0, ngk, gs, 0, cbuf)
+                    off = _bitmap_row(bf[hc * d_dim + d], kf, off, bits, tile, r0, sf, s0, ngk, gs, 0)
                 if small:
                     for m in range(m_dim):
                         _axpy(qf[(h * m_dim + m) * d_dim + d], tile, 0, acc, m * TILE, TILE)
@@ -492,7 +558,6 @@ def _apply(kind, vq, vbm, bits, gs, vs16, ngv, p, out, vec):
     nb = d_dim * bits // 8
     small = m_dim <= ROW_PATH_ROWS
     tile = np.empty(dp if small else TILE * dp, np.float32)
-    cbuf = np.zeros(TILE + 16, np.float32)  # one int bitmap tile's kept values, compact (+16: expand reads 16)
     of[:] = 0.0
     off = 0
     for h in range(h_dim):
@@ -521,7 +586,7 @@ def _apply(kind, vq, vbm, bits, gs, vs16, ngv, p, out, vec):
                 else:
                     for j in range(nt):
                         off = _bitmap_row(bf[(hc * TILE + t) * nt + j], vf, off, bits, tile, r0 + j * TILE, sf, s0,
-                                          ngv, gs, j * TILE, cbuf)
+                                          ngv, gs, j * TILE)
                 if small:
                     for m in range(m_dim):
                         pt = pf[(h * m_dim + m) * tc + c * TILE + t]
@@ -614,6 +679,76 @@ def _apply1_bitmap16(vbm, vpay, p, out):
 
 
 @njit(cache=True, nogil=True)
+def _scores1_bitmap_int(kbm, kpay, bits, ks16, q, need, out):
+    """_scores for int BitmapKV with one scale per tile (group size a multiple of 64) and one query row per head."""
+    h_dim, c_dim, d_dim = kbm.shape[0], kbm.shape[1], kbm.shape[2]
+    ngk = ks16.shape[3]
+    bf, sf, qf, of = kbm.reshape(-1), ks16.reshape(-1), q.reshape(-1), out.reshape(-1)
+    tc = c_dim * TILE
+    n = kpay.shape[0]
+    acc2 = np.empty(2 * TILE, np.float32)
+    tile = np.empty(TILE, np.float32)
+    off = 0
+    for h in range(h_dim):
+        for c in range(c_dim):
+            hc = h * c_dim + c
+            if not need[c]:
+                for d in range(d_dim):
+                    off += (_popcount(bf[hc * d_dim + d]) * bits + 7) // 8
+                for t in range(TILE):
+                    of[h * tc + c * TILE + t] = 0.0
+                continue
+            acc2[:] = 0.0
+            for d in range(d_dim):
+                r = hc * d_dim + d
+                a = qf[h * d_dim + d]
+                if off + 64 <= n:
+                    off = _bitmap_axpy_int(bf[r], kpay, off, bits, a, _half_to_float(sf[r * ngk]), acc2,
+                                           (d & 1) * TILE)
+                else:  # the last tiles of the payload: no 16-byte read past its end
+                    off = _bitmap_row(bf[r], kpay, off, bits, tile, 0, sf, r * ngk, ngk, TILE, 0)
+                    _axpy(a, tile, 0, acc2, (d & 1) * TILE, TILE)
+            for t in range(TILE):
+                of[h * tc + c * TILE + t] = acc2[t] + acc2[TILE + t]
+
+
+@njit(cache=True, nogil=True)
+def _apply1_bitmap_int(vbm, vpay, bits, gs, vs16, p, out):
+    """_apply for int BitmapKV with one scale per tile (gs a multiple of 64) and one query row per head."""
+    h_dim, c_dim, nt, d_dim = vbm.shape[0], vbm.shape[1], vbm.shape[3], out.shape[2]
+    ngv = vs16.shape[3]
+    bf, sf, pf, of = vbm.reshape(-1), vs16.reshape(-1), p.reshape(-1), out.reshape(-1)
+    dp = nt * TILE
+    tc = c_dim * TILE
+    n = vpay.shape[0]
+    acc2 = np.empty(2 * dp, np.float32)
+    tile = np.empty(TILE, np.float32)
+    off = 0
+    for h in range(h_dim):
+        acc2[:] = 0.0
+        for c in range(c_dim):
+            hc = h * c_dim + c
+            if not _any_nonzero(pf, h * tc + c * TILE, TILE):
+                for i in range(TILE * nt):
+                    off += (_popcount(bf[hc * TILE * nt + i]) * bits + 7) // 8
+                continue
+            for t in range(TILE):
+                pt = pf[h * tc + c * TILE + t]
+                s0 = (hc * TILE + t) * ngv
+                for j in range(nt):
+                    bm = bf[(hc * TILE + t) * nt + j]
+                    a0 = (t & 1) * dp + j * TILE
+                    if off + 64 <= n:
+                        off = _bitmap_axpy_int(bm, vpay, off, bits, pt, _half_to_float(sf[s0 + (j * TILE) // gs]),
+                                               acc2, a0)
+                    else:  # the last tiles of the payload: no 16-byte read past its end
+                        off = _bitmap_row(bm, vpay, off, bits, tile, 0, sf, s0, ngv, gs, j * TILE)
+                        _axpy(pt, tile, 0, acc2, a0, TILE)
+        for i in range(d_dim):
+            of[h * d_dim + i] = acc2[i] + acc2[dp + i]
+
+
+@njit(cache=True, nogil=True)
 def _apply1_codes(vq, bits, gs, vs16, p, out):
     """_apply for QuantKV (16-byte vector decode) and one query row per head."""
     h_dim, c_dim, d_dim = vq.shape[0], vq.shape[1], out.shape[2]
@@ -664,6 +799,8 @@ def bitmap_scores(kbm, kpay, bits, gs, ks16, q, need, out):
     -> out float32 [H, M, 64*C]."""
     if q.shape[1] == 1 and bits == 16:
         _scores1_bitmap16(kbm, kpay, q, need, out)
+    elif q.shape[1] == 1 and gs % TILE == 0:
+        _scores1_bitmap_int(kbm, kpay, bits, ks16, q, need, out)
     else:
         _scores(1, kpay, kbm.reshape(kbm.shape[0], kbm.shape[1], kbm.shape[2], 1), bits, gs, ks16, ks16.shape[3], q,
                 need, out, False)
@@ -674,5 +811,7 @@ def bitmap_apply_v(vbm, vpay, bits, gs, vs16, p, out):
     [H, C, 64, G], p float32 [H, M, 64*C] -> out float32 [H, M, D] (overwritten)."""
     if p.shape[1] == 1 and bits == 16:
         _apply1_bitmap16(vbm, vpay, p, out)
+    elif p.shape[1] == 1 and gs % TILE == 0:
+        _apply1_bitmap_int(vbm, vpay, bits, gs, vs16, p, out)
     else:
         _apply(1, vpay, vbm, bits, gs, vs16, vs16.shape[3], p, out, False)

@@ -227,6 +227,31 @@ def test_kv_int_kernel_groups_and_rows(bits, gs, rows):
     np.testing.assert_allclose(o, ref_o, rtol=0, atol=cache.n_compressed * U32 * 4 * np.abs(vd).max() * 2)
 
 
+@pytest.mark.parametrize("bits,gs", [(4, 64), (2, 128), (8, 64), (4, 32)])
+@pytest.mark.parametrize("rows", [1, 2, 24])
+@pytest.mark.parametrize("kept", [0, 9, 40, 64])
+def test_bitmap_int_kernel_groups_and_rows(bits, gs, rows, kept):
+    """Int bitmap tiles: the register decode (one scale per tile, codes at any bit offset of the payload), the scalar
+    walk for the payload's last tiles and for scale groups narrower than a tile, for one query row per head (the
+    fused decode-and-multiply kernels), a GQA group and window_attention's many rows."""
+    from quant.kernels.attention import plan_for
+
+    rng = np.random.default_rng(bits * gs + kept)
+    k, v = rng.standard_normal((3, 200, 128)), rng.standard_normal((3, 200, 128))
+    cache = BitmapKV.from_float(k, v, kept=kept, bits=bits, group_size=gs)
+    q = rng.standard_normal((3, rows, 128)).astype(np.float32)
+    kd, vd = cache.dequantize()
+    plan = plan_for(cache)
+    s = plan.scores(q, np.ones(cache.n_chunks, bool))
+    ref_s = np.einsum("hmd,htd->hmt", q.astype(np.float64), kd[:, :cache.n_compressed])
+    np.testing.assert_allclose(s, ref_s, rtol=0, atol=128 * U32 * np.einsum("hmd,htd->hmt", np.abs(q),
+                                                                            np.abs(kd[:, :192])).max())
+    p = rng.random((3, rows, cache.n_compressed)).astype(np.float32)
+    o = plan.apply_v(p)
+    ref_o = np.einsum("hmt,htd->hmd", p.astype(np.float64), vd[:, :cache.n_compressed])
+    np.testing.assert_allclose(o, ref_o, rtol=0, atol=cache.n_compressed * U32 * 4 * np.abs(vd).max() * 2 + 1e-30)
+
+
 @pytest.mark.parametrize("scheme", [
     CompressionScheme(),
     CompressionScheme(kv_bits=4, kv_group_size=64, kv_dense_recent=32),
