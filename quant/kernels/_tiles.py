@@ -328,6 +328,12 @@ def _scale_at(s16, s0, ng, gs, i):
 def _bitmap_row16(bm, pay, off, dst, d0):
     """Decode one bitmap tile of fp16 values (64 positions, packed from byte `off` of `pay`) into dst[d0:d0+64], 0
     where the bit is clear. Returns the next tile's offset."""
+    if off + 128 <= pay.shape[0]:  # every 32-byte read of the tile (from at most byte off + 96) is inside pay
+        for j in range(4):
+            m = (bm >> np.uint64(16 * j)) & _LO16
+            _expand16_fast(dst, d0 + 16 * j, pay, off, m)
+            off += 2 * _popcount(m)
+        return off
     for j in range(4):
         m = (bm >> np.uint64(16 * j)) & _LO16
         if off + 32 <= pay.shape[0]:
@@ -341,6 +347,12 @@ def _bitmap_row16(bm, pay, off, dst, d0):
 @njit(cache=True, nogil=True, inline="always")
 def _bitmap_axpy16(bm, pay, off, a, acc, a0):
     """acc[a0 : a0+64] += a * (one fp16 bitmap tile, packed from byte `off` of `pay`). Returns the next offset."""
+    if off + 128 <= pay.shape[0]:  # every 32-byte read of the tile (from at most byte off + 96) is inside pay
+        for j in range(4):
+            m = (bm >> np.uint64(16 * j)) & _LO16
+            _expand16_axpy_fast(acc, a0 + 16 * j, a, pay, off, m)
+            off += 2 * _popcount(m)
+        return off
     for j in range(4):
         m = (bm >> np.uint64(16 * j)) & _LO16
         if off + 32 <= pay.shape[0]:

@@ -173,7 +173,7 @@ class _BitmapPlan(_Plan):
         return sum(a.nbytes for a in (self.kbm, self.kpay, self.ks16, self.vbm, self.vpay, self.vs16))
 
 
-_PLANS: "weakref.WeakKeyDictionary[KVCache, _Plan]" = weakref.WeakKeyDictionary()
+_PLANS: weakref.WeakKeyDictionary[KVCache, _Plan] = weakref.WeakKeyDictionary()
 
 
 def _u16(x: np.ndarray) -> np.ndarray:
@@ -226,11 +226,13 @@ def plan_bytes(cache: KVCache) -> int:
 
 
 def _softmax_rows(s: np.ndarray) -> np.ndarray:
-    """float32 softmax along the last axis of float64 scores (rows with -inf only where masked)."""
-    s = s - s.max(axis=-1, keepdims=True)
+    """float32 softmax along the last axis of float64 scores (rows with -inf only where masked); overwrites s.
+    The division is in float64, rounded once to float32 as it is stored."""
+    s -= s.max(axis=-1, keepdims=True)
     np.exp(s, out=s)
-    s /= s.sum(axis=-1, keepdims=True)
-    return s.astype(np.float32)
+    p = np.empty(s.shape, np.float32)
+    np.divide(s, s.sum(axis=-1, keepdims=True), out=p, casting="unsafe")
+    return p
 
 
 def _chunks_needed(cols: np.ndarray, n_compressed: int) -> np.ndarray:
@@ -273,8 +275,7 @@ def decode_attention(q: np.ndarray | torch.Tensor, cache: KVCache, scheme: Compr
     # dense part: numpy einsum was the fastest dense GEMV for [32, 4096, 128] on this 2-core CPU (torch bmm about
     # 1.5-2x slower, per-head torch.mv about 1.3x, numpy matmul far slower)
     s[:, :, tc:] = np.einsum("hjd,htd->hjt", qg, plan.k_recent)
-    s64 = s.astype(np.float64)
-    s64 *= scale
+    s64 = np.multiply(s, scale, dtype=np.float64)  # float64(score) * scale, one pass
     if not mask.all():
         s64[:, :, ~mask] = -math.inf
     p = _softmax_rows(s64)  # [Hkv, g, T]
