@@ -25,8 +25,19 @@ from pathlib import Path
 
 from base.errors import SpecError
 
-__all__ = ["check_output_dir", "check_output_file", "atomic_write_bytes", "atomic_write_text", "atomic_dir",
-           "clean_stale_temps", "output_error", "claim_dir", "OwnedDir", "OWNER_FILE", "MIN_FREE_BYTES"]
+__all__ = [
+    "check_output_dir",
+    "check_output_file",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_dir",
+    "clean_stale_temps",
+    "output_error",
+    "claim_dir",
+    "OwnedDir",
+    "OWNER_FILE",
+    "MIN_FREE_BYTES",
+]
 
 MIN_FREE_BYTES = 1 << 20  # below this much free space no output is attempted
 OWNER_FILE = ".hwsim-owner.json"
@@ -35,14 +46,17 @@ _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)$")
 
 def output_error(exc: OSError, path: str | Path, flag: str = "output") -> SpecError:
     """A one-line SpecError for an OSError met while writing `path` (disk full, read-only, permission...)."""
-    advice = {errno.ENOSPC: "free some space or write elsewhere", errno.EDQUOT: "free some space or write elsewhere",
-              errno.EROFS: "the file system is read-only; write elsewhere",
-              errno.EACCES: "permission denied; write elsewhere or fix the permissions",
-              errno.EPERM: "permission denied; write elsewhere or fix the permissions",
-              errno.ENOTDIR: "a path component is a file, not a directory; choose another path",
-              errno.EISDIR: "it is a directory; give a file name",
-              errno.ENAMETOOLONG: "the name is too long; choose a shorter path",
-              errno.EFBIG: "the file is too large for this file system; write elsewhere"}
+    advice = {
+        errno.ENOSPC: "free some space or write elsewhere",
+        errno.EDQUOT: "free some space or write elsewhere",
+        errno.EROFS: "the file system is read-only; write elsewhere",
+        errno.EACCES: "permission denied; write elsewhere or fix the permissions",
+        errno.EPERM: "permission denied; write elsewhere or fix the permissions",
+        errno.ENOTDIR: "a path component is a file, not a directory; choose another path",
+        errno.EISDIR: "it is a directory; give a file name",
+        errno.ENAMETOOLONG: "the name is too long; choose a shorter path",
+        errno.EFBIG: "the file is too large for this file system; write elsewhere",
+    }
     why = exc.strerror or str(exc)
     return SpecError(f"cannot write {flag} {path}: {why}; {advice.get(exc.errno or 0, 'check the path')}")
 
@@ -71,16 +85,17 @@ def _check_writable_dir(d: Path, path: Path, flag: str, need_bytes: int) -> None
         with contextlib.suppress(OSError):
             if os.statvfs(d).f_flag & getattr(os, "ST_RDONLY", 1):
                 ro = " (read-only file system)"
-        raise SpecError(f"{flag} {path}: directory {d} is not writable{ro}; choose another path or fix the "
-                        "permissions")
+        raise SpecError(f"{flag} {path}: directory {d} is not writable{ro}; choose another path or fix the permissions")
     try:
         free = shutil.disk_usage(d).free
     except OSError:  # pragma: no cover - statvfs failing on an existing directory
         return
     need = max(need_bytes, MIN_FREE_BYTES)
     if free < need:
-        raise SpecError(f"{flag} {path}: only {free:,} bytes free on its file system (about {need:,} needed); "
-                        "free some space or write elsewhere")
+        raise SpecError(
+            f"{flag} {path}: only {free:,} bytes free on its file system (about {need:,} needed); "
+            "free some space or write elsewhere"
+        )
 
 
 def check_output_dir(path: str | Path, *, flag: str = "--out", need_bytes: int = 0) -> Path:
@@ -96,8 +111,9 @@ def check_output_dir(path: str | Path, *, flag: str = "--out", need_bytes: int =
     return p
 
 
-def check_output_file(path: str | Path, *, flag: str = "--out", suffixes: tuple[str, ...] = (),
-                      need_bytes: int = 0) -> Path:
+def check_output_file(
+    path: str | Path, *, flag: str = "--out", suffixes: tuple[str, ...] = (), need_bytes: int = 0
+) -> Path:
     """Check, before any work, that the file `path` can be written (replacing a regular file there); `suffixes`
     (e.g. (".png", ".pdf")) are the accepted file types. SpecError otherwise. Creates nothing."""
     p = Path(path)
@@ -107,11 +123,12 @@ def check_output_file(path: str | Path, *, flag: str = "--out", suffixes: tuple[
         example = p / f"plot{suffixes[0]}" if suffixes else p / "out"
         raise SpecError(f"{flag} {p} is a directory; give a file name, e.g. {example}")
     if suffixes and p.suffix.lower() not in suffixes:
-        raise SpecError(f"{flag} {p}: the file type must be one of {', '.join(suffixes)} (e.g. "
-                        f"{p.with_suffix(suffixes[0]) if p.name else 'plot' + suffixes[0]})")
+        raise SpecError(
+            f"{flag} {p}: the file type must be one of {', '.join(suffixes)} (e.g. "
+            f"{p.with_suffix(suffixes[0]) if p.name else 'plot' + suffixes[0]})"
+        )
     if p.exists() and not p.is_file():
-        raise SpecError(f"{flag} {p} exists and is not a regular file (a device, FIFO or socket); choose another "
-                        "path")
+        raise SpecError(f"{flag} {p} exists and is not a regular file (a device, FIFO or socket); choose another path")
     base = p.parent if p.is_file() else _nearest_existing(p, flag)  # the file is replaced within its directory
     _check_writable_dir(base, p, flag, need_bytes)
     return p
@@ -193,8 +210,7 @@ def atomic_write_text(path: str | Path, text: str, *, flag: str = "output") -> P
 
 
 @contextlib.contextmanager
-def atomic_dir(out: str | Path, *, overwrite: bool = False, flag: str = "--out",
-               is_ours=None) -> Iterator[Path]:
+def atomic_dir(out: str | Path, *, overwrite: bool = False, flag: str = "--out", is_ours=None) -> Iterator[Path]:
     """Build a directory atomically: yields a temporary sibling ``.NAME.tmp-PID`` to fill; on success it is
     renamed to `out` (an existing `out` is replaced only with `overwrite` and only if `is_ours(out)` says it is
     one of ours); on any exception (SIGTERM included, which the CLI turns into an exception) it is removed.
@@ -242,8 +258,13 @@ class OwnedDir:
         self.path, self.tool, self.previous, self.foreign = path, tool, previous, foreign
 
     def _record(self, files: set[str], complete: bool) -> None:
-        doc = {"tool": self.tool, "complete": complete, "files": sorted(files), "foreign": sorted(self.foreign),
-               "note": "written by hwsim: a later build in this directory removes only the files listed here"}
+        doc = {
+            "tool": self.tool,
+            "complete": complete,
+            "files": sorted(files),
+            "foreign": sorted(self.foreign),
+            "note": "written by hwsim: a later build in this directory removes only the files listed here",
+        }
         atomic_write_text(self.path / OWNER_FILE, json.dumps(doc, indent=1) + "\n", flag="build directory")
 
     def prepare(self) -> OwnedDir:
@@ -287,9 +308,15 @@ def claim_dir(path: str | Path, tool: str, *, flag: str = "--out") -> OwnedDir:
         raise output_error(exc, p, flag) from None
     if OWNER_FILE in entries:
         doc = read_json(p / OWNER_FILE, max_bytes=1 << 20)
-        ok = (isinstance(doc, dict) and isinstance(doc.get("files"), list) and isinstance(doc.get("foreign"), list)
-              and all(isinstance(x, str) and x and "/" not in x and x not in (".", "..") for x in
-                      doc["files"] + doc["foreign"]))
+        ok = (
+            isinstance(doc, dict)
+            and isinstance(doc.get("files"), list)
+            and isinstance(doc.get("foreign"), list)
+            and all(
+                isinstance(x, str) and x and "/" not in x and x not in (".", "..")
+                for x in doc["files"] + doc["foreign"]
+            )
+        )
         if not ok:
             raise SpecError(f"{flag} {p}: {OWNER_FILE} is not hwsim's marker; give a new or empty directory")
         foreign = set(doc["foreign"]) & entries
@@ -302,6 +329,8 @@ def claim_dir(path: str | Path, tool: str, *, flag: str = "--out") -> OwnedDir:
     files = sorted(e for e in entries if not (p / e).is_dir() or (p / e).is_symlink())
     if files:
         shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
-        raise SpecError(f"{flag} {p} already holds files hwsim did not write ({shown}); give a new or empty "
-                        "directory (a build replaces only files it wrote itself)")
+        raise SpecError(
+            f"{flag} {p} already holds files hwsim did not write ({shown}); give a new or empty "
+            "directory (a build replaces only files it wrote itself)"
+        )
     return OwnedDir(p, tool, set(), entries)

@@ -26,15 +26,31 @@ from typing import Any, Literal, TypeVar
 
 from base.errors import HwsimError, SpecError
 
-__all__ = ["rng", "from_mapping", "read_yaml", "read_json", "parse_yaml", "parse_json", "read_text_file",
-           "check_plain", "short", "clip", "to_plain", "INT_LIMIT", "MAX_DEPTH", "MAX_VALUES", "MAX_YAML_BYTES",
-           "MAX_JSON_BYTES"]
+__all__ = [
+    "rng",
+    "from_mapping",
+    "read_yaml",
+    "read_json",
+    "parse_yaml",
+    "parse_json",
+    "read_text_file",
+    "check_plain",
+    "short",
+    "clip",
+    "to_plain",
+    "INT_LIMIT",
+    "MAX_DEPTH",
+    "MAX_VALUES",
+    "MAX_YAML_BYTES",
+    "MAX_JSON_BYTES",
+]
 
 T = TypeVar("T")
 
 
-def rng(*, gt: float | None = None, ge: float | None = None, lt: float | None = None,
-        le: float | None = None, doc: str = "") -> dict[str, Any]:
+def rng(
+    *, gt: float | None = None, ge: float | None = None, lt: float | None = None, le: float | None = None, doc: str = ""
+) -> dict[str, Any]:
     """Field metadata stating the allowed range of a number."""
     return {"gt": gt, "ge": ge, "lt": lt, "le": le, "doc": doc}
 
@@ -51,10 +67,12 @@ def check_range(value: float, meta: Mapping[str, Any], where: str) -> None:
     """Raise SpecError if `value` violates the range in `meta`."""
     if isinstance(value, float) and not math.isfinite(value):
         raise SpecError(f"{where}: {short(value)} is not a finite number; give a finite value")
-    bad = ((meta.get("gt") is not None and not value > meta["gt"])
-           or (meta.get("ge") is not None and not value >= meta["ge"])
-           or (meta.get("lt") is not None and not value < meta["lt"])
-           or (meta.get("le") is not None and not value <= meta["le"]))
+    bad = (
+        (meta.get("gt") is not None and not value > meta["gt"])
+        or (meta.get("ge") is not None and not value >= meta["ge"])
+        or (meta.get("lt") is not None and not value < meta["lt"])
+        or (meta.get("le") is not None and not value <= meta["le"])
+    )
     if bad:
         raise SpecError(f"{where}: {short(value)} is out of range; it must be {_range_text(meta)}")
 
@@ -104,8 +122,10 @@ def _convert(tp: Any, value: Any, where: str, meta: Mapping[str, Any]) -> Any:
         key_tp, val_tp = typing.get_args(tp)
         if not isinstance(value, Mapping):
             raise SpecError(f"{where}: expected a mapping, got {type(value).__name__}")
-        return {_convert(key_tp, k, f"{where}.{clip(k, 40)}", {}):
-                _convert(val_tp, v, f"{where}.{clip(k, 40)}", meta) for k, v in value.items()}
+        return {
+            _convert(key_tp, k, f"{where}.{clip(k, 40)}", {}): _convert(val_tp, v, f"{where}.{clip(k, 40)}", meta)
+            for k, v in value.items()
+        }
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
@@ -163,8 +183,9 @@ def from_mapping(cls: type[T], data: Any, where: str) -> T:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise SpecError(f"{where}: missing key {name!r}; add it ({_type_name(hints[name])})")
             continue
-        kwargs[name] = _convert(hints[name], data[name], f"{where}: {name}" if ":" not in where
-                                else f"{where}.{name}", f.metadata)
+        kwargs[name] = _convert(
+            hints[name], data[name], f"{where}: {name}" if ":" not in where else f"{where}.{name}", f.metadata
+        )
     try:
         return cls(**kwargs)
     except SpecError:
@@ -196,17 +217,18 @@ def short(value: Any, limit: int = 60) -> str:
     r.maxlevel, r.maxdict, r.maxlist, r.maxtuple, r.maxset = 2, 4, 4, 4, 4
     r.maxstring = r.maxother = r.maxlong = max(limit, 8)
     text = r.repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def clip(text: str, limit: int = 80) -> str:
     """`text` cut to at most `limit` characters (with "..." where cut), for quoting user text in messages."""
     text = str(text)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def read_text_file(path: str | Path, *, max_bytes: int = MAX_YAML_BYTES, what: str = "file",
-                   error: type[HwsimError] = SpecError) -> str:
+def read_text_file(
+    path: str | Path, *, max_bytes: int = MAX_YAML_BYTES, what: str = "file", error: type[HwsimError] = SpecError
+) -> str:
     """The UTF-8 text of the regular file `path` (at most `max_bytes` bytes), else `error` with a one-line reason.
 
     Opens without blocking and checks the opened file itself (fstat), so a FIFO, /dev/zero, a socket or a
@@ -229,8 +251,10 @@ def read_text_file(path: str | Path, *, max_bytes: int = MAX_YAML_BYTES, what: s
         if not stat.S_ISREG(st.st_mode):
             raise error(f"{text_path}: not a regular file (a FIFO, device or socket); give the path of a {what}")
         if st.st_size > max_bytes:
-            raise error(f"{text_path}: {st.st_size:,} bytes is too large for a {what} (limit {max_bytes:,} "
-                        "bytes); check the path")
+            raise error(
+                f"{text_path}: {st.st_size:,} bytes is too large for a {what} (limit {max_bytes:,} "
+                "bytes); check the path"
+            )
         chunks, total = [], 0
         while total <= max_bytes:
             try:
@@ -251,8 +275,10 @@ def read_text_file(path: str | Path, *, max_bytes: int = MAX_YAML_BYTES, what: s
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise error(f"{text_path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); save the "
-                    f"{what} as UTF-8") from None
+        raise error(
+            f"{text_path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); save the "
+            f"{what} as UTF-8"
+        ) from None
     return text.removeprefix("\ufeff")
 
 
@@ -294,8 +320,10 @@ def _yaml_loader():
                     key = self.construct_object(key_node)
                     try:
                         if key in seen:
-                            raise _Refused(f"duplicate key {short(key)} at line {key_node.start_mark.line + 1} "
-                                           f"(first at line {seen[key]}); keep one")
+                            raise _Refused(
+                                f"duplicate key {short(key)} at line {key_node.start_mark.line + 1} "
+                                f"(first at line {seen[key]}); keep one"
+                            )
                         seen[key] = key_node.start_mark.line + 1
                     except TypeError:
                         continue
@@ -303,30 +331,39 @@ def _yaml_loader():
 
         def construct_undefined(self, node):
             tag = str(node.tag).replace("tag:yaml.org,2002:", "!!")
-            raise _Refused(f"unsupported tag {short(tag)} at line {node.start_mark.line + 1}; spec files hold plain "
-                           "data only (mappings, lists, strings, numbers, true/false, null)")
+            raise _Refused(
+                f"unsupported tag {short(tag)} at line {node.start_mark.line + 1}; spec files hold plain "
+                "data only (mappings, lists, strings, numbers, true/false, null)"
+            )
 
     def sexagesimal(loader, node, kind: str) -> None:
         try:
-            read = (yaml.SafeLoader.construct_yaml_int if kind == "integer" else
-                    yaml.SafeLoader.construct_yaml_float)(loader, node)
+            read = (yaml.SafeLoader.construct_yaml_int if kind == "integer" else yaml.SafeLoader.construct_yaml_float)(
+                loader, node
+            )
             as_what = f" the base-60 {kind} {short(read)}"
         except (ValueError, OverflowError):
             as_what = f" a base-60 {kind}"
-        raise _Refused(f"line {node.start_mark.line + 1}: unquoted {clip(node.value)} is read by YAML 1.1 as"
-                       f"{as_what}; quote it (\"{clip(node.value)}\") if it is text such as a 2:4 pattern")
+        raise _Refused(
+            f"line {node.start_mark.line + 1}: unquoted {clip(node.value)} is read by YAML 1.1 as"
+            f'{as_what}; quote it ("{clip(node.value)}") if it is text such as a 2:4 pattern'
+        )
 
     def construct_int(loader, node):
         text = str(node.value)
         if ":" in text:
             sexagesimal(loader, node, "integer")
         if len(text.lstrip("+-").replace("_", "")) > _MAX_INT_DIGITS + 2:
-            raise _Refused(f"line {node.start_mark.line + 1}: integer {short(text)} is out of range (limit "
-                           f"{INT_LIMIT}); give a smaller value")
+            raise _Refused(
+                f"line {node.start_mark.line + 1}: integer {short(text)} is out of range (limit "
+                f"{INT_LIMIT}); give a smaller value"
+            )
         value = yaml.SafeLoader.construct_yaml_int(loader, node)
         if abs(value) > INT_LIMIT:
-            raise _Refused(f"line {node.start_mark.line + 1}: integer {short(text)} is out of range (limit "
-                           f"{INT_LIMIT}); give a smaller value")
+            raise _Refused(
+                f"line {node.start_mark.line + 1}: integer {short(text)} is out of range (limit "
+                f"{INT_LIMIT}); give a smaller value"
+            )
         return value
 
     def construct_float(loader, node):
@@ -335,8 +372,9 @@ def _yaml_loader():
             sexagesimal(loader, node, "number")
         value = yaml.SafeLoader.construct_yaml_float(loader, node)
         if math.isinf(value) and "inf" not in text.lower():
-            raise _Refused(f"line {node.start_mark.line + 1}: number {short(text)} overflows a 64-bit float; "
-                           "give a smaller value")
+            raise _Refused(
+                f"line {node.start_mark.line + 1}: number {short(text)} overflows a 64-bit float; give a smaller value"
+            )
         return value
 
     Loader.add_constructor("tag:yaml.org,2002:int", construct_int)
@@ -344,12 +382,16 @@ def _yaml_loader():
     Loader.add_constructor(None, Loader.construct_undefined)
     Loader.add_implicit_resolver(
         "tag:yaml.org,2002:float",
-        re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        re.compile(
+            r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
                     |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
                     |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
                     |[-+]?\.(?:inf|Inf|INF)
-                    |\.(?:nan|NaN|NAN))$""", re.X),
-        list("-+0123456789."))
+                    |\.(?:nan|NaN|NAN))$""",
+            re.X,
+        ),
+        list("-+0123456789."),
+    )
     return Loader
 
 
@@ -362,12 +404,15 @@ def check_plain(data: Any, where: str, error: type[HwsimError] = SpecError) -> A
         value, depth = stack.pop()
         count += 1
         if count > MAX_VALUES:
-            raise error(f"{where}: more than {MAX_VALUES:,} values after expanding aliases (an alias bomb?); "
-                        "write the data out plainly")
+            raise error(
+                f"{where}: more than {MAX_VALUES:,} values after expanding aliases (an alias bomb?); "
+                "write the data out plainly"
+            )
         if isinstance(value, (dict, list, tuple)):
             if depth > MAX_DEPTH:
-                raise error(f"{where}: nested deeper than {MAX_DEPTH} levels (or an alias refers to itself); "
-                            "flatten it")
+                raise error(
+                    f"{where}: nested deeper than {MAX_DEPTH} levels (or an alias refers to itself); flatten it"
+                )
             items = value.values() if isinstance(value, dict) else value
             if isinstance(value, dict):
                 stack.extend((k, depth + 1) for k in value if isinstance(k, tuple))
@@ -433,13 +478,15 @@ def parse_json(text: str, where: str, error: type[HwsimError] = SpecError) -> An
         raise _Refused(f"{s} is not valid JSON; give a finite number")
 
     try:
-        data = json.loads(text, object_pairs_hook=pairs, parse_int=parse_int, parse_float=parse_float,
-                          parse_constant=parse_constant)
+        data = json.loads(
+            text, object_pairs_hook=pairs, parse_int=parse_int, parse_float=parse_float, parse_constant=parse_constant
+        )
     except _Refused as exc:
         raise error(f"{where}: {exc}") from None
     except json.JSONDecodeError as exc:
-        raise error(f"{where}: malformed JSON at line {exc.lineno}, column {exc.colno} ({exc.msg}); fix the "
-                    "syntax") from None
+        raise error(
+            f"{where}: malformed JSON at line {exc.lineno}, column {exc.colno} ({exc.msg}); fix the syntax"
+        ) from None
     except RecursionError:
         raise error(f"{where}: nested too deeply to read; flatten it") from None
     return check_plain(data, where, error)

@@ -22,11 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from rtl_cycles import VERILATOR_CASES, head_specs  # noqa: E402  (this script's folder is on sys.path)
+
 from hwsim.cyclesim import Accelerator, EngineModel, head_work  # noqa: E402
 from hwsim.hardware import get_hardware  # noqa: E402
 from models.spec import get_model  # noqa: E402
 from quant.scheme import get_scheme  # noqa: E402
-from rtl_cycles import VERILATOR_CASES, head_specs  # noqa: E402  (this script's folder is on sys.path)
 
 
 def _best(fn, repeat: int = 3) -> tuple[float, object]:
@@ -43,8 +44,13 @@ def decode_token(context: int = 4096) -> dict:
     t_fast, r = _best(lambda: Accelerator(m, hw, s).decode_step(context))
     t_slow, r2 = _best(lambda: Accelerator(m, hw, s, jump=False).decode_step(context), 1)
     assert r.cycles == r2.cycles
-    return {"context": context, "cycles": r.cycles, "step_ms": r.cycles / hw.freq_hz * 1e3,
-            "wall_s_event_driven": t_fast, "wall_s_stepped": t_slow}
+    return {
+        "context": context,
+        "cycles": r.cycles,
+        "step_ms": r.cycles / hw.freq_hz * 1e3,
+        "wall_s_event_driven": t_fast,
+        "wall_s_stepped": t_slow,
+    }
 
 
 def attention_head(name: str, head_dim: int, lanes: int, context: int) -> dict:
@@ -53,11 +59,18 @@ def attention_head(name: str, head_dim: int, lanes: int, context: int) -> dict:
     head = random_head(head_specs(head_dim, context)[name])
     t_work, work = _best(lambda: head_work(head))
     t_sim, run = _best(lambda: EngineModel(head_dim, lanes).run(work))  # fresh engine: no per-block cache
-    return {"workload": name, "head_dim": head_dim, "lanes": lanes, "context": context, "cycles": run.cycles,
-            "wall_s_sim": t_sim, "wall_s_with_beat_extraction": t_sim + t_work,
-            "sim_cycles_per_s": run.cycles / t_sim,
-            "sim_cycles_per_s_with_extraction": run.cycles / (t_sim + t_work),
-            "stepped_check": EngineModel(head_dim, lanes).run_stepped(work) == run.cycles}
+    return {
+        "workload": name,
+        "head_dim": head_dim,
+        "lanes": lanes,
+        "context": context,
+        "cycles": run.cycles,
+        "wall_s_sim": t_sim,
+        "wall_s_with_beat_extraction": t_sim + t_work,
+        "sim_cycles_per_s": run.cycles / t_sim,
+        "sim_cycles_per_s_with_extraction": run.cycles / (t_sim + t_work),
+        "stepped_check": EngineModel(head_dim, lanes).run_stepped(work) == run.cycles,
+    }
 
 
 def verilator_speeds(head_dim: int, lanes: int, context: int, override: float | None) -> tuple[dict, str]:
@@ -68,8 +81,22 @@ def verilator_speeds(head_dim: int, lanes: int, context: int, override: float | 
     if not script.is_file():
         return {}, "benchmarks/rtl_cycles.py not present"
     try:
-        out = subprocess.run([sys.executable, str(script), "--head-dim", str(head_dim), "--lanes", str(lanes),
-                              "--context", str(context)], capture_output=True, text=True, timeout=1200, cwd=ROOT)
+        out = subprocess.run(
+            [
+                sys.executable,
+                str(script),
+                "--head-dim",
+                str(head_dim),
+                "--lanes",
+                str(lanes),
+                "--context",
+                str(context),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=1200,
+            cwd=ROOT,
+        )
     except (subprocess.SubprocessError, OSError) as exc:
         return {}, f"benchmarks/rtl_cycles.py failed ({exc.__class__.__name__})"
     speeds = {}
@@ -82,8 +109,12 @@ def verilator_speeds(head_dim: int, lanes: int, context: int, override: float | 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--verilator-cycles-per-s", type=float, default=None,
-                    help="use this Verilator speed instead of running benchmarks/rtl_cycles.py")
+    ap.add_argument(
+        "--verilator-cycles-per-s",
+        type=float,
+        default=None,
+        help="use this Verilator speed instead of running benchmarks/rtl_cycles.py",
+    )
     ap.add_argument("--head-dim", type=int, default=64)
     ap.add_argument("--lanes", type=int, default=8)
     ap.add_argument("--context", type=int, default=4096)
@@ -102,20 +133,31 @@ def main() -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"Llama-2-7B decode token at {dec['context']} context on u280-accllm (accllm): {dec['cycles']:,} cycles "
-          f"= {dec['step_ms']:.3f} ms simulated")
-    print(f"  wall: {dec['wall_s_event_driven'] * 1e3:.1f} ms event-driven (jumps), "
-          f"{dec['wall_s_stepped'] * 1e3:.1f} ms tile by tile / layer by layer  (goal < 5 s)")
-    print(f"attention engine, one {args.context}-token head, head_dim {args.head_dim}, {args.lanes} lanes; "
-          f"Verilator from {vsrc}")
+    print(
+        f"Llama-2-7B decode token at {dec['context']} context on u280-accllm (accllm): {dec['cycles']:,} cycles "
+        f"= {dec['step_ms']:.3f} ms simulated"
+    )
+    print(
+        f"  wall: {dec['wall_s_event_driven'] * 1e3:.1f} ms event-driven (jumps), "
+        f"{dec['wall_s_stepped'] * 1e3:.1f} ms tile by tile / layer by layer  (goal < 5 s)"
+    )
+    print(
+        f"attention engine, one {args.context}-token head, head_dim {args.head_dim}, {args.lanes} lanes; "
+        f"Verilator from {vsrc}"
+    )
     for h in heads:
         v = h["verilator_cycles_per_s"]
-        vtxt = (f"Verilator {v:,.0f} cycles/s -> {h['speedup_vs_verilator']:,.0f}x "
-                f"({h['speedup_vs_verilator_with_extraction']:,.0f}x counting the per-tile count extraction)"
-                if v else "Verilator n/a")
-        print(f"  {h['workload']:15s}: {h['cycles']:,} cycles in {h['wall_s_sim'] * 1e6:,.0f} us "
-              f"= {h['sim_cycles_per_s']:,.0f} cycles/s ({h['sim_cycles_per_s_with_extraction']:,.0f} with "
-              f"extraction); {vtxt}; stepped check {'ok' if h['stepped_check'] else 'MISMATCH'}  (goal >= 1000x)")
+        vtxt = (
+            f"Verilator {v:,.0f} cycles/s -> {h['speedup_vs_verilator']:,.0f}x "
+            f"({h['speedup_vs_verilator_with_extraction']:,.0f}x counting the per-tile count extraction)"
+            if v
+            else "Verilator n/a"
+        )
+        print(
+            f"  {h['workload']:15s}: {h['cycles']:,} cycles in {h['wall_s_sim'] * 1e6:,.0f} us "
+            f"= {h['sim_cycles_per_s']:,.0f} cycles/s ({h['sim_cycles_per_s_with_extraction']:,.0f} with "
+            f"extraction); {vtxt}; stepped check {'ok' if h['stepped_check'] else 'MISMATCH'}  (goal >= 1000x)"
+        )
     return 0
 
 

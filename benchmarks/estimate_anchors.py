@@ -44,8 +44,14 @@ def rows(workloads, fidelities=("analytical", "cycle")):
     for label, preset, published, source, hw_name in ANCHORS:
         scheme, hw = get_scheme(preset), get_hardware(hw_name)
         for w in workloads:
-            row = {"anchor": label, "scheme": preset, "published_tok_s": published, "source": source,
-                   "prompt": w.prompt_len, "gen": w.gen_len}
+            row = {
+                "anchor": label,
+                "scheme": preset,
+                "published_tok_s": published,
+                "source": source,
+                "prompt": w.prompt_len,
+                "gen": w.gen_len,
+            }
             for fid in fidelities:
                 t0 = time.perf_counter()
                 est = estimate(model, hw, scheme, w, fidelity=fid)
@@ -67,9 +73,15 @@ def traffic_check() -> list[dict]:
     for label, preset, published, _, hw_name in ANCHORS:
         hw = get_hardware(hw_name)
         step = Accelerator(model, hw, get_scheme(preset)).decode_step(ctx)
-        out.append({"anchor": label, "context": ctx, "bytes_per_token": step.bytes_moved,
-                    "implied_bw_bytes_per_s": step.bytes_moved * published,
-                    "implied_fraction_of_peak": step.bytes_moved * published / hw.memory.bandwidth_bytes_per_s})
+        out.append(
+            {
+                "anchor": label,
+                "context": ctx,
+                "bytes_per_token": step.bytes_moved,
+                "implied_bw_bytes_per_s": step.bytes_moved * published,
+                "implied_fraction_of_peak": step.bytes_moved * published / hw.memory.bandwidth_bytes_per_s,
+            }
+        )
     return out
 
 
@@ -90,11 +102,19 @@ def sensitivity() -> list[dict]:
             variants.append((f"fpga.{key} x{k:g}", dataclasses.replace(base, fpga=dataclasses.replace(f, **{key: v}))))
     for k in (0.5, 2.0):
         e = max(1, int(f.attention_engines * k))
-        variants.append((f"fpga.attention_engines x{k:g}",
-                         dataclasses.replace(base, fpga=dataclasses.replace(f, attention_engines=e))))
+        variants.append(
+            (
+                f"fpga.attention_engines x{k:g}",
+                dataclasses.replace(base, fpga=dataclasses.replace(f, attention_engines=e)),
+            )
+        )
     for lat in (55.0, 220.0):
-        variants.append((f"memory.latency_ns {lat:g}",
-                         dataclasses.replace(base, memory=dataclasses.replace(base.memory, latency_ns=lat))))
+        variants.append(
+            (
+                f"memory.latency_ns {lat:g}",
+                dataclasses.replace(base, memory=dataclasses.replace(base.memory, latency_ns=lat)),
+            )
+        )
     out = []
     for name, hw in variants:
         est = estimate(model, hw, scheme, PRIMARY, fidelity="cycle")
@@ -106,8 +126,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--no-sweep", action="store_true", help="only the primary workload")
-    ap.add_argument("--sensitivity", action="store_true",
-                    help="also vary each of our U280 design choices x0.5 / x2 (AccLLM anchor, cycle-level)")
+    ap.add_argument(
+        "--sensitivity",
+        action="store_true",
+        help="also vary each of our U280 design choices x0.5 / x2 (AccLLM anchor, cycle-level)",
+    )
     args = ap.parse_args()
     primary = rows([PRIMARY])
     sweep = [] if args.no_sweep else rows(SWEEP)
@@ -120,25 +143,48 @@ def main() -> int:
     from rich.table import Table
 
     con = Console(width=150)
-    for title, data in (("Llama-2-7B on u280-accllm, decode tok/s, prompt 1024 + gen 1024 (primary)", primary),
-                        ("sensitivity to the (unpublished) workload", sweep)):
+    for title, data in (
+        ("Llama-2-7B on u280-accllm, decode tok/s, prompt 1024 + gen 1024 (primary)", primary),
+        ("sensitivity to the (unpublished) workload", sweep),
+    ):
         if not data:
             continue
         t = Table(title=title, header_style="bold")
-        for col in ("anchor", "scheme", "prompt+gen", "published", "analytical", "ratio", "cycle-level", "ratio",
-                    "cycle sim wall"):
+        for col in (
+            "anchor",
+            "scheme",
+            "prompt+gen",
+            "published",
+            "analytical",
+            "ratio",
+            "cycle-level",
+            "ratio",
+            "cycle sim wall",
+        ):
             t.add_column(col, justify="left" if col in ("anchor", "scheme") else "right")
         for r in data:
-            t.add_row(r["anchor"], r["scheme"], f"{r['prompt']}+{r['gen']}", f"{r['published_tok_s']:.0f}",
-                      f"{r['analytical_tok_s']:.1f}", f"{r['analytical_ratio']:.2f}x",
-                      f"{r['cycle_tok_s']:.1f}", f"{r['cycle_ratio']:.2f}x", f"{r['cycle_wall_s']:.2f} s")
+            t.add_row(
+                r["anchor"],
+                r["scheme"],
+                f"{r['prompt']}+{r['gen']}",
+                f"{r['published_tok_s']:.0f}",
+                f"{r['analytical_tok_s']:.1f}",
+                f"{r['analytical_ratio']:.2f}x",
+                f"{r['cycle_tok_s']:.1f}",
+                f"{r['cycle_ratio']:.2f}x",
+                f"{r['cycle_wall_s']:.2f} s",
+            )
         con.print(t)
-    con.print("ratio = estimate / published; goal 0.90-1.10. AccLLM's workload is not published; FlightLLM's demo "
-              "runs prefill 128 + decode 512 (benchmarks/fidelity_fpga.py uses it).")
+    con.print(
+        "ratio = estimate / published; goal 0.90-1.10. AccLLM's workload is not published; FlightLLM's demo "
+        "runs prefill 128 + decode 512 (benchmarks/fidelity_fpga.py uses it)."
+    )
     for t in traffic:
-        con.print(f"{t['anchor']}: the cycle model moves {t['bytes_per_token'] / 1e9:.2f} GB per decode step at "
-                  f"context {t['context']}; at the published rate that is {t['implied_bw_bytes_per_s'] / 1e9:.0f} "
-                  f"GB/s = {100 * t['implied_fraction_of_peak']:.0f}% of the U280's 460 GB/s peak")
+        con.print(
+            f"{t['anchor']}: the cycle model moves {t['bytes_per_token'] / 1e9:.2f} GB per decode step at "
+            f"context {t['context']}; at the published rate that is {t['implied_bw_bytes_per_s'] / 1e9:.0f} "
+            f"GB/s = {100 * t['implied_fraction_of_peak']:.0f}% of the U280's 460 GB/s peak"
+        )
     if sens:
         t = Table(title="AccLLM anchor (cycle-level, 1024+1024) vs our U280 design choices", header_style="bold")
         for col in ("variant", "tok/s", "ratio to 164"):

@@ -26,11 +26,28 @@ from quant.scheme import get_scheme  # noqa: E402
 
 # (name, hardware, scheme, workload, published tok/s, published bandwidth utilisation or None, source)
 ANCHORS = (
-    ("AccLLM", "u280-accllm", "accllm", Workload(1, 1024, 1024), 164.0, None,
-     "AccLLM arXiv 2505.03745 Table VII [S] (simulated)"),
-    *(("FlightLLM", "u280-flightllm", "flightllm", Workload(1, ctx - 1, 1), 55.0, 0.659,
-       "FlightLLM FPGA'24: 55 tok/s measured on the U280; bandwidth utilisation 35.6% -> 65.9% (always-on-chip "
-       f"decode); on-board case decode_token_{ctx}") for ctx in (128, 512)),
+    (
+        "AccLLM",
+        "u280-accllm",
+        "accllm",
+        Workload(1, 1024, 1024),
+        164.0,
+        None,
+        "AccLLM arXiv 2505.03745 Table VII [S] (simulated)",
+    ),
+    *(
+        (
+            "FlightLLM",
+            "u280-flightllm",
+            "flightllm",
+            Workload(1, ctx - 1, 1),
+            55.0,
+            0.659,
+            "FlightLLM FPGA'24: 55 tok/s measured on the U280; bandwidth utilisation 35.6% -> 65.9% (always-on-chip "
+            f"decode); on-board case decode_token_{ctx}",
+        )
+        for ctx in (128, 512)
+    ),
 )
 FIDELITIES = ("analytical", "cycle")
 
@@ -48,14 +65,31 @@ def rows() -> list[dict]:
             case = f"{name} Llama-2-7B, context {w.prompt_len + 1}" if w.gen_len == 1 else f"{name} Llama-2-7B"
             out.append(_row("fpga decode throughput", case, est.decode_tokens_per_s, tok_s, "tok/s", fid, note))
             if util is not None:
-                out.append(_row("fpga bandwidth utilisation", f"{case}: off-chip bandwidth utilisation",
-                                est.bandwidth_utilisation, util, "fraction of peak", fid, note))
+                out.append(
+                    _row(
+                        "fpga bandwidth utilisation",
+                        f"{case}: off-chip bandwidth utilisation",
+                        est.bandwidth_utilisation,
+                        util,
+                        "fraction of peak",
+                        fid,
+                        note,
+                    )
+                )
     return out
 
 
 def _row(group: str, name: str, predicted: float, measured: float, unit: str, fidelity: str, note: str) -> dict:
-    return {"group": group, "name": name, "predicted": predicted, "measured": measured, "unit": unit,
-            "error_pct": 100.0 * (predicted / measured - 1.0), "fidelity": fidelity, "note": note}
+    return {
+        "group": group,
+        "name": name,
+        "predicted": predicted,
+        "measured": measured,
+        "unit": unit,
+        "error_pct": 100.0 * (predicted / measured - 1.0),
+        "fidelity": fidelity,
+        "note": note,
+    }
 
 
 def main() -> int:
@@ -66,12 +100,20 @@ def main() -> int:
     for col in ("figure", "fidelity", "predicted", "published", "unit", "error"):
         t.add_column(col, justify="left" if col in ("figure", "fidelity", "unit") else "right")
     for r in rows():
-        t.add_row(r["name"], r["fidelity"], f"{r['predicted']:.3g}", f"{r['measured']:.3g}", r["unit"],
-                  f"{r['error_pct']:+.1f}%")
+        t.add_row(
+            r["name"],
+            r["fidelity"],
+            f"{r['predicted']:.3g}",
+            f"{r['measured']:.3g}",
+            r["unit"],
+            f"{r['error_pct']:+.1f}%",
+        )
     con = Console(width=140)
     con.print(t)
-    con.print("goal: |error| <= 10% in both fidelities; configurations: hwsim/hardware/u280-*.yaml, quant/scheme.py "
-              "presets (every number with its source)")
+    con.print(
+        "goal: |error| <= 10% in both fidelities; configurations: hwsim/hardware/u280-*.yaml, quant/scheme.py "
+        "presets (every number with its source)"
+    )
     return 0
 
 

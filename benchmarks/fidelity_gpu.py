@@ -39,8 +39,11 @@ def _hardware(name: str, profile_of: str | None = None):
     src = get_hardware(profile_of)
     if src.profile is None:
         return None
-    return dataclasses.replace(hw, profile=src.profile, profile_hardware=profile_of) if (
-        Path(src.profile).is_file() and (HARDWARE_DIR / f"{name}.yaml").is_file()) else None
+    return (
+        dataclasses.replace(hw, profile=src.profile, profile_hardware=profile_of)
+        if (Path(src.profile).is_file() and (HARDWARE_DIR / f"{name}.yaml").is_file())
+        else None
+    )
 
 
 def _rows_for(doc: dict, hw, label: str, fidelity: str) -> list[dict]:
@@ -54,13 +57,29 @@ def _rows_for(doc: dict, hw, label: str, fidelity: str) -> list[dict]:
     for r in doc["decode"]:
         m = get_model(r["model"])
         est = estimate(m, hw, fp16, Workload(batch=r["batch"], prompt_len=r["context"] - 1, gen_len=1))
-        out.append({"group": f"gpu decode step ({label})", "name": f"{r['model']} B={r['batch']} C={r['context']}",
-                    "predicted": est.decode_step_s[0], "measured": r["time_s"], "unit": "s", "fidelity": fidelity})
+        out.append(
+            {
+                "group": f"gpu decode step ({label})",
+                "name": f"{r['model']} B={r['batch']} C={r['context']}",
+                "predicted": est.decode_step_s[0],
+                "measured": r["time_s"],
+                "unit": "s",
+                "fidelity": fidelity,
+            }
+        )
     for r in doc["prefill"]:
         m = get_model(r["model"])
         est = estimate(m, hw, fp16, Workload(batch=r["batch"], prompt_len=r["prompt"], gen_len=1))
-        out.append({"group": f"gpu TTFT ({label})", "name": f"{r['model']} B={r['batch']} P={r['prompt']}",
-                    "predicted": est.ttft_s, "measured": r["time_s"], "unit": "s", "fidelity": fidelity})
+        out.append(
+            {
+                "group": f"gpu TTFT ({label})",
+                "name": f"{r['model']} B={r['batch']} P={r['prompt']}",
+                "predicted": est.ttft_s,
+                "measured": r["time_s"],
+                "unit": "s",
+                "fidelity": fidelity,
+            }
+        )
     for row in out:
         row["error"] = row["predicted"] / row["measured"] - 1.0
     return out
@@ -99,8 +118,16 @@ def summary(rs: list[dict]) -> list[dict]:
     groups: dict[str, list[float]] = {}
     for r in rs:
         groups.setdefault(r["group"], []).append(r["error"])
-    return [{"group": g, "n": len(e), "mae": sum(abs(x) for x in e) / len(e), "max": max(abs(x) for x in e),
-             "mean_signed": sum(e) / len(e)} for g, e in groups.items()]
+    return [
+        {
+            "group": g,
+            "n": len(e),
+            "mae": sum(abs(x) for x in e) / len(e),
+            "max": max(abs(x) for x in e),
+            "mean_signed": sum(e) / len(e),
+        }
+        for g, e in groups.items()
+    ]
 
 
 def main() -> int:
@@ -110,18 +137,25 @@ def main() -> int:
         return 1
     print(f"{'group':<52} {'case':<30} {'predicted':>11} {'measured':>11} {'error':>8}")
     for r in rs:
-        print(f"{r['group']:<52} {r['name']:<30} {r['predicted'] * 1e3:9.3f}ms {r['measured'] * 1e3:9.3f}ms "
-              f"{r['error'] * 100:+7.1f}%")
+        print(
+            f"{r['group']:<52} {r['name']:<30} {r['predicted'] * 1e3:9.3f}ms {r['measured'] * 1e3:9.3f}ms "
+            f"{r['error'] * 100:+7.1f}%"
+        )
     print()
     print(f"{'group':<52} {'n':>3} {'MAE':>7} {'max':>7} {'signed':>7}  goal")
     for s in summary(rs):
         kind = "decode step" if "decode" in s["group"] else "TTFT"
         goal = GOALS[kind]
-        ok = (s["mae"] <= goal["mae"] and s["max"] <= goal.get("max", 1e9)
-              and abs(s["mean_signed"]) <= goal.get("mean_signed", 1e9))
+        ok = (
+            s["mae"] <= goal["mae"]
+            and s["max"] <= goal.get("max", 1e9)
+            and abs(s["mean_signed"]) <= goal.get("mean_signed", 1e9)
+        )
         text = ", ".join(f"{k} {'<=' if k != 'mean_signed' else 'within +-'}{v * 100:.0f}%" for k, v in goal.items())
-        print(f"{s['group']:<52} {s['n']:>3} {s['mae'] * 100:6.1f}% {s['max'] * 100:6.1f}% "
-              f"{s['mean_signed'] * 100:+6.1f}%  {text}: {'met' if ok else 'NOT met'}")
+        print(
+            f"{s['group']:<52} {s['n']:>3} {s['mae'] * 100:6.1f}% {s['max'] * 100:6.1f}% "
+            f"{s['mean_signed'] * 100:+6.1f}%  {text}: {'met' if ok else 'NOT met'}"
+        )
     return 0
 
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fpga import DESIGNS, RESOURCES, ROUTERS, BuildConfig, plot_sweep, sweep, sweep_rows  # noqa: E402
+from base.errors import HwsimError  # noqa: E402
 from cli import OneLineArgumentParser  # noqa: E402
 from cli._common import int_list, positive_int  # noqa: E402
-from base.errors import HwsimError  # noqa: E402
+from fpga import DESIGNS, RESOURCES, ROUTERS, BuildConfig, plot_sweep, sweep, sweep_rows  # noqa: E402
 
 
 class _Print:
@@ -44,45 +44,75 @@ def main() -> int:
     ap.add_argument("--out", default="build/fpga-sweep")
     ap.add_argument("--design", default="engine", choices=tuple(DESIGNS))
     ap.add_argument("--jobs", type=positive_int, default=1, help="builds at a time (nextpnr uses one core each)")
-    ap.add_argument("--router", default=BuildConfig.router, choices=ROUTERS,
-                    help="nextpnr router (default router2, which finishes on the engine; router1: see fpga._flow)")
-    ap.add_argument("--seed", type=int_list, default=[1], metavar="N[,N...]",
-                    help="nextpnr seed(s), comma-separated; several: each point keeps its best")
+    ap.add_argument(
+        "--router",
+        default=BuildConfig.router,
+        choices=ROUTERS,
+        help="nextpnr router (default router2, which finishes on the engine; router1: see fpga._flow)",
+    )
+    ap.add_argument(
+        "--seed",
+        type=int_list,
+        default=[1],
+        metavar="N[,N...]",
+        help="nextpnr seed(s), comma-separated; several: each point keeps its best",
+    )
     args = ap.parse_args()
     t0 = time.perf_counter()
     try:
-        points = sweep(board="lfe5u-85f", lanes=args.lanes, head_dims=args.head_dim, freq_mhz=args.freq,
-                       out_root=args.out, design=args.design, listener=_Print(), jobs=args.jobs,
-                       router=args.router, seeds=tuple(args.seed))
+        points = sweep(
+            board="lfe5u-85f",
+            lanes=args.lanes,
+            head_dims=args.head_dim,
+            freq_mhz=args.freq,
+            out_root=args.out,
+            design=args.design,
+            listener=_Print(),
+            jobs=args.jobs,
+            router=args.router,
+            seeds=tuple(args.seed),
+        )
     except HwsimError as e:  # bad input (e.g. an impossible frequency) or a missing toolchain: one line, status 2
         print(f"error: {e}", file=sys.stderr)
         return 2
     rows = sweep_rows(points)
-    print(f"{args.design} on LFE5U-85F-6BG381C (bare chip), target {args.freq:g} MHz, nextpnr seed(s) "
-          f"{','.join(map(str, args.seed))} (best kept), {args.router}")
-    head = f"{'D':>4} {'lanes':>5} " + " ".join(f"{r.bel:>18}" for r in RESOURCES) + \
-        f" {'Fmax MHz':>9} {'seed':>4} {'timing':>6} {'build s':>8}"
+    print(
+        f"{args.design} on LFE5U-85F-6BG381C (bare chip), target {args.freq:g} MHz, nextpnr seed(s) "
+        f"{','.join(map(str, args.seed))} (best kept), {args.router}"
+    )
+    head = (
+        f"{'D':>4} {'lanes':>5} "
+        + " ".join(f"{r.bel:>18}" for r in RESOURCES)
+        + f" {'Fmax MHz':>9} {'seed':>4} {'timing':>6} {'build s':>8}"
+    )
     print(head)
     for r in rows:
         if not r["fits"]:
             print(f"{r['head_dim']:>4} {r['lanes']:>5}  does not fit: {r['does_not_fit']}")
             continue
         cells = " ".join(f"{r[x.key]:>9,} ({r[f'{x.key}_pct']:5.1f}%)" for x in RESOURCES)
-        print(f"{r['head_dim']:>4} {r['lanes']:>5} {cells} {r['fmax_mhz']:>9.1f} {r['seed']:>4} "
-              f"{'PASS' if r['timing_pass'] else 'FAIL':>6} {r['build_s']:>8.0f}")
+        print(
+            f"{r['head_dim']:>4} {r['lanes']:>5} {cells} {r['fmax_mhz']:>9.1f} {r['seed']:>4} "
+            f"{'PASS' if r['timing_pass'] else 'FAIL':>6} {r['build_s']:>8.0f}"
+        )
     fitting = [p for p in points if p.fits]
     if fitting:
         best = max(fitting, key=lambda p: (p.config.lanes, p.config.head_dim))
         rep = best.report
-        print(f"largest configuration that fits: lanes={best.config.lanes} head_dim={best.config.head_dim}: "
-              f"Fmax {rep.fmax_mhz:.1f} MHz ({'meets' if rep.timing_pass else 'misses'} {args.freq:g} MHz)")
+        print(
+            f"largest configuration that fits: lanes={best.config.lanes} head_dim={best.config.head_dim}: "
+            f"Fmax {rep.fmax_mhz:.1f} MHz ({'meets' if rep.timing_pass else 'misses'} {args.freq:g} MHz)"
+        )
         cp = rep.critical_path
         if cp:
-            print(f"  its critical path: {cp.delay_ns:.2f} ns ({cp.logic_ns:.2f} logic + "
-                  f"{cp.routing_ns:.2f} routing), {cp.from_cell} -> {cp.to_cell}")
+            print(
+                f"  its critical path: {cp.delay_ns:.2f} ns ({cp.logic_ns:.2f} logic + "
+                f"{cp.routing_ns:.2f} routing), {cp.from_cell} -> {cp.to_cell}"
+            )
             print(f"  through: {', '.join(cp.sources) or '(no HDL sources recorded)'}")
-    png = plot_sweep(points, Path(args.out) / "sweep.png",
-                     title=f"{args.design} on LFE5U-85F: resources and Fmax vs lanes")
+    png = plot_sweep(
+        points, Path(args.out) / "sweep.png", title=f"{args.design} on LFE5U-85F: resources and Fmax vs lanes"
+    )
     print(f"plot: {png}; total {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -75,16 +75,38 @@ def main(argv: list[str] | None = None) -> int:
         pbytes = plan_bytes(cache)  # builds the kernel's working form once
         build_s = time.perf_counter() - t0
         out = decode_attention(q, cache)
-        entries.append(dict(label=label, scheme=scheme, cache=cache, pbytes=pbytes, build_s=build_s, out=out,
-                            fn=lambda c=cache: decode_attention(q, c), times=[], cpu=[]))
+        entries.append(
+            dict(
+                label=label,
+                scheme=scheme,
+                cache=cache,
+                pbytes=pbytes,
+                build_s=build_s,
+                out=out,
+                fn=lambda c=cache: decode_attention(q, c),
+                times=[],
+                cpu=[],
+            )
+        )
         if label == "dense fp16":  # the same cache when the fp16 -> fp32 conversion is paid every step
 
             def convert_each_step(c=cache):
                 _PLANS.pop(c, None)
                 decode_attention(q, c)
 
-            entries.append(dict(label="dense fp16 (convert/step)", scheme=scheme, cache=cache,
-                                pbytes=cache.nbytes, build_s=0.0, out=out, fn=convert_each_step, times=[], cpu=[]))
+            entries.append(
+                dict(
+                    label="dense fp16 (convert/step)",
+                    scheme=scheme,
+                    cache=cache,
+                    pbytes=cache.nbytes,
+                    build_s=0.0,
+                    out=out,
+                    fn=convert_each_step,
+                    times=[],
+                    cpu=[],
+                )
+            )
     for _ in range(args.reps):
         for e in entries:
             c0, t0 = time.process_time(), time.perf_counter()
@@ -95,54 +117,111 @@ def main(argv: list[str] | None = None) -> int:
     dense_bytes = entries[0]["cache"].nbytes
     for e in entries:
         nbytes, med, cpu = e["cache"].nbytes, statistics.median(e["times"]), statistics.median(e["cpu"])
-        rows.append(dict(format=e["label"], cache_bytes=nbytes,
-                         scheme_bytes=e["scheme"].kv_bytes_for_tokens(model, t) / model.num_layers,
-                         rel_to_fp16=nbytes / dense_bytes, kernel_bytes=e["pbytes"], time_ms=med * 1e3,
-                         min_ms=min(e["times"]) * 1e3, cpu_ms=cpu * 1e3, eff_gbps=nbytes / min(e["times"]) / 1e9,
-                         kernel_gbps=e["pbytes"] / min(e["times"]) / 1e9, plan_build_s=e["build_s"],
-                         max_abs_err=float(np.abs(e["out"] - ref).max())))
+        rows.append(
+            dict(
+                format=e["label"],
+                cache_bytes=nbytes,
+                scheme_bytes=e["scheme"].kv_bytes_for_tokens(model, t) / model.num_layers,
+                rel_to_fp16=nbytes / dense_bytes,
+                kernel_bytes=e["pbytes"],
+                time_ms=med * 1e3,
+                min_ms=min(e["times"]) * 1e3,
+                cpu_ms=cpu * 1e3,
+                eff_gbps=nbytes / min(e["times"]) / 1e9,
+                kernel_gbps=e["pbytes"] / min(e["times"]) / 1e9,
+                plan_build_s=e["build_s"],
+                max_abs_err=float(np.abs(e["out"] - ref).max()),
+            )
+        )
     for r in rows:
         r["speedup_wall_min"] = rows[0]["min_ms"] / r["min_ms"]
         r["speedup_cpu"] = rows[0]["cpu_ms"] / r["cpu_ms"]
 
     if args.json:
-        print(json.dumps({"model": model.name, "context": t, "kv_heads": h, "heads": hq, "head_dim": d,
-                          "threads": args.threads, "rows": rows}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "model": model.name,
+                    "context": t,
+                    "kv_heads": h,
+                    "heads": hq,
+                    "head_dim": d,
+                    "threads": args.threads,
+                    "rows": rows,
+                },
+                indent=1,
+            )
+        )
         return 0
     from rich.console import Console
     from rich.table import Table
 
-    tab = Table(title=f"decode attention, one layer of {model.name} ({hq} heads, head_dim {d}), context {t}, "
-                      f"{args.threads} CPU threads, median of {args.reps}")
-    for col in ("format", "cache MiB", "scheme MiB", "vs fp16", "kernel MiB", "wall med ms", "wall min ms",
-                "cpu ms", "speedup min/cpu", "eff GB/s", "kernel GB/s", "plan s", "max|err|"):
+    tab = Table(
+        title=f"decode attention, one layer of {model.name} ({hq} heads, head_dim {d}), context {t}, "
+        f"{args.threads} CPU threads, median of {args.reps}"
+    )
+    for col in (
+        "format",
+        "cache MiB",
+        "scheme MiB",
+        "vs fp16",
+        "kernel MiB",
+        "wall med ms",
+        "wall min ms",
+        "cpu ms",
+        "speedup min/cpu",
+        "eff GB/s",
+        "kernel GB/s",
+        "plan s",
+        "max|err|",
+    ):
         tab.add_column(col, justify="left" if col == "format" else "right")
     for r in rows:
-        tab.add_row(r["format"], f"{r['cache_bytes'] / 2**20:.2f}", f"{r['scheme_bytes'] / 2**20:.2f}",
-                    f"{r['rel_to_fp16']:.1%}", f"{r['kernel_bytes'] / 2**20:.2f}", f"{r['time_ms']:.1f}",
-                    f"{r['min_ms']:.1f}", f"{r['cpu_ms']:.1f}",
-                    f"{r['speedup_wall_min']:.2f}x / {r['speedup_cpu']:.2f}x", f"{r['eff_gbps']:.2f}",
-                    f"{r['kernel_gbps']:.2f}", f"{r['plan_build_s']:.2f}", f"{r['max_abs_err']:.1e}")
+        tab.add_row(
+            r["format"],
+            f"{r['cache_bytes'] / 2**20:.2f}",
+            f"{r['scheme_bytes'] / 2**20:.2f}",
+            f"{r['rel_to_fp16']:.1%}",
+            f"{r['kernel_bytes'] / 2**20:.2f}",
+            f"{r['time_ms']:.1f}",
+            f"{r['min_ms']:.1f}",
+            f"{r['cpu_ms']:.1f}",
+            f"{r['speedup_wall_min']:.2f}x / {r['speedup_cpu']:.2f}x",
+            f"{r['eff_gbps']:.2f}",
+            f"{r['kernel_gbps']:.2f}",
+            f"{r['plan_build_s']:.2f}",
+            f"{r['max_abs_err']:.1e}",
+        )
     Console(width=170).print(tab)
     by = {r["format"]: r for r in rows}
     tile = 4 * 64 * d  # one decoded chunk tile, float32
     recent = cases[1][1].kv_split(t)[1] * h * d * 2 * 4  # fp32 K and V of the dense recent window
-    goals = [("KV4 at least as fast as dense fp16 (cpu)", by["KV4 g64"]["speedup_cpu"], 1.0),
-             ("bitmap 70% at least 2x faster than dense (cpu)", by["bitmap 70%"]["speedup_cpu"], 2.0),
-             ("bitmap 70% cache <= 45% of dense fp16", 0.45 / by["bitmap 70%"]["rel_to_fp16"], 1.0)]
-    goals += [(f"{r['format']}: working memory <= packed cache + one tile + fp32 recent",
-               (r["cache_bytes"] + tile + recent) / r["kernel_bytes"], 1.0) for r in rows[2:]]
+    goals = [
+        ("KV4 at least as fast as dense fp16 (cpu)", by["KV4 g64"]["speedup_cpu"], 1.0),
+        ("bitmap 70% at least 2x faster than dense (cpu)", by["bitmap 70%"]["speedup_cpu"], 2.0),
+        ("bitmap 70% cache <= 45% of dense fp16", 0.45 / by["bitmap 70%"]["rel_to_fp16"], 1.0),
+    ]
+    goals += [
+        (
+            f"{r['format']}: working memory <= packed cache + one tile + fp32 recent",
+            (r["cache_bytes"] + tile + recent) / r["kernel_bytes"],
+            1.0,
+        )
+        for r in rows[2:]
+    ]
     gt = Table(title="goals")
     for col in ("goal", "measured / goal", "met"):
         gt.add_column(col)
     for name, ratio, need in goals:
         gt.add_row(name, f"{ratio / need:.2f}", "yes" if ratio >= need else "no")
     Console(width=170).print(gt)
-    print("cache = packed format bytes (len(to_bytes())); scheme = CompressionScheme.kv_bytes_for_tokens per layer; "
-          "kernel = the kernel's working memory (fp32 copy for dense; packed arrays + fp32 recent window + one tile); "
-          "cpu ms = median process CPU time per step (all threads; robust when the machine is shared); "
-          "speedup = dense wall min / wall min and dense cpu / cpu; eff GB/s = cache bytes / wall min; "
-          "max|err| vs float64 attention on the unquantized K/V.")
+    print(
+        "cache = packed format bytes (len(to_bytes())); scheme = CompressionScheme.kv_bytes_for_tokens per layer; "
+        "kernel = the kernel's working memory (fp32 copy for dense; packed arrays + fp32 recent window + one tile); "
+        "cpu ms = median process CPU time per step (all threads; robust when the machine is shared); "
+        "speedup = dense wall min / wall min and dense cpu / cpu; eff GB/s = cache bytes / wall min; "
+        "max|err| vs float64 attention on the unquantized K/V."
+    )
     return 0
 
 

@@ -47,28 +47,39 @@ def _gpu(env: dict, gpu: dict) -> tuple[str, dict | None, dict]:
         raise SystemExit(f"no data-sheet entry for GPU {gpu['name']!r}; add it to GPU_SHEETS with its source")
     mem_rate = gpu["d2d_copy_bytes_moved"] / gpu["d2d_copy_s"]
     gemm_rate = gpu["gemm_flops"] / gpu["gemm_8192_fp16_s"]
-    notes = {"memory_efficiency": mem_rate / sheet["memory_bandwidth"], "matrix_efficiency": gemm_rate / sheet["fp16"],
-             "memory_bandwidth": sheet["memory_bandwidth"]}
+    notes = {
+        "memory_efficiency": mem_rate / sheet["memory_bandwidth"],
+        "matrix_efficiency": gemm_rate / sheet["fp16"],
+        "memory_bandwidth": sheet["memory_bandwidth"],
+    }
     spec = {
-        "name": "device-gpu", "kind": "gpu", "description": f"{gpu['name']} as measured on the device machine",
+        "name": "device-gpu",
+        "kind": "gpu",
+        "description": f"{gpu['name']} as measured on the device machine",
         "freq_hz": 1.98e9,
-        "memory": {"kind": sheet["kind"], "capacity_bytes": int(gpu["memory_bytes"]),
-                   "bandwidth_bytes_per_s": sheet["memory_bandwidth"],
-                   "efficiency": round(min(1.0, notes["memory_efficiency"]), 4)},
-        "compute": {"peak_ops_per_s": {"w16a16": sheet["fp16"]},
-                    "matrix_efficiency": round(min(1.0, notes["matrix_efficiency"]), 4),
-                    "vector_ops_per_s": 66.9e12},
+        "memory": {
+            "kind": sheet["kind"],
+            "capacity_bytes": int(gpu["memory_bytes"]),
+            "bandwidth_bytes_per_s": sheet["memory_bandwidth"],
+            "efficiency": round(min(1.0, notes["memory_efficiency"]), 4),
+        },
+        "compute": {
+            "peak_ops_per_s": {"w16a16": sheet["fp16"]},
+            "matrix_efficiency": round(min(1.0, notes["matrix_efficiency"]), 4),
+            "vector_ops_per_s": 66.9e12,
+        },
         "on_chip_bytes": 52428800,
         "sources": {
             "memory.capacity_bytes": "torch.cuda.get_device_properties on the device machine",
             "memory.bandwidth_bytes_per_s": "NVIDIA H100/H200 data sheet (SXM) peak",
             "memory.efficiency": f"measured: 2 GiB device-to-device copy at {mem_rate / 1e12:.2f} TB/s (read + write) "
-                                 "of the data-sheet peak (benchmarks/data/offload_device.json)",
+            "of the data-sheet peak (benchmarks/data/offload_device.json)",
             "compute.peak_ops_per_s": "NVIDIA H100/H200 data sheet: 989.4 TFLOPS dense fp16 tensor",
             "compute.matrix_efficiency": f"measured: 8192^3 fp16 GEMM at {gemm_rate / 1e12:.0f} TFLOP/s",
             "freq_hz": "NVIDIA H100 whitepaper: max boost 1,980 MHz (informative only)",
             "compute.vector_ops_per_s": "NVIDIA H100 data sheet (SXM5): 66.9 TFLOPS fp32 (informative only)",
-            "on_chip_bytes": "50 MB L2 (device KINDS.md; informative only)"},
+            "on_chip_bytes": "50 MB L2 (device KINDS.md; informative only)",
+        },
     }
     return "offload_device_gpu.yaml", spec, notes
 
@@ -93,8 +104,12 @@ def fit_cpu_attention(points: list[dict]) -> dict:
     coef = coef / scale
     pred = A @ coef
     err = float(np.max(np.abs(pred - y) / y))
-    return {"call_s": float(coef[0]), "per_head_s": float(coef[1]), "bytes_per_s": float(1.0 / coef[2]),
-            "max_rel_error": err}
+    return {
+        "call_s": float(coef[0]),
+        "per_head_s": float(coef[1]),
+        "bytes_per_s": float(1.0 / coef[2]),
+        "max_rel_error": err,
+    }
 
 
 def build(doc: dict) -> tuple[dict, dict | None, dict]:
@@ -120,12 +135,16 @@ def build(doc: dict) -> tuple[dict, dict | None, dict]:
     if "read_s" in d:
         read = max(d["bytes"] / d["read_s"], d["bytes"] / d["read_4threads_s"])
         write = d["bytes"] / d["write_s"]
-        disk_source = (f"{{measured}}: 1 GiB sequential file, {d.get('method')}, 64 MiB requests; capacity is the "
-                       "machine's 64 GiB disk; the link is not measured separately and set not to bind")
+        disk_source = (
+            f"{{measured}}: 1 GiB sequential file, {d.get('method')}, 64 MiB requests; capacity is the "
+            "machine's 64 GiB disk; the link is not measured separately and set not to bind"
+        )
     else:  # the lease ended before the disk was measured: no placement of this run uses it
         read, write = 2.0e9, 1.0e9
-        disk_source = ("assumption, not measured (the lease ended first): a generic NVMe drive, 2 GB/s read, "
-                       "1 GB/s write; no measured placement uses the disk")
+        disk_source = (
+            "assumption, not measured (the lease ended first): a generic NVMe drive, 2 GB/s read, "
+            "1 GB/s write; no measured placement uses the disk"
+        )
     when = env["date_utc"]
     measured = f"measured on the device machine {when} (benchmarks/data/offload_device.json)"
     plat = {
@@ -134,28 +153,46 @@ def build(doc: dict) -> tuple[dict, dict | None, dict]:
         "gpu": gpu_field,
         "gpu_reserved_bytes": 2147483648,
         "gpu_kernel_overhead_s": round(probe["seconds_per_layer"], 8),
-        "gpu_link": {"generation": gen, "lanes": lanes, "efficiency": round(h2d / raw, 4),
-                     "latency_s": round(lat, 8), "pageable_efficiency": round(h2d_pg / raw, 4)},
-        "host": {"cpu": env.get("cpu_model", "unknown"), "dram_bytes": int(env.get("mem_total_kb", 0)) * 1024,
-                 "dram_reserved_bytes": 8589934592, "dram_bandwidth_bytes_per_s": round(dram_bw, -6),
-                 "cpu_flops_per_s": round(cpu_flops, -6), "cpu_attention_efficiency": 0.5,
-                 "cpu_attention": {k: ca[k] for k in ("bytes_per_s", "call_s", "per_head_s")}},
-        "ssd": {"model": "device machine local disk", "count": 1, "capacity_bytes": 64 * 2 ** 30,
-                "read_bytes_per_s": round(read, -6), "write_bytes_per_s": round(write, -6), "latency_s": 1.0e-4,
-                "queue_depth": 4, "link": {"generation": 5, "lanes": 4, "efficiency": 1.0, "latency_s": 0.0}},
+        "gpu_link": {
+            "generation": gen,
+            "lanes": lanes,
+            "efficiency": round(h2d / raw, 4),
+            "latency_s": round(lat, 8),
+            "pageable_efficiency": round(h2d_pg / raw, 4),
+        },
+        "host": {
+            "cpu": env.get("cpu_model", "unknown"),
+            "dram_bytes": int(env.get("mem_total_kb", 0)) * 1024,
+            "dram_reserved_bytes": 8589934592,
+            "dram_bandwidth_bytes_per_s": round(dram_bw, -6),
+            "cpu_flops_per_s": round(cpu_flops, -6),
+            "cpu_attention_efficiency": 0.5,
+            "cpu_attention": {k: ca[k] for k in ("bytes_per_s", "call_s", "per_head_s")},
+        },
+        "ssd": {
+            "model": "device machine local disk",
+            "count": 1,
+            "capacity_bytes": 64 * 2**30,
+            "read_bytes_per_s": round(read, -6),
+            "write_bytes_per_s": round(write, -6),
+            "latency_s": 1.0e-4,
+            "queue_depth": 4,
+            "link": {"generation": 5, "lanes": 4, "efficiency": 1.0, "latency_s": 0.0},
+        },
         "compression": {
             "gpu_dequant_bandwidth_fraction": frac(comp["gpu_dequantize_s"], gbw),
             "gpu_quant_bandwidth_fraction": frac(comp["gpu_quantize_s"], gbw),
             "cpu_dequant_bandwidth_fraction": frac(comp["cpu_dequantize_s"], dram_bw),
-            "cpu_quant_bandwidth_fraction": frac(comp["cpu_quantize_s"], dram_bw)},
+            "cpu_quant_bandwidth_fraction": frac(comp["cpu_quantize_s"], dram_bw),
+        },
         "sources": {
             "gpu": "offload_device_gpu.yaml beside this file (relative path, resolved against this folder)",
             "gpu_reserved_bytes": "assumption: 2 GiB for the CUDA context and PyTorch allocator pools",
             "gpu_kernel_overhead_s": f"{measured}: seconds per layer of a decode layer with hidden 256, batch 1, "
-                                     "all on the GPU (launches + per-layer synchronisation)",
+            "all on the GPU (launches + per-layer synchronisation)",
             "gpu_link.generation": "nvidia-smi pcie.link.gen.max / width.max on the device machine",
             "gpu_link.efficiency": f"{measured}: 512 MiB pinned host->GPU copy at {h2d / 1e9:.1f} GB/s of "
-                                   f"{raw / 1e9:.1f} GB/s raw (GPU->host {d2h / 1e9:.1f} GB/s)",
+            f"{raw / 1e9:.1f} GB/s raw (GPU->host {d2h / 1e9:.1f} GB/s)",
             "gpu_link.pageable_efficiency": f"{measured}: pageable host->GPU copy at {h2d_pg / 1e9:.1f} GB/s",
             "gpu_link.latency_s": f"{measured}: a 4 KiB pinned copy less its bytes at the measured rate",
             "host.cpu": "/proc/cpuinfo on the device machine",
@@ -165,10 +202,10 @@ def build(doc: dict) -> tuple[dict, dict | None, dict]:
             "host.cpu_flops_per_s": f"{measured}: 2048^3 fp32 GEMM (torch, all threads)",
             "host.cpu_attention_efficiency": "unused: host.cpu_attention is measured",
             "host.cpu_attention": f"{measured}: least-squares fit over (batch, heads) (8, 32), (32, 16), (32, 32) "
-                                  f"x context {{512, 2048}} (head_dim 128), max error {ca['max_rel_error']:.0%}",
+            f"x context {{512, 2048}} (head_dim 128), max error {ca['max_rel_error']:.0%}",
             "ssd": disk_source.format(measured=measured),
             "compression": f"{measured}: torch 4-bit group-64 (de)compression of 64 Mi fp16 values; fraction = "
-                           "(packed + fp16 bytes) / time / (GPU data-sheet bandwidth or measured DRAM bandwidth)",
+            "(packed + fp16 bytes) / time / (GPU data-sheet bandwidth or measured DRAM bandwidth)",
         },
     }
     return plat, gpu_spec, {"cpu_attention_fit": ca, **notes}
@@ -180,8 +217,10 @@ def main() -> int:
     args = ap.parse_args()
     doc = json.loads(Path(args.json).read_text())
     plat, gpu_spec, notes = build(doc)
-    header = ("# Generated by benchmarks/offload_fit.py from benchmarks/data/offload_device.json (measured by\n"
-              "# benchmarks/offload_runner.py on the device machine); regenerate, do not edit.\n")
+    header = (
+        "# Generated by benchmarks/offload_fit.py from benchmarks/data/offload_device.json (measured by\n"
+        "# benchmarks/offload_runner.py on the device machine); regenerate, do not edit.\n"
+    )
     (DATA / "offload_device_platform.yaml").write_text(header + yaml.safe_dump(plat, sort_keys=False, width=120))
     if gpu_spec is not None:
         (DATA / "offload_device_gpu.yaml").write_text(header + yaml.safe_dump(gpu_spec, sort_keys=False, width=120))

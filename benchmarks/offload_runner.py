@@ -77,7 +77,7 @@ def fill_random(t: torch.Tensor, scale: float = 0.02) -> torch.Tensor:
     for i in range(0, flat.numel(), step):
         n = min(step, flat.numel() - i)
         src = torch.randn(n, device=DEV, dtype=torch.float32).mul_(scale).to(t.dtype)
-        flat[i:i + n].copy_(src)
+        flat[i : i + n].copy_(src)
     return t
 
 
@@ -151,9 +151,15 @@ def measure_gpu() -> dict:
     y = torch.empty_like(x)
     t_copy = timed(lambda: y.copy_(x), reps=10, warm=2)
     props = torch.cuda.get_device_properties(0)
-    return {"gemm_8192_fp16_s": t_gemm, "gemm_flops": 2.0 * n ** 3, "d2d_copy_s": t_copy,
-            "d2d_copy_bytes_moved": 2 * 2 * x.numel(), "name": props.name, "memory_bytes": props.total_memory,
-            "sm_count": props.multi_processor_count}
+    return {
+        "gemm_8192_fp16_s": t_gemm,
+        "gemm_flops": 2.0 * n**3,
+        "d2d_copy_s": t_copy,
+        "d2d_copy_bytes_moved": 2 * 2 * x.numel(),
+        "name": props.name,
+        "memory_bytes": props.total_memory,
+        "sm_count": props.multi_processor_count,
+    }
 
 
 def measure_host(nbytes: int) -> dict:
@@ -164,7 +170,7 @@ def measure_host(nbytes: int) -> dict:
     n = 2048
     a, b = torch.randn(n, n), torch.randn(n, n)
     t_mm = timed(lambda: a @ b, reps=5)
-    return {"copy_s": t_copy, "copy_bytes_moved": 2 * nbytes, "gemm_2048_fp32_s": t_mm, "gemm_flops": 2.0 * n ** 3}
+    return {"copy_s": t_copy, "copy_bytes_moved": 2 * nbytes, "gemm_2048_fp32_s": t_mm, "gemm_flops": 2.0 * n**3}
 
 
 def _aligned(nbytes: int) -> mmap.mmap:
@@ -244,8 +250,16 @@ def measure_cpu_attention(points) -> list[dict]:
         v = fill_random(torch.empty(ctx, bh, hd, dtype=F16), 1.0)
         q = torch.randn(bh, hd)
         t = timed(lambda: cpu_attention(q, k, v, ctx), reps=3)
-        out.append({"batch": batch, "heads": heads, "head_dim": hd, "context": ctx, "kv_bytes": 2 * k.numel() * 2,
-                    "seconds": t})
+        out.append(
+            {
+                "batch": batch,
+                "heads": heads,
+                "head_dim": hd,
+                "context": ctx,
+                "kv_bytes": 2 * k.numel() * 2,
+                "seconds": t,
+            }
+        )
     return out
 
 
@@ -273,8 +287,15 @@ class Model:
     def __init__(self, hidden: int, heads: int, ffn: int, layers: int, vocab: int) -> None:
         self.H, self.nh, self.F, self.L, self.V = hidden, heads, ffn, layers, vocab
         self.hd = hidden // heads
-        self.shapes = {"wq": (hidden, hidden), "wk": (hidden, hidden), "wv": (hidden, hidden), "wo": (hidden, hidden),
-                       "wg": (hidden, ffn), "wu": (hidden, ffn), "wd": (ffn, hidden)}
+        self.shapes = {
+            "wq": (hidden, hidden),
+            "wk": (hidden, hidden),
+            "wv": (hidden, hidden),
+            "wo": (hidden, hidden),
+            "wg": (hidden, ffn),
+            "wu": (hidden, ffn),
+            "wd": (ffn, hidden),
+        }
         # the home copy of every weight: pinned host memory (placements move shares to the GPU or to disk)
         self.host = [{n: fill_random(pinned(s)) for n, s in self.shapes.items()} for _ in range(layers)]
         self.host_q = None
@@ -315,9 +336,22 @@ def assign(shapes: dict, w_gpu: float, w_cpu: float) -> dict[str, str]:
 class Runner:
     """One placement of the model on the machine; `decode(tokens)` returns seconds per token."""
 
-    def __init__(self, m: Model, batch: int, prompt: int, gen: int, *, w_gpu: float, w_cpu: float, kv_gpu: bool,
-                 cpu_attention: bool = False, compress_w: bool = False, compress_kv: bool = False,
-                 pinned_host: bool = True, disk_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        m: Model,
+        batch: int,
+        prompt: int,
+        gen: int,
+        *,
+        w_gpu: float,
+        w_cpu: float,
+        kv_gpu: bool,
+        cpu_attention: bool = False,
+        compress_w: bool = False,
+        compress_kv: bool = False,
+        pinned_host: bool = True,
+        disk_dir: str | None = None,
+    ) -> None:
         self.m, self.B, self.prompt = m, batch, prompt
         self.ctx_max = prompt + gen + 4  # decode() runs gen timed tokens plus up to 3 warm-up tokens
         self.kv_gpu, self.cpu_attn, self.cw, self.ckv = kv_gpu, cpu_attention, compress_w, compress_kv
@@ -346,8 +380,9 @@ class Runner:
             self.gpu_w.append(g)
             self.home.append(h)
         if not pinned_host and CUDA:
-            assert not any(t.is_pinned() for hh in self.home for v in hh.values()
-                           for t in (v if isinstance(v, tuple) else (v,)))
+            assert not any(
+                t.is_pinned() for hh in self.home for v in hh.values() for t in (v if isinstance(v, tuple) else (v,))
+            )
         self.disk_names = [n for n in WEIGHTS if self.tier[n] == "disk"]
         self.fd = None
         if self.disk_names:
@@ -357,16 +392,24 @@ class Runner:
         off_names = [n for n in WEIGHTS if self.tier[n] != "gpu"]
         self.stage = [{n: torch.empty(m.shapes[n], dtype=F16, device=DEV) for n in off_names} for _ in range(3)]
         if compress_w:
-            self.stage_q = [{n: (torch.empty(self.home[0][n][0].shape, dtype=torch.uint8, device=DEV),
-                                 torch.empty(self.home[0][n][1].shape, dtype=F16, device=DEV))
-                             for n in off_names} for _ in range(3)]
+            self.stage_q = [
+                {
+                    n: (
+                        torch.empty(self.home[0][n][0].shape, dtype=torch.uint8, device=DEV),
+                        torch.empty(self.home[0][n][1].shape, dtype=F16, device=DEV),
+                    )
+                    for n in off_names
+                }
+                for _ in range(3)
+            ]
             self.deq = {n: torch.empty(m.shapes[n], dtype=F16, device=DEV) for n in WEIGHTS}
         # KV cache [ctx_max, B*heads, hd] per layer for K and V
         bh, hd = batch * m.nh, m.hd
         shape = (self.ctx_max, bh, hd)
         if kv_gpu:
-            self.kv = [[fill_random(torch.empty(shape, dtype=F16, device=DEV), 1.0) for _ in range(2)]
-                       for _ in range(L)]
+            self.kv = [
+                [fill_random(torch.empty(shape, dtype=F16, device=DEV), 1.0) for _ in range(2)] for _ in range(L)
+            ]
         elif compress_kv:
             self.kvq = []
             for _ in range(L):
@@ -378,9 +421,16 @@ class Runner:
                     hs.view(-1).copy_(s)
                     kvs.append((hp, hs))
                 self.kvq.append(kvs)
-            self.kv_stage_q = [[(torch.empty((self.ctx_max, bh, hd // 2), dtype=torch.uint8, device=DEV),
-                                 torch.empty((self.ctx_max, bh, hd // GROUP), dtype=F16, device=DEV))
-                                for _ in range(2)] for _ in range(3)]
+            self.kv_stage_q = [
+                [
+                    (
+                        torch.empty((self.ctx_max, bh, hd // 2), dtype=torch.uint8, device=DEV),
+                        torch.empty((self.ctx_max, bh, hd // GROUP), dtype=F16, device=DEV),
+                    )
+                    for _ in range(2)
+                ]
+                for _ in range(3)
+            ]
             self.kv_stage = [[torch.empty(shape, dtype=F16, device=DEV) for _ in range(2)] for _ in range(3)]
         else:
             self.kv_host = [[fill_random(pinned(shape), 1.0) for _ in range(2)] for _ in range(L)]
@@ -508,10 +558,10 @@ class Runner:
                     K, V = self.kv_stage[slot]
                 K[ctx].copy_(k.view(bh, m.hd))
                 V[ctx].copy_(v.view(bh, m.hd))
-                kk = K[:ctx + 1].permute(1, 2, 0)  # [BH, hd, ctx+1]
+                kk = K[: ctx + 1].permute(1, 2, 0)  # [BH, hd, ctx+1]
                 sc = torch.bmm(q.view(bh, 1, m.hd), kk).mul_(1.0 / math.sqrt(m.hd))
                 p = torch.softmax(sc.float(), -1).to(F16)
-                o = torch.bmm(p, V[:ctx + 1].permute(1, 0, 2))
+                o = torch.bmm(p, V[: ctx + 1].permute(1, 0, 2))
                 if self.ckv:  # the new rows, compressed for the host cache (stored next step)
                     self._keep = getattr(self, "new_q", None)  # in use by the store stream until the next sync
                     self.new_q = [quantize(t[ctx]) for t in (K, V)]
@@ -589,23 +639,37 @@ PLACEMENTS = [  # name, keyword arguments of Runner (most informative first: a l
 
 
 def environment() -> dict:
-    env = {"python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda,
-           "host": platform.node(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-           "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-           "command": " ".join([os.path.basename(sys.executable)] + sys.argv)}
+    env = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+    }
     with contextlib.suppress(Exception):
         env["cpu_model"] = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
     with contextlib.suppress(Exception):
         env["mem_total_kb"] = int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")))
     with contextlib.suppress(Exception):
-        env["nvidia_smi"] = subprocess.run(["nvidia-smi", "--query-gpu=name,pcie.link.gen.current,"
-                                            "pcie.link.width.current,"
-                                            "pcie.link.gen.max,pcie.link.width.max,clocks.sm,clocks.mem,driver_version",
-                                            "--format=csv,noheader"], capture_output=True, text=True,
-                                           timeout=20).stdout.strip()
+        env["nvidia_smi"] = subprocess.run(
+            [
+                "nvidia-smi",
+                "--query-gpu=name,pcie.link.gen.current,"
+                "pcie.link.width.current,"
+                "pcie.link.gen.max,pcie.link.width.max,clocks.sm,clocks.mem,driver_version",
+                "--format=csv,noheader",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        ).stdout.strip()
     with contextlib.suppress(Exception):
-        env["nvidia_topo"] = subprocess.run(["nvidia-smi", "topo", "-m"], capture_output=True, text=True,
-                                            timeout=20).stdout.strip()
+        env["nvidia_topo"] = subprocess.run(
+            ["nvidia-smi", "topo", "-m"], capture_output=True, text=True, timeout=20
+        ).stdout.strip()
     with contextlib.suppress(Exception):
         env["df"] = subprocess.run(["df", "-hT", "/tmp"], capture_output=True, text=True, timeout=20).stdout.strip()
     return env
@@ -626,15 +690,21 @@ def main() -> int:
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (a CPU-only check of the code paths)")
     ap.add_argument("--disk-dir", default="/tmp")
     ap.add_argument("--only", default=None, help="comma-separated placement names")
-    ap.add_argument("--cpu-only", action="store_true",
-                    help="only the host's measurements (CPU attention grid, CPU (de)compression, DRAM copy, CPU GEMM):"
-                         " for a machine without a GPU")
+    ap.add_argument(
+        "--cpu-only",
+        action="store_true",
+        help="only the host's measurements (CPU attention grid, CPU (de)compression, DRAM copy, CPU GEMM):"
+        " for a machine without a GPU",
+    )
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     smoke = args.smoke
     # Llama-2-7B layer shapes, 8 layers (the per-layer behaviour is what is measured; 8 layers keep it in budget)
-    dims = dict(hidden=256, heads=2, ffn=512, layers=3, vocab=1000) if smoke else \
-        dict(hidden=4096, heads=32, ffn=11008, layers=8, vocab=32000)
+    dims = (
+        dict(hidden=256, heads=2, ffn=512, layers=3, vocab=1000)
+        if smoke
+        else dict(hidden=4096, heads=32, ffn=11008, layers=8, vocab=32000)
+    )
     wl = dict(batch=4, prompt=64, gen=3) if smoke else dict(batch=32, prompt=1024, gen=6)
     doc: dict = {"environment": environment(), "model": dims, "workload": wl, "group_size": GROUP}
     t0 = time.perf_counter()
@@ -647,15 +717,18 @@ def main() -> int:
         doc.update(links=links, runs=[], elapsed_s=time.perf_counter() - t0)
         path = _save(args.out, doc)
         for p in links["cpu_attention"]:
-            print(f"  CPU attention batch {p['batch']:3d} heads {p['heads']:3d} context {p['context']:5d}: "
-                  f"{p['seconds'] * 1e3:8.2f} ms")
+            print(
+                f"  CPU attention batch {p['batch']:3d} heads {p['heads']:3d} context {p['context']:5d}: "
+                f"{p['seconds'] * 1e3:8.2f} ms"
+            )
         print(f"wrote {path}")
         return 0
     links["copies"] = measure_copies(16 << 20 if smoke else 512 << 20)
     links["gpu"] = measure_gpu()
     links["host"] = measure_host((16 << 20) if smoke else (1 << 30))
-    cpu_pts = [(2, 2, 128, 64)] if smoke else [(b, h, 128, c) for b, h in ((8, 32), (32, 16), (32, 32))
-                                                for c in (512, 2048)]
+    cpu_pts = (
+        [(2, 2, 128, 64)] if smoke else [(b, h, 128, c) for b, h in ((8, 32), (32, 16), (32, 32)) for c in (512, 2048)]
+    )
     links["cpu_attention"] = measure_cpu_attention(cpu_pts)
     links["compression"] = measure_compression((1 << 16) if smoke else (1 << 26))
     print(f"links measured in {time.perf_counter() - t0:.1f} s", flush=True)
@@ -663,13 +736,22 @@ def main() -> int:
     # per-layer overhead: the same loop with negligible arithmetic (all on the GPU)
     tiny = Model(hidden=256, heads=2, ffn=512, layers=8, vocab=256)
     runs = []
-    for name, kw in (("overhead-probe", dict(w_gpu=1, w_cpu=0, kv_gpu=True)),
-                     ("overhead-probe-q4", dict(w_gpu=1, w_cpu=0, kv_gpu=True, compress_w=True)),
-                     ("overhead-probe-kvcpu", dict(w_gpu=1, w_cpu=0, kv_gpu=False))):
+    for name, kw in (
+        ("overhead-probe", dict(w_gpu=1, w_cpu=0, kv_gpu=True)),
+        ("overhead-probe-q4", dict(w_gpu=1, w_cpu=0, kv_gpu=True, compress_w=True)),
+        ("overhead-probe-kvcpu", dict(w_gpu=1, w_cpu=0, kv_gpu=False)),
+    ):
         r = Runner(tiny, 1, 64, 20, **kw)
         res = r.decode(20, warm=2)
-        res.update(name=name, placement=kw, seconds_per_layer=res["seconds_per_token"] / tiny.L, batch=1,
-                   prompt=64, model=dict(hidden=256, heads=2, ffn=512, layers=8, vocab=256), tiers=r.tier)
+        res.update(
+            name=name,
+            placement=kw,
+            seconds_per_layer=res["seconds_per_token"] / tiny.L,
+            batch=1,
+            prompt=64,
+            model=dict(hidden=256, heads=2, ffn=512, layers=8, vocab=256),
+            tiers=r.tier,
+        )
         runs.append(res)
         r.close()
         del r
@@ -680,18 +762,29 @@ def main() -> int:
         if only and name not in only:
             continue
         if name == "w50disk":  # the disk last: the least certain part of a short lease
-            links["disk"] = measure_disk(os.path.join(args.disk_dir, "offload_runner_disk.bin"),
-                                         (32 << 20) if smoke else (1 << 30), block=(8 << 20) if smoke else (64 << 20))
+            links["disk"] = measure_disk(
+                os.path.join(args.disk_dir, "offload_runner_disk.bin"),
+                (32 << 20) if smoke else (1 << 30),
+                block=(8 << 20) if smoke else (64 << 20),
+            )
             _save(args.out, {**doc, "links": links, "runs": runs, "partial": True})
         t = time.perf_counter()
         try:
             r = Runner(m, wl["batch"], wl["prompt"], wl["gen"], disk_dir=args.disk_dir, **kw)
             res = r.decode(2 if r.disk_names else wl["gen"])
             res.update(disk_method=getattr(r, "disk_method", None))
-            res.update(name=name, placement=kw, tiers=r.tier, batch=wl["batch"], prompt=wl["prompt"],
-                       layer_weight_bytes=m.layer_bytes(),
-                       w_bytes_by_tier={tier: sum(math.prod(m.shapes[n]) * 2 for n in WEIGHTS if r.tier[n] == tier)
-                                        for tier in ("gpu", "cpu", "disk")})
+            res.update(
+                name=name,
+                placement=kw,
+                tiers=r.tier,
+                batch=wl["batch"],
+                prompt=wl["prompt"],
+                layer_weight_bytes=m.layer_bytes(),
+                w_bytes_by_tier={
+                    tier: sum(math.prod(m.shapes[n]) * 2 for n in WEIGHTS if r.tier[n] == tier)
+                    for tier in ("gpu", "cpu", "disk")
+                },
+            )
             r.close()
             del r
         except Exception as exc:  # one placement failing must not lose the others
@@ -699,8 +792,11 @@ def main() -> int:
         res["setup_and_run_s"] = time.perf_counter() - t
         runs.append(res)
         _save(args.out, {**doc, "links": links, "runs": runs, "partial": True})
-        print(f"{name:20s} {res.get('seconds_per_token', float('nan')) * 1e3:9.2f} ms/token "
-              f"({res['setup_and_run_s']:.1f} s) {res.get('error', '')}", flush=True)
+        print(
+            f"{name:20s} {res.get('seconds_per_token', float('nan')) * 1e3:9.2f} ms/token "
+            f"({res['setup_and_run_s']:.1f} s) {res.get('error', '')}",
+            flush=True,
+        )
         if CUDA:
             torch.cuda.empty_cache()
     doc["links"], doc["runs"] = links, runs
@@ -708,14 +804,18 @@ def main() -> int:
     path = _save(args.out, doc)
     c = links["copies"]
     gb = c["bytes"] / 1e9
-    print(f"\nH2D pinned {gb / c['h2d_pinned_s']:.1f} GB/s, pageable {gb / c['h2d_pageable_s']:.1f}; D2H pinned "
-          f"{gb / c['d2h_pinned_s']:.1f}, pageable {gb / c['d2h_pageable_s']:.1f}; "
-          f"duplex {2 * gb / c['duplex_pinned_s']:.1f}"
-          f"; 4 KiB H2D {c['h2d_pinned_4KiB_s'] * 1e6:.1f} us")
+    print(
+        f"\nH2D pinned {gb / c['h2d_pinned_s']:.1f} GB/s, pageable {gb / c['h2d_pageable_s']:.1f}; D2H pinned "
+        f"{gb / c['d2h_pinned_s']:.1f}, pageable {gb / c['d2h_pageable_s']:.1f}; "
+        f"duplex {2 * gb / c['duplex_pinned_s']:.1f}"
+        f"; 4 KiB H2D {c['h2d_pinned_4KiB_s'] * 1e6:.1f} us"
+    )
     d = links.get("disk", {})
     if "read_s" in d:
-        print(f"disk ({d.get('method')}): write {d['bytes'] / d['write_s'] / 1e9:.2f} GB/s, read "
-              f"{d['bytes'] / d['read_s'] / 1e9:.2f} GB/s, 4 threads {d['bytes'] / d['read_4threads_s'] / 1e9:.2f}")
+        print(
+            f"disk ({d.get('method')}): write {d['bytes'] / d['write_s'] / 1e9:.2f} GB/s, read "
+            f"{d['bytes'] / d['read_s'] / 1e9:.2f} GB/s, 4 threads {d['bytes'] / d['read_4threads_s'] / 1e9:.2f}"
+        )
     for r in runs:
         print(f"  {r['name']:22s} {r.get('seconds_per_token', float('nan')) * 1e3:9.3f} ms/token")
     print(f"wrote {path} ({doc['elapsed_s']:.0f} s)")

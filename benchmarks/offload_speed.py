@@ -19,8 +19,7 @@ GOAL_S = 30.0
 
 def main() -> int:
     wl = Workload.make("opt-13b", batch=64, prompt_len=1024, gen_len=1024)
-    print(f"{wl.model.name}, batch {wl.batch}, prompt {wl.prompt_len}, gen {wl.gen_len} "
-          f"(goal: simpy < {GOAL_S:.0f} s)")
+    print(f"{wl.model.name}, batch {wl.batch}, prompt {wl.prompt_len}, gen {wl.gen_len} (goal: simpy < {GOAL_S:.0f} s)")
     t = time.perf_counter()
     found = search_flexgen(get_platform("a6000-ssd"), wl)
     print(f"  FlexGen LP search: {time.perf_counter() - t:.2f} s ({found.candidates} LPs) -> {found.policy.label()}")
@@ -34,8 +33,10 @@ def main() -> int:
         ana = analyze(plat, wl, pol)
         t_ana = time.perf_counter() - t
         verdict = "ok" if t_sim < GOAL_S else "SLOW"
-        print(f"  {kind:9s} on {plat_name}: simpy {t_sim:6.2f} s ({res.events} events, {res.throughput_tok_s:.1f} "
-              f"tok/s) [{verdict}], analytical {t_ana:5.2f} s ({ana.throughput_tok_s:.1f} tok/s)")
+        print(
+            f"  {kind:9s} on {plat_name}: simpy {t_sim:6.2f} s ({res.events} events, {res.throughput_tok_s:.1f} "
+            f"tok/s) [{verdict}], analytical {t_ana:5.2f} s ({ana.throughput_tok_s:.1f} tok/s)"
+        )
     return 0
 
 

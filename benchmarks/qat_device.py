@@ -81,25 +81,37 @@ def pack(out: Path, kjv: Path, train_windows: int, heldout_tokens: int) -> None:
             mine = _dequant(torch.from_numpy(raw.view(np.uint8).copy()), kind, shape).numpy()
             if not np.array_equal(ref.astype(np.float32), mine):
                 raise SystemExit(f"dequantization of {t.name} differs from gguf's")
-        part = "a" if t.name.startswith("token_embd") or not t.name.startswith("blk.") or \
-            int(t.name.split(".")[1]) < 9 else "b"
+        part = (
+            "a"
+            if t.name.startswith("token_embd") or not t.name.startswith("blk.") or int(t.name.split(".")[1]) < 9
+            else "b"
+        )
         parts[part][t.name] = raw
         meta["tensors"][t.name] = {"type": kind, "shape": shape, "part": part}
     c = model.cfg
-    meta["config"] = {"n_layers": c.n_layers, "d_model": c.d_model, "n_heads": c.n_heads, "n_kv_heads": c.n_kv_heads,
-                      "d_ff": c.d_ff, "vocab_size": c.vocab_size, "rope_theta": c.rope_theta,
-                      "norm_eps": c.norm_eps, "max_seq_len": c.max_seq_len}
+    meta["config"] = {
+        "n_layers": c.n_layers,
+        "d_model": c.d_model,
+        "n_heads": c.n_heads,
+        "n_kv_heads": c.n_kv_heads,
+        "d_ff": c.d_ff,
+        "vocab_size": c.vocab_size,
+        "rope_theta": c.rope_theta,
+        "norm_eps": c.norm_eps,
+        "max_seq_len": c.max_seq_len,
+    }
     wt = tok.encode(read_wikitext2("test"))
     kj = tok.encode(_kjv_text(kjv))[:heldout_tokens]
     wins, prov = calibration_windows(tok, train_windows, SEQ, seed=0)
-    toks = {"wikitext2_test": np.array(wt, np.int32), "kjv": np.array(kj, np.int32),
-            "train": np.array(wins, np.int32)}
+    toks = {"wikitext2_test": np.array(wt, np.int32), "kjv": np.array(kj, np.int32), "train": np.array(wins, np.int32)}
     with torch.no_grad():
         x = torch.tensor([[tok.bos_id, *wt[:SEQ]]])
         ref_nll = float(torch.nn.functional.cross_entropy(model(x)[0, :-1], x[0, 1:], reduction="sum"))
-    meta["texts"] = {"wikitext2_test": {"source": "shared/data/wikitext-2/test.txt (whole split)", "tokens": len(wt)},
-                     "kjv": {"source": KJV_SOURCE, "tokens": len(kj), "note": "first tokens of the text"},
-                     "train": prov}
+    meta["texts"] = {
+        "wikitext2_test": {"source": "shared/data/wikitext-2/test.txt (whole split)", "tokens": len(wt)},
+        "kjv": {"source": KJV_SOURCE, "tokens": len(kj), "note": "first tokens of the text"},
+        "train": prov,
+    }
     meta["bos_id"] = tok.bos_id
     meta["check"] = {"window0_nll_cpu_fp32": ref_nll}
     for p in ("a", "b"):
@@ -134,9 +146,17 @@ def _dequant(raw, kind: str, shape: list[int]):
     raise SystemExit(f"tensor type {kind} not handled")
 
 
-_MAP = {"attn_q": "attn.q_proj", "attn_k": "attn.k_proj", "attn_v": "attn.v_proj", "attn_output": "attn.o_proj",
-        "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj", "attn_norm": "attn_norm",
-        "ffn_norm": "ffn_norm"}
+_MAP = {
+    "attn_q": "attn.q_proj",
+    "attn_k": "attn.k_proj",
+    "attn_v": "attn.v_proj",
+    "attn_output": "attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+    "attn_norm": "attn_norm",
+    "ffn_norm": "ffn_norm",
+}
 
 
 def load_model(pack_dir: Path):
@@ -146,15 +166,20 @@ def load_model(pack_dir: Path):
     from models.llama import Llama, LlamaConfig
 
     meta = json.loads((pack_dir / "a" / "meta.json").read_text())
-    raw = {**load_file(str(pack_dir / "a" / "weights.safetensors")),
-           **load_file(str(pack_dir / "b" / "weights.safetensors"))}
+    raw = {
+        **load_file(str(pack_dir / "a" / "weights.safetensors")),
+        **load_file(str(pack_dir / "b" / "weights.safetensors")),
+    }
     cfg = LlamaConfig(**meta["config"], tie_embeddings=True)
     model = Llama(cfg)
     sd = {}
     for name, info in meta["tensors"].items():
         t = raw[name]
-        w = t.float().reshape(info["shape"][-1]) if info["type"] == "F32" else \
-            _dequant(t.view(torch.uint8).reshape(-1), info["type"], info["shape"])
+        w = (
+            t.float().reshape(info["shape"][-1])
+            if info["type"] == "F32"
+            else _dequant(t.view(torch.uint8).reshape(-1), info["type"], info["shape"])
+        )
         if name.endswith("attn_q.weight") or name.endswith("attn_k.weight"):
             nh = cfg.n_heads if "attn_q" in name else cfg.n_kv_heads
             r, c = w.shape
@@ -231,10 +256,16 @@ def run(pack_dir: Path, out: Path, budget_s: float, only: str | None) -> None:
     train = toks["train"]
     cal = Calibration(tuple(tuple(r) for r in train.tolist()), meta["texts"]["train"])
     dev_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-    doc = {"device": dev_name, "torch": torch.__version__, "command": " ".join(sys.argv),
-           "command_env": {k: v for k, v in os.environ.items() if k.startswith("QAT_")},
-           "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "texts": meta["texts"],
-           "protocol": f"non-overlapping windows of BOS + {SEQ} tokens, fp32 evaluation (TF32 off)", "rows": []}
+    doc = {
+        "device": dev_name,
+        "torch": torch.__version__,
+        "command": " ".join(sys.argv),
+        "command_env": {k: v for k, v in os.environ.items() if k.startswith("QAT_")},
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "texts": meta["texts"],
+        "protocol": f"non-overlapping windows of BOS + {SEQ} tokens, fp32 evaluation (TF32 off)",
+        "rows": [],
+    }
 
     def save() -> None:
         (out / "quality_device.json").write_text(json.dumps(doc, indent=1))
@@ -252,18 +283,25 @@ def run(pack_dir: Path, out: Path, budget_s: float, only: str | None) -> None:
         ppl = {k: perplexity(model, w) for k, w in texts.items()}
         if label == "baseline":
             ref.update(ppl)
-        row = {"label": label, "scheme": scheme.label if scheme else "-", "scheme_fields":
-               dataclasses.asdict(scheme) if scheme else None, "method": method,
-               "ppl": {k: round(v, 4) for k, v in ppl.items()},
-               "ratio": {k: round(v / ref[k], 4) for k, v in ppl.items()},
-               "device_seconds": {**seconds, "eval": round(time.time() - t0, 1)},
-               "elapsed_s": round(time.time() - t_start, 1)}
+        row = {
+            "label": label,
+            "scheme": scheme.label if scheme else "-",
+            "scheme_fields": dataclasses.asdict(scheme) if scheme else None,
+            "method": method,
+            "ppl": {k: round(v, 4) for k, v in ppl.items()},
+            "ratio": {k: round(v / ref[k], 4) for k, v in ppl.items()},
+            "device_seconds": {**seconds, "eval": round(time.time() - t0, 1)},
+            "elapsed_s": round(time.time() - t_start, 1),
+        }
         if extra:
             row.update(extra)
         doc["rows"].append(row)
         save()
-        print(f"{label:58s} wt2 {ppl['wikitext2']:9.3f} ({row['ratio']['wikitext2']:7.3f})  kjv {ppl['kjv']:9.3f} "
-              f"({row['ratio']['kjv']:7.3f})  {row['device_seconds']}  t={row['elapsed_s']}", flush=True)
+        print(
+            f"{label:58s} wt2 {ppl['wikitext2']:9.3f} ({row['ratio']['wikitext2']:7.3f})  kjv {ppl['kjv']:9.3f} "
+            f"({row['ratio']['kjv']:7.3f})  {row['device_seconds']}  t={row['elapsed_s']}",
+            flush=True,
+        )
         return row
 
     def left() -> float:
@@ -271,7 +309,7 @@ def run(pack_dir: Path, out: Path, budget_s: float, only: str | None) -> None:
 
     evaluate(base, "baseline", CompressionScheme(name="fp16"), "-", {})
     S = CompressionScheme
-    want = (lambda name: only is None or name in only.split(","))
+    want = lambda name: only is None or name in only.split(",")
 
     if want("kv"):
         m = copy.deepcopy(base)
@@ -280,13 +318,17 @@ def run(pack_dir: Path, out: Path, budget_s: float, only: str | None) -> None:
 
     def kv_variants():
         s70 = S(name="mustafar70", kv_sparsity=0.7, kv_dense_recent=32)
-        variants = [("magnitude per token (Mustafar)", {}),
-                    ("+ 4 dense sinks", {"sink": 4}),
-                    ("output-aware + 4 sinks", {"selection": "output_aware", "sink": 4}),
-                    ("K channel-wise + 4 sinks", {"k_granularity": "channel", "sink": 4}),
-                    ("per-layer allocation + 4 sinks", {"allocation": "sensitivity", "sink": 4}),
-                    ("output-aware + per-layer + 4 sinks", {"selection": "output_aware", "allocation": "sensitivity",
-                                                            "sink": 4})]
+        variants = [
+            ("magnitude per token (Mustafar)", {}),
+            ("+ 4 dense sinks", {"sink": 4}),
+            ("output-aware + 4 sinks", {"selection": "output_aware", "sink": 4}),
+            ("K channel-wise + 4 sinks", {"k_granularity": "channel", "sink": 4}),
+            ("per-layer allocation + 4 sinks", {"allocation": "sensitivity", "sink": 4}),
+            (
+                "output-aware + per-layer + 4 sinks",
+                {"selection": "output_aware", "allocation": "sensitivity", "sink": 4},
+            ),
+        ]
         for name, kw in variants:
             if left() < 30:
                 break
@@ -295,11 +337,19 @@ def run(pack_dir: Path, out: Path, budget_s: float, only: str | None) -> None:
             rep = quantize(m, KVBitmapConfig(0.7, dense_recent=32, calib_windows=8, **kw), calibration=cal)[0]
             tq = round(time.time() - t0, 1)
             st = kv_statistics(m, list(cal.windows[-4:]), s70)
-            evaluate(m, f"KV bitmap 70%: {name}", s70, "kv_bitmap", {"calibrate": tq},
-                     {"config": {k: v for k, v in rep.items() if k != "allocation_detail"},
-                      "kv_bytes_per_token_per_head": st["mean_bytes_per_token_per_head"],
-                      "kv_mean_density": st["mean_density"],
-                      "kept_per_layer": rep.get("allocation_detail", {}).get("kept_per_layer")})
+            evaluate(
+                m,
+                f"KV bitmap 70%: {name}",
+                s70,
+                "kv_bitmap",
+                {"calibrate": tq},
+                {
+                    "config": {k: v for k, v in rep.items() if k != "allocation_detail"},
+                    "kv_bytes_per_token_per_head": st["mean_bytes_per_token_per_head"],
+                    "kv_mean_density": st["mean_density"],
+                    "kept_per_layer": rep.get("allocation_detail", {}).get("kept_per_layer"),
+                },
+            )
             del m
 
     def qat_pipeline(label: str, scheme: S, cfg: QATConfig, extras: list[tuple[str, S, list]]):
@@ -310,8 +360,9 @@ def run(pack_dir: Path, out: Path, budget_s: float, only: str | None) -> None:
         except Exception as exc:  # noqa: BLE001 - recorded, not hidden
             import traceback
 
-            doc["rows"].append({"label": label, "error": f"{type(exc).__name__}: {exc}",
-                                "traceback": traceback.format_exc()[-2000:]})
+            doc["rows"].append(
+                {"label": label, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-2000:]}
+            )
             save()
             print(f"{label}: FAILED {type(exc).__name__}: {exc}", flush=True)
 
@@ -326,8 +377,13 @@ def run(pack_dir: Path, out: Path, budget_s: float, only: str | None) -> None:
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t_init = round(time.time() - t0, 1)
-        evaluate(m, f"{label}: {init_rep.get('method', 'init')} init only", scheme, init_rep.get("method", "init"),
-                 {"init": t_init})
+        evaluate(
+            m,
+            f"{label}: {init_rep.get('method', 'init')} init only",
+            scheme,
+            init_rep.get("method", "init"),
+            {"init": t_init},
+        )
         prepare_student(m)
         t0 = time.time()
         blocks = block_reconstruct(m, teacher, ids[: cfg.block_windows], cfg, gen) if cfg.block_steps else []
@@ -338,14 +394,20 @@ def run(pack_dir: Path, out: Path, budget_s: float, only: str | None) -> None:
         t_e2e = round(time.time() - t0, 1)
         freeze(m)
         k = max(1, len(losses) // 10)
-        info = {"qat": {k2: v for k2, v in dataclasses.asdict(cfg).items()},
-                "kd_loss_first": sum(losses[:k]) / k if losses else None,
-                "kd_loss_last": sum(losses[-k:]) / k if losses else None,
-                "kd_loss_curve": [round(sum(losses[i : i + k]) / len(losses[i : i + k]), 4)
-                                  for i in range(0, len(losses), k)],
-                "block_losses": blocks, "end_to_end_validation": val_info,
-                "tokens_seen": {"block": cfg.block_steps * cfg.batch * SEQ * len(m.blocks),
-                                "end_to_end": cfg.steps * cfg.batch * SEQ}}
+        info = {
+            "qat": {k2: v for k2, v in dataclasses.asdict(cfg).items()},
+            "kd_loss_first": sum(losses[:k]) / k if losses else None,
+            "kd_loss_last": sum(losses[-k:]) / k if losses else None,
+            "kd_loss_curve": [
+                round(sum(losses[i : i + k]) / len(losses[i : i + k]), 4) for i in range(0, len(losses), k)
+            ],
+            "block_losses": blocks,
+            "end_to_end_validation": val_info,
+            "tokens_seen": {
+                "block": cfg.block_steps * cfg.batch * SEQ * len(m.blocks),
+                "end_to_end": cfg.steps * cfg.batch * SEQ,
+            },
+        }
         secs = {"init": t_init, "block": t_block, "end_to_end": t_e2e}
         evaluate(m, f"{label}: QAT/KD", scheme, "qat", secs, info)
         for xl, xs, cfgs in extras:
@@ -357,28 +419,59 @@ def run(pack_dir: Path, out: Path, budget_s: float, only: str | None) -> None:
         del m, teacher
 
     w2 = S(name="w2g64", weight_bits=2, weight_group_size=64)
-    acc = S(name="accllm", weight_bits=2, weight_group_size=64, weight_pruning="2:4", act_bits=8, kv_bits=4,
-            kv_group_size=64, kv_dense_recent=32, attn_sink=4, attn_window=2048)
-    common = dict(gptq_windows=128, block_steps=int(os.environ.get("QAT_BLOCK_STEPS", 100)), block_windows=256,
-                  steps=int(os.environ.get("QAT_STEPS", 600)), batch=8, seed=0)
+    acc = S(
+        name="accllm",
+        weight_bits=2,
+        weight_group_size=64,
+        weight_pruning="2:4",
+        act_bits=8,
+        kv_bits=4,
+        kv_group_size=64,
+        kv_dense_recent=32,
+        attn_sink=4,
+        attn_window=2048,
+    )
+    common = dict(
+        gptq_windows=128,
+        block_steps=int(os.environ.get("QAT_BLOCK_STEPS", 100)),
+        block_windows=256,
+        steps=int(os.environ.get("QAT_STEPS", 600)),
+        batch=8,
+        seed=0,
+    )
     if small:
         common.update(gptq_windows=4, block_windows=4, batch=2)
     kv4 = KV4Config(bits=4, group_size=64, dense_recent=32)
     if want("w2") and left() > 100:
-        qat_pipeline("W2 g64", w2, QATConfig(bits=2, group_size=64, **common),
-                     [("W2A8KV4 g64 (QAT weights + A8 + KV4)", S(name="w2a8kv4", weight_bits=2, weight_group_size=64,
-                                                                act_bits=8, kv_bits=4, kv_dense_recent=32),
-                       [A8Config(), kv4])])
+        qat_pipeline(
+            "W2 g64",
+            w2,
+            QATConfig(bits=2, group_size=64, **common),
+            [
+                (
+                    "W2A8KV4 g64 (QAT weights + A8 + KV4)",
+                    S(name="w2a8kv4", weight_bits=2, weight_group_size=64, act_bits=8, kv_bits=4, kv_dense_recent=32),
+                    [A8Config(), kv4],
+                )
+            ],
+        )
     if want("kv"):
         kv_variants()
     if want("acc") and left() > 100:
-        qat_pipeline("2:4 + W2 g64", w2.replace(name="2:4+w2g64", weight_pruning="2:4"),
-                     QATConfig(bits=2, group_size=64, pruning="2:4", **common),
-                     [("accllm: 2:4 + W2A8KV4 + Λ4+2048 (QAT weights)", acc,
-                       [A8Config(), kv4, LambdaConfig(sink=4, window=2048)])])
+        qat_pipeline(
+            "2:4 + W2 g64",
+            w2.replace(name="2:4+w2g64", weight_pruning="2:4"),
+            QATConfig(bits=2, group_size=64, pruning="2:4", **common),
+            [
+                (
+                    "accllm: 2:4 + W2A8KV4 + Λ4+2048 (QAT weights)",
+                    acc,
+                    [A8Config(), kv4, LambdaConfig(sink=4, window=2048)],
+                )
+            ],
+        )
     if want("24") and left() > 90:
-        qat_pipeline("2:4", S(name="2:4", weight_pruning="2:4"),
-                     QATConfig(bits=16, pruning="2:4", **common), [])
+        qat_pipeline("2:4", S(name="2:4", weight_pruning="2:4"), QATConfig(bits=16, pruning="2:4", **common), [])
     doc["total_s"] = round(time.time() - t_start, 1)
     save()
     print(f"done in {doc['total_s']} s", flush=True)

@@ -53,11 +53,29 @@ def tiny_spec(num_layers: int = 2):
     from base.specio import from_mapping
     from models.spec import ModelSpec
 
-    return from_mapping(ModelSpec, dict(
-        name="tiny-llama", family="llama", num_layers=num_layers, hidden_size=64, num_heads=2, num_kv_heads=1,
-        head_dim=32, ffn_hidden_size=128, ffn_type="swiglu", vocab_size=256, max_position_embeddings=512,
-        norm="rmsnorm", norm_eps=1e-5, positional="rope", rope_theta=10000.0, tied_embeddings=True,
-        source="benchmarks/robustness.py: a random model for artifact tests"), "tiny")
+    return from_mapping(
+        ModelSpec,
+        dict(
+            name="tiny-llama",
+            family="llama",
+            num_layers=num_layers,
+            hidden_size=64,
+            num_heads=2,
+            num_kv_heads=1,
+            head_dim=32,
+            ffn_hidden_size=128,
+            ffn_type="swiglu",
+            vocab_size=256,
+            max_position_embeddings=512,
+            norm="rmsnorm",
+            norm_eps=1e-5,
+            positional="rope",
+            rope_theta=10000.0,
+            tied_embeddings=True,
+            source="benchmarks/robustness.py: a random model for artifact tests",
+        ),
+        "tiny",
+    )
 
 
 def write_tiny_artifact(out: Path, scheme_name: str, seed: int = 0) -> Path:
@@ -76,8 +94,10 @@ def write_tiny_artifact(out: Path, scheme_name: str, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = Llama(LlamaConfig.from_spec(spec))
     g = torch.Generator().manual_seed(seed)
-    calib = Calibration(tuple(tuple(torch.randint(0, spec.vocab_size, (64,), generator=g).tolist())
-                              for _ in range(2)), {"source": "random token ids (robustness benchmark)"})
+    calib = Calibration(
+        tuple(tuple(torch.randint(0, spec.vocab_size, (64,), generator=g).tolist()) for _ in range(2)),
+        {"source": "random token ids (robustness benchmark)"},
+    )
     for cfg in configs_for_scheme(scheme, weight_method="rtn"):
         quantize(model, cfg, calibration=calib)
     kv = kv_statistics(model, list(calib.windows), scheme)
@@ -110,12 +130,48 @@ def _set(obj, path, value):
 
 
 WRONG_VALUES = (None, "x", -1, -(2**40), 1.5, [], {}, True, 10**30, "1e400")
-LEAF_VALUES = (None, True, False, 0, 1, -1, 2, 3, 4, 8, 16, 64, 2.0, 0.5, -(2**40), 2**62, "x", "", "2:4", "none",
-               "unstructured", [], [1], {}, {"a": 1}, 1e300)
+LEAF_VALUES = (
+    None,
+    True,
+    False,
+    0,
+    1,
+    -1,
+    2,
+    3,
+    4,
+    8,
+    16,
+    64,
+    2.0,
+    0.5,
+    -(2**40),
+    2**62,
+    "x",
+    "",
+    "2:4",
+    "none",
+    "unstructured",
+    [],
+    [1],
+    {},
+    {"a": 1},
+    1e300,
+)
 # fields of an artifact's model spec that its stored tensors do not witness (names, constants of the arithmetic,
 # the context length, a learned-position offset of a RoPE model): an edit of these cannot be detected
-MODEL_FREE = frozenset({"name", "source", "family", "norm_eps", "rope_theta", "max_position_embeddings",
-                        "sliding_window", "learned_position_offset"})
+MODEL_FREE = frozenset(
+    {
+        "name",
+        "source",
+        "family",
+        "norm_eps",
+        "rope_theta",
+        "max_position_embeddings",
+        "sliding_window",
+        "learned_position_offset",
+    }
+)
 SCHEME_WITNESSED = frozenset({"weight_bits", "weight_group_size", "weight_pruning", "act_bits"})
 
 
@@ -139,12 +195,41 @@ def corrupt_artifact(art: Path, rng: random.Random, other: Path | None = None) -
     man = json.loads(mf.read_text())
     data = bytearray(wf.read_bytes())
     header_len = int.from_bytes(data[:8], "little")
-    kind = rng.choice(["leaf_edit", "leaf_edit", "leaf_edit",
-                       "flip", "flip_header", "truncate", "truncate_same_size", "extend", "manifest_edit_nodigest",
-                       "negative_bytes", "scheme_bits", "scheme_act", "scheme_group", "scheme_pruning",
-                       "layers_count", "tensor_shape", "wrong_type", "missing_key", "weights_bytes", "fifo_weights",
-                       "dir_weights", "devzero_weights", "swap_weights", "manifest_garbage", "manifest_dup",
-                       "manifest_deep", "manifest_bigint", "per_layer_bytes", "totals", "model_dims", "kv_density"])
+    kind = rng.choice(
+        [
+            "leaf_edit",
+            "leaf_edit",
+            "leaf_edit",
+            "flip",
+            "flip_header",
+            "truncate",
+            "truncate_same_size",
+            "extend",
+            "manifest_edit_nodigest",
+            "negative_bytes",
+            "scheme_bits",
+            "scheme_act",
+            "scheme_group",
+            "scheme_pruning",
+            "layers_count",
+            "tensor_shape",
+            "wrong_type",
+            "missing_key",
+            "weights_bytes",
+            "fifo_weights",
+            "dir_weights",
+            "devzero_weights",
+            "swap_weights",
+            "manifest_garbage",
+            "manifest_dup",
+            "manifest_deep",
+            "manifest_bigint",
+            "per_layer_bytes",
+            "totals",
+            "model_dims",
+            "kv_density",
+        ]
+    )
     if kind == "flip":
         i = rng.randrange(len(data))
         data[i] ^= 1 << rng.randrange(8)
@@ -154,7 +239,7 @@ def corrupt_artifact(art: Path, rng: random.Random, other: Path | None = None) -
         data[i] ^= 1 << rng.randrange(8)
         wf.write_bytes(bytes(data))
     elif kind == "truncate":
-        wf.write_bytes(bytes(data[:rng.randrange(len(data))]))
+        wf.write_bytes(bytes(data[: rng.randrange(len(data))]))
     elif kind == "truncate_same_size":
         cut = rng.randrange(8 + header_len, len(data))
         if all(b == 0 for b in data[cut:]):
@@ -264,23 +349,52 @@ def _shipped(kind: str) -> Path:
     from hwsim.hardware import HARDWARE_DIR
     from models.spec import SPEC_DIR
 
-    return {"model": SPEC_DIR / "llama-7b.yaml", "hardware": HARDWARE_DIR / "u280-accllm.yaml",
-            "platform": REPO / "offload" / "platforms" / "a6000-csd.yaml"}[kind]
+    return {
+        "model": SPEC_DIR / "llama-7b.yaml",
+        "hardware": HARDWARE_DIR / "u280-accllm.yaml",
+        "platform": REPO / "offload" / "platforms" / "a6000-csd.yaml",
+    }[kind]
 
 
 _SCHEME_YAML = "name: my-scheme\nweight_bits: 2\nweight_group_size: 64\nact_bits: 8\nkv_bits: 4\nsource: a test\n"
-_HF_CONFIG = {"model_type": "llama", "hidden_size": 512, "num_attention_heads": 8, "num_hidden_layers": 4,
-              "intermediate_size": 1024, "vocab_size": 1000, "max_position_embeddings": 2048,
-              "rms_norm_eps": 1e-6}
+_HF_CONFIG = {
+    "model_type": "llama",
+    "hidden_size": 512,
+    "num_attention_heads": 8,
+    "num_hidden_layers": 4,
+    "intermediate_size": 1024,
+    "vocab_size": 1000,
+    "max_position_embeddings": 2048,
+    "rms_norm_eps": 1e-6,
+}
 
 
 def mutate_spec_text(text: str, rng: random.Random, suffix: str) -> tuple[str | bytes, bool]:
     """(mutated content, must be refused) of a YAML/JSON spec text."""
     lines = text.splitlines()
     keyed = [i for i, ln in enumerate(lines) if ":" in ln and not ln.lstrip().startswith("#")]
-    kind = rng.choice(["dup", "tag", "sexagesimal", "latin1", "deep", "bomb", "bigint", "overflow_float",
-                       "unknown_key", "truncate", "garbage", "value_type", "value_neg", "value_huge", "nan", "empty",
-                       "value_zero", "slow"])
+    kind = rng.choice(
+        [
+            "dup",
+            "tag",
+            "sexagesimal",
+            "latin1",
+            "deep",
+            "bomb",
+            "bigint",
+            "overflow_float",
+            "unknown_key",
+            "truncate",
+            "garbage",
+            "value_type",
+            "value_neg",
+            "value_huge",
+            "nan",
+            "empty",
+            "value_zero",
+            "slow",
+        ]
+    )
     if kind == "slow":  # what the parser is slowest on, up to and beyond the size caps (seconds per 100 KB)
         size = rng.choice([30_000, 60_000, 9_000_000])
         depth = rng.choice([1, 20, 31])
@@ -302,7 +416,7 @@ def mutate_spec_text(text: str, rng: random.Random, suffix: str) -> tuple[str | 
             data["rms_norm_eps"] = "__X__"
             return json.dumps(data).replace('"__X__"', "1e400"), True
         if kind == "latin1":
-            return text.encode() + b'\n\xe9', True
+            return text.encode() + b"\n\xe9", True
         if kind == "nan":
             data["rms_norm_eps"] = "__X__"
             return json.dumps(data).replace('"__X__"', "NaN"), True
@@ -319,7 +433,7 @@ def mutate_spec_text(text: str, rng: random.Random, suffix: str) -> tuple[str | 
             data["num_attention_heads"] = 0
             return json.dumps(data), True
         if kind == "truncate":
-            return text[:rng.randrange(1, len(text) - 1)], True
+            return text[: rng.randrange(1, len(text) - 1)], True
         if kind == "empty":
             return "", True
         if kind == "garbage":
@@ -335,7 +449,7 @@ def mutate_spec_text(text: str, rng: random.Random, suffix: str) -> tuple[str | 
     if kind == "tag":
         i = rng.choice(keyed)
         k, _, v = lines[i].partition(":")
-        lines[i] = f"{k}: !!python/object/apply:os.system [\"echo owned\"]"
+        lines[i] = f'{k}: !!python/object/apply:os.system ["echo owned"]'
         return "\n".join(lines) + "\n", True
     if kind == "sexagesimal":
         i = rng.choice([j for j in keyed if lines[j].split(":", 1)[1].strip()[:1].isdigit()] or keyed)
@@ -361,15 +475,21 @@ def mutate_spec_text(text: str, rng: random.Random, suffix: str) -> tuple[str | 
         cand = [j for j in keyed if lines[j].split(":", 1)[1].strip()[:1].isdigit()] or keyed
         i = rng.choice(cand)
         k = lines[i].split(":", 1)[0]
-        v = {"bigint": "9" * 400, "overflow_float": "1e400", "value_huge": str(rng.choice([2**62, 2**63 - 1])),
-             "value_neg": "-5", "value_zero": "0", "nan": ".nan", "value_type": rng.choice(['"x"', "[1, 2]",
-                                                                                         "{a: 1}", "null"])}[kind]
+        v = {
+            "bigint": "9" * 400,
+            "overflow_float": "1e400",
+            "value_huge": str(rng.choice([2**62, 2**63 - 1])),
+            "value_neg": "-5",
+            "value_zero": "0",
+            "nan": ".nan",
+            "value_type": rng.choice(['"x"', "[1, 2]", "{a: 1}", "null"]),
+        }[kind]
         lines[i] = f"{k}: {v}"
         return "\n".join(lines) + "\n", kind in ("bigint", "overflow_float", "value_type")
     if kind == "unknown_key":
         return text + "no_such_key: 1\n", True
     if kind == "truncate":
-        return text[:rng.randrange(1, max(2, len(text) // 3))], False  # may still parse (a prefix of a mapping)
+        return text[: rng.randrange(1, max(2, len(text) // 3))], False  # may still parse (a prefix of a mapping)
     if kind == "empty":
         return "", True
     return os.urandom(rng.randrange(1, 200)), True
@@ -385,8 +505,28 @@ class Case:
 
 
 GOOD_INT = ["1", "16", "128", "512"]
-BAD_INT = ["0", "-1", "-1e3", "1e12", "10**12", "1000000000000", "9223372036854775808", "2**63", "abc", "", "1.5",
-           "nan", " ", "-0", "99999999999999999999999999999999999", "٣", "１２", "²", "+-5", "1_000x"]
+BAD_INT = [
+    "0",
+    "-1",
+    "-1e3",
+    "1e12",
+    "10**12",
+    "1000000000000",
+    "9223372036854775808",
+    "2**63",
+    "abc",
+    "",
+    "1.5",
+    "nan",
+    " ",
+    "-0",
+    "99999999999999999999999999999999999",
+    "٣",
+    "１２",
+    "²",
+    "+-5",
+    "1_000x",
+]
 MODELS = ["llama-7b", "llama-2-7b", "opt-6.7b", "mistral-7b", "smollm2-135m", "llama-3.1-8b"]
 HARDWARE = ["u280-accllm", "a100-80gb", "h100-sxm", "a6000", "ecp5-85f"]
 SCHEMES = ["fp16", "w2a8kv4", "accllm", "mustafar70", "w4a16", "flightllm"]
@@ -471,10 +611,12 @@ def _estimate_case(rng: random.Random, work: Path) -> Case:
     for flag in ("--kv4", "--w2", "--a8"):
         if rng.random() < 0.3:
             argv.append(flag)
-    for flag, good, bad in (("--prune", ["2:4", "0.5"], ["1.5", "-0.1", "3:4x", "nan", "inf", "0", "2:4:8", ""]),
-                            ("--kv-sparsity", ["0.5", "0"], ["1", "-0.5", "nan", "inf", "1e400", "x"]),
-                            ("--lambda", ["4,256"], ["-1,5", "4", "a,b", "4,0", "4,99999999999999999999999", ","]),
-                            ("--fidelity", ["analytical"], ["x", ""])):
+    for flag, good, bad in (
+        ("--prune", ["2:4", "0.5"], ["1.5", "-0.1", "3:4x", "nan", "inf", "0", "2:4:8", ""]),
+        ("--kv-sparsity", ["0.5", "0"], ["1", "-0.5", "nan", "inf", "1e400", "x"]),
+        ("--lambda", ["4,256"], ["-1,5", "4", "a,b", "4,0", "4,99999999999999999999999", ","]),
+        ("--fidelity", ["analytical"], ["x", ""]),
+    ):
         if rng.random() < 0.15:
             if rng.random() < 0.5:
                 argv += [flag, rng.choice(good)]
@@ -509,12 +651,28 @@ def _output_case(rng: random.Random, work: Path) -> Case:
     (user / "top.bit").write_bytes(b"my bitstream")
     afile = work / "afile"
     afile.write_text("a user's file")
-    protected = {str(user / "report.json"): b'{"mine": true}', str(user / "top.bit"): b"my bitstream",
-                 str(afile): b"a user's file"}
-    which = rng.choice(["compress_file", "compress_under_file", "compress_devfull", "fpga_build_user_dir",
-                        "fpga_sweep_lanes", "fpga_sweep_png_dir", "offload_plot_dir", "offload_plot_suffix",
-                        "offload_plot_under_file", "fpga_build_out_file", "offload_sweep_values",
-                        "compress_calib", "eval_seq_len"])
+    protected = {
+        str(user / "report.json"): b'{"mine": true}',
+        str(user / "top.bit"): b"my bitstream",
+        str(afile): b"a user's file",
+    }
+    which = rng.choice(
+        [
+            "compress_file",
+            "compress_under_file",
+            "compress_devfull",
+            "fpga_build_user_dir",
+            "fpga_sweep_lanes",
+            "fpga_sweep_png_dir",
+            "offload_plot_dir",
+            "offload_plot_suffix",
+            "offload_plot_under_file",
+            "fpga_build_out_file",
+            "offload_sweep_values",
+            "compress_calib",
+            "eval_seq_len",
+        ]
+    )
     if which == "compress_file":
         argv = ["compress", "--model", "smollm2-135m", "--scheme", "w2a8kv4", "--out", str(afile), "--force"]
     elif which == "compress_under_file":
@@ -522,18 +680,34 @@ def _output_case(rng: random.Random, work: Path) -> Case:
     elif which == "compress_devfull":
         argv = ["compress", "--model", "smollm2-135m", "--scheme", "w2a8kv4", "--out", "/dev/full/art"]
     elif which == "compress_calib":
-        argv = ["compress", "--model", "smollm2-135m", "--scheme", "w2a8kv4", "--out", str(work / "new"),
-                "--calib-len", rng.choice(["1", "100000", "0", "-3"])]
+        argv = [
+            "compress",
+            "--model",
+            "smollm2-135m",
+            "--scheme",
+            "w2a8kv4",
+            "--out",
+            str(work / "new"),
+            "--calib-len",
+            rng.choice(["1", "100000", "0", "-3"]),
+        ]
     elif which == "fpga_build_user_dir":
         argv = ["fpga", "build", "--design", "dot", "--lanes", "2", "--head-dim", "16", "--out", str(user)]
     elif which == "fpga_build_out_file":
         argv = ["fpga", "build", "--design", "dot", "--lanes", "2", "--out", str(afile)]
     elif which == "fpga_sweep_lanes":
-        argv = ["fpga", "sweep", "--design", "engine", "--lanes", rng.choice(["2,128", "2,3", "2,0", "2,-4", "1,2"]),
-                "--out", str(work / "sweep")]
+        argv = [
+            "fpga",
+            "sweep",
+            "--design",
+            "engine",
+            "--lanes",
+            rng.choice(["2,128", "2,3", "2,0", "2,-4", "1,2"]),
+            "--out",
+            str(work / "sweep"),
+        ]
     elif which == "fpga_sweep_png_dir":
-        argv = ["fpga", "sweep", "--design", "dot", "--lanes", "2,4", "--out", str(work / "sweep"), "--png",
-                str(user)]
+        argv = ["fpga", "sweep", "--design", "dot", "--lanes", "2,4", "--out", str(work / "sweep"), "--png", str(user)]
     elif which == "offload_plot_dir":
         argv = ["offload", "--model", "opt-6.7b", "--fidelity", "analytical", "--plot", str(user)]
     elif which == "offload_plot_suffix":
@@ -543,8 +717,17 @@ def _output_case(rng: random.Random, work: Path) -> Case:
     elif which == "eval_seq_len":
         argv = ["eval", "--artifact", str(user), "--seq-len", rng.choice(["0", "-1", "99999999999999999999"])]
     else:
-        argv = ["offload", "--model", "opt-6.7b", "--fidelity", "analytical", "--plot", str(work / "p.png"),
-                "--sweep-values", rng.choice(["8,9223372036854775808", "8,-1", "8,1e3", ",", "8," * 100 + "8"])]
+        argv = [
+            "offload",
+            "--model",
+            "opt-6.7b",
+            "--fidelity",
+            "analytical",
+            "--plot",
+            str(work / "p.png"),
+            "--sweep-values",
+            rng.choice(["8,9223372036854775808", "8,-1", "8,1e3", ",", "8," * 100 + "8"]),
+        ]
     return Case(f"output:{which}", argv, True, protected)
 
 
@@ -626,8 +809,15 @@ def run_case(case: Case, work: Path) -> dict:
     seconds = time.perf_counter() - t0
     after = _snapshot(work)
     lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]  # a refusal: this one line, no notes
-    res = {"tag": case.tag, "argv": case.argv, "rc": rc, "seconds": round(seconds, 3), "traceback": tb,
-           "stderr": err.getvalue()[-400:], "problems": []}
+    res = {
+        "tag": case.tag,
+        "argv": case.argv,
+        "rc": rc,
+        "seconds": round(seconds, 3),
+        "traceback": tb,
+        "stderr": err.getvalue()[-400:],
+        "problems": [],
+    }
     if tb is not None:
         res["problems"].append("traceback")
     elif rc not in (0, 2) or rc == 2 and (len(lines) != 1 or not lines[0].startswith("hwsim")):
@@ -673,8 +863,13 @@ def _worker(seed: int, root: str, bases: dict[str, str], tasks, results) -> None
             case.protected[str(work / SENTINEL)] = b"a user's notes"
             res = run_case(case, work)
         except BaseException:  # noqa: BLE001 - a bug of this benchmark, reported as such
-            res = {"tag": "generator", "argv": [], "rc": None, "problems": ["generator_error"],
-                   "traceback": traceback.format_exc(limit=-3)}
+            res = {
+                "tag": "generator",
+                "argv": [],
+                "rc": None,
+                "problems": ["generator_error"],
+                "traceback": traceback.format_exc(limit=-3),
+            }
         res["i"] = i
         results.put(("done", i, os.getpid(), res))
         shutil.rmtree(work, ignore_errors=True)
@@ -727,8 +922,15 @@ def run(n: int, seed: int, jobs: int, hang_s: float, root: Path, bases: dict[str
                 workers[pid].kill()
                 workers[pid].join()
                 del workers[pid], running[pid]
-                out.append({"i": i, **_describe(i, seed, bases), "rc": None, "problems": ["hang"],
-                            "seconds": round(now - started, 1)})
+                out.append(
+                    {
+                        "i": i,
+                        **_describe(i, seed, bases),
+                        "rc": None,
+                        "problems": ["hang"],
+                        "seconds": round(now - started, 1),
+                    }
+                )
                 shutil.rmtree(root / f"case-{i}", ignore_errors=True)
                 done += 1
                 spawn()
@@ -784,10 +986,14 @@ def main(argv: list[str] | None = None) -> int:
         tags[fam] = tags.get(fam, 0) + 1
     slow = max(results, key=lambda r: r.get("seconds") or 0, default={})
     slowest = slow.get("seconds") or 0
-    print(f"robustness: {summary['cases']:,} cases (seed {args.seed}, {args.jobs} jobs, {time.time() - t0:.0f} s; "
-          f"families {', '.join(f'{k} {v:,}' for k, v in sorted(tags.items()))})")
-    print(f"  exit 0: {summary['exit_0']:,}   refused (exit 2): {summary['exit_2']:,}   slowest case {slowest:.1f} s "
-          f"({slow.get('tag', '-')}: {' '.join(map(str, slow.get('argv', [])))[:100]})")
+    print(
+        f"robustness: {summary['cases']:,} cases (seed {args.seed}, {args.jobs} jobs, {time.time() - t0:.0f} s; "
+        f"families {', '.join(f'{k} {v:,}' for k, v in sorted(tags.items()))})"
+    )
+    print(
+        f"  exit 0: {summary['exit_0']:,}   refused (exit 2): {summary['exit_2']:,}   slowest case {slowest:.1f} s "
+        f"({slow.get('tag', '-')}: {' '.join(map(str, slow.get('argv', [])))[:100]})"
+    )
     print(f"  tracebacks:              {summary['traceback']}")
     print(f"  hangs (> {args.hang_s:g} s):          {summary['hang']}")
     print(f"  wrong exit codes:        {summary['wrong_exit']}")
@@ -805,16 +1011,33 @@ def main(argv: list[str] | None = None) -> int:
         import platform
         import subprocess
 
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO,
-                                check=False).stdout.strip()
-        provenance = {"command": "python benchmarks/robustness.py " + " ".join(argv if argv is not None
-                                                                                else sys.argv[1:]),
-                      "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                      "commit": commit, "python": platform.python_version(), "machine": platform.machine(),
-                      "cpus": os.cpu_count(), "jobs": args.jobs, "seconds": round(time.time() - t0, 1)}
-        Path(args.json).write_text(json.dumps({"summary": summary, "seed": args.seed, "n": args.n,
-                                               "hang_s": args.hang_s, "provenance": provenance,
-                                               "problems": problems[:500]}, indent=1) + "\n")
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO, check=False
+        ).stdout.strip()
+        provenance = {
+            "command": "python benchmarks/robustness.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "commit": commit,
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "jobs": args.jobs,
+            "seconds": round(time.time() - t0, 1),
+        }
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "summary": summary,
+                    "seed": args.seed,
+                    "n": args.n,
+                    "hang_s": args.hang_s,
+                    "provenance": provenance,
+                    "problems": problems[:500],
+                },
+                indent=1,
+            )
+            + "\n"
+        )
     return 0
 
 

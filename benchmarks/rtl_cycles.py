@@ -20,8 +20,9 @@ VERILATOR_CASES = ("dense KV4", "bitmap KV4 70%")  # heads also run under Verila
 
 
 def head_specs(head_dim: int, context: int) -> dict:
-    """The benchmark heads (engine.workloads.HeadSpec by name), also used by benchmarks/cyclesim_speed.py. Needs the repo
-    root on sys.path."""
+    """The benchmark heads (engine.workloads.HeadSpec by name), also used by benchmarks/cyclesim_speed.py.
+
+    Needs the repo root on sys.path."""
     from engine.workloads import HeadSpec
 
     D, T = head_dim, context
@@ -56,7 +57,7 @@ def _print_error(D: int, T: int) -> None:
     for gain in (0.5, 1.0, 2.0):
         for window in (None, 512):
             kf, vf, qf = rng.normal(size=(T, D)) * gain, rng.normal(size=(T, D)), rng.normal(size=D)
-            ks = np.stack([np.abs(kf[g:g + 128]).max(0) / 7 for g in range(0, T, 128)])
+            ks = np.stack([np.abs(kf[g : g + 128]).max(0) / 7 for g in range(0, T, 128)])
             k = np.clip(np.rint(kf / ks[np.arange(T) // 128]), -8, 7)
             vs = np.abs(vf).max(1, keepdims=True) / 7
             v = np.clip(np.rint(vf / vs), -8, 7)
@@ -66,8 +67,10 @@ def _print_error(D: int, T: int) -> None:
             kr, vr = dequantize_kv(k, ks, v, vs, 128)
             ref = reference_attention(q * qs, kr, vr, sink=4, window=window)
             worst.append(np.abs(r.out - ref).max() / np.abs(vr[lambda_mask(T, 4, window)]).max())
-    print(f"  fixed-point vs float64 attention, {len(worst)} random KV4 heads: max |err| = "
-          f"{max(worst):.4f} x max|V| (mean {np.mean(worst):.4f}; documented bound 0.04)")
+    print(
+        f"  fixed-point vs float64 attention, {len(worst)} random KV4 heads: max |err| = "
+        f"{max(worst):.4f} x max|V| (mean {np.mean(worst):.4f}; documented bound 0.04)"
+    )
 
 
 def main(argv=None) -> int:
@@ -89,8 +92,10 @@ def main(argv=None) -> int:
     for k, h in heads.items():
         c = head_cycles(h, L)
         ntok = int(h.sel_bits().sum())
-        print(f"  {k:38s} {c:9d} {c / ntok:10.2f} {100 * head_macs(h) / (L * c):9.1f}% "
-              f"{100 * _block_utilisation(h, L):11.1f}%")
+        print(
+            f"  {k:38s} {c:9d} {c / ntok:10.2f} {100 * head_macs(h) / (L * c):9.1f}% "
+            f"{100 * _block_utilisation(h, L):11.1f}%"
+        )
     _print_error(D, T)
     if a.no_verilator:
         return 0
@@ -99,8 +104,10 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     engine_build(D, L)
-    print(f"Verilator build, C++ at {cxx_opt()} (HWSIM_VERILATOR_OPT; cached after the first run): "
-          f"{time.perf_counter() - t0:.1f} s")
+    print(
+        f"Verilator build, C++ at {cxx_opt()} (HWSIM_VERILATOR_OPT; cached after the first run): "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
     for k in VERILATOR_CASES:
         h = heads[k]
         with tempfile.TemporaryDirectory() as tmp:
@@ -109,9 +116,11 @@ def main(argv=None) -> int:
             total = time.perf_counter() - t0
         rec = res["scenarios"][0]["heads"][0]
         ok = "==" if rec["cycles"] == head_cycles(h, L) else "!="
-        print(f"  Verilator {k:24s}: {rec['cycles']} cycles ({ok} formula), "
-              f"{res['sim_cycles'] / res['wall_s']:,.0f} cycles/s in the testbench loop "
-              f"({res['wall_s']:.1f} s; {total:.1f} s with simulator start-up)")
+        print(
+            f"  Verilator {k:24s}: {rec['cycles']} cycles ({ok} formula), "
+            f"{res['sim_cycles'] / res['wall_s']:,.0f} cycles/s in the testbench loop "
+            f"({res['wall_s']:.1f} s; {total:.1f} s with simulator start-up)"
+        )
     return 0
 
 

@@ -29,9 +29,13 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineArgumentParser(prog="hwsim", description=(
-        "Hardware/software co-design of long-context LLM inference: compress a model, estimate it on hardware, "
-        "build and check the RTL, simulate offload."))
+    parser = OneLineArgumentParser(
+        prog="hwsim",
+        description=(
+            "Hardware/software co-design of long-context LLM inference: compress a model, estimate it on hardware, "
+            "build and check the RTL, simulate offload."
+        ),
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineArgumentParser)
     sub.required = True
     package = importlib.import_module(__name__)
@@ -71,8 +75,13 @@ def _join_dash_values(parser: argparse.ArgumentParser, argv: Sequence[str]) -> l
             out.extend(argv[i:])
             break
         nxt = argv[i + 1] if i + 1 < len(argv) else None
-        if (tok in valued and nxt is not None and nxt.startswith("-") and nxt != "-"
-                and nxt.split("=", 1)[0] not in every):
+        if (
+            tok in valued
+            and nxt is not None
+            and nxt.startswith("-")
+            and nxt != "-"
+            and nxt.split("=", 1)[0] not in every
+        ):
             out.append(f"{tok}={nxt}")
             i += 2
             continue
@@ -83,7 +92,7 @@ def _join_dash_values(parser: argparse.ArgumentParser, argv: Sequence[str]) -> l
 
 def _one_line(text: str, word_limit: int = 160) -> str:
     """`text` on one line, each overlong word (a pasted path or value) cut to `word_limit` characters."""
-    return " ".join(w if len(w) <= word_limit else w[:word_limit - 3] + "..." for w in text.split())
+    return " ".join(w if len(w) <= word_limit else w[: word_limit - 3] + "..." for w in text.split())
 
 
 class _Terminated(BaseException):
@@ -98,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     previous = None
     if threading.current_thread() is threading.main_thread():
+
         def on_term(signum, frame):
             raise _Terminated
 
@@ -117,8 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.errno is None:
             raise
         where = f" {exc.filename}" if exc.filename else ""
-        sys.stderr.write(_one_line(f"hwsim: error:{where}: {exc.strerror or exc}; check the path, its permissions "
-                                   "and the free space") + "\n")
+        sys.stderr.write(
+            _one_line(
+                f"hwsim: error:{where}: {exc.strerror or exc}; check the path, its permissions and the free space"
+            )
+            + "\n"
+        )
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("hwsim: interrupted\n")

@@ -8,8 +8,19 @@ import math
 import sys
 from typing import Any
 
-__all__ = ["print_json", "fmt_bytes", "fmt_time", "fmt_energy", "console", "esc", "positive_int", "bounded_int",
-           "int_list", "MAX_COUNT", "MAX_LIST"]
+__all__ = [
+    "print_json",
+    "fmt_bytes",
+    "fmt_time",
+    "fmt_energy",
+    "console",
+    "esc",
+    "positive_int",
+    "bounded_int",
+    "int_list",
+    "MAX_COUNT",
+    "MAX_LIST",
+]
 
 MAX_COUNT = 2**31 - 1  # the largest count a flag accepts (tokens, batch, windows...); commands may limit further
 MAX_LIST = 64  # values in a comma-separated list flag
@@ -69,15 +80,16 @@ def esc(text: object) -> str:
 
 
 def _clip(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _parse_int(text: str) -> int:
     t = text.strip()
     digits = t[1:] if t[:1] in "+-" else t
     if not (digits.isascii() and digits.isdigit()) or len(digits) > 19:
-        raise argparse.ArgumentTypeError(f"{_clip(text)!r} is not an integer" + (" (or far too large)" if
-                                                                                 digits.isdigit() else ""))
+        raise argparse.ArgumentTypeError(
+            f"{_clip(text)!r} is not an integer" + (" (or far too large)" if digits.isdigit() else "")
+        )
     return int(t)
 
 
@@ -109,8 +121,9 @@ def int_list(text: str) -> list[int]:
     try:
         values = [_parse_int(x) for x in parts]
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"{_clip(text)!r} is not a comma-separated list of integers, e.g. "
-                                         "2,4,8") from None
+        raise argparse.ArgumentTypeError(
+            f"{_clip(text)!r} is not a comma-separated list of integers, e.g. 2,4,8"
+        ) from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"{_clip(text)!r}: give integers >= 1, e.g. 2,4,8")
     if max(values) > MAX_COUNT:

@@ -2,60 +2,87 @@
 
 from __future__ import annotations
 
-from cli._common import int_list, positive_int
-
 from base.errors import SpecError
+from cli._common import int_list, positive_int
 
 # fpga.DESIGNS, kept literal so the CLI does not import fpga/ at start-up (tests/cli/test_cmd_fpga.py checks it)
 DESIGN_CHOICES = ("engine", "dot", "softmax", "normalizer")
 ROUTER_CHOICES = ("router1", "router2")  # fpga.ROUTERS, literal for the same reason
 DEFAULT_ROUTER = "router2"  # fpga.BuildConfig.router (why router2: the comment on fpga._config.ROUTERS)
 ROUTER_HELP = "nextpnr router: router2 (default; finishes on the engine) or router1 (higher Fmax where it converges)"
-SEED_HELP = ("nextpnr placer seed(s) (default 1); several: place and route once per seed and keep the best Fmax "
-             "(on large engines the seed alone moves Fmax by several MHz)")
+SEED_HELP = (
+    "nextpnr placer seed(s) (default 1); several: place and route once per seed and keep the best Fmax "
+    "(on large engines the seed alone moves Fmax by several MHz)"
+)
 
 __all__ = ["register", "run"]
 
 
 def register(sub) -> None:
-    p = sub.add_parser("fpga", help="build ECP5 bitstreams of the attention engine (YoWASP Yosys + nextpnr)",
-                       description="Build the rtl/ attention engine into an ECP5 bitstream with the open YoWASP "
-                                   "toolchain, or sweep its resources and Fmax over lanes.")
+    p = sub.add_parser(
+        "fpga",
+        help="build ECP5 bitstreams of the attention engine (YoWASP Yosys + nextpnr)",
+        description="Build the rtl/ attention engine into an ECP5 bitstream with the open YoWASP "
+        "toolchain, or sweep its resources and Fmax over lanes.",
+    )
     from cli import OneLineArgumentParser
 
     fsub = p.add_subparsers(dest="fpga_command", metavar="ACTION", parser_class=OneLineArgumentParser)
     fsub.required = True
 
-    b = fsub.add_parser("build", help="build one configuration: .bit + report.json (a HardwareSpec for "
-                                      "`hwsim estimate --hardware`)")
-    b.add_argument("--board", default="ulx3s-85f",
-                   help="ulx3s-85f (board flow: PLL, LEDs) or lfe5u-85f (bare chip) (default: ulx3s-85f)")
+    b = fsub.add_parser(
+        "build", help="build one configuration: .bit + report.json (a HardwareSpec for `hwsim estimate --hardware`)"
+    )
+    b.add_argument(
+        "--board",
+        default="ulx3s-85f",
+        help="ulx3s-85f (board flow: PLL, LEDs) or lfe5u-85f (bare chip) (default: ulx3s-85f)",
+    )
     b.add_argument("--lanes", type=positive_int, default=8, help="MAC lanes of the engine (default 8)")
     b.add_argument("--head-dim", type=positive_int, default=64, help="head dimension, 64 or 128 (default 64)")
     b.add_argument("--freq", type=float, default=100.0, metavar="MHZ", help="target clock in MHz (default 100)")
     b.add_argument("--out", default="build", metavar="DIR", help="build directory (default: build)")
-    b.add_argument("--design", default="engine", choices=DESIGN_CHOICES,
-                   help="engine: rtl/ attention engine; dot: small int4xint8 dot-product array (flow check)")
+    b.add_argument(
+        "--design",
+        default="engine",
+        choices=DESIGN_CHOICES,
+        help="engine: rtl/ attention engine; dot: small int4xint8 dot-product array (flow check)",
+    )
     b.add_argument("--router", default=DEFAULT_ROUTER, choices=ROUTER_CHOICES, help=ROUTER_HELP)
     b.add_argument("--seed", type=int_list, default=[1], metavar="N[,N...]", help=SEED_HELP)
-    b.add_argument("--jobs", type=positive_int, default=1, metavar="N",
-                   help="place-and-route runs at a time with several seeds (one core each; default 1)")
+    b.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="place-and-route runs at a time with several seeds (one core each; default 1)",
+    )
     b.add_argument("--json", action="store_true", help="print the report as one JSON document")
     _executor_args(b, "the seeds' place-and-route runs")
     b.set_defaults(func=run, action="build")
 
     s = fsub.add_parser("sweep", help="build a grid of lanes (x head_dim); print and plot resources and Fmax")
     s.add_argument("--board", default="lfe5u-85f", help="target (default: lfe5u-85f, the bare chip)")
-    s.add_argument("--lanes", type=int_list, default=[2, 4, 8, 16], metavar="N,N,...",
-                   help="lanes to build (default 2,4,8,16)")
+    s.add_argument(
+        "--lanes", type=int_list, default=[2, 4, 8, 16], metavar="N,N,...", help="lanes to build (default 2,4,8,16)"
+    )
     s.add_argument("--head-dim", type=int_list, default=[64], metavar="D,D", help="head dims (default 64)")
     s.add_argument("--freq", type=float, default=100.0, metavar="MHZ", help="target clock in MHz (default 100)")
-    s.add_argument("--out", default="build/fpga-sweep", metavar="DIR",
-                   help="root of the per-point build directories (default: build/fpga-sweep)")
+    s.add_argument(
+        "--out",
+        default="build/fpga-sweep",
+        metavar="DIR",
+        help="root of the per-point build directories (default: build/fpga-sweep)",
+    )
     s.add_argument("--png", default=None, metavar="PATH", help="plot file (default: OUT/sweep.png)")
     s.add_argument("--design", default="engine", choices=DESIGN_CHOICES)
-    s.add_argument("--jobs", type=positive_int, default=1, metavar="N",
-                   help="builds at a time (nextpnr uses one core each; default 1)")
+    s.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="builds at a time (nextpnr uses one core each; default 1)",
+    )
     s.add_argument("--router", default=DEFAULT_ROUTER, choices=ROUTER_CHOICES, help=ROUTER_HELP)
     s.add_argument("--seed", type=int_list, default=[1], metavar="N[,N...]", help=SEED_HELP)
     s.add_argument("--json", action="store_true", help="print the rows as one JSON document")
@@ -69,8 +96,9 @@ class _RichListener:
     def __init__(self, console) -> None:
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                                 console=console, transient=False)
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=False
+        )
         self.tasks: dict[str, tuple[int, str]] = {}
         self.started = False
 
@@ -121,11 +149,19 @@ def run(args) -> int:
 
 
 def _executor_args(p, what: str) -> None:
-    p.add_argument("--executor", default="local", choices=("local", "ray"),
-                   help=f"where {what} run: local (--jobs at a time, default) or ray (Ray tasks; a cluster must "
-                        "share this file system)")
-    p.add_argument("--ray-address", default=None, metavar="ADDR",
-                   help="join the Ray cluster at ADDR (host:port); default: start a local instance")
+    p.add_argument(
+        "--executor",
+        default="local",
+        choices=("local", "ray"),
+        help=f"where {what} run: local (--jobs at a time, default) or ray (Ray tasks; a cluster must "
+        "share this file system)",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="join the Ray cluster at ADDR (host:port); default: start a local instance",
+    )
 
 
 def _executor(args):
@@ -142,8 +178,15 @@ def _executor(args):
 def _build(args, err) -> int:
     from fpga import BuildConfig, build
 
-    config = BuildConfig(board=args.board, lanes=args.lanes, head_dim=args.head_dim, freq_mhz=args.freq,
-                         design=args.design, router=args.router, seeds=tuple(args.seed))
+    config = BuildConfig(
+        board=args.board,
+        lanes=args.lanes,
+        head_dim=args.head_dim,
+        freq_mhz=args.freq,
+        design=args.design,
+        router=args.router,
+        seeds=tuple(args.seed),
+    )
     executor = _executor(args)
     try:
         with _RichListener(err) as listener:  # progress on stderr, so --json leaves stdout to the JSON document
@@ -172,8 +215,12 @@ def _print_report(result) -> None:
     for col, just in (("resource", "left"), ("used", "right"), ("available", "right"), ("share", "right")):
         t.add_column(col, justify=just)
     for key, u in rep.utilization.items():
-        t.add_row(u.bel if key not in ("lut", "ff", "dsp", "bram") else f"{key.upper()} ({u.bel})",
-                  f"{u.used:,}", f"{u.available:,}", f"{u.share:.1%}")
+        t.add_row(
+            u.bel if key not in ("lut", "ff", "dsp", "bram") else f"{key.upper()} ({u.bel})",
+            f"{u.used:,}",
+            f"{u.available:,}",
+            f"{u.share:.1%}",
+        )
     con.print(t)
     c = Table(title=f"clocks (nextpnr-ecp5 {cfg.router}, post-route)", header_style="bold")
     for col in ("clock net", "Fmax", "target", "result"):
@@ -187,13 +234,17 @@ def _print_report(result) -> None:
         con.print(f"seeds (Fmax MHz): {tried}; kept seed {rep.seed}")
     cp = rep.critical_path
     if cp:
-        con.print(f"critical path: {cp.delay_ns:.2f} ns ({cp.logic_ns:.2f} logic + {cp.routing_ns:.2f} "
-                  f"routing) from {cp.from_cell} to {cp.to_cell}")
+        con.print(
+            f"critical path: {cp.delay_ns:.2f} ns ({cp.logic_ns:.2f} logic + {cp.routing_ns:.2f} "
+            f"routing) from {cp.from_cell} to {cp.to_cell}"
+        )
         if cp.sources:
             con.print("  through " + ", ".join(cp.sources))
     times = ", ".join(f"{k} {v:.1f} s" for k, v in rep.times_s.items())
-    con.print(f"bitstream: {result.bitstream} ({rep.bitstream_bytes:,} bytes, sha256 "
-              f"{rep.bitstream_sha256[:16]}...); times: {times}")
+    con.print(
+        f"bitstream: {result.bitstream} ({rep.bitstream_bytes:,} bytes, sha256 "
+        f"{rep.bitstream_sha256[:16]}...); times: {times}"
+    )
     con.print(f"report: {result.report_path}  ->  hwsim estimate --hardware {result.report_path} --model ...")
 
 
@@ -205,14 +256,27 @@ def _sweep(args, err) -> int:
     executor = _executor(args)
     try:
         with _RichListener(err) as listener:
-            points = sweep(board=args.board, lanes=args.lanes, head_dims=args.head_dim, freq_mhz=args.freq,
-                           out_root=args.out, design=args.design, listener=listener, jobs=args.jobs,
-                           router=args.router, seeds=tuple(args.seed), executor=executor)
+            points = sweep(
+                board=args.board,
+                lanes=args.lanes,
+                head_dims=args.head_dim,
+                freq_mhz=args.freq,
+                out_root=args.out,
+                design=args.design,
+                listener=listener,
+                jobs=args.jobs,
+                router=args.router,
+                seeds=tuple(args.seed),
+                executor=executor,
+            )
     finally:
         if executor is not None:
             executor.close()
-    png = plot_sweep(points, args.png or Path(args.out) / "sweep.png",
-                     title=f"{args.design} on {args.board}: resources and Fmax vs lanes (target {args.freq:g} MHz)")
+    png = plot_sweep(
+        points,
+        args.png or Path(args.out) / "sweep.png",
+        title=f"{args.design} on {args.board}: resources and Fmax vs lanes (target {args.freq:g} MHz)",
+    )
     rows = sweep_rows(points)
     if args.json:
         from cli._common import print_json
@@ -230,11 +294,15 @@ def _sweep(args, err) -> int:
         if not r["fits"]:
             t.add_row(str(r["head_dim"]), str(r["lanes"]), "[red]does not fit[/red]", "", "", "", "", "", "", "")
             continue
-        t.add_row(str(r["head_dim"]), str(r["lanes"]),
-                  *(f"{r[res.key]:,} ({r[f'{res.key}_pct']:.1f}%)" for res in RESOURCES),
-                  f"{r['fmax_mhz']:.1f}", str(r["seed"]),
-                  "[green]PASS[/green]" if r["timing_pass"] else "[red]FAIL[/red]",
-                  f"{r['build_s']:.0f}")
+        t.add_row(
+            str(r["head_dim"]),
+            str(r["lanes"]),
+            *(f"{r[res.key]:,} ({r[f'{res.key}_pct']:.1f}%)" for res in RESOURCES),
+            f"{r['fmax_mhz']:.1f}",
+            str(r["seed"]),
+            "[green]PASS[/green]" if r["timing_pass"] else "[red]FAIL[/red]",
+            f"{r['build_s']:.0f}",
+        )
     con = console()
     con.print(t)
     for r in rows:

@@ -11,52 +11,96 @@ _POLICIES = ("flexgen", "leoam", "instinfer")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("offload", help="simulate offloaded decoding on a GPU + SSD / computational-storage host",
-                       description="Simulate batched long-context generation when the KV cache (and possibly the "
-                                   "weights) does not fit in GPU memory: FlexGen placement over GPU/CPU/disk, a "
-                                   "LeoAM-like tiered KV, or InstInfer's in-storage attention.")
+    p = sub.add_parser(
+        "offload",
+        help="simulate offloaded decoding on a GPU + SSD / computational-storage host",
+        description="Simulate batched long-context generation when the KV cache (and possibly the "
+        "weights) does not fit in GPU memory: FlexGen placement over GPU/CPU/disk, a "
+        "LeoAM-like tiered KV, or InstInfer's in-storage attention.",
+    )
     p.add_argument("--model", required=True, help="shipped model name (see `hwsim models`) or a config.json/YAML")
-    p.add_argument("--platform", default="a6000-csd",
-                   help="shipped platform (see `hwsim platforms`) or a platform YAML (default a6000-csd)")
-    p.add_argument("--policy", default=None, choices=_POLICIES,
-                   help="offloading policy (default: flexgen when --placement is given, else instinfer)")
+    p.add_argument(
+        "--platform",
+        default="a6000-csd",
+        help="shipped platform (see `hwsim platforms`) or a platform YAML (default a6000-csd)",
+    )
+    p.add_argument(
+        "--policy",
+        default=None,
+        choices=_POLICIES,
+        help="offloading policy (default: flexgen when --placement is given, else instinfer)",
+    )
     p.add_argument("--scheme", default="fp16", help="compression preset or scheme YAML (default fp16)")
     p.add_argument("--batch", type=positive_int, default=64)
     p.add_argument("--prompt", type=positive_int, default=1024, help="prompt tokens (default 1024)")
     p.add_argument("--gen", type=positive_int, default=1024, help="generated tokens (default 1024)")
-    p.add_argument("--placement", default=None, metavar="WG,WC,KG,KC,HG,HC",
-                   help="FlexGen-style percentages of weights, KV cache and activations on GPU and CPU (the rest "
-                        "on disk), e.g. 100,0,15,85,100,0; implies --policy flexgen (default: FlexGen's LP "
-                        "search / LeoAM greedy tiers / InstInfer layout)")
-    p.add_argument("--policy-yaml", default=None, metavar="YAML",
-                   help="a complete Policy as YAML (its fields: kind, gpu_batch_size, num_gpu_batches, w_gpu, ...); "
-                        "overrides --policy and the placement flags")
-    p.add_argument("--gpu-batches", type=positive_int, default=None,
-                   help="number of GPU batches the batch is split into (must divide --batch)")
+    p.add_argument(
+        "--placement",
+        default=None,
+        metavar="WG,WC,KG,KC,HG,HC",
+        help="FlexGen-style percentages of weights, KV cache and activations on GPU and CPU (the rest "
+        "on disk), e.g. 100,0,15,85,100,0; implies --policy flexgen (default: FlexGen's LP "
+        "search / LeoAM greedy tiers / InstInfer layout)",
+    )
+    p.add_argument(
+        "--policy-yaml",
+        default=None,
+        metavar="YAML",
+        help="a complete Policy as YAML (its fields: kind, gpu_batch_size, num_gpu_batches, w_gpu, ...); "
+        "overrides --policy and the placement flags",
+    )
+    p.add_argument(
+        "--gpu-batches",
+        type=positive_int,
+        default=None,
+        help="number of GPU batches the batch is split into (must divide --batch)",
+    )
     p.add_argument("--topk", type=float, default=None, help="InstInfer: fraction of tokens attended (1 = dense)")
     p.add_argument("--topr", type=positive_int, default=None, help="InstInfer: query channels for approximation")
     p.add_argument("--no-overlap", action="store_true", help="do not overlap load / compute / store")
-    p.add_argument("--cpu-attention", default="auto", choices=("auto", "on", "off"),
-                   help="FlexGen: decode attention over the offloaded KV share on the CPU (on), on the GPU (off), or "
-                        "whichever the LP search prices cheaper (auto; with --placement auto means off)")
-    p.add_argument("--pageable", action="store_true",
-                   help="host buffers are pageable, not pinned (copies at the platform's gpu_link.pageable_efficiency)")
+    p.add_argument(
+        "--cpu-attention",
+        default="auto",
+        choices=("auto", "on", "off"),
+        help="FlexGen: decode attention over the offloaded KV share on the CPU (on), on the GPU (off), or "
+        "whichever the LP search prices cheaper (auto; with --placement auto means off)",
+    )
+    p.add_argument(
+        "--pageable",
+        action="store_true",
+        help="host buffers are pageable, not pinned (copies at the platform's gpu_link.pageable_efficiency)",
+    )
     p.add_argument("--fidelity", default="simpy", choices=("simpy", "analytical"))
     p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.add_argument("--plot", default=None, metavar="PNG", help="also plot throughput of every policy the platform "
-                                                               "supports over --sweep (analytical model)")
-    p.add_argument("--sweep", default="batch", choices=("batch", "context"),
-                   help="x axis of --plot: batch size, or prompt = generated length (default batch)")
-    p.add_argument("--sweep-values", type=int_list, default=None, metavar="N,N,...",
-                   help="points of the sweep (default 8,16,32,64 for batch; 256,512,1024,2048 for context)")
+    p.add_argument(
+        "--plot",
+        default=None,
+        metavar="PNG",
+        help="also plot throughput of every policy the platform supports over --sweep (analytical model)",
+    )
+    p.add_argument(
+        "--sweep",
+        default="batch",
+        choices=("batch", "context"),
+        help="x axis of --plot: batch size, or prompt = generated length (default batch)",
+    )
+    p.add_argument(
+        "--sweep-values",
+        type=int_list,
+        default=None,
+        metavar="N,N,...",
+        help="points of the sweep (default 8,16,32,64 for batch; 256,512,1024,2048 for context)",
+    )
     p.set_defaults(func=run)
 
 
 def _kind(args) -> str:
     kind = args.policy or ("flexgen" if args.placement is not None else "instinfer")
     if args.placement is not None and kind == "instinfer":
-        raise SpecError("--placement sets GPU/CPU/disk fractions, but InstInfer keeps the KV cache in the drives; "
-                        "drop --placement or use --policy flexgen")
+        raise SpecError(
+            "--placement sets GPU/CPU/disk fractions, but InstInfer keeps the KV cache in the drives; "
+            "drop --placement or use --policy flexgen"
+        )
     if args.cpu_attention != "auto" and kind != "flexgen":
         raise SpecError(f"--cpu-attention is FlexGen's CPU delegation; use it with --policy flexgen, not {kind}")
     if args.pageable and kind == "instinfer":
@@ -74,8 +118,9 @@ def _policy(args, platform, workload):
     found = None
     if args.placement is not None:  # the placement is given: no search needed
         n = args.gpu_batches or 1
-        pol = Policy(kind, gpu_batch_size=max(1, args.batch // n), num_gpu_batches=n,
-                     cpu_attention=args.cpu_attention == "on")
+        pol = Policy(
+            kind, gpu_batch_size=max(1, args.batch // n), num_gpu_batches=n, cpu_attention=args.cpu_attention == "on"
+        )
     elif kind == "flexgen":
         choices = {"auto": (False, True), "on": (True,), "off": (False,)}[args.cpu_attention]
         found = search_flexgen(platform, workload, cpu_attention=choices, pinned=not args.pageable)
@@ -92,8 +137,10 @@ def _policy(args, platform, workload):
         except ValueError:
             vals = []
         if len(vals) != 6:
-            raise SpecError(f"--placement {args.placement!r} is malformed; give six percentages "
-                            "WG,WC,KG,KC,HG,HC, e.g. 100,0,15,85,100,0")
+            raise SpecError(
+                f"--placement {args.placement!r} is malformed; give six percentages "
+                "WG,WC,KG,KC,HG,HC, e.g. 100,0,15,85,100,0"
+            )
         if any(not 0 <= v <= 1 for v in vals):
             raise SpecError(f"--placement {args.placement!r}: every percentage must be in 0..100")
         changes.update(zip(("w_gpu", "w_cpu", "kv_gpu", "kv_cpu", "act_gpu", "act_cpu"), vals))
@@ -129,12 +176,15 @@ def run(args) -> int:
     platform = get_platform(args.platform)
     workload = Workload.make(args.model, args.batch, args.prompt, args.gen, args.scheme)
     context = workload.model.max_position_embeddings
-    longest = max([args.prompt + args.gen] + [2 * x for x in args.sweep_values or []
-                                              if args.plot and args.sweep == "context"])
+    longest = max(
+        [args.prompt + args.gen] + [2 * x for x in args.sweep_values or [] if args.plot and args.sweep == "context"]
+    )
     if longest > context:
         what = "prompt + generated" if longest == args.prompt + args.gen else "2 x the largest --sweep-values"
-        raise SpecError(f"{longest:,} tokens ({what}) exceeds {workload.model.name}'s context of {context:,} "
-                        "tokens; lower --prompt/--gen or the sweep values")
+        raise SpecError(
+            f"{longest:,} tokens ({what}) exceeds {workload.model.name}'s context of {context:,} "
+            "tokens; lower --prompt/--gen or the sweep values"
+        )
     policy, found = _policy(args, platform, workload)
     check_fits(platform, workload, policy)
     if args.fidelity == "analytical":
@@ -149,20 +199,30 @@ def run(args) -> int:
 
         data = result.to_dict()
         data["stores"] = {k: to_plain(v) for k, v in result.stores.items()}
-        data["inputs"] = {"platform": to_plain(platform), "policy": to_plain(policy),
-                          "scheme": to_plain(workload.scheme), "model": workload.model.name}
+        data["inputs"] = {
+            "platform": to_plain(platform),
+            "policy": to_plain(policy),
+            "scheme": to_plain(workload.scheme),
+            "model": workload.model.name,
+        }
         if args.plot:
             data["plot"] = args.plot
         if found is not None:
-            data["search"] = {"lp_total_s": found.lp_total_s, "estimated_total_s": found.estimated_total_s,
-                              "lp_throughput_tok_s": workload.tokens_generated / found.lp_total_s,
-                              "candidates": found.candidates, "rejected": found.rejected}
+            data["search"] = {
+                "lp_total_s": found.lp_total_s,
+                "estimated_total_s": found.estimated_total_s,
+                "lp_throughput_tok_s": workload.tokens_generated / found.lp_total_s,
+                "candidates": found.candidates,
+                "rejected": found.rejected,
+            }
         print_json(data)
         return 0
     if found is not None:
-        print(f"FlexGen LP (HiGHS, {found.candidates} LPs solved, {found.rejected} infeasible) chose "
-              f"{policy.label()}: LP predicts {workload.tokens_generated / found.lp_total_s:.2f} tok/s, "
-              f"{result.fidelity} gives {result.throughput_tok_s:.2f} tok/s")
+        print(
+            f"FlexGen LP (HiGHS, {found.candidates} LPs solved, {found.rejected} infeasible) chose "
+            f"{policy.label()}: LP predicts {workload.tokens_generated / found.lp_total_s:.2f} tok/s, "
+            f"{result.fidelity} gives {result.throughput_tok_s:.2f} tok/s"
+        )
     _print(result, platform, workload, policy)
     if args.plot:
         print(f"plot written to {args.plot}")
@@ -177,8 +237,14 @@ def _simulate_with_progress(simulate, platform, workload, policy, show: bool):
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.completed}/{task.total} tokens"),
-                  TimeElapsedColumn(), transient=True, console=Console(file=sys.stderr)) as bar:
+    with Progress(
+        TextColumn("simulating"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} tokens"),
+        TimeElapsedColumn(),
+        transient=True,
+        console=Console(file=sys.stderr),
+    ) as bar:
         task = bar.add_task("sim", total=workload.gen_len)
         return simulate(platform, workload, policy, progress=lambda done, total: bar.update(task, completed=done))
 
@@ -189,13 +255,16 @@ def _print(result, platform, workload, policy) -> None:
     from cli._common import console, fmt_bytes, fmt_time
 
     con = console()
-    t = Table(title=f"{workload.model.name} on {platform.name} — {policy.kind} ({result.fidelity})",
-              header_style="bold")
+    t = Table(
+        title=f"{workload.model.name} on {platform.name} — {policy.kind} ({result.fidelity})", header_style="bold"
+    )
     t.add_column("figure")
     t.add_column("value", justify="right")
     t.add_row("policy", policy.label())
-    t.add_row("workload", f"batch {workload.batch}, prompt {workload.prompt_len}, gen {workload.gen_len}, "
-                          f"scheme {workload.scheme.name}")
+    t.add_row(
+        "workload",
+        f"batch {workload.batch}, prompt {workload.prompt_len}, gen {workload.gen_len}, scheme {workload.scheme.name}",
+    )
     t.add_row("throughput (generated tokens / total time)", f"{result.throughput_tok_s:.2f} tok/s")
     t.add_row("decode throughput", f"{result.decode_throughput_tok_s:.2f} tok/s")
     t.add_row("per-token latency (decode)", fmt_time(result.per_token_latency_s))
@@ -207,16 +276,27 @@ def _print(result, platform, workload, policy) -> None:
         r.add_column(col, justify="left" if col == "resource" else "right")
     for name, busy in result.busy_s.items():
         moved = result.bytes_moved.get(name)
-        r.add_row(name, str(result.members[name]), fmt_time(busy), f"{busy / result.total_s:.1%}",
-                  fmt_bytes(moved) if moved is not None else "-")
+        r.add_row(
+            name,
+            str(result.members[name]),
+            fmt_time(busy),
+            f"{busy / result.total_s:.1%}",
+            fmt_bytes(moved) if moved is not None else "-",
+        )
     con.print(r)
     s = Table(title="stores", header_style="bold")
     for col in ("store", "resident at end", "peak", "capacity", "written", "read"):
         s.add_column(col, justify="left" if col == "store" else "right")
     for st in result.stores.values():
         if st.capacity_bytes or st.written_bytes:
-            s.add_row(st.name, fmt_bytes(st.resident_bytes), fmt_bytes(st.peak_bytes), fmt_bytes(st.capacity_bytes),
-                      fmt_bytes(st.written_bytes), fmt_bytes(st.read_bytes))
+            s.add_row(
+                st.name,
+                fmt_bytes(st.resident_bytes),
+                fmt_bytes(st.peak_bytes),
+                fmt_bytes(st.capacity_bytes),
+                fmt_bytes(st.written_bytes),
+                fmt_bytes(st.read_bytes),
+            )
     con.print(s)
 
 

@@ -6,9 +6,12 @@ __all__ = ["register", "run"]
 
 
 def register(sub) -> None:
-    p = sub.add_parser("platforms", help="list the offload platforms (GPU + host + storage) or print a template",
-                       description="List the platforms `hwsim offload --platform` accepts by name, or print a "
-                                   "documented platform YAML to write your own.")
+    p = sub.add_parser(
+        "platforms",
+        help="list the offload platforms (GPU + host + storage) or print a template",
+        description="List the platforms `hwsim offload --platform` accepts by name, or print a "
+        "documented platform YAML to write your own.",
+    )
     p.add_argument("--template", action="store_true", help="print a documented platform YAML on stdout")
     p.add_argument("--json", action="store_true", help="print the list as one JSON document")
     p.set_defaults(func=run)
@@ -28,9 +31,16 @@ def run(args) -> int:
             storage.append(f"{p.ssd.count} x {p.ssd.model}")
         if p.csd is not None:
             storage.append(f"{p.csd.count} x {p.csd.model} (CSD)")
-        rows.append({"name": name, "gpu": p.gpu_spec.name, "gpu_link": f"PCIe Gen{p.gpu_link.generation} "
-                     f"x{p.gpu_link.lanes}", "host_dram_bytes": p.host.dram_bytes, "storage": ", ".join(storage),
-                     "description": p.description})
+        rows.append(
+            {
+                "name": name,
+                "gpu": p.gpu_spec.name,
+                "gpu_link": f"PCIe Gen{p.gpu_link.generation} x{p.gpu_link.lanes}",
+                "host_dram_bytes": p.host.dram_bytes,
+                "storage": ", ".join(storage),
+                "description": p.description,
+            }
+        )
     if args.json:
         from cli._common import print_json
 
@@ -40,8 +50,10 @@ def run(args) -> int:
 
     from cli._common import console, fmt_bytes
 
-    t = Table(title="offload platforms (hwsim offload --platform NAME; hwsim platforms --template for your own)",
-              header_style="bold")
+    t = Table(
+        title="offload platforms (hwsim offload --platform NAME; hwsim platforms --template for your own)",
+        header_style="bold",
+    )
     for col in ("name", "gpu", "link", "host DRAM", "storage"):
         t.add_column(col)
     for r in rows:

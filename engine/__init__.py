@@ -10,8 +10,18 @@ cycle-level simulator (hwsim/cyclesim) models and what fpga/ builds bitstreams o
 * engine/workloads.py: seeded random heads for tests and benchmarks.
 """
 
-from engine.cycles import (BLOCK_FIXED, TAIL_FIXED, block_overhead, cycles_from_counts, head_cycles, head_macs,
-                           lane_utilisation, steady_state_utilisation, tile_cycles, tile_value_counts)
+from engine.cycles import (
+    BLOCK_FIXED,
+    TAIL_FIXED,
+    block_overhead,
+    cycles_from_counts,
+    head_cycles,
+    head_macs,
+    lane_utilisation,
+    steady_state_utilisation,
+    tile_cycles,
+    tile_value_counts,
+)
 from engine.datapath import EngineHead, EngineTrace, SoftmaxState, run_engine
 from engine.host import FixedPointResult, fixed_point_attention, lambda_mask, prepare_head, reference_attention
 from engine.params import HEAD_DIMS, LANES, MAX_CONTEXT, TILE, check_head_dim, check_lanes
@@ -19,8 +29,36 @@ from engine.timing import FIXED_PHASES, TAIL_PHASES, softmax_lanes
 from engine.widths import RECIP_BITS
 from engine.workloads import HeadSpec, random_head
 
-__all__ = ["TILE", "LANES", "HEAD_DIMS", "MAX_CONTEXT", "check_lanes", "check_head_dim", "RECIP_BITS", "FIXED_PHASES",
-           "TAIL_PHASES", "softmax_lanes", "EngineHead", "EngineTrace", "SoftmaxState", "run_engine", "prepare_head",
-           "lambda_mask", "fixed_point_attention", "FixedPointResult", "reference_attention", "BLOCK_FIXED",
-           "TAIL_FIXED", "block_overhead", "tile_cycles", "tile_value_counts", "cycles_from_counts", "head_cycles",
-           "head_macs", "lane_utilisation", "steady_state_utilisation", "HeadSpec", "random_head"]
+__all__ = [
+    "TILE",
+    "LANES",
+    "HEAD_DIMS",
+    "MAX_CONTEXT",
+    "check_lanes",
+    "check_head_dim",
+    "RECIP_BITS",
+    "FIXED_PHASES",
+    "TAIL_PHASES",
+    "softmax_lanes",
+    "EngineHead",
+    "EngineTrace",
+    "SoftmaxState",
+    "run_engine",
+    "prepare_head",
+    "lambda_mask",
+    "fixed_point_attention",
+    "FixedPointResult",
+    "reference_attention",
+    "BLOCK_FIXED",
+    "TAIL_FIXED",
+    "block_overhead",
+    "tile_cycles",
+    "tile_value_counts",
+    "cycles_from_counts",
+    "head_cycles",
+    "head_macs",
+    "lane_utilisation",
+    "steady_state_utilisation",
+    "HeadSpec",
+    "random_head",
+]

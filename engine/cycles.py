@@ -65,8 +65,18 @@ from engine.timing import FIXED_PHASES, TAIL_PHASES, softmax_lanes
 BLOCK_FIXED = sum(FIXED_PHASES.values())  # 34
 TAIL_FIXED = sum(TAIL_PHASES.values())  # 43, + head_dim output beats
 
-__all__ = ["BLOCK_FIXED", "TAIL_FIXED", "block_overhead", "tile_cycles", "tile_value_counts", "head_cycles",
-           "cycles_from_counts", "head_macs", "lane_utilisation", "steady_state_utilisation"]
+__all__ = [
+    "BLOCK_FIXED",
+    "TAIL_FIXED",
+    "block_overhead",
+    "tile_cycles",
+    "tile_value_counts",
+    "head_cycles",
+    "cycles_from_counts",
+    "head_macs",
+    "lane_utilisation",
+    "steady_state_utilisation",
+]
 
 
 def block_overhead(lanes: int) -> int:

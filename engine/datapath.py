@@ -42,11 +42,32 @@ import numpy as np
 
 from base.errors import FormatError, SpecError
 from engine.params import MAX_CONTEXT, TILE, check_head_dim
-from engine.widths import (EXP2_TABLE, EXP_FRAC_BITS, EXP_SHIFT_MAX, EXP_TABLE_BITS, L_BITS, MANT_BITS, MAX_SHIFT,
-                           OUT_BITS, OUT_FRAC_BITS, RECIP_SHIFT, SHIFT_CLAMP, SV_BITS)
+from engine.widths import (
+    EXP2_TABLE,
+    EXP_FRAC_BITS,
+    EXP_SHIFT_MAX,
+    EXP_TABLE_BITS,
+    L_BITS,
+    MANT_BITS,
+    MAX_SHIFT,
+    OUT_BITS,
+    OUT_FRAC_BITS,
+    RECIP_SHIFT,
+    SHIFT_CLAMP,
+    SV_BITS,
+)
 
-__all__ = ["EngineHead", "EngineTrace", "SoftmaxState", "run_engine", "scale_scores", "exp2_fixed", "fold_pv",
-           "reciprocal", "normalize"]
+__all__ = [
+    "EngineHead",
+    "EngineTrace",
+    "SoftmaxState",
+    "run_engine",
+    "scale_scores",
+    "exp2_fixed",
+    "fold_pv",
+    "reciprocal",
+    "normalize",
+]
 
 
 # ------------------------------------------------------------------------------------------- engine inputs
@@ -110,8 +131,16 @@ class EngineHead:
             raise SpecError("an engine head needs at least one block; select at least one token")
         D = self.head_dim
         check_head_dim(D)
-        exp = {"sel": (B,), "block": (B,), "score_mant": (B,), "score_shift": (B,), "qk": (B, D),
-               "k": (B, TILE, D), "v": (B, TILE, D), "sv": (B, TILE, D // TILE)}
+        exp = {
+            "sel": (B,),
+            "block": (B,),
+            "score_mant": (B,),
+            "score_shift": (B,),
+            "qk": (B, D),
+            "k": (B, TILE, D),
+            "v": (B, TILE, D),
+            "sv": (B, TILE, D // TILE),
+        }
         for name, shape in exp.items():
             if tuple(getattr(self, name).shape) != shape:
                 raise SpecError(f"EngineHead.{name} must have shape {shape}, got {getattr(self, name).shape}")
@@ -121,8 +150,14 @@ class EngineHead:
             raise SpecError("blocks must be sent in increasing token order")
         if self.block.max() * TILE >= MAX_CONTEXT:
             raise SpecError(f"context must be <= {MAX_CONTEXT} tokens (accumulator widths)")
-        for name, lo, hi in (("qk", -128, 127), ("k", -8, 7), ("v", -8, 7), ("sv", 0, 255),
-                             ("score_mant", 0, (1 << MANT_BITS) - 1), ("score_shift", 0, MAX_SHIFT)):
+        for name, lo, hi in (
+            ("qk", -128, 127),
+            ("k", -8, 7),
+            ("v", -8, 7),
+            ("sv", 0, 255),
+            ("score_mant", 0, (1 << MANT_BITS) - 1),
+            ("score_shift", 0, MAX_SHIFT),
+        ):
             a = getattr(self, name)
             if a.size and (a.min() < lo or a.max() > hi):
                 raise SpecError(f"EngineHead.{name} must lie in [{lo}, {hi}]")
@@ -205,7 +240,7 @@ class SoftmaxState:
         """Block ``b`` of ``head`` (K scores, block max, online-softmax update, exp2, p' and the V accumulation);
         returns its gated scores int64 [64], its p int64 [64] and its (unclamped) rescale shift."""
         g = ((np.uint64(head.sel[b]) >> np.arange(TILE, dtype=np.uint64)) & np.uint64(1)).astype(bool)  # [64] sel bits
-        s = (head.k[b].astype(np.int64) @ head.qk[b].astype(np.int64))  # [64] = sum_d k[t, d] * qk[d]
+        s = head.k[b].astype(np.int64) @ head.qk[b].astype(np.int64)  # [64] = sum_d k[t, d] * qk[d]
         s = np.where(g, s, 0)
         mant, sh = int(head.score_mant[b]), int(head.score_shift[b])
         x = scale_scores(s, mant, sh)  # [64]

@@ -65,8 +65,15 @@ from engine.params import HEAD_DIMS, MAX_CONTEXT, TILE
 from engine.widths import EXP_FRAC_BITS, MANT_BITS, MAX_SHIFT, OUT_FRAC_BITS, VALUE_BITS
 from quant.formats._bits import from_codes, unpack_tiles
 
-__all__ = ["lambda_mask", "prepare_head", "unpack_values", "FixedPointResult", "fixed_point_attention", "dequantize_kv",
-           "reference_attention"]
+__all__ = [
+    "lambda_mask",
+    "prepare_head",
+    "unpack_values",
+    "FixedPointResult",
+    "fixed_point_attention",
+    "dequantize_kv",
+    "reference_attention",
+]
 
 _LOG2E = 1.0 / math.log(2.0)
 
@@ -108,10 +115,21 @@ def _mant_shift(c: float) -> tuple[int, int]:
     return mant, sh
 
 
-def prepare_head(q: np.ndarray, q_scale: float, k: np.ndarray | None, k_scale: np.ndarray,
-                 v: np.ndarray | None, v_scale: np.ndarray, *, sink: int = 0, window: int | None = None,
-                 k_group_size: int | None = None, k_tiles: tuple[np.ndarray, np.ndarray] | None = None,
-                 v_tiles: tuple[np.ndarray, np.ndarray] | None = None, context: int | None = None) -> EngineHead:
+def prepare_head(
+    q: np.ndarray,
+    q_scale: float,
+    k: np.ndarray | None,
+    k_scale: np.ndarray,
+    v: np.ndarray | None,
+    v_scale: np.ndarray,
+    *,
+    sink: int = 0,
+    window: int | None = None,
+    k_group_size: int | None = None,
+    k_tiles: tuple[np.ndarray, np.ndarray] | None = None,
+    v_tiles: tuple[np.ndarray, np.ndarray] | None = None,
+    context: int | None = None,
+) -> EngineHead:
     """Build the engine inputs of one head.
 
     q: int8 [D], q_scale: float. k, v: int4 values int [T, D] (or None when given as bitmap tiles).
@@ -220,9 +238,19 @@ def prepare_head(q: np.ndarray, q_scale: float, k: np.ndarray | None, k_scale: n
             v_bitmap = np.full((len(blocks), TILE, G), np.uint64(0xFFFFFFFFFFFFFFFF), dtype=np.uint64)
         v_bitmap = np.where(selb[:, :, None], v_bitmap, np.uint64(0))  # unselected tokens are never fetched
         vb = np.where(selb[:, :, None], vb, 0).astype(np.int8)
-    head = EngineHead(sel=sel, block=blocks.astype(np.int64), score_mant=mant, score_shift=shift, qk=qk,
-                      k=kb, v=vb, sv=svb, k_bitmap=k_bitmap, v_bitmap=v_bitmap,
-                      out_scale=sv_max * 256.0 / 255.0 / (1 << OUT_FRAC_BITS))
+    head = EngineHead(
+        sel=sel,
+        block=blocks.astype(np.int64),
+        score_mant=mant,
+        score_shift=shift,
+        qk=qk,
+        k=kb,
+        v=vb,
+        sv=svb,
+        k_bitmap=k_bitmap,
+        v_bitmap=v_bitmap,
+        out_scale=sv_max * 256.0 / 255.0 / (1 << OUT_FRAC_BITS),
+    )
     head.validate()
     return head
 
@@ -236,16 +264,24 @@ class FixedPointResult:
     head: EngineHead
 
 
-def fixed_point_attention(q: np.ndarray, q_scale: float, k: np.ndarray | None, k_scale: np.ndarray,
-                          v: np.ndarray | None, v_scale: np.ndarray, **kw: Any) -> FixedPointResult:
+def fixed_point_attention(
+    q: np.ndarray,
+    q_scale: float,
+    k: np.ndarray | None,
+    k_scale: np.ndarray,
+    v: np.ndarray | None,
+    v_scale: np.ndarray,
+    **kw: Any,
+) -> FixedPointResult:
     """prepare_head(...) then run_engine(); see :func:`prepare_head` for the arguments."""
     head = prepare_head(q, q_scale, k, k_scale, v, v_scale, **kw)
     o = run_engine(head)
     return FixedPointResult(o=o, out=o.astype(np.float64) * head.out_scale, head=head)
 
 
-def dequantize_kv(k: np.ndarray, k_scale: np.ndarray, v: np.ndarray, v_scale: np.ndarray,
-                  k_group_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def dequantize_kv(
+    k: np.ndarray, k_scale: np.ndarray, v: np.ndarray, v_scale: np.ndarray, k_group_size: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Real K/V [T, D] from int4 values and the KV4 scales (k_scale [groups, D], v_scale [T, D/Gv])."""
     T, D = k.shape
     k_scale = np.asarray(k_scale, dtype=np.float64).reshape(-1, D)
@@ -256,8 +292,9 @@ def dequantize_kv(k: np.ndarray, k_scale: np.ndarray, v: np.ndarray, v_scale: np
     return kr, vr
 
 
-def reference_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, sink: int = 0,
-                        window: int | None = None) -> np.ndarray:
+def reference_attention(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, *, sink: int = 0, window: int | None = None
+) -> np.ndarray:
     """float64 softmax(q.k / sqrt(D)) v over the Λ tokens. q: [D], k, v: [T, D] real values."""
     q = np.asarray(q, dtype=np.float64)
     k = np.asarray(k, dtype=np.float64)

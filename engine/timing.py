@@ -15,8 +15,20 @@ from types import MappingProxyType
 
 from engine.widths import RECIP_BITS
 
-__all__ = ["SCAN_LATENCY", "UPDATE_LATENCY", "EXP_LATENCY", "L_LATENCY", "NORM_PIPE", "BLK_CYCLES", "BEAT_LATENCY",
-           "EWAIT_CYCLES", "FIXED_PHASES", "TAIL_PHASES", "SOFTMAX_LANES_MAX", "softmax_lanes"]
+__all__ = [
+    "SCAN_LATENCY",
+    "UPDATE_LATENCY",
+    "EXP_LATENCY",
+    "L_LATENCY",
+    "NORM_PIPE",
+    "BLK_CYCLES",
+    "BEAT_LATENCY",
+    "EWAIT_CYCLES",
+    "FIXED_PHASES",
+    "TAIL_PHASES",
+    "SOFTMAX_LANES_MAX",
+    "softmax_lanes",
+]
 
 # ---- SoftmaxUnit (rtl/softmax.py) ------------------------------------------------------------------------------
 #: the softmax unit has min(lanes, SOFTMAX_LANES_MAX) scan/exp lanes: SCAN and EXP take 64 / that many cycles each.
@@ -62,8 +74,9 @@ BEAT_LATENCY = 12
 
 #: the controller's fixed-length phases per block and their cycles (the others scale with the tiles or the softmax
 #: chunks); engine/cycles.py sums them into BLOCK_FIXED, the cycle-level simulator steps through them
-FIXED_PHASES = MappingProxyType({"BLK": BLK_CYCLES, "KDRAIN": BEAT_LATENCY - 1, "UPD": SCAN_LATENCY,
-                                 "UWAIT": UPDATE_LATENCY, "EWAIT": EWAIT_CYCLES})
+FIXED_PHASES = MappingProxyType(
+    {"BLK": BLK_CYCLES, "KDRAIN": BEAT_LATENCY - 1, "UPD": SCAN_LATENCY, "UWAIT": UPDATE_LATENCY, "EWAIT": EWAIT_CYCLES}
+)
 #: the head's fixed tail after its last block's last V beat: one cycle to start the normaliser, its RECIP_BITS division
 #: cycles (one quotient bit each) and its NORM_PIPE output stages; the head_dim output beats follow
 TAIL_PHASES = MappingProxyType({"NSTART": 1, "DIV": RECIP_BITS, "NPIPE": NORM_PIPE})

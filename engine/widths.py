@@ -11,9 +11,30 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["VALUE_BITS", "QK_BITS", "SV_BITS", "MULT_BITS", "PROD_BITS", "SCORE_BITS", "MANT_BITS", "MAX_SHIFT",
-           "SCALED_BITS", "EXP_FRAC_BITS", "EXP_TABLE_BITS", "EXP_SHIFT_MAX", "P_BITS", "P_MAX", "EXP2_TABLE",
-           "SHIFT_CLAMP", "L_BITS", "ACC_BITS", "RECIP_SHIFT", "RECIP_BITS", "OUT_BITS", "OUT_FRAC_BITS"]
+__all__ = [
+    "VALUE_BITS",
+    "QK_BITS",
+    "SV_BITS",
+    "MULT_BITS",
+    "PROD_BITS",
+    "SCORE_BITS",
+    "MANT_BITS",
+    "MAX_SHIFT",
+    "SCALED_BITS",
+    "EXP_FRAC_BITS",
+    "EXP_TABLE_BITS",
+    "EXP_SHIFT_MAX",
+    "P_BITS",
+    "P_MAX",
+    "EXP2_TABLE",
+    "SHIFT_CLAMP",
+    "L_BITS",
+    "ACC_BITS",
+    "RECIP_SHIFT",
+    "RECIP_BITS",
+    "OUT_BITS",
+    "OUT_FRAC_BITS",
+]
 
 VALUE_BITS = 4  # K and V values: int4
 QK_BITS = 8  # the folded query element: int8

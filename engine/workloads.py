@@ -73,5 +73,15 @@ def random_head(spec: HeadSpec) -> EngineHead:
     kbm, kpk = _pack(tiles_v, tiles_k)
     vkeep = rng.random((T, D)) >= vs
     vbm, vpk = _pack(np.where(vkeep, v, 0).reshape(-1, TILE), vkeep.reshape(-1, TILE))
-    return prepare_head(q, rng.uniform(0.005, 0.05), None, k_scale, None, v_scale, context=T,
-                        k_tiles=(kbm.reshape(nb, D), kpk), v_tiles=(vbm.reshape(T, D // TILE), vpk), **kw)
+    return prepare_head(
+        q,
+        rng.uniform(0.005, 0.05),
+        None,
+        k_scale,
+        None,
+        v_scale,
+        context=T,
+        k_tiles=(kbm.reshape(nb, D), kpk),
+        v_tiles=(vbm.reshape(T, D // TILE), vpk),
+        **kw,
+    )

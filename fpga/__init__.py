@@ -13,7 +13,28 @@ from fpga._report import RESOURCES, BuildReport, DoesNotFit, hardware_from_build
 from fpga._sweep import SweepPoint, plot_sweep, sweep, sweep_rows
 from fpga._toolchain import BuildError, Listener, SilentListener, find_tool, needs_compile
 
-__all__ = ["BOARDS", "Board", "get_board", "list_boards", "DESIGNS", "Design", "ROUTERS", "BuildConfig",
-           "BuildResult", "BuildReport", "build", "RESOURCES", "DoesNotFit", "hardware_from_build", "SweepPoint",
-           "sweep", "sweep_rows", "plot_sweep", "BuildError", "Listener", "SilentListener", "find_tool",
-           "needs_compile"]
+__all__ = [
+    "BOARDS",
+    "Board",
+    "get_board",
+    "list_boards",
+    "DESIGNS",
+    "Design",
+    "ROUTERS",
+    "BuildConfig",
+    "BuildResult",
+    "BuildReport",
+    "build",
+    "RESOURCES",
+    "DoesNotFit",
+    "hardware_from_build",
+    "SweepPoint",
+    "sweep",
+    "sweep_rows",
+    "plot_sweep",
+    "BuildError",
+    "Listener",
+    "SilentListener",
+    "find_tool",
+    "needs_compile",
+]

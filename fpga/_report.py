@@ -20,13 +20,29 @@ from typing import Any
 from base.errors import FormatError, SpecError
 from base.outputs import atomic_write_text
 from base.specio import read_json, to_plain
+from fpga._config import BuildConfig
 from hwsim.hardware import ComputeSpec, HardwareSpec, hardware_from_mapping
 
-from fpga._config import BuildConfig
-
-__all__ = ["DoesNotFit", "RESOURCES", "EBR_BYTES", "Resource", "part_resources", "synth_counts", "precheck",
-           "parse_nextpnr", "critical_path", "hardware_from_build", "Usage", "ClockResult", "SeedResult",
-           "CriticalPath", "BoardInfo", "BuildFiles", "BuildReport", "REPORT_TOOL"]
+__all__ = [
+    "DoesNotFit",
+    "RESOURCES",
+    "EBR_BYTES",
+    "Resource",
+    "part_resources",
+    "synth_counts",
+    "precheck",
+    "parse_nextpnr",
+    "critical_path",
+    "hardware_from_build",
+    "Usage",
+    "ClockResult",
+    "SeedResult",
+    "CriticalPath",
+    "BoardInfo",
+    "BuildFiles",
+    "BuildReport",
+    "REPORT_TOOL",
+]
 
 _REPO = str(Path(__file__).resolve().parents[1]) + "/"  # HDL sources are reported relative to the repo root
 EBR_BYTES = 2304  # one ECP5 EBR (DP16KD) block = 18 Kb (Lattice ECP5 family data sheet FPGA-DS-02012)
@@ -43,10 +59,12 @@ class Resource:
     bel: str  # nextpnr bel type counted in --report utilization
 
 
-RESOURCES = (Resource("lut", "LUT4 (TRELLIS_COMB)", "TRELLIS_COMB"),
-             Resource("ff", "FF (TRELLIS_FF)", "TRELLIS_FF"),
-             Resource("dsp", "DSP (MULT18X18D)", "MULT18X18D"),
-             Resource("bram", "BRAM (DP16KD, 18 Kb)", "DP16KD"))
+RESOURCES = (
+    Resource("lut", "LUT4 (TRELLIS_COMB)", "TRELLIS_COMB"),
+    Resource("ff", "FF (TRELLIS_FF)", "TRELLIS_FF"),
+    Resource("dsp", "DSP (MULT18X18D)", "MULT18X18D"),
+    Resource("bram", "BRAM (DP16KD, 18 Kb)", "DP16KD"),
+)
 
 
 def part_resources(hw: HardwareSpec) -> dict[str, int]:
@@ -72,8 +90,12 @@ def synth_estimate(cells: dict[str, int]) -> dict[str, int]:
     TRELLIS_COMB: each LUT4 is one, each CCU2C carry cell two (its two LUT4s); nextpnr may add route-through
     LUTs on top, so this is a lower bound. FFs, multipliers and EBRs map one to one.
     """
-    return {"lut": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0), "ff": cells.get("TRELLIS_FF", 0),
-            "dsp": cells.get("MULT18X18D", 0), "bram": cells.get("DP16KD", 0)}
+    return {
+        "lut": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0),
+        "ff": cells.get("TRELLIS_FF", 0),
+        "dsp": cells.get("MULT18X18D", 0),
+        "bram": cells.get("DP16KD", 0),
+    }
 
 
 def precheck(cells: dict[str, int], available: dict[str, int], *, what: str, part: str) -> dict[str, int]:
@@ -82,8 +104,9 @@ def precheck(cells: dict[str, int], available: dict[str, int], *, what: str, par
     over = [r for r in RESOURCES if need[r.key] > available[r.key]]
     if over:
         parts = ", ".join(f"{need[r.key]:,} {r.label} of {available[r.key]:,}" for r in over)
-        raise DoesNotFit(f"{what} does not fit {part}: after synthesis it needs {parts}; use fewer --lanes "
-                        "(or a smaller --head-dim)")
+        raise DoesNotFit(
+            f"{what} does not fit {part}: after synthesis it needs {parts}; use fewer --lanes (or a smaller --head-dim)"
+        )
     return need
 
 
@@ -96,15 +119,20 @@ def parse_nextpnr(path: Path) -> dict:
         fmax = data["fmax"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise FormatError(f"{path}: not a nextpnr --report JSON ({exc}); rerun the build") from None
-    utilization = {r.key: {"used": int(util.get(r.bel, {}).get("used", 0)),
-                           "available": int(util.get(r.bel, {}).get("available", 0)), "bel": r.bel}
-                   for r in RESOURCES}
+    utilization = {
+        r.key: {
+            "used": int(util.get(r.bel, {}).get("used", 0)),
+            "available": int(util.get(r.bel, {}).get("available", 0)),
+            "bel": r.bel,
+        }
+        for r in RESOURCES
+    }
     for bel in ("TRELLIS_RAMW", "TRELLIS_IO", "EHXPLLL", "DCCA"):
         if bel in util:
-            utilization[bel] = {"used": int(util[bel]["used"]), "available": int(util[bel]["available"]),
-                                "bel": bel}
-    clocks = {net: {"achieved_mhz": float(v["achieved"]), "target_mhz": float(v["constraint"])}
-              for net, v in fmax.items()}
+            utilization[bel] = {"used": int(util[bel]["used"]), "available": int(util[bel]["available"]), "bel": bel}
+    clocks = {
+        net: {"achieved_mhz": float(v["achieved"]), "target_mhz": float(v["constraint"])} for net, v in fmax.items()
+    }
     return {"utilization": utilization, "clocks": clocks, "critical_paths": data.get("critical_paths", [])}
 
 
@@ -127,22 +155,25 @@ def critical_path(paths: list[dict]) -> dict | None:
                     if short not in sources:
                         sources.append(short)
             nets = [s["net"] for s in segs if "net" in s]
-            best = {"delay_ns": round(total, 3),
-                    "from_cell": segs[0]["from"]["cell"] if segs else "",
-                    "to_cell": segs[-1]["to"]["cell"] if segs else "",
-                    "logic_ns": round(sum(float(s["delay"]) for s in segs if s.get("type") in ("logic",
-                                                                                            "clk-to-q",
-                                                                                            "setup")), 3),
-                    "routing_ns": round(sum(float(s["delay"]) for s in segs if s.get("type") == "routing"), 3),
-                    "segments": len(segs),
-                    "start_net": nets[0] if nets else "",
-                    "end_net": nets[-1] if nets else "",
-                    "sources": sources}
+            best = {
+                "delay_ns": round(total, 3),
+                "from_cell": segs[0]["from"]["cell"] if segs else "",
+                "to_cell": segs[-1]["to"]["cell"] if segs else "",
+                "logic_ns": round(
+                    sum(float(s["delay"]) for s in segs if s.get("type") in ("logic", "clk-to-q", "setup")), 3
+                ),
+                "routing_ns": round(sum(float(s["delay"]) for s in segs if s.get("type") == "routing"), 3),
+                "segments": len(segs),
+                "start_net": nets[0] if nets else "",
+                "end_net": nets[-1] if nets else "",
+                "sources": sources,
+            }
     return best
 
 
-def hardware_from_build(base: HardwareSpec, *, name: str, lanes: int, fmax_hz: float, board: str,
-                        utilization: dict, report_file: str) -> HardwareSpec:
+def hardware_from_build(
+    base: HardwareSpec, *, name: str, lanes: int, fmax_hz: float, board: str, utilization: dict, report_file: str
+) -> HardwareSpec:
     """The HardwareSpec of the design that was built.
 
     Frequency = achieved Fmax; attention lanes = the built lanes; the part's resources, its memory system and
@@ -150,26 +181,37 @@ def hardware_from_build(base: HardwareSpec, *, name: str, lanes: int, fmax_hz: f
     ``base.freq_hz`` and scale linearly with the clock, so they are scaled by Fmax / base.freq_hz.
     """
     scale = fmax_hz / base.freq_hz
-    compute = ComputeSpec(peak_ops_per_s={k: v * scale for k, v in base.compute.peak_ops_per_s.items()},
-                          matrix_efficiency=base.compute.matrix_efficiency,
-                          vector_ops_per_s=base.compute.vector_ops_per_s * scale)
+    compute = ComputeSpec(
+        peak_ops_per_s={k: v * scale for k, v in base.compute.peak_ops_per_s.items()},
+        matrix_efficiency=base.compute.matrix_efficiency,
+        vector_ops_per_s=base.compute.vector_ops_per_s * scale,
+    )
     fpga = dataclasses.replace(base.fpga, attention_lanes=lanes)
-    used = ", ".join(f"{utilization[r.key]['used']:,}/{utilization[r.key]['available']:,} {r.bel}"
-                     for r in RESOURCES)
+    used = ", ".join(f"{utilization[r.key]['used']:,}/{utilization[r.key]['available']:,} {r.bel}" for r in RESOURCES)
     sources = dict(base.sources)
-    sources.update({
-        "freq_hz": f"achieved Fmax of the sync clock, nextpnr-ecp5 --report ({report_file})",
-        "compute.peak_ops_per_s": f"{base.name} figures scaled by Fmax / {base.freq_hz / 1e6:g} MHz; "
-                                  + base.sources.get("compute.peak_ops_per_s", ""),
-        "compute.vector_ops_per_s": f"{base.name} figure scaled by Fmax / {base.freq_hz / 1e6:g} MHz; "
-                                    + base.sources.get("compute.vector_ops_per_s", ""),
-        "fpga.attention_lanes": f"lanes of the attention engine in this bitstream ({report_file})",
-    })
-    return HardwareSpec(name=name, kind="fpga",
-                        description=f"{board}: attention engine with {lanes} lanes built at {fmax_hz / 1e6:.1f} MHz "
-                                    f"(used {used}); memory and part from {base.name}",
-                        freq_hz=fmax_hz, memory=base.memory, compute=compute, on_chip_bytes=base.on_chip_bytes,
-                        power_w=base.power_w, fpga=fpga, sources=sources)
+    sources.update(
+        {
+            "freq_hz": f"achieved Fmax of the sync clock, nextpnr-ecp5 --report ({report_file})",
+            "compute.peak_ops_per_s": f"{base.name} figures scaled by Fmax / {base.freq_hz / 1e6:g} MHz; "
+            + base.sources.get("compute.peak_ops_per_s", ""),
+            "compute.vector_ops_per_s": f"{base.name} figure scaled by Fmax / {base.freq_hz / 1e6:g} MHz; "
+            + base.sources.get("compute.vector_ops_per_s", ""),
+            "fpga.attention_lanes": f"lanes of the attention engine in this bitstream ({report_file})",
+        }
+    )
+    return HardwareSpec(
+        name=name,
+        kind="fpga",
+        description=f"{board}: attention engine with {lanes} lanes built at {fmax_hz / 1e6:.1f} MHz "
+        f"(used {used}); memory and part from {base.name}",
+        freq_hz=fmax_hz,
+        memory=base.memory,
+        compute=compute,
+        on_chip_bytes=base.on_chip_bytes,
+        power_w=base.power_w,
+        fpga=fpga,
+        sources=sources,
+    )
 
 
 # ---- report.json ---------------------------------------------------------------------------------------------------
@@ -302,13 +344,17 @@ class BuildReport:
             "seeds": [dataclasses.asdict(s) for s in self.seeds],
             "fmax_mhz": self.fmax_mhz,
             "timing_pass": self.timing_pass,
-            "clocks": {net: {"achieved_mhz": c.achieved_mhz, "target_mhz": c.target_mhz, "pass": c.passed}
-                       for net, c in self.clocks.items()},
+            "clocks": {
+                net: {"achieved_mhz": c.achieved_mhz, "target_mhz": c.target_mhz, "pass": c.passed}
+                for net, c in self.clocks.items()
+            },
             "utilization": {k: dataclasses.asdict(u) for k, u in self.utilization.items()},
             "synth_cells": dict(self.synth_cells),
-            "critical_path": (None if self.critical_path is None
-                              else {**dataclasses.asdict(self.critical_path),
-                                    "sources": list(self.critical_path.sources)}),
+            "critical_path": (
+                None
+                if self.critical_path is None
+                else {**dataclasses.asdict(self.critical_path), "sources": list(self.critical_path.sources)}
+            ),
             "times_s": dict(self.times_s),
             "cpu_s": dict(self.cpu_s),
             "files": dataclasses.asdict(self.files),
@@ -335,8 +381,10 @@ class BuildReport:
                 toolchain=data["toolchain"],
                 seed=int(data["seed"]),
                 seeds=tuple(SeedResult(**s) for s in data["seeds"]),
-                clocks={net: ClockResult(achieved_mhz=c["achieved_mhz"], target_mhz=c["target_mhz"],
-                                         passed=c["pass"]) for net, c in data["clocks"].items()},
+                clocks={
+                    net: ClockResult(achieved_mhz=c["achieved_mhz"], target_mhz=c["target_mhz"], passed=c["pass"])
+                    for net, c in data["clocks"].items()
+                },
                 utilization={k: Usage(**u) for k, u in data["utilization"].items()},
                 synth_cells=data["synth_cells"],
                 critical_path=None if cp is None else CriticalPath(**{**cp, "sources": tuple(cp["sources"])}),
@@ -348,8 +396,10 @@ class BuildReport:
                 hardware=hardware_from_mapping(data["hardware"], f"{where}: hardware"),
             )
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise FormatError(f"{where}: not a report.json of `hwsim fpga build` ({exc.__class__.__name__}: {exc}); "
-                              "rebuild it with `hwsim fpga build`") from None
+            raise FormatError(
+                f"{where}: not a report.json of `hwsim fpga build` ({exc.__class__.__name__}: {exc}); "
+                "rebuild it with `hwsim fpga build`"
+            ) from None
 
     @classmethod
     def read(cls, path: Path) -> BuildReport:
@@ -357,6 +407,7 @@ class BuildReport:
             data = read_json(path, error=FormatError)
         except FormatError as exc:
             why = str(exc).removeprefix(f"{path}: ")
-            raise FormatError(f"{path}: cannot read a build report ({why}); rebuild it with `hwsim fpga build`") \
-                from None
+            raise FormatError(
+                f"{path}: cannot read a build report ({why}); rebuild it with `hwsim fpga build`"
+            ) from None
         return cls.from_json(data, str(path))

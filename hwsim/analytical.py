@@ -46,12 +46,21 @@ from hwsim.workload import Workload
 from models.spec import ModelSpec
 from quant.scheme import FP16_BYTES, CompressionScheme
 
-__all__ = ["estimate_analytical", "Op", "op_time", "attention_ops_per_s", "precision_notes",
-           "SOFTMAX_OPS_PER_SCORE", "ELEMENTWISE_OPS_PER_HIDDEN", "ELEMENTWISE_OPS_PER_FFN"]
+__all__ = [
+    "estimate_analytical",
+    "Op",
+    "op_time",
+    "attention_ops_per_s",
+    "precision_notes",
+    "SOFTMAX_OPS_PER_SCORE",
+    "ELEMENTWISE_OPS_PER_HIDDEN",
+    "ELEMENTWISE_OPS_PER_FFN",
+]
 
 
-def _kv_layer_schemes(model: ModelSpec, s: CompressionScheme,
-                      profile: MeasuredProfile | None) -> dict[CompressionScheme, int]:
+def _kv_layer_schemes(
+    model: ModelSpec, s: CompressionScheme, profile: MeasuredProfile | None
+) -> dict[CompressionScheme, int]:
     """Scheme per group of layers sharing a KV sparsity (measured per layer when a profile has it)."""
     if profile is None or profile.kv_sparsity_per_layer is None:
         return {s: model.num_layers}
@@ -128,8 +137,10 @@ class _Tally:
         return out
 
     def op_classes(self) -> tuple[OpClass, ...]:
-        return tuple(OpClass(name, f, b, t, next(iter(bd)) if len(bd) == 1 else "mixed")
-                     for name, (f, b, t, bd) in self.classes.items())
+        return tuple(
+            OpClass(name, f, b, t, next(iter(bd)) if len(bd) == 1 else "mixed")
+            for name, (f, b, t, bd) in self.classes.items()
+        )
 
     def breakdown(self, steps: float) -> tuple[Breakdown, ...]:
         return tuple(Breakdown(c, m, v / steps) for (c, m), v in sorted(self.mech.items(), key=lambda kv: -kv[1]))
@@ -146,8 +157,11 @@ def precision_notes(ops: list[Op], hw: HardwareSpec) -> list[str]:
         if got != want:
             seen[(want, op.phase)] = got
     where = "" if hw.fpga is None else " engine"
-    return [f"precision fallback: {hw.name} lists no {want} for {phase}{where}; it runs at {got} (slower than a "
-            f"native {want} path)" for (want, phase), got in seen.items()]
+    return [
+        f"precision fallback: {hw.name} lists no {want} for {phase}{where}; it runs at {got} (slower than a "
+        f"native {want} path)"
+        for (want, phase), got in seen.items()
+    ]
 
 
 def _prefill_attended_sum(cap: float, P: int) -> float:
@@ -169,14 +183,17 @@ def _weight_bytes(s: CompressionScheme, model: ModelSpec):
 
 
 @memo_by_identity
-def _prefill(model: ModelSpec, hw: HardwareSpec, s: CompressionScheme, B: int, P: int,
-             profile: MeasuredProfile | None) -> tuple[float, _Tally, list[str]]:
+def _prefill(
+    model: ModelSpec, hw: HardwareSpec, s: CompressionScheme, B: int, P: int, profile: MeasuredProfile | None
+) -> tuple[float, _Tally, list[str]]:
     """(TTFT, its tally, precision notes) of the prefill of B prompts of P tokens."""
     L = model.num_layers
     n = B * P
     attended_sum = _prefill_attended_sum(s.kv_attended_cap(model), P)
     pre_ops = linear_ops(model, hw, s, n, "prefill", profile, B) + [
-        elementwise_op(model, n, "prefill", B), head_op(model, hw, s, B, "prefill", profile, B)]
+        elementwise_op(model, n, "prefill", B),
+        head_op(model, hw, s, B, "prefill", profile, B),
+    ]
     for ks, count in _kv_groups(model, s, profile).items():
         kv_layer = B * ks.kv_bytes_for_tokens(model, ks.kv_stored_tokens(model, P)) / L
         pre_ops += attention_ops(model, s, "prefill", B, attended_sum / P, attended_sum, kv_layer, kv_layer, count, n)
@@ -186,11 +203,14 @@ def _prefill(model: ModelSpec, hw: HardwareSpec, s: CompressionScheme, B: int, P
 
 
 @memo_by_identity
-def _decode_fixed(model: ModelSpec, hw: HardwareSpec, s: CompressionScheme, B: int,
-                  profile: MeasuredProfile | None) -> tuple[float, _Tally, list[str]]:
+def _decode_fixed(
+    model: ModelSpec, hw: HardwareSpec, s: CompressionScheme, B: int, profile: MeasuredProfile | None
+) -> tuple[float, _Tally, list[str]]:
     """(seconds, tally, precision notes) of ONE decode step's context-independent operators."""
     fixed_ops = linear_ops(model, hw, s, B, "decode", profile, B) + [
-        elementwise_op(model, B, "decode", B), head_op(model, hw, s, B, "decode", profile, B)]
+        elementwise_op(model, B, "decode", B),
+        head_op(model, hw, s, B, "decode", profile, B),
+    ]
     host = host_op(hw)
     if host is not None:
         fixed_ops.append(host)
@@ -199,8 +219,9 @@ def _decode_fixed(model: ModelSpec, hw: HardwareSpec, s: CompressionScheme, B: i
     return fixed_t, tally, precision_notes(fixed_ops, hw)
 
 
-def estimate_analytical(model: ModelSpec, hw: HardwareSpec, s: CompressionScheme, w: Workload,
-                        profile: MeasuredProfile | None = None) -> Estimate:
+def estimate_analytical(
+    model: ModelSpec, hw: HardwareSpec, s: CompressionScheme, w: Workload, profile: MeasuredProfile | None = None
+) -> Estimate:
     """Roofline estimate; see the module docstring for what is modelled. `profile`: measured figures of an
     artifact (per-layer weight bytes, per-layer KV sparsity) replacing nominal ones."""
     B, P, G, L = w.batch, w.prompt_len, w.gen_len, model.num_layers
@@ -220,8 +241,9 @@ def estimate_analytical(model: ModelSpec, hw: HardwareSpec, s: CompressionScheme
     steps = np.full(contexts.shape, fixed_t)
     for ks, count in kv_groups.items():
         kv_read = B * ks.kv_bytes_for_tokens_array(model, attended) / L
-        for op in attention_ops(model, s, "decode", B, attended, attended, kv_read,
-                                B * s.kv_append_bytes(model), count, B):
+        for op in attention_ops(
+            model, s, "decode", B, attended, attended, kv_read, B * s.kv_append_bytes(model), count, B
+        ):
             steps = steps + dec.add(op, hw, weights, repeat=G)
 
     wb = _weight_bytes(s, model)
@@ -230,8 +252,10 @@ def estimate_analytical(model: ModelSpec, hw: HardwareSpec, s: CompressionScheme
         weight_total = wb.total - wb.blocks + sum(profile.layer_weight_bytes) + model.num_layers * 2 * wb.final_norm
         if profile.lm_head_bytes is not None:
             weight_total += profile.lm_head_bytes - wb.lm_head
-    widest = max(2 * model.ffn_hidden_size if model.ffn_type == "swiglu" else model.ffn_hidden_size,
-                 model.q_dim + 2 * model.kv_dim)
+    widest = max(
+        2 * model.ffn_hidden_size if model.ffn_type == "swiglu" else model.ffn_hidden_size,
+        model.q_dim + 2 * model.kv_dim,
+    )
     act_peak = 2 * s.act_bytes(n, model.hidden_size) + n * widest * FP16_BYTES + B * model.vocab_size * FP16_BYTES
     notes = [f"measured profile: {profile.source}"] if profile is not None else []
     notes += list(dict.fromkeys(pre_notes + fixed_notes))
@@ -244,12 +268,25 @@ def estimate_analytical(model: ModelSpec, hw: HardwareSpec, s: CompressionScheme
     if weights is not None:
         notes.append(f"decode: {G:,} steps priced at {len(contexts):,} evenly spaced contexts (midpoint rule)")
     return Estimate(
-        fidelity="analytical", model=model.name, hardware=hw.name, scheme=s.name, batch=B, prompt_len=P,
-        gen_len=G, ttft_s=ttft, decode_step_s=tuple(steps.tolist()), weight_bytes=int(weight_total),
+        fidelity="analytical",
+        model=model.name,
+        hardware=hw.name,
+        scheme=s.name,
+        batch=B,
+        prompt_len=P,
+        gen_len=G,
+        ttft_s=ttft,
+        decode_step_s=tuple(steps.tolist()),
+        weight_bytes=int(weight_total),
         kv_bytes_final=sum(ks.kv_cache_bytes(model, w.final_context, B) * c / L for ks, c in kv_groups.items()),
         activation_bytes_peak=act_peak,
-        capacity_bytes=hw.memory.capacity_bytes, prefill_ops=pre.op_classes(),
-        decode_ops=dec.op_classes(), power_w=hw.power_w, notes=tuple(notes),
+        capacity_bytes=hw.memory.capacity_bytes,
+        prefill_ops=pre.op_classes(),
+        decode_ops=dec.op_classes(),
+        power_w=hw.power_w,
+        notes=tuple(notes),
         decode_step_weights=() if weights is None else tuple(weights.tolist()),
-        decode_breakdown=dec.breakdown(G), decode_bytes_per_step=dec.bytes / G,
-        peak_bandwidth_bytes_per_s=hw.memory.bandwidth_bytes_per_s)
+        decode_breakdown=dec.breakdown(G),
+        decode_bytes_per_step=dec.bytes / G,
+        peak_bandwidth_bytes_per_s=hw.memory.bandwidth_bytes_per_s,
+    )

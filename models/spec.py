@@ -68,8 +68,10 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         if self.num_heads % self.num_kv_heads:
-            raise SpecError(f"model {self.name!r}: num_heads {self.num_heads} is not a multiple of num_kv_heads "
-                            f"{self.num_kv_heads}; use a divisor of num_heads")
+            raise SpecError(
+                f"model {self.name!r}: num_heads {self.num_heads} is not a multiple of num_kv_heads "
+                f"{self.num_kv_heads}; use a divisor of num_heads"
+            )
         if self.positional == "rope" and self.rope_theta is None:
             raise SpecError(f"model {self.name!r}: rope positional encoding needs rope_theta; add it")
         if self.positional == "rope" and self.head_dim % 2:
@@ -93,13 +95,19 @@ class ModelSpec:
     def block_linears(self) -> tuple[LinearShape, ...]:
         """The linear layers of one transformer block, in execution order."""
         h, ab, mb = self.hidden_size, self.attention_bias, self.mlp_bias
-        attn = (LinearShape("q_proj", h, self.q_dim, ab), LinearShape("k_proj", h, self.kv_dim, ab),
-                LinearShape("v_proj", h, self.kv_dim, ab), LinearShape("o_proj", self.q_dim, h, ab))
+        attn = (
+            LinearShape("q_proj", h, self.q_dim, ab),
+            LinearShape("k_proj", h, self.kv_dim, ab),
+            LinearShape("v_proj", h, self.kv_dim, ab),
+            LinearShape("o_proj", self.q_dim, h, ab),
+        )
         mlp: tuple[LinearShape, ...]
         if self.ffn_type == "swiglu":
-            mlp = (LinearShape("gate_proj", h, self.ffn_hidden_size, mb),
-                   LinearShape("up_proj", h, self.ffn_hidden_size, mb),
-                   LinearShape("down_proj", self.ffn_hidden_size, h, mb))
+            mlp = (
+                LinearShape("gate_proj", h, self.ffn_hidden_size, mb),
+                LinearShape("up_proj", h, self.ffn_hidden_size, mb),
+                LinearShape("down_proj", self.ffn_hidden_size, h, mb),
+            )
         else:
             mlp = (LinearShape("fc1", h, self.ffn_hidden_size, mb), LinearShape("fc2", self.ffn_hidden_size, h, mb))
         return attn + mlp
@@ -165,8 +173,10 @@ def _head_dim(hidden: object, heads: object, where: str) -> object:
     other types pass through for ModelSpec's own type checks."""
     if isinstance(hidden, int) and isinstance(heads, int) and not isinstance(heads, bool) and heads > 0:
         if hidden % heads:
-            raise SpecError(f"{where}: hidden_size {hidden} is not divisible by the {heads} attention heads; fix "
-                            "hidden_size or the head count (or give head_dim)")
+            raise SpecError(
+                f"{where}: hidden_size {hidden} is not divisible by the {heads} attention heads; fix "
+                "hidden_size or the head count (or give head_dim)"
+            )
         return hidden // heads
     return 0
 
@@ -190,45 +200,87 @@ def model_from_hf_config(cfg: object, where: str, name: str | None = None) -> Mo
         head_dim = g("head_dim", default=None)
         if head_dim is None:
             head_dim = _head_dim(hidden, heads, where) or None
-        data = dict(name=name, family=mt, num_layers=g("num_hidden_layers"), hidden_size=hidden,
-                    num_heads=heads, num_kv_heads=g("num_key_value_heads", "num_attention_heads"),
-                    head_dim=head_dim, ffn_hidden_size=g("intermediate_size"), ffn_type="swiglu",
-                    vocab_size=g("vocab_size"), max_position_embeddings=g("max_position_embeddings"),
-                    norm="rmsnorm", norm_eps=g("rms_norm_eps", default=1e-6), positional="rope",
-                    rope_theta=g("rope_theta", default=10000.0),
-                    tied_embeddings=g("tie_word_embeddings", default=False),
-                    attention_bias=g("attention_bias", default=False), mlp_bias=g("mlp_bias", default=False),
-                    sliding_window=g("sliding_window", default=None), source=source)
+        data = dict(
+            name=name,
+            family=mt,
+            num_layers=g("num_hidden_layers"),
+            hidden_size=hidden,
+            num_heads=heads,
+            num_kv_heads=g("num_key_value_heads", "num_attention_heads"),
+            head_dim=head_dim,
+            ffn_hidden_size=g("intermediate_size"),
+            ffn_type="swiglu",
+            vocab_size=g("vocab_size"),
+            max_position_embeddings=g("max_position_embeddings"),
+            norm="rmsnorm",
+            norm_eps=g("rms_norm_eps", default=1e-6),
+            positional="rope",
+            rope_theta=g("rope_theta", default=10000.0),
+            tied_embeddings=g("tie_word_embeddings", default=False),
+            attention_bias=g("attention_bias", default=False),
+            mlp_bias=g("mlp_bias", default=False),
+            sliding_window=g("sliding_window", default=None),
+            source=source,
+        )
     elif mt == "opt":
         hidden = g("hidden_size")
         proj = cfg.get("word_embed_proj_dim", hidden)
         if proj != hidden:
-            raise SpecError(f"{where}: OPT with word_embed_proj_dim {proj} != hidden_size {hidden} (opt-350m) is "
-                            "not supported; use an OPT model whose embedding width equals hidden_size")
+            raise SpecError(
+                f"{where}: OPT with word_embed_proj_dim {proj} != hidden_size {hidden} (opt-350m) is "
+                "not supported; use an OPT model whose embedding width equals hidden_size"
+            )
         if cfg.get("do_layer_norm_before", True) is not True:
             raise SpecError(f"{where}: post-norm OPT (do_layer_norm_before=false) is not supported")
         heads = g("num_attention_heads")
         bias = g("enable_bias", default=True)
-        data = dict(name=name, family="opt", num_layers=g("num_hidden_layers"), hidden_size=hidden,
-                    num_heads=heads, num_kv_heads=heads, head_dim=_head_dim(hidden, heads, where),
-                    ffn_hidden_size=g("ffn_dim"), ffn_type="relu", vocab_size=g("vocab_size"),
-                    max_position_embeddings=g("max_position_embeddings"), norm="layernorm", norm_eps=1e-5,
-                    positional="learned", learned_position_offset=2,
-                    tied_embeddings=g("tie_word_embeddings", default=True), attention_bias=bias, mlp_bias=bias,
-                    source=source)
+        data = dict(
+            name=name,
+            family="opt",
+            num_layers=g("num_hidden_layers"),
+            hidden_size=hidden,
+            num_heads=heads,
+            num_kv_heads=heads,
+            head_dim=_head_dim(hidden, heads, where),
+            ffn_hidden_size=g("ffn_dim"),
+            ffn_type="relu",
+            vocab_size=g("vocab_size"),
+            max_position_embeddings=g("max_position_embeddings"),
+            norm="layernorm",
+            norm_eps=1e-5,
+            positional="learned",
+            learned_position_offset=2,
+            tied_embeddings=g("tie_word_embeddings", default=True),
+            attention_bias=bias,
+            mlp_bias=bias,
+            source=source,
+        )
     elif mt == "gpt2":
         hidden = g("n_embd")
         heads = g("n_head")
         inner = g("n_inner", default=None)
         if inner is None and isinstance(hidden, int):
             inner = 4 * hidden
-        data = dict(name=name, family="gpt2", num_layers=g("n_layer"), hidden_size=hidden, num_heads=heads,
-                    num_kv_heads=heads, head_dim=_head_dim(hidden, heads, where),
-                    ffn_hidden_size=inner, ffn_type="gelu", vocab_size=g("vocab_size"),
-                    max_position_embeddings=g("n_positions"), norm="layernorm",
-                    norm_eps=g("layer_norm_epsilon", default=1e-5), positional="learned",
-                    tied_embeddings=g("tie_word_embeddings", default=True), attention_bias=True, mlp_bias=True,
-                    source=source)
+        data = dict(
+            name=name,
+            family="gpt2",
+            num_layers=g("n_layer"),
+            hidden_size=hidden,
+            num_heads=heads,
+            num_kv_heads=heads,
+            head_dim=_head_dim(hidden, heads, where),
+            ffn_hidden_size=inner,
+            ffn_type="gelu",
+            vocab_size=g("vocab_size"),
+            max_position_embeddings=g("n_positions"),
+            norm="layernorm",
+            norm_eps=g("layer_norm_epsilon", default=1e-5),
+            positional="learned",
+            tied_embeddings=g("tie_word_embeddings", default=True),
+            attention_bias=True,
+            mlp_bias=True,
+            source=source,
+        )
     else:
         raise SpecError(f"{where}: unsupported model_type {mt!r}; supported: llama, mistral, opt, gpt2")
     return from_mapping(ModelSpec, data, where)
@@ -246,12 +298,16 @@ def get_model(name_or_path: str | Path) -> ModelSpec:
     if path.suffix == ".json" or path.is_dir() and (path / "config.json").is_file():
         cfg_path = path / "config.json" if path.is_dir() else path
         if not (cfg_path.exists() or cfg_path.is_symlink()):  # anything else: read_json says what is wrong
-            raise SpecError(f"model config {cfg_path} not found; give a known model name "
-                            f"({', '.join(list_models())}) or a path to a config.json")
+            raise SpecError(
+                f"model config {cfg_path} not found; give a known model name "
+                f"({', '.join(list_models())}) or a path to a config.json"
+            )
         return model_from_hf_config(read_json(cfg_path), str(cfg_path))
     if path.suffix in (".yaml", ".yml"):
         if not (path.exists() or path.is_symlink()):
             raise SpecError(f"model spec {path} not found; check the path")
         return _load_yaml_spec(path)
-    raise SpecError(f"unknown model {text!r}; use one of {', '.join(list_models())}, "
-                    "or a path to a Hugging Face config.json or a model YAML")
+    raise SpecError(
+        f"unknown model {text!r}; use one of {', '.join(list_models())}, "
+        "or a path to a Hugging Face config.json or a model YAML"
+    )

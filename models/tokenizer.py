@@ -84,8 +84,9 @@ def tokenizer_from_json(path, bos_id: int, eos_id: int, *, text: str | None = No
     try:
         backend = HFTokenizer.from_str(text) if text is not None else HFTokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises its own exception types on a bad file
-        raise FormatError(f"{path}: not a readable tokenizer.json ({str(exc).splitlines()[0][:120]}); re-export "
-                          "the tokenizer") from exc
+        raise FormatError(
+            f"{path}: not a readable tokenizer.json ({str(exc).splitlines()[0][:120]}); re-export the tokenizer"
+        ) from exc
     n = backend.get_vocab_size(with_added_tokens=True)
     for what, i in (("bos", bos_id), ("eos", eos_id)):
         if not 0 <= i < n:

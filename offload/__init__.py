@@ -17,6 +17,25 @@ from offload.search import SearchResult, search_flexgen
 from offload.sim import simulate
 from offload.workload import Workload, read_workload
 
-__all__ = ["Platform", "Workload", "Policy", "POLICY_KINDS", "OffloadResult", "StoreStats", "TraceEvent", "Slowdown",
-           "SearchResult", "get_platform", "list_platforms", "simulate", "analyze", "search_flexgen",
-           "default_policy", "check_fits", "footprint", "read_policy", "read_workload", "flexgen_percent"]
+__all__ = [
+    "Platform",
+    "Workload",
+    "Policy",
+    "POLICY_KINDS",
+    "OffloadResult",
+    "StoreStats",
+    "TraceEvent",
+    "Slowdown",
+    "SearchResult",
+    "get_platform",
+    "list_platforms",
+    "simulate",
+    "analyze",
+    "search_flexgen",
+    "default_policy",
+    "check_fits",
+    "footprint",
+    "read_policy",
+    "read_workload",
+    "flexgen_percent",
+]

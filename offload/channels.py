@@ -39,8 +39,10 @@ def host_link_rate(platform: Platform, pinned: bool) -> float:
     if rate is None:
         from base.errors import SpecError
 
-        raise SpecError(f"platform {platform.name!r}: gpu_link has no pageable_efficiency, so copies from pageable "
-                        "host memory cannot be priced; add gpu_link.pageable_efficiency or keep the policy pinned")
+        raise SpecError(
+            f"platform {platform.name!r}: gpu_link has no pageable_efficiency, so copies from pageable "
+            "host memory cannot be priced; add gpu_link.pageable_efficiency or keep the policy pinned"
+        )
     return rate
 
 

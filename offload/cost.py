@@ -113,10 +113,24 @@ def analyze(platform: Platform, workload: Workload, policy: Policy) -> OffloadRe
     for s in STORES:
         a = acc[s]
         resident = init[s] + a["written"] - a["freed"]
-        stores[s] = StoreStats(s, cap[s], init[s], a["written"], a["read"], a["freed"], resident,
-                               max(init[s], resident))
+        stores[s] = StoreStats(
+            s, cap[s], init[s], a["written"], a["read"], a["freed"], resident, max(init[s], resident)
+        )
     return OffloadResult(
-        fidelity="analytical", platform=platform.name, model=workload.model.name, policy=policy.label(),
-        batch=workload.batch, prompt_len=workload.prompt_len, gen_len=workload.gen_len, total_s=total,
-        prefill_s=prefill, busy_s=busy, members={n: c.members for n, c in ch.items()}, bytes_moved=nbytes,
-        flops=flops, stores=stores, requests_submitted=workload.batch, requests_completed=workload.batch)
+        fidelity="analytical",
+        platform=platform.name,
+        model=workload.model.name,
+        policy=policy.label(),
+        batch=workload.batch,
+        prompt_len=workload.prompt_len,
+        gen_len=workload.gen_len,
+        total_s=total,
+        prefill_s=prefill,
+        busy_s=busy,
+        members={n: c.members for n, c in ch.items()},
+        bytes_moved=nbytes,
+        flops=flops,
+        stores=stores,
+        requests_submitted=workload.batch,
+        requests_completed=workload.batch,
+    )

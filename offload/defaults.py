@@ -61,14 +61,22 @@ def default_policy(kind: str, platform: Platform, workload: Workload) -> Policy:
     if kind == "instinfer":
         gbs, n = _split(workload.batch, 2)
         Policy("instinfer", gpu_batch_size=gbs, num_gpu_batches=n).check(platform, workload)
-        return Policy("instinfer", gpu_batch_size=gbs, num_gpu_batches=n, topk_fraction=INSTINFER_TOPK,
-                      topr_channels=max(1, workload.model.head_dim // INSTINFER_TOPR_DIV))
+        return Policy(
+            "instinfer",
+            gpu_batch_size=gbs,
+            num_gpu_batches=n,
+            topk_fraction=INSTINFER_TOPK,
+            topr_channels=max(1, workload.model.head_dim // INSTINFER_TOPR_DIV),
+        )
     from offload.search import estimate_total_s
 
     best: tuple[float, Policy] | None = None
     for n in (d for d in range(1, 17) if workload.batch % d == 0):  # fewer GPU batches re-read weights less often
-        pol = _greedy_kv(platform, workload, Policy("leoam", gpu_batch_size=workload.batch // n, num_gpu_batches=n,
-                                                    load_fraction=LEOAM_LOAD_FRACTION))
+        pol = _greedy_kv(
+            platform,
+            workload,
+            Policy("leoam", gpu_batch_size=workload.batch // n, num_gpu_batches=n, load_fraction=LEOAM_LOAD_FRACTION),
+        )
         fp, cap = footprint(platform, workload, pol), capacities(platform)
         if any(fp[s] > cap[s] for s in fp):
             continue
@@ -76,6 +84,8 @@ def default_policy(kind: str, platform: Platform, workload: Workload) -> Policy:
         if best is None or t < best[0]:
             best = (t, pol)
     if best is None:
-        raise SpecError(f"no LeoAM placement of {workload.model.name} (batch {workload.batch}) fits platform "
-                        f"{platform.name!r}; lower the batch or the context")
+        raise SpecError(
+            f"no LeoAM placement of {workload.model.name} (batch {workload.batch}) fits platform "
+            f"{platform.name!r}; lower the batch or the context"
+        )
     return best[1]

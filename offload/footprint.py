@@ -15,8 +15,12 @@ if TYPE_CHECKING:
 
 __all__ = ["footprint", "capacities", "check_capacity", "check_fits", "FIX_HINTS"]
 
-FIX_HINTS = {"gpu": "lower w_gpu/kv_gpu/act_gpu or the GPU batch size", "cpu": "lower w_cpu/kv_cpu/act_cpu",
-             "disk": "use a platform with more disk", "csd": "use more or larger drives"}
+FIX_HINTS = {
+    "gpu": "lower w_gpu/kv_gpu/act_gpu or the GPU batch size",
+    "cpu": "lower w_cpu/kv_cpu/act_cpu",
+    "disk": "use a platform with more disk",
+    "csd": "use more or larger drives",
+}
 
 
 def footprint(platform: Platform, workload: Workload, policy: Policy) -> dict[str, float]:
@@ -26,8 +30,12 @@ def footprint(platform: Platform, workload: Workload, policy: Policy) -> dict[st
 
 def capacities(platform: Platform) -> dict[str, float]:
     csd = platform.csd.count * platform.csd.capacity_bytes if platform.csd is not None else 0.0
-    return {"gpu": float(platform.gpu_usable_bytes), "cpu": float(platform.host.usable_bytes),
-            "disk": float(platform.disk_bytes), "csd": float(csd)}
+    return {
+        "gpu": float(platform.gpu_usable_bytes),
+        "cpu": float(platform.host.usable_bytes),
+        "disk": float(platform.disk_bytes),
+        "csd": float(csd),
+    }
 
 
 def check_capacity(platform: Platform, workload: Workload) -> None:
@@ -38,10 +46,12 @@ def check_capacity(platform: Platform, workload: Workload) -> None:
     avail = cap["gpu"] + cap["cpu"] + cap["disk"] + cap["csd"]
     gb = 1e9
     if need > avail:
-        raise SpecError(f"{wl.model.name} with batch {wl.batch} and context {wl.final_context} needs "
-                        f"{need / gb:.1f} GB (weights + KV cache) but platform {platform.name!r} holds only "
-                        f"{avail / gb:.1f} GB on GPU, host DRAM and drives together; lower --batch, --prompt or "
-                        "--gen, or use a compression scheme")
+        raise SpecError(
+            f"{wl.model.name} with batch {wl.batch} and context {wl.final_context} needs "
+            f"{need / gb:.1f} GB (weights + KV cache) but platform {platform.name!r} holds only "
+            f"{avail / gb:.1f} GB on GPU, host DRAM and drives together; lower --batch, --prompt or "
+            "--gen, or use a compression scheme"
+        )
 
 
 def check_fits(platform: Platform, workload: Workload, policy: Policy) -> dict[str, float]:
@@ -54,6 +64,8 @@ def check_fits(platform: Platform, workload: Workload, policy: Policy) -> dict[s
     fp = footprint(platform, workload, policy)
     for store, used in fp.items():
         if used > cap[store] * (1 + 1e-9):
-            raise SpecError(f"policy {policy.kind} places {used / gb:.1f} GB on {store} but platform "
-                            f"{platform.name!r} has {cap[store] / gb:.1f} GB there; {FIX_HINTS[store]}")
+            raise SpecError(
+                f"policy {policy.kind} places {used / gb:.1f} GB on {store} but platform "
+                f"{platform.name!r} has {cap[store] / gb:.1f} GB there; {FIX_HINTS[store]}"
+            )
     return fp

@@ -22,9 +22,23 @@ from base.specio import from_mapping, read_yaml, rng
 if TYPE_CHECKING:
     from hwsim.hardware import HardwareSpec
 
-__all__ = ["Platform", "HostSpec", "PcieLinkSpec", "SsdSpec", "CsdSpec", "CompressionCostSpec", "SwitchSpec",
-           "TopologySpec", "CpuAttentionSpec", "get_platform", "list_platforms", "PLATFORM_DIR",
-           "PCIE_LANE_BYTES_PER_S", "DEVICES", "PLATFORM_TEMPLATE"]
+__all__ = [
+    "Platform",
+    "HostSpec",
+    "PcieLinkSpec",
+    "SsdSpec",
+    "CsdSpec",
+    "CompressionCostSpec",
+    "SwitchSpec",
+    "TopologySpec",
+    "CpuAttentionSpec",
+    "get_platform",
+    "list_platforms",
+    "PLATFORM_DIR",
+    "PCIE_LANE_BYTES_PER_S",
+    "DEVICES",
+    "PLATFORM_TEMPLATE",
+]
 
 PLATFORM_DIR = Path(__file__).with_name("platforms")
 PLATFORM_TEMPLATE = Path(__file__).with_name("templates") / "platform.yaml"  # `hwsim platforms --template`
@@ -186,8 +200,10 @@ class CsdSpec:
 
     def __post_init__(self) -> None:
         if (self.fpga_attention_flops_per_s is None) == (self.fpga_attention_hardware is None):
-            raise SpecError(f"csd {self.model!r}: give exactly one of fpga_attention_flops_per_s and "
-                            "fpga_attention_hardware (an hwsim FPGA spec with attention engines)")
+            raise SpecError(
+                f"csd {self.model!r}: give exactly one of fpga_attention_flops_per_s and "
+                "fpga_attention_hardware (an hwsim FPGA spec with attention engines)"
+            )
 
     @cached_property
     def attention_flops_per_s(self) -> float:
@@ -199,8 +215,10 @@ class CsdSpec:
         assert self.fpga_attention_hardware is not None  # __post_init__ requires one of the two
         hw = get_hardware(self.fpga_attention_hardware)
         if hw.fpga is None or hw.fpga.attention_lanes == 0:
-            raise SpecError(f"csd {self.model!r}: hardware {self.fpga_attention_hardware!r} has no attention engine "
-                            "(fpga.attention_lanes); give fpga_attention_flops_per_s instead")
+            raise SpecError(
+                f"csd {self.model!r}: hardware {self.fpga_attention_hardware!r} has no attention engine "
+                "(fpga.attention_lanes); give fpga_attention_flops_per_s instead"
+            )
         return 2.0 * hw.fpga.attention_lanes * hw.fpga.attention_engines * hw.freq_hz
 
     @property
@@ -248,15 +266,21 @@ class Platform:
         for sw in self.topology.switches:
             for dev in sw.devices:
                 if dev in seen:
-                    raise SpecError(f"platform {self.name!r}: {dev} sits below switches {seen[dev]!r} and "
-                                    f"{sw.name!r}; list each device under one switch")
+                    raise SpecError(
+                        f"platform {self.name!r}: {dev} sits below switches {seen[dev]!r} and "
+                        f"{sw.name!r}; list each device under one switch"
+                    )
                 if dev != "gpu" and getattr(self, dev) is None:
-                    raise SpecError(f"platform {self.name!r}: switch {sw.name!r} lists {dev}, but the platform has "
-                                    f"no {dev} section; add the {dev} section or remove it from the switch")
+                    raise SpecError(
+                        f"platform {self.name!r}: switch {sw.name!r} lists {dev}, but the platform has "
+                        f"no {dev} section; add the {dev} section or remove it from the switch"
+                    )
                 seen[dev] = sw.name
             if not sw.devices:
-                raise SpecError(f"platform {self.name!r}: switch {sw.name!r} has no devices; list the devices "
-                                "below it (gpu, ssd, csd) or remove it")
+                raise SpecError(
+                    f"platform {self.name!r}: switch {sw.name!r} has no devices; list the devices "
+                    "below it (gpu, ssd, csd) or remove it"
+                )
         names = [sw.name for sw in self.topology.switches]
         if len(set(names)) != len(names):
             raise SpecError(f"platform {self.name!r}: switch names repeat ({', '.join(names)}); name each once")
@@ -267,8 +291,10 @@ class Platform:
 
         spec = get_hardware(self.gpu)
         if spec.kind != "gpu":
-            raise SpecError(f"platform {self.name!r}: gpu {self.gpu!r} is a {spec.kind}, not a gpu; name a GPU "
-                            "hardware spec (e.g. a6000)")
+            raise SpecError(
+                f"platform {self.name!r}: gpu {self.gpu!r} is a {spec.kind}, not a gpu; name a GPU "
+                "hardware spec (e.g. a6000)"
+            )
         return spec
 
     @property
@@ -316,8 +342,9 @@ def get_platform(name_or_path: str | Path) -> Platform:
     elif Path(text).suffix in (".yaml", ".yml"):
         path = Path(text)
     else:
-        raise SpecError(f"unknown platform {text!r}; use one of {', '.join(list_platforms())} "
-                        "or a path to a platform YAML")
+        raise SpecError(
+            f"unknown platform {text!r}; use one of {', '.join(list_platforms())} or a path to a platform YAML"
+        )
     data = _resolve_paths(read_yaml(path), path.resolve().parent)
     plat = from_mapping(Platform, data, str(path))
     plat.gpu_spec  # resolve now so that a bad GPU or FPGA name fails at load time  # noqa: B018

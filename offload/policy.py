@@ -63,25 +63,37 @@ class Policy:
     select_tokens: int = field(default=16, metadata=rng(ge=1))
 
     def __post_init__(self) -> None:
-        for part, (g, c) in (("weights", (self.w_gpu, self.w_cpu)), ("KV cache", (self.kv_gpu, self.kv_cpu)),
-                             ("activations", (self.act_gpu, self.act_cpu))):
+        for part, (g, c) in (
+            ("weights", (self.w_gpu, self.w_cpu)),
+            ("KV cache", (self.kv_gpu, self.kv_cpu)),
+            ("activations", (self.act_gpu, self.act_cpu)),
+        ):
             if g + c > 1 + _EPS:
-                raise SpecError(f"policy {self.kind}: {part} placement gpu {g:g} + cpu {c:g} = {g + c:g} exceeds 1; "
-                                "fractions on GPU, CPU and disk must sum to 1, lower one of them")
+                raise SpecError(
+                    f"policy {self.kind}: {part} placement gpu {g:g} + cpu {c:g} = {g + c:g} exceeds 1; "
+                    "fractions on GPU, CPU and disk must sum to 1, lower one of them"
+                )
         if self.kind == "instinfer" and (self.kv_gpu or self.kv_cpu):
-            raise SpecError("policy instinfer keeps the whole KV cache in the computational storage drives; set "
-                            "kv_gpu and kv_cpu to 0 (or use flexgen/leoam for a GPU/CPU KV share)")
+            raise SpecError(
+                "policy instinfer keeps the whole KV cache in the computational storage drives; set "
+                "kv_gpu and kv_cpu to 0 (or use flexgen/leoam for a GPU/CPU KV share)"
+            )
         if self.kind != "instinfer" and (self.topk_fraction != 1.0 or self.topr_channels):
-            raise SpecError(f"policy {self.kind}: topk_fraction/topr_channels are InstInfer (SparF) settings; "
-                            "remove them or use kind instinfer")
+            raise SpecError(
+                f"policy {self.kind}: topk_fraction/topr_channels are InstInfer (SparF) settings; "
+                "remove them or use kind instinfer"
+            )
         if self.kind != "flexgen" and self.cpu_attention:
-            raise SpecError(f"policy {self.kind}: cpu_attention is FlexGen's CPU delegation; remove it or use kind "
-                            "flexgen")
+            raise SpecError(
+                f"policy {self.kind}: cpu_attention is FlexGen's CPU delegation; remove it or use kind flexgen"
+            )
         if self.kind != "leoam" and self.load_fraction != 1.0:
             raise SpecError(f"policy {self.kind}: load_fraction is a LeoAM setting; remove it or use kind leoam")
         if self.kind == "instinfer" and self.topk_fraction < 1 and self.topr_channels == 0:
-            raise SpecError("policy instinfer: sparse attention (topk_fraction < 1) needs topr_channels >= 1 "
-                            "query channels for the approximate scores")
+            raise SpecError(
+                "policy instinfer: sparse attention (topk_fraction < 1) needs topr_channels >= 1 "
+                "query channels for the approximate scores"
+            )
 
     # ---- derived --------------------------------------------------------------------------------------------
     @property
@@ -109,10 +121,12 @@ class Policy:
 
     def label(self) -> str:
         pct = lambda x: f"{100 * x:.0f}"  # noqa: E731
-        text = (f"{self.kind} bs={self.gpu_batch_size}x{self.num_gpu_batches} "
-                f"w={pct(self.w_gpu)}/{pct(self.w_cpu)}/{pct(self.w_disk)} "
-                f"kv={pct(self.kv_gpu)}/{pct(self.kv_cpu)}/{pct(self.kv_disk)} "
-                f"act={pct(self.act_gpu)}/{pct(self.act_cpu)}/{pct(self.act_disk)}")
+        text = (
+            f"{self.kind} bs={self.gpu_batch_size}x{self.num_gpu_batches} "
+            f"w={pct(self.w_gpu)}/{pct(self.w_cpu)}/{pct(self.w_disk)} "
+            f"kv={pct(self.kv_gpu)}/{pct(self.kv_cpu)}/{pct(self.kv_disk)} "
+            f"act={pct(self.act_gpu)}/{pct(self.act_cpu)}/{pct(self.act_disk)}"
+        )
         if self.cpu_attention:
             text += " cpu-attention"
         if not self.pinned:
@@ -120,25 +134,33 @@ class Policy:
         if self.kind == "leoam":
             text += f" chunk={self.chunk_tokens} load={self.load_fraction:g}"
         if self.kind == "instinfer":
-            text += (f" topk={self.topk_fraction:g} r={self.topr_channels}" if self.sparse else " dense")
+            text += f" topk={self.topk_fraction:g} r={self.topr_channels}" if self.sparse else " dense"
         return text
 
     def check(self, platform: Platform, workload: Workload) -> None:
         """Raise SpecError when this policy cannot run `workload` on `platform` (batch split, missing drives)."""
         if self.batch != workload.batch:
-            raise SpecError(f"policy {self.kind}: gpu_batch_size {self.gpu_batch_size} x num_gpu_batches "
-                            f"{self.num_gpu_batches} = {self.batch} != workload batch {workload.batch}; choose a "
-                            "split whose product is the batch")
+            raise SpecError(
+                f"policy {self.kind}: gpu_batch_size {self.gpu_batch_size} x num_gpu_batches "
+                f"{self.num_gpu_batches} = {self.batch} != workload batch {workload.batch}; choose a "
+                "split whose product is the batch"
+            )
         if self.kind == "instinfer":
             if platform.csd is None:
-                raise SpecError(f"policy instinfer needs computational storage drives; platform {platform.name!r} "
-                                "has none (use a6000-csd, or policy flexgen)")
+                raise SpecError(
+                    f"policy instinfer needs computational storage drives; platform {platform.name!r} "
+                    "has none (use a6000-csd, or policy flexgen)"
+                )
             if not platform.csd.p2p_gpu:
-                raise SpecError(f"policy instinfer needs GPU<->drive peer-to-peer transfers; platform "
-                                f"{platform.name!r} sets csd.p2p_gpu false")
+                raise SpecError(
+                    f"policy instinfer needs GPU<->drive peer-to-peer transfers; platform "
+                    f"{platform.name!r} sets csd.p2p_gpu false"
+                )
         if self.topr_channels > workload.model.head_dim:
-            raise SpecError(f"policy instinfer: topr_channels {self.topr_channels} exceeds head_dim "
-                            f"{workload.model.head_dim}; choose 1..{workload.model.head_dim}")
+            raise SpecError(
+                f"policy instinfer: topr_channels {self.topr_channels} exceeds head_dim "
+                f"{workload.model.head_dim}; choose 1..{workload.model.head_dim}"
+            )
 
 
 def read_policy(path) -> Policy:
@@ -148,9 +170,14 @@ def read_policy(path) -> Policy:
     return from_mapping(Policy, read_yaml(path), str(path))
 
 
-def flexgen_percent(workload: Workload, percent: tuple[float, float, float, float, float, float],
-                    gpu_batch_size: int, num_gpu_batches: int, cpu_cache_compute: bool = False,
-                    pin_weight: bool = True) -> Policy:
+def flexgen_percent(
+    workload: Workload,
+    percent: tuple[float, float, float, float, float, float],
+    gpu_batch_size: int,
+    num_gpu_batches: int,
+    cpu_cache_compute: bool = False,
+    pin_weight: bool = True,
+) -> Policy:
     """FlexGen's ``--percent WG WC CG CC HG HC`` (with its batch flags) as a Policy.
 
     FlexGen places whole weight tensors: within each of its layers (attention: q, k, v, out projections; MLP: the
@@ -174,7 +201,16 @@ def flexgen_percent(workload: Workload, percent: tuple[float, float, float, floa
             share[tier] += per[lin.name]
             acc += per[lin.name]
     blocks = sum(share.values())
-    return Policy("flexgen", gpu_batch_size=gpu_batch_size, num_gpu_batches=num_gpu_batches,
-                  w_gpu=share["gpu"] / blocks, w_cpu=share["cpu"] / blocks, kv_gpu=percent[2] / 100,
-                  kv_cpu=percent[3] / 100, act_gpu=percent[4] / 100, act_cpu=percent[5] / 100,
-                  cpu_attention=cpu_cache_compute, pinned=pin_weight)
+    return Policy(
+        "flexgen",
+        gpu_batch_size=gpu_batch_size,
+        num_gpu_batches=num_gpu_batches,
+        w_gpu=share["gpu"] / blocks,
+        w_cpu=share["cpu"] / blocks,
+        kv_gpu=percent[2] / 100,
+        kv_cpu=percent[3] / 100,
+        act_gpu=percent[4] / 100,
+        act_cpu=percent[5] / 100,
+        cpu_attention=cpu_cache_compute,
+        pinned=pin_weight,
+    )

@@ -83,7 +83,11 @@ class OffloadResult:
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("trace")
-        d.update(decode_s=self.decode_s, throughput_tok_s=self.throughput_tok_s,
-                 decode_throughput_tok_s=self.decode_throughput_tok_s,
-                 per_token_latency_s=self.per_token_latency_s, utilisation=self.utilisation)
+        d.update(
+            decode_s=self.decode_s,
+            throughput_tok_s=self.throughput_tok_s,
+            decode_throughput_tok_s=self.decode_throughput_tok_s,
+            per_token_latency_s=self.per_token_latency_s,
+            utilisation=self.utilisation,
+        )
         return d

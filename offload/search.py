@@ -49,8 +49,9 @@ class SearchResult:
     rejected: int  # LPs without a feasible placement
 
 
-def estimate_total_s(platform: Platform, workload: Workload, policy: Policy,
-                     ch: dict[str, ChannelSpec] | None = None) -> float:
+def estimate_total_s(
+    platform: Platform, workload: Workload, policy: Policy, ch: dict[str, ChannelSpec] | None = None
+) -> float:
     """L * (T_prefill + (gen - 1) * T_decode(mean context)), steps fully overlapped (or summed without overlap)."""
     ch = channels(platform, policy.pinned) if ch is None else ch
     planner = make_planner(platform, workload, policy, ch)
@@ -162,9 +163,14 @@ def _solve(workload, coef: dict, mem: dict, cap: dict, max_kv_cpu: float, links:
     return float(res.fun), res.x
 
 
-def search_flexgen(platform: Platform, workload: Workload, max_gpu_batches: int = 16,
-                   cpu_attention: tuple[bool, ...] = (False, True), max_kv_cpu: float = 1.0,
-                   pinned: bool = True) -> SearchResult:
+def search_flexgen(
+    platform: Platform,
+    workload: Workload,
+    max_gpu_batches: int = 16,
+    cpu_attention: tuple[bool, ...] = (False, True),
+    max_kv_cpu: float = 1.0,
+    pinned: bool = True,
+) -> SearchResult:
     """The FlexGen policy with the least LP time for `workload` on `platform`; SpecError naming the store that
     overflows when no placement fits. `cpu_attention` lists the CPU-delegation choices the search may take;
     `max_kv_cpu` caps the KV share in host DRAM (0 = an SSD-based deployment that keeps DRAM free of KV cache)."""
@@ -176,8 +182,15 @@ def search_flexgen(platform: Platform, workload: Workload, max_gpu_batches: int 
     least: dict[str, float] = {}
     for n in splits:
         for ca in cpu_attention:
-            base = Policy("flexgen", gpu_batch_size=workload.batch // n, num_gpu_batches=n, w_gpu=0.0, act_gpu=0.0,
-                          cpu_attention=ca, pinned=pinned)
+            base = Policy(
+                "flexgen",
+                gpu_batch_size=workload.batch // n,
+                num_gpu_batches=n,
+                w_gpu=0.0,
+                act_gpu=0.0,
+                cpu_attention=ca,
+                pinned=pinned,
+            )
             coef, mem = _linear_terms(platform, workload, base, ch)
             for s in _STORES:  # the least each store can hold with these splits (for the error message)
                 m0, m = mem[s]
@@ -195,13 +208,17 @@ def search_flexgen(platform: Platform, workload: Workload, max_gpu_batches: int 
         over = [s for s in _STORES if least.get(s, 0.0) > cap[s]]
         if over:
             s = over[0]
-            raise SpecError(f"no FlexGen placement of {workload.model.name} (batch {workload.batch}, context "
-                            f"{workload.final_context}) fits platform {platform.name!r}: {s} needs at least "
-                            f"{least[s] / gb:.1f} GB but has {cap[s] / gb:.1f} GB; lower --batch or --prompt/--gen, "
-                            f"use a compression scheme, or {FIX_HINTS[s]}")
-        raise SpecError(f"no FlexGen placement of {workload.model.name} (batch {workload.batch}, context "
-                        f"{workload.final_context}) fits platform {platform.name!r}: weights, KV cache and "
-                        "activations overfill GPU, host DRAM and disk together; lower --batch or --prompt/--gen, or "
-                        "use a compression scheme")
+            raise SpecError(
+                f"no FlexGen placement of {workload.model.name} (batch {workload.batch}, context "
+                f"{workload.final_context}) fits platform {platform.name!r}: {s} needs at least "
+                f"{least[s] / gb:.1f} GB but has {cap[s] / gb:.1f} GB; lower --batch or --prompt/--gen, "
+                f"use a compression scheme, or {FIX_HINTS[s]}"
+            )
+        raise SpecError(
+            f"no FlexGen placement of {workload.model.name} (batch {workload.batch}, context "
+            f"{workload.final_context}) fits platform {platform.name!r}: weights, KV cache and "
+            "activations overfill GPU, host DRAM and disk together; lower --batch or --prompt/--gen, or "
+            "use a compression scheme"
+        )
     pol = best[1]
     return SearchResult(pol, best[0], estimate_total_s(platform, workload, pol, ch), solved, rejected)

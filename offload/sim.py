@@ -26,8 +26,15 @@ if TYPE_CHECKING:
 __all__ = ["simulate"]
 
 
-def simulate(platform: Platform, workload: Workload, policy: Policy, *, slowdowns: Iterable[Slowdown] = (),
-             trace: bool = False, progress: Callable[[int, int], None] | None = None) -> OffloadResult:
+def simulate(
+    platform: Platform,
+    workload: Workload,
+    policy: Policy,
+    *,
+    slowdowns: Iterable[Slowdown] = (),
+    trace: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> OffloadResult:
     """Simulate `workload` on `platform` under `policy`. `progress(done_tokens, total_tokens)` is called as tokens
     complete. Raises SpecError for a placement that does not fit."""
     return _Sim(platform, workload, policy, tuple(slowdowns), trace, progress).run()
@@ -42,14 +49,15 @@ class _Sim:
         check_fits(platform, workload, policy)
         self.platform, self.wl, self.pol = platform, workload, policy
         self.specs = channels(platform, policy.pinned)
-        self.chans = {n: Channel(n, c.members, c.latency_s, splittable=c.kind == "link")
-                      for n, c in self.specs.items()}
+        self.chans = {n: Channel(n, c.members, c.latency_s, splittable=c.kind == "link") for n, c in self.specs.items()}
         for sd in slowdowns:
             if sd.channel not in self.chans:
                 from base.errors import SpecError
 
-                raise SpecError(f"slowdown names channel {sd.channel!r}, which platform {platform.name!r} lacks; "
-                                f"use one of {', '.join(self.chans)}")
+                raise SpecError(
+                    f"slowdown names channel {sd.channel!r}, which platform {platform.name!r} lacks; "
+                    f"use one of {', '.join(self.chans)}"
+                )
             self.chans[sd.channel].add_slowdown(sd)
         cap = capacities(platform)
         init = self.planner.initial_residency()
@@ -151,18 +159,35 @@ class _Sim:
             events += 1
         assert done.triggered, "simulation driver did not finish"
         return OffloadResult(
-            fidelity="simpy", platform=self.platform.name, model=self.wl.model.name, policy=self.pol.label(),
-            batch=self.wl.batch, prompt_len=self.wl.prompt_len, gen_len=self.wl.gen_len, total_s=env.now,
+            fidelity="simpy",
+            platform=self.platform.name,
+            model=self.wl.model.name,
+            policy=self.pol.label(),
+            batch=self.wl.batch,
+            prompt_len=self.wl.prompt_len,
+            gen_len=self.wl.gen_len,
+            total_s=env.now,
             prefill_s=self.prefill_s,
             busy_s={n: c.busy_per_member_s for n, c in self.chans.items()},
             members={n: c.members for n, c in self.chans.items()},
             bytes_moved={n: c.nbytes for n, c in self.chans.items() if self.specs[n].kind == "link"},
             flops={n: c.flops for n, c in self.chans.items() if self.specs[n].kind == "compute"},
             stores={n: _stats(s) for n, s in self.stores.items()},
-            requests_submitted=self.wl.batch, requests_completed=self.completed, events=events,
-            trace=tuple(self.trace))
+            requests_submitted=self.wl.batch,
+            requests_completed=self.completed,
+            events=events,
+            trace=tuple(self.trace),
+        )
 
 
 def _stats(s: Store) -> StoreStats:
-    return StoreStats(s.name, s.capacity_bytes, s.initial_bytes, s.written_bytes, s.read_bytes, s.freed_bytes,
-                      s.resident_bytes, s.peak_bytes)
+    return StoreStats(
+        s.name,
+        s.capacity_bytes,
+        s.initial_bytes,
+        s.written_bytes,
+        s.read_bytes,
+        s.freed_bytes,
+        s.resident_bytes,
+        s.peak_bytes,
+    )

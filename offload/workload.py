@@ -31,8 +31,9 @@ class Workload:
     gen_len: int = field(metadata=rng(ge=1))
 
     @classmethod
-    def make(cls, model: str | ModelSpec, batch: int, prompt_len: int, gen_len: int,
-             scheme: str | CompressionScheme = "fp16") -> Workload:
+    def make(
+        cls, model: str | ModelSpec, batch: int, prompt_len: int, gen_len: int, scheme: str | CompressionScheme = "fp16"
+    ) -> Workload:
         from base.errors import SpecError
 
         m = get_model(model) if not isinstance(model, ModelSpec) else model
@@ -165,7 +166,8 @@ def read_workload(path) -> Workload:
         if key not in data:
             raise SpecError(f"{path}: missing key {key!r}; add it")
     try:
-        return Workload.make(data["model"], data["batch"], data["prompt_len"], data["gen_len"],
-                             data.get("scheme", "fp16"))
+        return Workload.make(
+            data["model"], data["batch"], data["prompt_len"], data["gen_len"], data.get("scheme", "fp16")
+        )
     except SpecError as exc:
         raise SpecError(f"{path}: {exc}") from None

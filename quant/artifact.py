@@ -29,9 +29,19 @@ from typing import Any
 from base.errors import FormatError, SpecError
 from base.specio import short
 
-__all__ = ["ARTIFACT_FORMAT", "ArtifactInfo", "read_estimate_inputs", "read_manifest", "check_manifest",
-           "verify_artifact", "write_artifact", "load_artifact", "LoadedArtifact", "pack_linear",
-           "read_artifact_file"]
+__all__ = [
+    "ARTIFACT_FORMAT",
+    "ArtifactInfo",
+    "read_estimate_inputs",
+    "read_manifest",
+    "check_manifest",
+    "verify_artifact",
+    "write_artifact",
+    "load_artifact",
+    "LoadedArtifact",
+    "pack_linear",
+    "read_artifact_file",
+]
 
 ARTIFACT_FORMAT = "hwsim.compressed-model"
 ARTIFACT_VERSION = 2  # 2: the manifest carries its own SHA-256
@@ -71,8 +81,12 @@ class ArtifactInfo:
         """quant.measured.MeasuredProfile of this artifact (pass it as estimate(..., profile=...))."""
         from quant.measured import MeasuredProfile
 
-        return MeasuredProfile(source=f"artifact {self.path}", layer_weight_bytes=self.layer_weight_bytes,
-                               lm_head_bytes=self.lm_head_bytes, kv_sparsity_per_layer=self.kv_sparsity_per_layer)
+        return MeasuredProfile(
+            source=f"artifact {self.path}",
+            layer_weight_bytes=self.layer_weight_bytes,
+            lm_head_bytes=self.lm_head_bytes,
+            kv_sparsity_per_layer=self.kv_sparsity_per_layer,
+        )
 
 
 def read_manifest(path: str | Path) -> dict:
@@ -83,17 +97,23 @@ def read_manifest(path: str | Path) -> dict:
     path = Path(path)
     mf = path / MANIFEST_FILE
     if not path.is_dir() or not mf.is_file():
-        raise FormatError(f"{path} is not an artifact directory (no {MANIFEST_FILE}); write one with "
-                          "`hwsim compress --model M --scheme S --out DIR`")
+        raise FormatError(
+            f"{path} is not an artifact directory (no {MANIFEST_FILE}); write one with "
+            "`hwsim compress --model M --scheme S --out DIR`"
+        )
     manifest = read_json(mf, error=FormatError)
     if not isinstance(manifest, dict) or manifest.get("format") != ARTIFACT_FORMAT:
         raise FormatError(f"{mf} is not a {ARTIFACT_FORMAT} manifest; write the artifact with `hwsim compress`")
     if manifest.get("version") != ARTIFACT_VERSION:
-        raise FormatError(f"{mf}: artifact version {short(manifest.get('version'))} is not supported (this hwsim "
-                          f"reads version {ARTIFACT_VERSION}); write it again with this hwsim")
+        raise FormatError(
+            f"{mf}: artifact version {short(manifest.get('version'))} is not supported (this hwsim "
+            f"reads version {ARTIFACT_VERSION}); write it again with this hwsim"
+        )
     if manifest.get("manifest_sha256") != _manifest_digest(manifest):
-        raise FormatError(f"{mf}: the manifest does not match its own SHA-256 (edited or damaged); write the "
-                          "artifact again with `hwsim compress`")
+        raise FormatError(
+            f"{mf}: the manifest does not match its own SHA-256 (edited or damaged); write the "
+            "artifact again with `hwsim compress`"
+        )
     for key in ("model", "scheme", "tensors", "layers", "weights_file", "kv_stats", "calibration"):
         if key not in manifest:
             raise FormatError(f"{mf}: manifest lacks {key!r}; the artifact is truncated or corrupt, write it again")
@@ -116,8 +136,10 @@ def _specs_from_manifest(manifest: dict, where: str):
     from quant.scheme import CompressionScheme
 
     try:
-        return (from_mapping(ModelSpec, manifest["model"], f"{where} model"),
-                from_mapping(CompressionScheme, manifest["scheme"], f"{where} scheme"))
+        return (
+            from_mapping(ModelSpec, manifest["model"], f"{where} model"),
+            from_mapping(CompressionScheme, manifest["scheme"], f"{where} scheme"),
+        )
     except SpecError as exc:
         raise FormatError(f"{where}: {exc}") from exc
 
@@ -190,23 +212,35 @@ def _check_linear(name: str, entry: dict, lin, schemes: list, where: str) -> Non
     if not isinstance(meta, dict) or meta.get("format") != fmt:
         raise _bad(where, f"tensor {name!r} lacks its packed-format metadata (format {fmt})")
     if not all(_nonneg_int(meta.get(k)) for k in ("bits", "group_size", "out_features", "in_features")):
-        raise _bad(where, f"tensor {name!r}: packed-format metadata bits, group_size, out_features and in_features "
-                          "must be integers >= 0")
+        raise _bad(
+            where,
+            f"tensor {name!r}: packed-format metadata bits, group_size, out_features and in_features "
+            "must be integers >= 0",
+        )
     bits = meta["bits"]
     by_pruning = {"none": GroupQuantWeight, "2:4": Sparse24Weight, "unstructured": BitmapSparseWeight}
     ok = False
     for s in schemes:
         want = by_pruning.get(s.weight_pruning)
-        if (want is None or want is cls) and bits == s.weight_bits and (
-                bits == 16 and cls is not GroupQuantWeight or meta.get("group_size") == s.weight_group_size):
+        if (
+            (want is None or want is cls)
+            and bits == s.weight_bits
+            and (bits == 16 and cls is not GroupQuantWeight or meta.get("group_size") == s.weight_group_size)
+        ):
             ok = True
     if not ok:
-        raise _bad(where, f"tensor {name!r} is {fmt} with {short(meta.get('bits'))}-bit values, group "
-                          f"{short(meta.get('group_size'))}; the scheme says {schemes[-1].weight_bits}-bit, group "
-                          f"{schemes[-1].weight_group_size}, pruning {schemes[-1].weight_pruning}")
+        raise _bad(
+            where,
+            f"tensor {name!r} is {fmt} with {short(meta.get('bits'))}-bit values, group "
+            f"{short(meta.get('group_size'))}; the scheme says {schemes[-1].weight_bits}-bit, group "
+            f"{schemes[-1].weight_group_size}, pruning {schemes[-1].weight_pruning}",
+        )
     if meta.get("out_features") != lin.out_features or meta.get("in_features") != lin.in_features:
-        raise _bad(where, f"tensor {name!r} is {short(meta.get('out_features'))}x{short(meta.get('in_features'))}, "
-                          f"the model's {lin.name} is {lin.out_features}x{lin.in_features}")
+        raise _bad(
+            where,
+            f"tensor {name!r} is {short(meta.get('out_features'))}x{short(meta.get('in_features'))}, "
+            f"the model's {lin.name} is {lin.out_features}x{lin.in_features}",
+        )
     layout = cls.layout(meta)  # FormatError on bad metadata
     expect: dict[str, int | tuple[int, int]] = {}
     for sec in layout:
@@ -235,8 +269,9 @@ def _check_fp16(name: str, entry: dict, shape: list[int], where: str) -> None:
     if set(arrays) != {"fp16"} or arrays["fp16"]["dtype"] != "F16" or arrays["fp16"]["shape"] != shape:
         raise _bad(where, f"fp16 tensor {name!r} must be one F16 array of shape {shape}")
     if entry.get("shape", shape) != shape or entry["nbytes"] != 2 * _prod(shape):
-        raise _bad(where, f"fp16 tensor {name!r} claims {short(entry['nbytes'])} bytes; {shape} in fp16 is "
-                          f"{2 * _prod(shape)}")
+        raise _bad(
+            where, f"fp16 tensor {name!r} claims {short(entry['nbytes'])} bytes; {shape} in fp16 is {2 * _prod(shape)}"
+        )
 
 
 def check_manifest(m: dict, where: str):
@@ -244,31 +279,58 @@ def check_manifest(m: dict, where: str):
     tensor set against the model, each tensor against the scheme and its format, per-layer and total byte counts
     against the tensors, KV statistics against the model. Returns (ModelSpec, CompressionScheme)."""
     model, scheme = _specs_from_manifest(m, where)
-    if (model.ffn_type, model.norm, model.positional) != ("swiglu", "rmsnorm", "rope") or model.attention_bias \
-            or model.mlp_bias or model.head_dim * model.num_heads != model.hidden_size:
-        raise _bad(where, f"model {short(model.name)} is not a bias-free Llama-family model (SwiGLU, RMSNorm, RoPE, "
-                          "head_dim x heads = hidden_size), the only kind an artifact holds")
+    if (
+        (model.ffn_type, model.norm, model.positional) != ("swiglu", "rmsnorm", "rope")
+        or model.attention_bias
+        or model.mlp_bias
+        or model.head_dim * model.num_heads != model.hidden_size
+    ):
+        raise _bad(
+            where,
+            f"model {short(model.name)} is not a bias-free Llama-family model (SwiGLU, RMSNorm, RoPE, "
+            "head_dim x heads = hidden_size), the only kind an artifact holds",
+        )
     wf = m["weights_file"]
-    if not (isinstance(wf, dict) and isinstance(wf.get("name"), str) and wf["name"] == WEIGHTS_FILE
-            and _nonneg_int(wf.get("bytes")) and isinstance(wf.get("sha256"), str) and len(wf["sha256"]) == 64):
+    if not (
+        isinstance(wf, dict)
+        and isinstance(wf.get("name"), str)
+        and wf["name"] == WEIGHTS_FILE
+        and _nonneg_int(wf.get("bytes"))
+        and isinstance(wf.get("sha256"), str)
+        and len(wf["sha256"]) == 64
+    ):
         raise _bad(where, f"weights_file must be {{name: {WEIGHTS_FILE}, bytes, sha256}}")
     tensors = m["tensors"]
     if not isinstance(tensors, dict):
         raise _bad(where, "tensors must be a mapping")
     for name, e in tensors.items():
-        if not (isinstance(e, dict) and isinstance(e.get("format"), str) and _nonneg_int(e.get("nbytes"))
-                and isinstance(e.get("arrays"), dict) and e["arrays"]
-                and all(isinstance(a, dict) and isinstance(a.get("dtype"), str) and a["dtype"] in _DTYPE_BYTES
-                        and _shape(a.get("shape"))
-                        for a in e["arrays"].values())):
-            raise _bad(where, f"tensor entry {short(name)} must hold format, nbytes >= 0 and arrays of "
-                              "{dtype: U8|F16, shape}")
+        if not (
+            isinstance(e, dict)
+            and isinstance(e.get("format"), str)
+            and _nonneg_int(e.get("nbytes"))
+            and isinstance(e.get("arrays"), dict)
+            and e["arrays"]
+            and all(
+                isinstance(a, dict)
+                and isinstance(a.get("dtype"), str)
+                and a["dtype"] in _DTYPE_BYTES
+                and _shape(a.get("shape"))
+                for a in e["arrays"].values()
+            )
+        ):
+            raise _bad(
+                where,
+                f"tensor entry {short(name)} must hold format, nbytes >= 0 and arrays of {{dtype: U8|F16, shape}}",
+            )
     expected = _expected_tensors(model)
     if set(tensors) != set(expected):
         missing = sorted(set(expected) - set(tensors))
         extra = sorted(set(tensors) - set(expected))
-        raise _bad(where, f"tensors do not match a {model.num_layers}-layer {model.name} "
-                          f"(missing {short(missing)}, unexpected {short(extra)})")
+        raise _bad(
+            where,
+            f"tensors do not match a {model.num_layers}-layer {model.name} "
+            f"(missing {short(missing)}, unexpected {short(extra)})",
+        )
     lins = {lin.name: lin for lin in model.block_linears}
     for name, shape in expected.items():
         if shape is not None:
@@ -280,11 +342,18 @@ def check_manifest(m: dict, where: str):
             _check_linear(name, tensors[name], lins[op], _schemes_for(scheme, op, int(layer)), where)
     layers = m["layers"]
     if not isinstance(layers, list) or len(layers) != model.num_layers:
-        raise _bad(where, f"manifest lists {len(layers) if isinstance(layers, list) else 'no'} layers for a "
-                          f"{model.num_layers}-layer model")
+        raise _bad(
+            where,
+            f"manifest lists {len(layers) if isinstance(layers, list) else 'no'} layers for a "
+            f"{model.num_layers}-layer model",
+        )
     for i, l in enumerate(layers):
-        if not (isinstance(l, dict) and isinstance(l.get("linears"), dict) and isinstance(l.get("act_bits"), dict)
-                and _nonneg_int(l.get("norms"))):
+        if not (
+            isinstance(l, dict)
+            and isinstance(l.get("linears"), dict)
+            and isinstance(l.get("act_bits"), dict)
+            and _nonneg_int(l.get("norms"))
+        ):
             raise _bad(where, f"layer {i} must hold linears, norms and act_bits")
         if set(l["linears"]) != set(lins) or set(l["act_bits"]) != set(lins):
             raise _bad(where, f"layer {i} must list the model's linears {sorted(lins)}")
@@ -294,8 +363,11 @@ def check_manifest(m: dict, where: str):
             if nb != tensors[f"blocks.{i}.{n}"]["nbytes"]:
                 raise _bad(where, f"per-layer byte count of blocks.{i}.{n} ({short(nb)}) disagrees with its tensor")
             if not any(l["act_bits"][n] == s.act_bits for s in _schemes_for(scheme, n, i)):
-                raise _bad(where, f"blocks.{i}.{n} ran with {short(l['act_bits'][n])}-bit activations, the scheme "
-                                  f"says {scheme.act_bits}")
+                raise _bad(
+                    where,
+                    f"blocks.{i}.{n} ran with {short(l['act_bits'][n])}-bit activations, the scheme "
+                    f"says {scheme.act_bits}",
+                )
         if l["norms"] != tensors[f"blocks.{i}.attn_norm"]["nbytes"] + tensors[f"blocks.{i}.ffn_norm"]["nbytes"]:
             raise _bad(where, f"per-layer norm bytes of layer {i} disagree with its tensors")
     totals = m.get("totals")
@@ -314,8 +386,10 @@ def check_manifest(m: dict, where: str):
                 raise _bad(where, f"kv_stats.layers[{i}] must list {model.num_kv_heads} KV heads")
             for h in heads:
                 if not isinstance(h, dict) or not all(
-                        isinstance(h.get(k), (int, float)) and not isinstance(h.get(k), bool) and 0 <= h[k] <= 1
-                        for k in ("k_density", "v_density") if k in h or scheme.kv_sparsity > 0):
+                    isinstance(h.get(k), (int, float)) and not isinstance(h.get(k), bool) and 0 <= h[k] <= 1
+                    for k in ("k_density", "v_density")
+                    if k in h or scheme.kv_sparsity > 0
+                ):
                     raise _bad(where, f"kv_stats.layers[{i}] densities must be numbers in [0, 1]")
     if not isinstance(m["calibration"], dict):
         raise _bad(where, "calibration must be a mapping")
@@ -347,10 +421,15 @@ def _read_header(wf: Path, size: int) -> dict:
     for key, e in header.items():
         if key == "__metadata__":
             continue
-        if not (isinstance(e, dict) and isinstance(e.get("dtype"), str) and e["dtype"] in sizes
-                and _shape(e.get("shape"))
-                and isinstance(e.get("data_offsets"), list) and len(e["data_offsets"]) == 2
-                and all(_nonneg_int(x) for x in e["data_offsets"])):
+        if not (
+            isinstance(e, dict)
+            and isinstance(e.get("dtype"), str)
+            and e["dtype"] in sizes
+            and _shape(e.get("shape"))
+            and isinstance(e.get("data_offsets"), list)
+            and len(e["data_offsets"]) == 2
+            and all(_nonneg_int(x) for x in e["data_offsets"])
+        ):
             raise _bad(str(wf), f"safetensors entry {short(key)} is malformed")
         a, b = e["data_offsets"]
         if b - a != sizes[e["dtype"]] * _prod(e["shape"]):
@@ -380,19 +459,25 @@ def verify_artifact(path: str | Path, *, verify_hash: bool = True) -> tuple[dict
         raise FormatError(f"{wf} is missing or not a regular file; the artifact is incomplete, write it again")
     size = wf.stat().st_size
     if size != m["weights_file"]["bytes"]:
-        raise FormatError(f"{wf} has {size} bytes, the manifest says {m['weights_file']['bytes']}; the file is "
-                          "truncated or replaced, write the artifact again")
+        raise FormatError(
+            f"{wf} has {size} bytes, the manifest says {m['weights_file']['bytes']}; the file is "
+            "truncated or replaced, write the artifact again"
+        )
     header = _read_header(wf, size)
     listed = {f"{name}/{k}": a for name, e in m["tensors"].items() for k, a in e["arrays"].items()}
     stored = {k for k in header if k != "__metadata__"}
     if stored != set(listed):
         diff = sorted(stored ^ set(listed))
-        raise FormatError(f"{wf}: arrays {short(diff)} are in only one of the weights file and the manifest; "
-                          "artifact files do not belong together, write it again")
+        raise FormatError(
+            f"{wf}: arrays {short(diff)} are in only one of the weights file and the manifest; "
+            "artifact files do not belong together, write it again"
+        )
     for key, a in listed.items():
         if header[key]["dtype"] != a["dtype"] or header[key]["shape"] != a["shape"]:
-            raise FormatError(f"{wf}: array {key!r} is {header[key]['dtype']}{header[key]['shape']}, the manifest "
-                              f"says {a['dtype']}{a['shape']}; write the artifact again")
+            raise FormatError(
+                f"{wf}: array {key!r} is {header[key]['dtype']}{header[key]['shape']}, the manifest "
+                f"says {a['dtype']}{a['shape']}; write the artifact again"
+            )
     if verify_hash and _sha256(wf) != m["weights_file"]["sha256"]:
         raise FormatError(f"{wf} does not match the SHA-256 in the manifest; the file is corrupt, write it again")
     return m, model, scheme
@@ -408,17 +493,25 @@ def read_estimate_inputs(path: str | Path) -> ArtifactInfo:
     kv = m["kv_stats"]
     sp = None
     if scheme.kv_sparsity > 0 and kv.get("layers"):
-        sp = tuple(round(1 - sum((h["k_density"] + h["v_density"]) / 2 for h in heads) / len(heads), 6)
-                   for heads in kv["layers"])
+        sp = tuple(
+            round(1 - sum((h["k_density"] + h["v_density"]) / 2 for h in heads) / len(heads), 6)
+            for heads in kv["layers"]
+        )
     return ArtifactInfo(
-        path=path, model=model, scheme=scheme,
+        path=path,
+        model=model,
+        scheme=scheme,
         layer_weight_bytes=tuple(int(sum(l["linears"].values())) for l in layers),
         layer_linear_bytes=tuple(dict(l["linears"]) for l in layers),
         layer_norm_bytes=tuple(int(l["norms"]) for l in layers),
-        embedding_bytes=int(t["embed"]["nbytes"]), final_norm_bytes=int(t["norm"]["nbytes"]),
+        embedding_bytes=int(t["embed"]["nbytes"]),
+        final_norm_bytes=int(t["norm"]["nbytes"]),
         lm_head_bytes=int(t["lm_head"]["nbytes"]) if "lm_head" in t else None,
         total_weight_bytes=int(sum(v["nbytes"] for v in t.values())),
-        kv_sparsity_per_layer=sp, kv_stats=kv, calibration=m["calibration"])
+        kv_sparsity_per_layer=sp,
+        kv_stats=kv,
+        calibration=m["calibration"],
+    )
 
 
 # ---- packing ------------------------------------------------------------------------------------------------------
@@ -449,8 +542,16 @@ def pack_linear(ql, scheme):
         if not quant:
             return Sparse24Weight.from_dense(w, keep, 16, gs)
         vals = codes[keep].reshape(rows, -1)
-        return Sparse24Weight(ql.bits, gs, rows, cols, pack_bits(vals, ql.bits), Sparse24Weight.pack_indices(keep),
-                              scales, pack_bits(zeros, ql.bits))
+        return Sparse24Weight(
+            ql.bits,
+            gs,
+            rows,
+            cols,
+            pack_bits(vals, ql.bits),
+            Sparse24Weight.pack_indices(keep),
+            scales,
+            pack_bits(zeros, ql.bits),
+        )
     # unstructured: bitmap tiles
     if not quant:
         return BitmapSparseWeight.from_dense(w, keep, 16, gs)
@@ -459,8 +560,9 @@ def pack_linear(ql, scheme):
     mt = np.pad(keep, ((0, 0), (0, pad))).reshape(-1, BITMAP_TILE)
     ct = np.pad(np.where(keep, codes, 0), ((0, 0), (0, pad))).reshape(-1, BITMAP_TILE)
     bitmaps, payload = pack_tiles(mt, ct, ql.bits)
-    return BitmapSparseWeight(ql.bits, gs, rows, cols, bitmaps.reshape(rows, n_tiles), payload, scales,
-                              pack_bits(zeros, ql.bits))
+    return BitmapSparseWeight(
+        ql.bits, gs, rows, cols, bitmaps.reshape(rows, n_tiles), payload, scales, pack_bits(zeros, ql.bits)
+    )
 
 
 _FORMAT_CLASSES = ("GroupQuantWeight", "Sparse24Weight", "BitmapSparseWeight")
@@ -473,8 +575,10 @@ def _format_class(fmt: str):
         cls = getattr(F, name)
         if cls.FORMAT == fmt:
             return cls
-    raise FormatError(f"unknown packed format {fmt!r} in manifest; known: "
-                      f"{', '.join(getattr(F, n).FORMAT for n in _FORMAT_CLASSES)}, {FP16_FORMAT}")
+    raise FormatError(
+        f"unknown packed format {fmt!r} in manifest; known: "
+        f"{', '.join(getattr(F, n).FORMAT for n in _FORMAT_CLASSES)}, {FP16_FORMAT}"
+    )
 
 
 def _sha256(path: Path) -> str:
@@ -485,9 +589,18 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_artifact(out: str | Path, model, model_spec, scheme, *, kv_stats: dict, calibration: dict,
-                   reports: list[dict] | None = None, overwrite: bool = False,
-                   files: dict[str, bytes] | None = None) -> Path:
+def write_artifact(
+    out: str | Path,
+    model,
+    model_spec,
+    scheme,
+    *,
+    kv_stats: dict,
+    calibration: dict,
+    reports: list[dict] | None = None,
+    overwrite: bool = False,
+    files: dict[str, bytes] | None = None,
+) -> Path:
     """Write the compressed `model` (models.llama.Llama after quant.quantize) as an artifact directory `out`.
 
     Atomic: written to a temporary sibling directory, then renamed. An existing `out` is refused unless overwrite.
@@ -510,8 +623,12 @@ def write_artifact(out: str | Path, model, model_spec, scheme, *, kv_stats: dict
     def put_fp16(name: str, t: torch.Tensor) -> int:
         a = t.detach().to(torch.float16).contiguous().numpy()
         arrays[f"{name}/fp16"] = a
-        tensors[name] = {"format": FP16_FORMAT, "shape": list(a.shape), "nbytes": int(a.nbytes),
-                         "arrays": {"fp16": {"dtype": "F16", "shape": list(a.shape)}}}
+        tensors[name] = {
+            "format": FP16_FORMAT,
+            "shape": list(a.shape),
+            "nbytes": int(a.nbytes),
+            "arrays": {"fp16": {"dtype": "F16", "shape": list(a.shape)}},
+        }
         return int(a.nbytes)
 
     def put_packed(name: str, obj) -> int:
@@ -537,16 +654,18 @@ def write_artifact(out: str | Path, model, model_spec, scheme, *, kv_stats: dict
                 key = f"blocks.{i}.{n}"
                 lin_bytes[n] = put_packed(key, packed) if packed is not None else put_fp16(key, ql.weight)
                 act_bits[n] = ql.act_bits
-            nb = put_fp16(f"blocks.{i}.attn_norm", blk.attn_norm.weight) + put_fp16(f"blocks.{i}.ffn_norm",
-                                                                                    blk.ffn_norm.weight)
+            nb = put_fp16(f"blocks.{i}.attn_norm", blk.attn_norm.weight) + put_fp16(
+                f"blocks.{i}.ffn_norm", blk.ffn_norm.weight
+            )
             layers.append({"linears": lin_bytes, "norms": nb, "act_bits": act_bits})
         wpath = tmp / WEIGHTS_FILE
         save_file(arrays, str(wpath), metadata={"format": ARTIFACT_FORMAT})
         extra = {}
         for fname, data in (files or {}).items():
             if Path(fname).name != fname or fname in (WEIGHTS_FILE, MANIFEST_FILE):
-                raise SpecError(f"artifact file name {fname!r} must be a plain name other than {WEIGHTS_FILE}, "
-                                f"{MANIFEST_FILE}")
+                raise SpecError(
+                    f"artifact file name {fname!r} must be a plain name other than {WEIGHTS_FILE}, {MANIFEST_FILE}"
+                )
             (tmp / fname).write_bytes(data)
             extra[fname] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         manifest = {
@@ -557,9 +676,11 @@ def write_artifact(out: str | Path, model, model_spec, scheme, *, kv_stats: dict
             "weights_file": {"name": WEIGHTS_FILE, "bytes": wpath.stat().st_size, "sha256": _sha256(wpath)},
             "tensors": tensors,
             "layers": layers,
-            "totals": {"weight_bytes": sum(t["nbytes"] for t in tensors.values()),
-                       "linear_bytes": sum(sum(l["linears"].values()) for l in layers),
-                       "nominal_weight_bytes": scheme.weight_bytes(model_spec).total},
+            "totals": {
+                "weight_bytes": sum(t["nbytes"] for t in tensors.values()),
+                "linear_bytes": sum(sum(l["linears"].values()) for l in layers),
+                "nominal_weight_bytes": scheme.weight_bytes(model_spec).total,
+            },
             "kv_stats": kv_stats,
             "calibration": calibration,
             "methods": reports or [],
@@ -585,8 +706,10 @@ def read_artifact_file(path: str | Path, name: str) -> bytes | None:
     f = path / name
     data = f.read_bytes() if f.is_file() else None
     if data is None or len(data) != entry.get("bytes") or hashlib.sha256(data).hexdigest() != entry.get("sha256"):
-        raise FormatError(f"{f} is missing or does not match the size and SHA-256 in the manifest; the artifact is "
-                          "corrupt, write it again")
+        raise FormatError(
+            f"{f} is missing or does not match the size and SHA-256 in the manifest; the artifact is "
+            "corrupt, write it again"
+        )
     return data
 
 
@@ -616,8 +739,9 @@ def load_artifact(path: str | Path, *, verify_hash: bool = True) -> LoadedArtifa
     try:
         arrays = load_file(str(wf))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise FormatError(f"{wf} is not a readable safetensors file ({short(str(exc), 200)}); write the artifact "
-                          "again") from None
+        raise FormatError(
+            f"{wf} is not a readable safetensors file ({short(str(exc), 200)}); write the artifact again"
+        ) from None
     packed, fp16 = {}, {}
     expected_keys = set()
     dtypes = {"U8": np.uint8, "F16": np.float16}
@@ -630,8 +754,9 @@ def load_artifact(path: str | Path, *, verify_hash: bool = True) -> LoadedArtifa
                 raise FormatError(f"{wf}: array {key!r} listed in the manifest is missing")
             arr = arrays[key]
             if arr.dtype != dtypes.get(a["dtype"]) or list(arr.shape) != a["shape"]:
-                raise FormatError(f"{wf}: array {key!r} is {arr.dtype}{list(arr.shape)}, the manifest says "
-                                  f"{a['dtype']}{a['shape']}")
+                raise FormatError(
+                    f"{wf}: array {key!r} is {arr.dtype}{list(arr.shape)}, the manifest says {a['dtype']}{a['shape']}"
+                )
             sub[k] = arr
         if entry["format"] == FP16_FORMAT:
             a = sub["fp16"]
@@ -642,13 +767,15 @@ def load_artifact(path: str | Path, *, verify_hash: bool = True) -> LoadedArtifa
             cls = _format_class(entry["format"])
             obj = cls.from_arrays(sub, entry["meta"])
             if obj.nbytes != entry["nbytes"]:
-                raise FormatError(f"{wf}: tensor {name!r} packs to {obj.nbytes} bytes, the manifest says "
-                                  f"{entry['nbytes']}")
+                raise FormatError(
+                    f"{wf}: tensor {name!r} packs to {obj.nbytes} bytes, the manifest says {entry['nbytes']}"
+                )
             packed[name] = obj
     extra = set(arrays) - expected_keys
     if extra:
-        raise FormatError(f"{wf}: arrays not in the manifest: {sorted(extra)[:5]}; artifact files do not belong "
-                          "together")
+        raise FormatError(
+            f"{wf}: arrays not in the manifest: {sorted(extra)[:5]}; artifact files do not belong together"
+        )
     layers = m["layers"]
     if len(layers) != spec.num_layers:
         raise FormatError(f"{path}: manifest lists {len(layers)} layers for a {spec.num_layers}-layer model")
@@ -656,5 +783,12 @@ def load_artifact(path: str | Path, *, verify_hash: bool = True) -> LoadedArtifa
         for n, nb in l["linears"].items():
             if m["tensors"].get(f"blocks.{i}.{n}", {}).get("nbytes") != nb:
                 raise FormatError(f"{path}: per-layer byte count of blocks.{i}.{n} disagrees with its tensor entry")
-    return LoadedArtifact(path=path, manifest=m, model_spec=spec, scheme=scheme, packed=packed, fp16=fp16,
-                          act_bits=[dict(l["act_bits"]) for l in layers])
+    return LoadedArtifact(
+        path=path,
+        manifest=m,
+        model_spec=spec,
+        scheme=scheme,
+        packed=packed,
+        fp16=fp16,
+        act_bits=[dict(l["act_bits"]) for l in layers],
+    )

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 __all__ = ["PerplexityResult", "perplexity", "window_nll", "model_from_artifact", "artifact_tokenizer", "PATHS"]
 
@@ -56,8 +56,10 @@ def artifact_tokenizer(art):
     prov = art.manifest.get("calibration", {}).get("tokenizer")
     ids = [prov.get(k) if isinstance(prov, dict) else None for k in ("bos_id", "eos_id")]
     if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        raise FormatError(f"{art.path}: the manifest gives no bos_id/eos_id for {TOKENIZER_FILE}; write the artifact "
-                          "again with `hwsim compress`")
+        raise FormatError(
+            f"{art.path}: the manifest gives no bos_id/eos_id for {TOKENIZER_FILE}; write the artifact "
+            "again with `hwsim compress`"
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -105,8 +107,11 @@ def _packed_linear(obj, act_bits: int):
             if kernel_w is not None:
                 y = torch.from_numpy(w_a8_gemm(Int8Activation.from_float(x2), kernel_w))
             else:
-                xx = torch.from_numpy(Int8Activation.from_float(x2).dequantize()) if act_bits == 8 else \
-                    torch.from_numpy(x2)
+                xx = (
+                    torch.from_numpy(Int8Activation.from_float(x2).dequantize())
+                    if act_bits == 8
+                    else torch.from_numpy(x2)
+                )
                 y = xx @ dense.T
             return y.to(x.dtype).reshape(*shape[:-1], -1)
 
@@ -185,8 +190,15 @@ def model_from_artifact(art, path: str = "packed"):
             blk.attn.attn_impl = _decode_attention_impl(s)
     else:
         # the cache stores fp16 (dense tokens too), as the packed KV formats do
-        model.set_kv_codec(KVCodec(bits=s.kv_bits, group_size=s.kv_group_size, sparsity=s.kv_sparsity,
-                                   dense_recent=s.kv_dense_recent, fp16_cache=True))
+        model.set_kv_codec(
+            KVCodec(
+                bits=s.kv_bits,
+                group_size=s.kv_group_size,
+                sparsity=s.kv_sparsity,
+                dense_recent=s.kv_dense_recent,
+                fp16_cache=True,
+            )
+        )
         if s.attn_window is not None:
             model.set_attn_mask(LambdaMask(s.attn_sink, s.attn_window))
     return model

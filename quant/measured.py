@@ -25,8 +25,12 @@ class MeasuredProfile:
 
     def check(self, num_layers: int) -> None:
         if len(self.layer_weight_bytes) != num_layers:
-            raise SpecError(f"{self.source}: {len(self.layer_weight_bytes)} per-layer weight sizes for a model of "
-                            f"{num_layers} layers; the artifact does not match its model spec")
+            raise SpecError(
+                f"{self.source}: {len(self.layer_weight_bytes)} per-layer weight sizes for a model of "
+                f"{num_layers} layers; the artifact does not match its model spec"
+            )
         if self.kv_sparsity_per_layer is not None and len(self.kv_sparsity_per_layer) != num_layers:
-            raise SpecError(f"{self.source}: {len(self.kv_sparsity_per_layer)} per-layer KV sparsities for "
-                            f"{num_layers} layers; the artifact does not match its model spec")
+            raise SpecError(
+                f"{self.source}: {len(self.kv_sparsity_per_layer)} per-layer KV sparsities for "
+                f"{num_layers} layers; the artifact does not match its model spec"
+            )

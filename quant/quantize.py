@@ -10,8 +10,9 @@ mask) and return a dict describing what they did; `quantize` returns the list of
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from base.errors import SpecError
 
@@ -30,7 +31,7 @@ class Calibration:
     provenance: dict = field(default_factory=dict, hash=False, compare=False)
 
     @classmethod
-    def wiki_leads(cls, tokenizer, n: int = 128, seq_len: int = 512, seed: int = 0) -> "Calibration":
+    def wiki_leads(cls, tokenizer, n: int = 128, seq_len: int = 512, seed: int = 0) -> Calibration:
         """n windows of Wikipedia lead sections (never evaluation text); see models.data.calibration_windows."""
         from models.data import calibration_windows
 
@@ -77,19 +78,39 @@ def configs_for_scheme(scheme, *, weight_method: str = "gptq") -> list:
     initialisation + quantization-aware fine-tune with distillation; GPU advised) or 'rtn' (round to nearest;
     pruning by Wanda first).
     """
-    from quant.methods import (A8Config, GPTQConfig, KV4Config, KVBitmapConfig, LambdaConfig, QATConfig, RTNConfig,
-                               WandaConfig)
+    from quant.methods import (
+        A8Config,
+        GPTQConfig,
+        KV4Config,
+        KVBitmapConfig,
+        LambdaConfig,
+        QATConfig,
+        RTNConfig,
+        WandaConfig,
+    )
 
     if weight_method not in WEIGHT_METHODS:
         raise SpecError(f"weight_method {weight_method!r} unknown; use one of {', '.join(WEIGHT_METHODS)}")
     cfgs: list = []
     if scheme.weight_bits < 16 or scheme.weight_pruning != "none":
         if weight_method == "qat":  # bits 16 with pruning: masked distillation fine-tune of the pruned weights
-            cfgs.append(QATConfig(bits=scheme.weight_bits, group_size=scheme.weight_group_size,
-                                  pruning=scheme.weight_pruning, sparsity=scheme.weight_sparsity))
+            cfgs.append(
+                QATConfig(
+                    bits=scheme.weight_bits,
+                    group_size=scheme.weight_group_size,
+                    pruning=scheme.weight_pruning,
+                    sparsity=scheme.weight_sparsity,
+                )
+            )
         elif weight_method in ("gptq", "qat"):
-            cfgs.append(GPTQConfig(bits=scheme.weight_bits, group_size=scheme.weight_group_size,
-                                   pruning=scheme.weight_pruning, sparsity=scheme.weight_sparsity))
+            cfgs.append(
+                GPTQConfig(
+                    bits=scheme.weight_bits,
+                    group_size=scheme.weight_group_size,
+                    pruning=scheme.weight_pruning,
+                    sparsity=scheme.weight_sparsity,
+                )
+            )
         else:
             if scheme.weight_pruning != "none":
                 cfgs.append(WandaConfig(pattern=scheme.weight_pruning, sparsity=scheme.weight_sparsity))
@@ -98,8 +119,9 @@ def configs_for_scheme(scheme, *, weight_method: str = "gptq") -> list:
     if scheme.act_bits < 16:
         cfgs.append(A8Config(bits=scheme.act_bits))
     if scheme.kv_bits < 16:
-        cfgs.append(KV4Config(bits=scheme.kv_bits, group_size=scheme.kv_group_size,
-                              dense_recent=scheme.kv_dense_recent))
+        cfgs.append(
+            KV4Config(bits=scheme.kv_bits, group_size=scheme.kv_group_size, dense_recent=scheme.kv_dense_recent)
+        )
     if scheme.kv_sparsity > 0:
         cfgs.append(KVBitmapConfig(sparsity=scheme.kv_sparsity, dense_recent=scheme.kv_dense_recent))
     if scheme.attn_window is not None:

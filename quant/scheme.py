@@ -45,9 +45,22 @@ from base.specio import from_mapping, read_yaml, rng
 if TYPE_CHECKING:
     from models.spec import LinearShape, ModelSpec
 
-__all__ = ["CompressionScheme", "OpOverride", "WeightBytes", "PRESETS", "get_scheme", "list_schemes",
-           "BITMAP_TILE", "CHUNK_TOKENS", "FP16_BYTES", "packed_bytes", "bitmap_tile_bytes", "kept_per_token",
-           "parse_nm", "OP_GROUPS"]
+__all__ = [
+    "CompressionScheme",
+    "OpOverride",
+    "WeightBytes",
+    "PRESETS",
+    "get_scheme",
+    "list_schemes",
+    "BITMAP_TILE",
+    "CHUNK_TOKENS",
+    "FP16_BYTES",
+    "packed_bytes",
+    "bitmap_tile_bytes",
+    "kept_per_token",
+    "parse_nm",
+    "OP_GROUPS",
+]
 
 BITMAP_TILE = 64  # elements per bitmap tile (Mustafar, arXiv 2505.22913 Sec. 4)
 CHUNK_TOKENS = 64  # tokens per K quantization group / K bitmap tile: the unit in which the cache is compressed
@@ -84,11 +97,29 @@ def parse_nm(mode: str) -> tuple[int, int] | None:
     return n, m
 
 
-OP_GROUPS = {"q_proj": "attn_linear", "k_proj": "attn_linear", "v_proj": "attn_linear", "o_proj": "attn_linear",
-             "out_proj": "attn_linear", "qkv_proj": "attn_linear", "gate_proj": "ffn", "up_proj": "ffn",
-             "down_proj": "ffn", "fc1": "ffn", "fc2": "ffn", "lm_head": "lm_head", "attention": "attention"}
-_OVERRIDE_FIELDS = ("weight_bits", "weight_group_size", "weight_pruning", "weight_sparsity", "weight_block_size",
-                    "act_bits")
+OP_GROUPS = {
+    "q_proj": "attn_linear",
+    "k_proj": "attn_linear",
+    "v_proj": "attn_linear",
+    "o_proj": "attn_linear",
+    "out_proj": "attn_linear",
+    "qkv_proj": "attn_linear",
+    "gate_proj": "ffn",
+    "up_proj": "ffn",
+    "down_proj": "ffn",
+    "fc1": "ffn",
+    "fc2": "ffn",
+    "lm_head": "lm_head",
+    "attention": "attention",
+}
+_OVERRIDE_FIELDS = (
+    "weight_bits",
+    "weight_group_size",
+    "weight_pruning",
+    "weight_sparsity",
+    "weight_block_size",
+    "act_bits",
+)
 
 
 def _parse_layers(text: str, where: str) -> frozenset[int]:
@@ -171,27 +202,41 @@ class CompressionScheme:
     source: str = ""
 
     def __post_init__(self) -> None:
-        for key, allowed in (("weight_bits", WEIGHT_BITS), ("lm_head_bits", WEIGHT_BITS),
-                             ("act_bits", ACT_BITS), ("kv_bits", KV_BITS)):
+        for key, allowed in (
+            ("weight_bits", WEIGHT_BITS),
+            ("lm_head_bits", WEIGHT_BITS),
+            ("act_bits", ACT_BITS),
+            ("kv_bits", KV_BITS),
+        ):
             if getattr(self, key) not in allowed:
-                raise SpecError(f"scheme {self.name!r}: {key}={getattr(self, key)} is not supported; "
-                                f"use one of {', '.join(map(str, allowed))}")
+                raise SpecError(
+                    f"scheme {self.name!r}: {key}={getattr(self, key)} is not supported; "
+                    f"use one of {', '.join(map(str, allowed))}"
+                )
         if self.weight_group_size < 1 or self.kv_group_size < 1:
             raise SpecError(f"scheme {self.name!r}: group sizes must be >= 1")
         if self.weight_pruning not in ("none", "block", "unstructured") and parse_nm(self.weight_pruning) is None:
-            raise SpecError(f"scheme {self.name!r}: weight_pruning {self.weight_pruning!r} is not supported; use "
-                            "none, N:M (e.g. 2:4), block or unstructured")
+            raise SpecError(
+                f"scheme {self.name!r}: weight_pruning {self.weight_pruning!r} is not supported; use "
+                "none, N:M (e.g. 2:4), block or unstructured"
+            )
         if self.weight_pruning in ("block", "unstructured") and not 0 < self.weight_sparsity < 1:
-            raise SpecError(f"scheme {self.name!r}: {self.weight_pruning} pruning needs 0 < weight_sparsity < 1, "
-                            f"got {self.weight_sparsity}")
+            raise SpecError(
+                f"scheme {self.name!r}: {self.weight_pruning} pruning needs 0 < weight_sparsity < 1, "
+                f"got {self.weight_sparsity}"
+            )
         if self.weight_pruning not in ("block", "unstructured") and self.weight_sparsity:
-            raise SpecError(f"scheme {self.name!r}: weight_sparsity is only used with weight_pruning 'block' or "
-                            "'unstructured' (N:M keeps N/M); remove it or set weight_pruning")
+            raise SpecError(
+                f"scheme {self.name!r}: weight_sparsity is only used with weight_pruning 'block' or "
+                "'unstructured' (N:M keeps N/M); remove it or set weight_pruning"
+            )
         for sel, ov in self.overrides.items():
             name, _, layers = sel.partition("@")
             if name not in OP_GROUPS and name not in ("attn_linear", "ffn"):
-                raise SpecError(f"scheme {self.name!r}: overrides key {sel!r} names no operator; use one of "
-                                f"{', '.join(sorted(set(OP_GROUPS) | {'attn_linear', 'ffn'}))} (optionally @layers)")
+                raise SpecError(
+                    f"scheme {self.name!r}: overrides key {sel!r} names no operator; use one of "
+                    f"{', '.join(sorted(set(OP_GROUPS) | {'attn_linear', 'ffn'}))} (optionally @layers)"
+                )
             if layers:
                 _parse_layers(layers, f"scheme {self.name!r}: overrides[{sel!r}]")
             if not isinstance(ov, OpOverride):
@@ -241,8 +286,11 @@ class CompressionScheme:
     @property
     def label(self) -> str:
         """Short human label, e.g. ``W2g64 A8 KV4 2:4 Λ4+2048``."""
-        parts = [f"W{self.weight_bits}" + (f"g{self.weight_group_size}" if self.weight_bits < 16 else ""),
-                 f"A{self.act_bits}", f"KV{self.kv_bits}"]
+        parts = [
+            f"W{self.weight_bits}" + (f"g{self.weight_group_size}" if self.weight_bits < 16 else ""),
+            f"A{self.act_bits}",
+            f"KV{self.kv_bits}",
+        ]
         if parse_nm(self.weight_pruning) is not None:
             parts.append(self.weight_pruning)
         elif self.weight_pruning == "block":
@@ -258,8 +306,9 @@ class CompressionScheme:
         return " ".join(parts)
 
     # ---- weights --------------------------------------------------------------------------------------------
-    def matrix_bytes(self, in_features: int, out_features: int, bits: int | None = None,
-                     nnz_per_tile: list[int] | None = None) -> int:
+    def matrix_bytes(
+        self, in_features: int, out_features: int, bits: int | None = None, nnz_per_tile: list[int] | None = None
+    ) -> int:
         """Bytes of one weight matrix W[out, in] in this scheme's weight format (no bias).
 
         `bits` overrides the value width (used for the LM head). For unstructured pruning, `nnz_per_tile` gives the
@@ -302,7 +351,8 @@ class CompressionScheme:
     def linear_bytes(self, lin: LinearShape, bits: int | None = None) -> int:
         """Bytes of one linear layer: weight matrix in this scheme's format plus an fp16 bias if it has one."""
         return self.matrix_bytes(lin.in_features, lin.out_features, bits) + (
-            lin.out_features * FP16_BYTES if lin.bias else 0)
+            lin.out_features * FP16_BYTES if lin.bias else 0
+        )
 
     def layer_linear_bytes(self, model: ModelSpec, layer: int | None = None) -> dict[str, int]:
         """Bytes of each linear of one block (`layer`; None = a layer no layer-restricted override touches)."""
@@ -331,10 +381,10 @@ class CompressionScheme:
         else:
             head = model.lm_head
             hs = self.for_op("lm_head")
-            lm_head = (hs.matrix_bytes(head.in_features, head.out_features, hb)
-                       if hb < 16 else head.weight_elems * FP16_BYTES)
-        return WeightBytes(blocks=blocks, embedding=embedding, lm_head=lm_head, final_norm=norm,
-                           per_linear=per_linear)
+            lm_head = (
+                hs.matrix_bytes(head.in_features, head.out_features, hb) if hb < 16 else head.weight_elems * FP16_BYTES
+            )
+        return WeightBytes(blocks=blocks, embedding=embedding, lm_head=lm_head, final_norm=norm, per_linear=per_linear)
 
     # ---- activations ----------------------------------------------------------------------------------------
     def act_bytes(self, n_tokens: int, width: int) -> int:
@@ -492,33 +542,65 @@ _PRESETS: dict[str, CompressionScheme] = {
     s.name: s
     for s in (
         CompressionScheme(name="fp16", source="uncompressed baseline"),
-        CompressionScheme(name="w4a16", weight_bits=4, weight_group_size=128,
-                          source="GPTQ/AWQ-style 4-bit weight-only, g128 (Frantar et al. 2022)"),
-        CompressionScheme(name="w2a8kv4", weight_bits=2, weight_group_size=64, act_bits=8, kv_bits=4,
-                          kv_group_size=64, kv_dense_recent=32,
-                          source="AccLLM arXiv 2505.03745 (W2A8KV4); W2 group 64 and KV group 64 are our choices "
-                                 "(not published); dense recent window 32 tokens as in Mustafar"),
-        CompressionScheme(name="accllm", weight_bits=2, weight_group_size=64, weight_pruning="2:4", act_bits=8,
-                          kv_bits=4, kv_group_size=64, kv_dense_recent=32, attn_sink=4, attn_window=2048,
-                          source="AccLLM arXiv 2505.03745: 2:4 + W2A8KV4 + Λ attention. Window sizes are not "
-                                 "published (shared/ANCHORS.md): 4 sink tokens as StreamingLLM (Xiao et al. 2023), "
-                                 "2048-token local window = half of Llama-2's 4096 pretraining context"),
-        CompressionScheme(name="mustafar70", kv_sparsity=0.7, kv_dense_recent=32,
-                          source="Mustafar arXiv 2505.22913: 70% per-token magnitude KV pruning, bitmap tiles of "
-                                 "64, newest 32 tokens dense"),
-        CompressionScheme(name="flightllm", weight_bits=8, weight_group_size=16384, lm_head_bits=8, act_bits=8,
-                          kv_bits=8, kv_group_size=64,
-                          overrides={"q_proj": OpOverride(weight_pruning="block", weight_sparsity=0.3,
-                                                          weight_block_size=16),
-                                     "k_proj": OpOverride(weight_pruning="block", weight_sparsity=0.3,
-                                                          weight_block_size=16)},
-                          source="FlightLLM FPGA'24 as its public demo describes Llama-2-7B "
-                                 "(github.com/FlightLLM/flightllm_test_demo, profile/.compiler_output/ir_output): "
-                                 "int8 weights, activations, KV cache and LM head (IR dtype int8); q_proj and k_proj "
-                                 "block-sparse with sparse_ratio 0.7 (30% of blocks pruned), the other linears dense; "
-                                 "blocks of 16 (profile/config.yaml FSB_BLOCK_SIZE). Our assumptions: one fp16 scale "
-                                 "per output row (group >= every in_features), KV scales per 64 (as our KV4); the "
-                                 "demo's block-sparse attention masks are not modelled (dense attention)"),
+        CompressionScheme(
+            name="w4a16",
+            weight_bits=4,
+            weight_group_size=128,
+            source="GPTQ/AWQ-style 4-bit weight-only, g128 (Frantar et al. 2022)",
+        ),
+        CompressionScheme(
+            name="w2a8kv4",
+            weight_bits=2,
+            weight_group_size=64,
+            act_bits=8,
+            kv_bits=4,
+            kv_group_size=64,
+            kv_dense_recent=32,
+            source="AccLLM arXiv 2505.03745 (W2A8KV4); W2 group 64 and KV group 64 are our choices "
+            "(not published); dense recent window 32 tokens as in Mustafar",
+        ),
+        CompressionScheme(
+            name="accllm",
+            weight_bits=2,
+            weight_group_size=64,
+            weight_pruning="2:4",
+            act_bits=8,
+            kv_bits=4,
+            kv_group_size=64,
+            kv_dense_recent=32,
+            attn_sink=4,
+            attn_window=2048,
+            source="AccLLM arXiv 2505.03745: 2:4 + W2A8KV4 + Λ attention. Window sizes are not "
+            "published (shared/ANCHORS.md): 4 sink tokens as StreamingLLM (Xiao et al. 2023), "
+            "2048-token local window = half of Llama-2's 4096 pretraining context",
+        ),
+        CompressionScheme(
+            name="mustafar70",
+            kv_sparsity=0.7,
+            kv_dense_recent=32,
+            source="Mustafar arXiv 2505.22913: 70% per-token magnitude KV pruning, bitmap tiles of "
+            "64, newest 32 tokens dense",
+        ),
+        CompressionScheme(
+            name="flightllm",
+            weight_bits=8,
+            weight_group_size=16384,
+            lm_head_bits=8,
+            act_bits=8,
+            kv_bits=8,
+            kv_group_size=64,
+            overrides={
+                "q_proj": OpOverride(weight_pruning="block", weight_sparsity=0.3, weight_block_size=16),
+                "k_proj": OpOverride(weight_pruning="block", weight_sparsity=0.3, weight_block_size=16),
+            },
+            source="FlightLLM FPGA'24 as its public demo describes Llama-2-7B "
+            "(github.com/FlightLLM/flightllm_test_demo, profile/.compiler_output/ir_output): "
+            "int8 weights, activations, KV cache and LM head (IR dtype int8); q_proj and k_proj "
+            "block-sparse with sparse_ratio 0.7 (30% of blocks pruned), the other linears dense; "
+            "blocks of 16 (profile/config.yaml FSB_BLOCK_SIZE). Our assumptions: one fp16 scale "
+            "per output row (group >= every in_features), KV scales per 64 (as our KV4); the "
+            "demo's block-sparse attention masks are not modelled (dense attention)",
+        ),
     )
 }
 PRESETS = _PRESETS
@@ -534,5 +616,6 @@ def get_scheme(name_or_path: str) -> CompressionScheme:
         return _PRESETS[name_or_path]
     if str(name_or_path).endswith((".yaml", ".yml")):
         return from_mapping(CompressionScheme, read_yaml(name_or_path), str(name_or_path))
-    raise SpecError(f"unknown scheme {name_or_path!r}; use one of {', '.join(list_schemes())} "
-                    "or a path to a scheme YAML")
+    raise SpecError(
+        f"unknown scheme {name_or_path!r}; use one of {', '.join(list_schemes())} or a path to a scheme YAML"
+    )

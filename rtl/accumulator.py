@@ -70,13 +70,15 @@ class Accumulator(wiring.Component):
         ports = {"clear": In(1)}
         if self.has_shift:
             ports.update({"shift_en": In(1), "shift": In(range(width))})
-        super().__init__({
-            **ports,
-            "add_en": In(entries // GROUP),
-            "hit": In(entries),
-            "val": In(data.ArrayLayout(signed(PROD_BITS), entries)),
-            "acc": Out(data.ArrayLayout(signed(width), entries)),
-        })
+        super().__init__(
+            {
+                **ports,
+                "add_en": In(entries // GROUP),
+                "hit": In(entries),
+                "val": In(data.ArrayLayout(signed(PROD_BITS), entries)),
+                "acc": Out(data.ArrayLayout(signed(width), entries)),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()

@@ -35,12 +35,14 @@ class BitmapDecoder(wiring.Component):
         with checking(self):
             self.lanes = check_lanes(lanes)
         self.lane_bits = lanes.bit_length() - 1
-        super().__init__({
-            "bitmap": In(TILE),
-            "beat": In(range(TILE // lanes)),
-            "hit": Out(TILE),
-            "lane": Out(data.ArrayLayout(unsigned(self.lane_bits), TILE)),
-        })
+        super().__init__(
+            {
+                "bitmap": In(TILE),
+                "beat": In(range(TILE // lanes)),
+                "hit": Out(TILE),
+                "lane": Out(data.ArrayLayout(unsigned(self.lane_bits), TILE)),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -80,16 +82,14 @@ class BitmapDecoder(wiring.Component):
         inc3 = level(level(pre_a, 1), 2)
         bm_b = stage("dec_bm_b", bm_a, TILE)
         beat_b = stage("dec_beat_b", beat_a, beat_a.shape())
-        local_b = [[stage(f"dec_loc{k}_{j}_b", local_a[k][j], range(BLOCK)) for j in range(BLOCK)]
-                   for k in range(nblk)]
+        local_b = [[stage(f"dec_loc{k}_{j}_b", local_a[k][j], range(BLOCK)) for j in range(BLOCK)] for k in range(nblk)]
         inc3_b = [stage(f"dec_inc3_{k}_b", inc3[k], range(TILE + 1)) for k in range(nblk)]
 
         # stage C: Sklansky level 4 -> inclusive block prefix sums
         incl = level(inc3_b, 3)
         bm_c = stage("dec_bm_c", bm_b, TILE)
         beat_c = stage("dec_beat_c", beat_b, beat_b.shape())
-        local_c = [[stage(f"dec_loc{k}_{j}_c", local_b[k][j], range(BLOCK)) for j in range(BLOCK)]
-                   for k in range(nblk)]
+        local_c = [[stage(f"dec_loc{k}_{j}_c", local_b[k][j], range(BLOCK)) for j in range(BLOCK)] for k in range(nblk)]
         incl_c = [stage(f"dec_incl{k}_c", incl[k], range(TILE + 1)) for k in range(nblk)]
 
         # stage D: rank = blocks before + in-block rank; hit and lane registered

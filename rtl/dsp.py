@@ -38,8 +38,10 @@ class RegisteredMul(wiring.Component):
     (signed or unsigned each), product ``a_width + b_width`` bits, signed if either operand is."""
 
     def __init__(self, a_shape, b_shape):
-        a_shape, b_shape = signed(a_shape.width) if a_shape.signed else unsigned(a_shape.width), \
-            signed(b_shape.width) if b_shape.signed else unsigned(b_shape.width)
+        a_shape, b_shape = (
+            signed(a_shape.width) if a_shape.signed else unsigned(a_shape.width),
+            signed(b_shape.width) if b_shape.signed else unsigned(b_shape.width),
+        )
         with checking(self):
             for name, shape in (("a", a_shape), ("b", b_shape)):
                 if not 1 <= shape.width <= _WIDTH:
@@ -71,17 +73,41 @@ class RegisteredMul(wiring.Component):
         m.submodules.dsp = Instance(
             "MULT18X18D",
             # CE0: always (output register), CE1: operand A, CE2: operand B; RST0: the domain's reset
-            p_REG_INPUTA_CLK="CLK0", p_REG_INPUTA_CE="CE1", p_REG_INPUTA_RST="RST0",
-            p_REG_INPUTB_CLK="CLK0", p_REG_INPUTB_CE="CE2", p_REG_INPUTB_RST="RST0",
-            p_REG_INPUTC_CLK="NONE", p_REG_PIPELINE_CLK="NONE",
-            p_REG_OUTPUT_CLK="CLK0", p_REG_OUTPUT_CE="CE0", p_REG_OUTPUT_RST="RST0",
-            p_CLK0_DIV="ENABLED", p_CLK1_DIV="ENABLED", p_CLK2_DIV="ENABLED", p_CLK3_DIV="ENABLED",
-            p_GSR="DISABLED", p_RESETMODE="SYNC", p_SOURCEB_MODE="B_SHIFT", p_MULT_BYPASS="DISABLED",
-            i_SIGNEDA=Const(int(self.a.shape().signed), 1), i_SIGNEDB=Const(int(self.b.shape().signed), 1),
-            i_SOURCEA=Const(0, 1), i_SOURCEB=Const(0, 1),
-            i_CLK0=ClockSignal(), i_CLK1=Const(0, 1), i_CLK2=Const(0, 1), i_CLK3=Const(0, 1),
-            i_CE0=Const(1, 1), i_CE1=self.a_en, i_CE2=self.b_en, i_CE3=Const(0, 1),
-            i_RST0=ResetSignal(), i_RST1=Const(0, 1), i_RST2=Const(0, 1), i_RST3=Const(0, 1),
+            p_REG_INPUTA_CLK="CLK0",
+            p_REG_INPUTA_CE="CE1",
+            p_REG_INPUTA_RST="RST0",
+            p_REG_INPUTB_CLK="CLK0",
+            p_REG_INPUTB_CE="CE2",
+            p_REG_INPUTB_RST="RST0",
+            p_REG_INPUTC_CLK="NONE",
+            p_REG_PIPELINE_CLK="NONE",
+            p_REG_OUTPUT_CLK="CLK0",
+            p_REG_OUTPUT_CE="CE0",
+            p_REG_OUTPUT_RST="RST0",
+            p_CLK0_DIV="ENABLED",
+            p_CLK1_DIV="ENABLED",
+            p_CLK2_DIV="ENABLED",
+            p_CLK3_DIV="ENABLED",
+            p_GSR="DISABLED",
+            p_RESETMODE="SYNC",
+            p_SOURCEB_MODE="B_SHIFT",
+            p_MULT_BYPASS="DISABLED",
+            i_SIGNEDA=Const(int(self.a.shape().signed), 1),
+            i_SIGNEDB=Const(int(self.b.shape().signed), 1),
+            i_SOURCEA=Const(0, 1),
+            i_SOURCEB=Const(0, 1),
+            i_CLK0=ClockSignal(),
+            i_CLK1=Const(0, 1),
+            i_CLK2=Const(0, 1),
+            i_CLK3=Const(0, 1),
+            i_CE0=Const(1, 1),
+            i_CE1=self.a_en,
+            i_CE2=self.b_en,
+            i_CE3=Const(0, 1),
+            i_RST0=ResetSignal(),
+            i_RST1=Const(0, 1),
+            i_RST2=Const(0, 1),
+            i_RST3=Const(0, 1),
             **ports,
         )
         return m

@@ -48,8 +48,16 @@ from engine.widths import ACC_BITS, MULT_BITS, PROD_BITS, SCORE_BITS
 from rtl.accumulator import ADD_LATENCY, GROUP, SHIFT_LATENCY, SHIFT_STEPS_MAX, Accumulator
 from rtl.bitmap_decoder import DECODER_LATENCY, BitmapDecoder
 from rtl.dsp import RegisteredMul
-from rtl.layouts import (BlockHeader, OutBeat, TileHeader, checking, products_layout, raw_values_shape, replica,
-                         values_layout)
+from rtl.layouts import (
+    BlockHeader,
+    OutBeat,
+    TileHeader,
+    checking,
+    products_layout,
+    raw_values_shape,
+    replica,
+    values_layout,
+)
 from rtl.mac_array import MacArray
 from rtl.normalizer import ACC_READ_FROM, Normalizer
 from rtl.popcount import POPCOUNT_LATENCY, Popcount64
@@ -78,7 +86,7 @@ assert ACC_READ_FROM >= BEAT_LATENCY - 1
 def _lowest(x: Signal) -> tuple:
     """(one-hot lowest set bit of x, x without it): one shared carry chain x - 1."""
     dec = x - 1
-    return x & ~dec[:len(x)], x & dec[:len(x)]
+    return x & ~dec[: len(x)], x & dec[: len(x)]
 
 
 class AttentionEngine(wiring.Component):
@@ -88,12 +96,14 @@ class AttentionEngine(wiring.Component):
         with checking(self):
             self.head_dim = check_head_dim(head_dim)
             self.lanes = check_lanes(lanes)
-        super().__init__({
-            "blk": In(stream.Signature(BlockHeader)),
-            "tile": In(stream.Signature(TileHeader)),
-            "val": In(stream.Signature(raw_values_shape(lanes))),
-            "out": Out(stream.Signature(OutBeat)),
-        })
+        super().__init__(
+            {
+                "blk": In(stream.Signature(BlockHeader)),
+                "tile": In(stream.Signature(TileHeader)),
+                "val": In(stream.Signature(raw_values_shape(lanes))),
+                "out": Out(stream.Signature(OutBeat)),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -127,8 +137,12 @@ class AttentionEngine(wiring.Component):
             self.tile.ready.eq(fifo.level + t1_v + t2_v < TILE_FIFO_DEPTH),
             tpop.x.eq(self.tile.payload.bitmap),
         ]
-        m.d.sync += [t1_v.eq(self.tile.valid & self.tile.ready), t1_h.eq(self.tile.payload.as_value()),
-                     t2_v.eq(t1_v), t2_h.eq(t1_h)]
+        m.d.sync += [
+            t1_v.eq(self.tile.valid & self.tile.ready),
+            t1_h.eq(self.tile.payload.as_value()),
+            t2_v.eq(t1_v),
+            t2_h.eq(t1_h),
+        ]
 
         def last_beat(count):  # index of a tile's last values beat: max(0, ceil(count / L) - 1)
             return Mux(count == 0, 0, (count - 1) >> lb)[:bw]
@@ -139,7 +153,7 @@ class AttentionEngine(wiring.Component):
         ]
         hdr = Signal(TileHeader)
         m.d.comb += hdr.eq(fifo.r_data[:hw])
-        h_lastbeat, h_empty = fifo.r_data[hw:hw + bw], fifo.r_data[hw + bw]
+        h_lastbeat, h_empty = fifo.r_data[hw : hw + bw], fifo.r_data[hw + bw]
 
         # ---- block registers --------------------------------------------------------------------------------------
         sel = Signal(TILE)
@@ -200,8 +214,16 @@ class AttentionEngine(wiring.Component):
         # with the decoder's fourth stage; S6..S9 the scatter network; S10 the 64 position products
         s1_v, s1_k, s1_bm, s1_beat = Signal(), Signal(), Signal(TILE), Signal(range(nch))
         s1_vals, s1_mult, s1_iso, s1_vg = Signal(values_layout(L)), Signal(8), Signal(TILE), Signal(range(G))
-        m.d.sync += [s1_v.eq(go), s1_k.eq(in_k), s1_bm.eq(eff_bm), s1_beat.eq(beat),
-                     s1_vals.eq(unpack.o.payload), s1_mult.eq(hdr.mult), s1_iso.eq(cur_iso), s1_vg.eq(vg)]
+        m.d.sync += [
+            s1_v.eq(go),
+            s1_k.eq(in_k),
+            s1_bm.eq(eff_bm),
+            s1_beat.eq(beat),
+            s1_vals.eq(unpack.o.payload),
+            s1_mult.eq(hdr.mult),
+            s1_iso.eq(cur_iso),
+            s1_vg.eq(vg),
+        ]
         m.d.comb += [dec.bitmap.eq(s1_bm), dec.beat.eq(s1_beat)]
         # p: S2 ORs each group of P_GROUP tokens' (p & one-hot) into a partial register, S3 ORs the partials into the
         # operand register of the p * sv multiplier (RegisteredMul), whose product register is S4 (one 64-token AND-OR
@@ -210,12 +232,22 @@ class AttentionEngine(wiring.Component):
         s2_v, s2_k, s2_vals, s2_mult, s2_vg = Signal(), Signal(), Signal(values_layout(L)), Signal(8), Signal(range(G))
         s2_pp = [Signal(8, name=f"s2_pp{q}") for q in range(TILE // P_GROUP)]
         m.d.sync += [s2_v.eq(s1_v), s2_k.eq(s1_k), s2_vals.eq(s1_vals), s2_mult.eq(s1_mult), s2_vg.eq(s1_vg)]
-        m.d.sync += [pp.eq(reduce(lambda a, b: a | b, [sm.p_all[i] & s1_iso[i].replicate(8)
-                                                       for i in range(q * P_GROUP, (q + 1) * P_GROUP)]))
-                     for q, pp in enumerate(s2_pp)]
+        m.d.sync += [
+            pp.eq(
+                reduce(
+                    lambda a, b: a | b,
+                    [sm.p_all[i] & s1_iso[i].replicate(8) for i in range(q * P_GROUP, (q + 1) * P_GROUP)],
+                )
+            )
+            for q, pp in enumerate(s2_pp)
+        ]
         m.submodules.pv_mul = pv_mul = RegisteredMul(unsigned(8), unsigned(8))  # S3 operands, S4 product
-        m.d.comb += [pv_mul.a.eq(reduce(lambda a, b: a | b, s2_pp)), pv_mul.a_en.eq(1),
-                     pv_mul.b.eq(s2_mult), pv_mul.b_en.eq(1)]
+        m.d.comb += [
+            pv_mul.a.eq(reduce(lambda a, b: a | b, s2_pp)),
+            pv_mul.a_en.eq(1),
+            pv_mul.b.eq(s2_mult),
+            pv_mul.b_en.eq(1),
+        ]
         s3_v, s3_k, s3_vals, s3_mult, s3_vg = Signal(), Signal(), Signal(values_layout(L)), Signal(8), Signal(range(G))
         m.d.sync += [s3_v.eq(s2_v), s3_k.eq(s2_k), s3_vals.eq(s2_vals), s3_mult.eq(s2_mult), s3_vg.eq(s2_vg)]
         s4_v, s4_k, s4_vals, s4_mult, s4_vg = Signal(), Signal(), Signal(values_layout(L)), Signal(8), Signal(range(G))
@@ -223,8 +255,13 @@ class AttentionEngine(wiring.Component):
         s5_v, s5_k, s5_vg = Signal(), Signal(), Signal(range(G))
         s5_vals = Signal(values_layout(L))
         s5_b = Signal(MULT_BITS)
-        m.d.sync += [s5_v.eq(s4_v), s5_k.eq(s4_k), s5_vg.eq(s4_vg), s5_vals.eq(s4_vals),
-                     s5_b.eq(Mux(s4_k, s4_mult.as_signed(), ((pv_mul.p + 128) >> 8)[:8]))]
+        m.d.sync += [
+            s5_v.eq(s4_v),
+            s5_k.eq(s4_k),
+            s5_vg.eq(s4_vg),
+            s5_vals.eq(s4_vals),
+            s5_b.eq(Mux(s4_k, s4_mult.as_signed(), ((pv_mul.p + 128) >> 8)[:8])),
+        ]
         m.d.comb += [scat.hit.eq(dec.hit), scat.lane.eq(dec.lane), scat.data.eq(s5_vals)]
         # the multiplicand waits beside the network (S6..S8) and reaches the position multipliers from one register
         # copy per MAC_GROUP positions (S9)
@@ -262,8 +299,8 @@ class AttentionEngine(wiring.Component):
         ]
         for g in range(G):
             m.d.comb += [
-                oacc.hit[g * TILE:(g + 1) * TILE].eq(hit),
-                oacc.val.as_value()[g * vw:(g + 1) * vw].eq(prod.as_value()),
+                oacc.hit[g * TILE : (g + 1) * TILE].eq(hit),
+                oacc.val.as_value()[g * vw : (g + 1) * vw].eq(prod.as_value()),
             ]
 
         # ---- softmax unit: registered commands and inputs ---------------------------------------------------------
@@ -273,17 +310,33 @@ class AttentionEngine(wiring.Component):
         chunk_r = Signal(range(nsc))
         scan_r, exp_r, upd_r = Signal(), Signal(), Signal()
         m.d.sync += [
-            scan_r.eq(scan_req), exp_r.eq(exp_req), upd_r.eq(upd_req),
-            s_r.eq(Cat(*[Cat(*[sacc.acc[c * E + i] for c in range(nsc)]).word_select(
-                chunk_sel[i * len(chunk_sel) // E], SCORE_BITS) for i in range(E)])),  # acc[chunk * E + i]
+            scan_r.eq(scan_req),
+            exp_r.eq(exp_req),
+            upd_r.eq(upd_req),
+            s_r.eq(
+                Cat(
+                    *[
+                        Cat(*[sacc.acc[c * E + i] for c in range(nsc)]).word_select(
+                            chunk_sel[i * len(chunk_sel) // E], SCORE_BITS
+                        )
+                        for i in range(E)
+                    ]
+                )
+            ),  # acc[chunk * E + i]
             gate_r.eq(sel.word_select(chunk, E)),
             chunk_r.eq(chunk),
         ]
         m.d.comb += [
-            sm.scan.eq(scan_r), sm.exp.eq(exp_r), sm.update.eq(upd_r),
-            sm.s.as_value().eq(s_r), sm.gate.eq(gate_r), sm.chunk.eq(chunk_r),
-            sm.mant.eq(mant), sm.shift.eq(shift),
-            oacc.shift_en.eq(sm.rescale_stb), oacc.shift.eq(sm.rescale),
+            sm.scan.eq(scan_r),
+            sm.exp.eq(exp_r),
+            sm.update.eq(upd_r),
+            sm.s.as_value().eq(s_r),
+            sm.gate.eq(gate_r),
+            sm.chunk.eq(chunk_r),
+            sm.mant.eq(mant),
+            sm.shift.eq(shift),
+            oacc.shift_en.eq(sm.rescale_stb),
+            oacc.shift.eq(sm.rescale),
             norm.l.eq(sm.l),
             norm.acc.eq(oacc.acc),
         ]
@@ -294,8 +347,10 @@ class AttentionEngine(wiring.Component):
         m.d.sync += [norm_start.eq(0), blk_stb.eq(0), head_stb.eq(0)]
         m.d.comb += [
             norm.start.eq(norm_start),
-            sacc.clear.eq(blk_stb), sm.blk_start.eq(blk_stb),
-            oacc.clear.eq(head_stb), sm.head_start.eq(head_stb),
+            sacc.clear.eq(blk_stb),
+            sm.blk_start.eq(blk_stb),
+            oacc.clear.eq(head_stb),
+            sm.head_start.eq(head_stb),
         ]
 
         with m.FSM(init="BLK"):
@@ -303,17 +358,33 @@ class AttentionEngine(wiring.Component):
                 m.d.comb += self.blk.ready.eq(1)
                 with m.If(self.blk.valid):
                     p = self.blk.payload
-                    m.d.sync += [sel.eq(p.sel), mant.eq(p.score_mant), shift.eq(p.score_shift),
-                                 sparse.eq(p.sparse), sparse_c.eq(p.sparse), blast.eq(p.last), beat.eq(0), kd.eq(0),
-                                 dense_bm.eq(p.sel), blk_stb.eq(1), head_stb.eq(head_first)]
+                    m.d.sync += [
+                        sel.eq(p.sel),
+                        mant.eq(p.score_mant),
+                        shift.eq(p.score_shift),
+                        sparse.eq(p.sparse),
+                        sparse_c.eq(p.sparse),
+                        blast.eq(p.last),
+                        beat.eq(0),
+                        kd.eq(0),
+                        dense_bm.eq(p.sel),
+                        blk_stb.eq(1),
+                        head_stb.eq(head_first),
+                    ]
                     m.next = "BLK1"
             with m.State("BLK1"):  # blk_stb (and head_stb on a head's first block): clear, start the softmax block
                 sel_low, sel_rest = _lowest(sel)
                 m.d.sync += [cur_iso.eq(sel_low), rest.eq(sel_rest), head_first.eq(0)]
                 m.next = "BLK2"
             with m.State("BLK2"):  # spop.count = popcount(sel) now
-                m.d.sync += [dense_last.eq(last_beat(spop.count)), dense_empty.eq(spop.count == 0), in_k.eq(1),
-                             nxt_iso.eq(rest_low), rest.eq(rest_rest), nxt_zero.eq(rest == 0)]
+                m.d.sync += [
+                    dense_last.eq(last_beat(spop.count)),
+                    dense_empty.eq(spop.count == 0),
+                    in_k.eq(1),
+                    nxt_iso.eq(rest_low),
+                    rest.eq(rest_rest),
+                    nxt_zero.eq(rest == 0),
+                ]
                 m.next = "KRUN"
             with m.State("KRUN"):
                 with m.If(go):
@@ -357,8 +428,15 @@ class AttentionEngine(wiring.Component):
             with m.State("EWAIT"):  # p_all and l land (engine/timing.py: EWAIT_CYCLES)
                 m.d.sync += wait.eq(wait - 1)
                 with m.If(wait == 0):
-                    m.d.sync += [beat.eq(0), vg.eq(0), in_v.eq(1), vlast.eq(G == 1),
-                                 dense_bm.eq((1 << TILE) - 1), dense_last.eq(nch - 1), dense_empty.eq(0)]
+                    m.d.sync += [
+                        beat.eq(0),
+                        vg.eq(0),
+                        in_v.eq(1),
+                        vlast.eq(G == 1),
+                        dense_bm.eq((1 << TILE) - 1),
+                        dense_last.eq(nch - 1),
+                        dense_empty.eq(0),
+                    ]
                     m.next = "VRUN"
             with m.State("VRUN"):
                 with m.If(go):

@@ -16,7 +16,6 @@ software encoder (rtl/streams.py) builds the same integers the Verilog ports car
   element D-1.
 """
 
-
 from contextlib import contextmanager
 
 from amaranth.hdl import Signal, signed, unsigned
@@ -26,8 +25,17 @@ from base.errors import SpecError
 from engine.params import TILE
 from engine.widths import MANT_BITS, OUT_BITS, PROD_BITS, QK_BITS, VALUE_BITS
 
-__all__ = ["BlockHeader", "TileHeader", "OutBeat", "raw_values_shape", "values_layout", "products_layout", "checking",
-           "REPLICA_ATTR", "replica"]
+__all__ = [
+    "BlockHeader",
+    "TileHeader",
+    "OutBeat",
+    "raw_values_shape",
+    "values_layout",
+    "products_layout",
+    "checking",
+    "REPLICA_ATTR",
+    "replica",
+]
 
 
 class BlockHeader(data.Struct):

@@ -34,11 +34,13 @@ class MacArray(wiring.Component):
         with checking(self):
             self.lanes = check_lanes(lanes)
         self.copies = max(1, lanes // MAC_GROUP)
-        super().__init__({
-            "a": In(values_layout(lanes)),
-            "b": In(data.ArrayLayout(signed(MULT_BITS), self.copies)),
-            "prod": Out(products_layout(lanes)),
-        })
+        super().__init__(
+            {
+                "a": In(values_layout(lanes)),
+                "b": In(data.ArrayLayout(signed(MULT_BITS), self.copies)),
+                "prod": Out(products_layout(lanes)),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()

@@ -76,13 +76,15 @@ class Normalizer(wiring.Component):
     def __init__(self, *, head_dim: int):
         with checking(self):
             self.head_dim = check_head_dim(head_dim)
-        super().__init__({
-            "start": In(1),
-            "l": In(L_BITS),
-            "acc": In(data.ArrayLayout(signed(ACC_BITS), head_dim)),
-            "o": Out(stream.Signature(OutBeat)),
-            "done": Out(1),
-        })
+        super().__init__(
+            {
+                "start": In(1),
+                "l": In(L_BITS),
+                "acc": In(data.ArrayLayout(signed(ACC_BITS), head_dim)),
+                "o": Out(stream.Signature(OutBeat)),
+                "done": Out(1),
+            }
+        )
 
     def elaborate(self, platform):
         assert _STAGES == NORM_PIPE, "the output pipeline must have exactly NORM_PIPE stages (engine/timing.py)"
@@ -169,7 +171,7 @@ class Normalizer(wiring.Component):
         # P: partial products (the multiplier operands are a and the settled quotient q)
         al = a[:_CHUNK]
         ah = a[_CHUNK:].as_signed()
-        q0, q1, q2 = q[:_CHUNK], q[_CHUNK:2 * _CHUNK], q[2 * _CHUNK:]
+        q0, q1, q2 = q[:_CHUNK], q[_CHUNK : 2 * _CHUNK], q[2 * _CHUNK :]
         pv, plast = Signal(), Signal()
         p00 = Signal(unsigned(2 * _CHUNK))
         p01 = Signal(unsigned(2 * _CHUNK))
@@ -193,21 +195,27 @@ class Normalizer(wiring.Component):
         o_data = Signal(signed(OUT_BITS))
         o_last = Signal()
         m.d.sync += [
-            pv.eq(f3v), plast.eq(f3last),
-            p00.eq(al * q0), p01.eq(al * q1), p02.eq(al * q2),
-            p10.eq(ah * q0), p11.eq(ah * q1), p12.eq(ah * q2),
+            pv.eq(f3v),
+            plast.eq(f3last),
+            p00.eq(al * q0),
+            p01.eq(al * q1),
+            p02.eq(al * q2),
+            p10.eq(ah * q0),
+            p11.eq(ah * q1),
+            p12.eq(ah * q2),
         ]
         # bit 35 of p00 (< 2^34) is always 0, so OR-ing in the rounding constant 2^35 is an exact add
         m.d.sync += [
-            sv.eq(pv), slast.eq(plast),
+            sv.eq(pv),
+            slast.eq(plast),
             x.eq(Cat(p00, 0, 1) + (p01 << _CHUNK)),
             y.eq(p10 + (p11 << _CHUNK)),
             z.eq(p02 + (p12 << _CHUNK)),
         ]
-        m.d.sync += [tv.eq(sv), tlast.eq(slast), r.eq(hi[sh - _CHUNK:])]
+        m.d.sync += [tv.eq(sv), tlast.eq(slast), r.eq(hi[sh - _CHUNK :])]
         top, bot = (1 << (OUT_BITS - 1)) - 1, -(1 << (OUT_BITS - 1))
         sign = r[-1]
-        ovf = ~((r[OUT_BITS - 1:] == 0) | (r[OUT_BITS - 1:] == (1 << (len(r) - OUT_BITS + 1)) - 1))
+        ovf = ~((r[OUT_BITS - 1 :] == 0) | (r[OUT_BITS - 1 :] == (1 << (len(r) - OUT_BITS + 1)) - 1))
         t_beat = Cat(Mux(ovf, Mux(sign, bot, top), r[:OUT_BITS])[:OUT_BITS], tlast)
         m.submodules.skid = skid = SyncFIFO(width=OUT_BITS + 1, depth=_SKID)
         m.d.comb += [
@@ -216,8 +224,7 @@ class Normalizer(wiring.Component):
             skid.r_en.eq(take),
         ]
         with m.If(take):
-            m.d.sync += [o_valid.eq(skid.r_rdy | tv),
-                         Cat(o_data, o_last).eq(Mux(skid.r_rdy, skid.r_data, t_beat))]
+            m.d.sync += [o_valid.eq(skid.r_rdy | tv), Cat(o_data, o_last).eq(Mux(skid.r_rdy, skid.r_data, t_beat))]
         # credits: +1 per beat fired into F1a, -1 per beat loaded into O. Kept as a thermometer code (bit i: more than
         # i credits in use), so a step is a shift and ``room`` (fewer than _SKID in use after this cycle) needs two of
         # its bits, no adder: a binary count's add-then-compare would be two carry chains behind the skid FIFO's level

@@ -58,13 +58,15 @@ class ScatterNetwork(wiring.Component):
                 raise SpecError(f"width must be an int in [1, 32], got {width!r}")
         self.lane_bits = lanes.bit_length() - 1
         self.width = width
-        super().__init__({
-            "hit": In(TILE),
-            "lane": In(data.ArrayLayout(unsigned(self.lane_bits), TILE)),
-            "data": In(data.ArrayLayout(signed(width), lanes)),
-            "hit_o": Out(TILE),
-            "val": Out(data.ArrayLayout(signed(width), TILE)),
-        })
+        super().__init__(
+            {
+                "hit": In(TILE),
+                "lane": In(data.ArrayLayout(unsigned(self.lane_bits), TILE)),
+                "data": In(data.ArrayLayout(signed(width), lanes)),
+                "hit_o": Out(TILE),
+                "val": Out(data.ArrayLayout(signed(width), TILE)),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -95,16 +97,18 @@ class ScatterNetwork(wiring.Component):
             valid, lane = nvalid, nlane
             if k % PER_CYCLE == PER_CYCLE - 1:  # register after stages 2 and 5
                 c, lo = k // PER_CYCLE + 1, k + 1 - PER_CYCLE
-                go[lo:] = [[reg(x, 1, f"go{lo + i}_{s}_c{c}") for s, x in enumerate(gk)]
-                           for i, gk in enumerate(go[lo:])]
+                go[lo:] = [
+                    [reg(x, 1, f"go{lo + i}_{s}_c{c}") for s, x in enumerate(gk)] for i, gk in enumerate(go[lo:])
+                ]
                 if k + 1 < STAGES:
                     valid = [reg(x, 1, f"cv{s}_c{c}") for s, x in enumerate(valid)]
                     lane = [reg(x, x.shape(), f"cl{s}_c{c}") if k + 1 < lb else x for s, x in enumerate(lane)]
         # go[0..2] are visible from t + 1 (C1), go[3..5] from t + 2 (C2); E1 (stages 5-3) runs in cycle t + 2 and
         # E2 (stages 2-0) in t + 3, so go[0..2] wait two more registers
         for d in range(2):
-            go[:PER_CYCLE] = [[reg(x, 1, f"go{k}_{s}_d{d}") for s, x in enumerate(gk)]
-                              for k, gk in enumerate(go[:PER_CYCLE])]
+            go[:PER_CYCLE] = [
+                [reg(x, 1, f"go{k}_{s}_d{d}") for s, x in enumerate(gk)] for k, gk in enumerate(go[:PER_CYCLE])
+            ]
 
         # ---- expansion: the values at slots 0..L-1 wait for C2, then stages 5..0 (3 per register) --------------------
         vals = [self.data[j] for j in range(L)]

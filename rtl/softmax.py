@@ -71,7 +71,11 @@ _P_STAGES = 8  # input, product, sum, shift, shift, ne, clamp+table, the lane's 
 _EXP_STAGES = _P_STAGES + 1  # + p_all, written from the p registers
 _SUM_STAGES = 3  # 2 adder-tree stages (from the p registers) + the l accumulator
 assert (_SCAN_STAGES, _UPDATE_STAGES, _EXP_STAGES, _P_STAGES + _SUM_STAGES) == (
-    SCAN_LATENCY, UPDATE_LATENCY, EXP_LATENCY, L_LATENCY), "engine/timing.py and rtl/softmax.py disagree"
+    SCAN_LATENCY,
+    UPDATE_LATENCY,
+    EXP_LATENCY,
+    L_LATENCY,
+), "engine/timing.py and rtl/softmax.py disagree"
 
 
 def _split_levels(n: int, stages: int = 3) -> list[int]:
@@ -117,23 +121,25 @@ class SoftmaxUnit(wiring.Component):
     def __init__(self, *, lanes: int):
         with checking(self):
             self.lanes = check_lanes(lanes)
-        super().__init__({
-            "head_start": In(1),
-            "blk_start": In(1),
-            "scan": In(1),
-            "update": In(1),
-            "exp": In(1),
-            "chunk": In(range(TILE // lanes)),
-            "s": In(data.ArrayLayout(signed(SCORE_BITS), lanes)),
-            "gate": In(lanes),
-            "mant": In(16),
-            "shift": In(6),
-            "rescale": Out(range(SHIFT_CLAMP + 1)),
-            "rescale_stb": Out(1),
-            "l": Out(L_BITS),
-            "m": Out(signed(M_BITS)),
-            "p_all": Out(data.ArrayLayout(unsigned(8), TILE)),
-        })
+        super().__init__(
+            {
+                "head_start": In(1),
+                "blk_start": In(1),
+                "scan": In(1),
+                "update": In(1),
+                "exp": In(1),
+                "chunk": In(range(TILE // lanes)),
+                "s": In(data.ArrayLayout(signed(SCORE_BITS), lanes)),
+                "gate": In(lanes),
+                "mant": In(16),
+                "shift": In(6),
+                "rescale": Out(range(SHIFT_CLAMP + 1)),
+                "rescale_stb": Out(1),
+                "l": Out(L_BITS),
+                "m": Out(signed(M_BITS)),
+                "p_all": Out(data.ArrayLayout(unsigned(8), TILE)),
+            }
+        )
 
     # ------------------------------------------------------------------------------------------ helpers
     def _scaled(self, m, name, s, s_en, mant, mant_en, shift):
@@ -169,12 +175,11 @@ class SoftmaxUnit(wiring.Component):
         SB = SCORE_BITS
         levels = L.bit_length() - 1
 
-
         # ------------------------------------------------------------------ scan: block max over gated lanes
         # key = gate : (s + 2^19) (offset binary): unsigned compare, a gated lane beats any ungated one
-        keys = [Cat(self.s[j][:SB - 1], ~self.s[j][SB - 1], self.gate[j]) for j in range(L)]
+        keys = [Cat(self.s[j][: SB - 1], ~self.s[j][SB - 1], self.gate[j]) for j in range(L)]
         for k, radix in enumerate(_scan_radices(L)):
-            keys = [_max_of(m, keys[radix * q:radix * (q + 1)], f"scan{k}_{q}") for q in range(len(keys) // radix)]
+            keys = [_max_of(m, keys[radix * q : radix * (q + 1)], f"scan{k}_{q}") for q in range(len(keys) // radix)]
             regs = [Signal(SB + 1, name=f"scan{k}_{q}") for q in range(len(keys))]
             m.d.sync += [r.eq(v) for r, v in zip(regs, keys)]
             keys = regs
@@ -183,8 +188,11 @@ class SoftmaxUnit(wiring.Component):
         ka, kb = keys  # the tree's two keys: the loop takes max(bmax, a, b) over the gated ones
         bmax_key = Signal(SB)  # bmax + 2^19
         a_ge_b, a_wins, b_wins = Signal(), Signal(), Signal()
-        m.d.comb += [a_ge_b.eq(ka >= kb), a_wins.eq(ka[SB] & (ka[:SB] > bmax_key)),
-                     b_wins.eq(kb[SB] & (kb[:SB] > bmax_key))]
+        m.d.comb += [
+            a_ge_b.eq(ka >= kb),
+            a_wins.eq(ka[SB] & (ka[:SB] > bmax_key)),
+            b_wins.eq(kb[SB] & (kb[:SB] > bmax_key)),
+        ]
         # max(a, b) is gated and beats bmax: the larger of a and b (a gated key beats an ungated one through the key's
         # top bit) decides which of the two bmax comparisons counts
         key_d = Mux(self.blk_start, 0, Mux(a_ge_b, ka, kb)[:SB])
@@ -206,7 +214,7 @@ class SoftmaxUnit(wiring.Component):
         # the update multiplier's operands copy the bmax register every cycle (one edge behind it): loading them from
         # the loop's own next value and enable would put the DSP, placed far away in the DSP rows, at the end of the
         # bmax loop's compare chain
-        bmax_q = Cat(bmax_key[:SB - 1], ~bmax_key[SB - 1]).as_signed()
+        bmax_q = Cat(bmax_key[: SB - 1], ~bmax_key[SB - 1]).as_signed()
         xmax = self._scaled(m, "upd", bmax_q, Const(1, 1), self.mant, self.scan, shift_u)  # valid at the output of t+3
         ne_a = Signal(signed(NE_BITS))  # (M << 8) - Xmax: >> 8 is M - Mblk
         ne_b = Signal(signed(NE_BITS + 1))  # ((M + 31) << 8) - Xmax: < 0 <=> Mblk - M > 31
@@ -218,7 +226,7 @@ class SoftmaxUnit(wiring.Component):
         ]
         # stage t+5: clamp
         grow = m_valid & ne_a[-1]  # Mblk > M (and not the head's first block)
-        neg5 = (-ne_a[F:F + 5])[:5]  # (Mblk - M) mod 32
+        neg5 = (-ne_a[F : F + 5])[:5]  # (Mblk - M) mod 32
         resc = Mux(grow, Mux(ne_b[-1], SHIFT_CLAMP, neg5), 0)
         mnew = Signal(signed(M_BITS))
         l_c = Signal(L_BITS)  # l >> (rescale & 24)
@@ -259,13 +267,13 @@ class SoftmaxUnit(wiring.Component):
             m.d.sync += ne.eq((m_j << F) - x)  # t+5
             # t+6: clamp and table
             neg = ne[-1]
-            big = ne[F + 4:] != 0  # ne >> 8 >= 16; 9..15 give p = 0 through the shift itself (T < 2^8)
+            big = ne[F + 4 :] != 0  # ne >> 8 >= 16; 9..15 give p = 0 through the shift itself (T < 2^8)
             t_r = Signal(8, name=f"t{j}")
             i_r = Signal(4, name=f"i{j}")
             gated = gate_d[-1][j]  # stage t+6
             m.d.sync += [
-                t_r.eq(Mux(~gated | (~neg & big), 0, table[Mux(neg, 0, ne[F - TB:F])])),  # T = 0: p = 0
-                i_r.eq(Mux(neg, 0, ne[F:F + 4])),
+                t_r.eq(Mux(~gated | (~neg & big), 0, table[Mux(neg, 0, ne[F - TB : F])])),  # T = 0: p = 0
+                i_r.eq(Mux(neg, 0, ne[F : F + 4])),
             ]
             # t+7: p = (T >> i) + T[i-1]
             p_next = Signal(8, name=f"pn{j}")

@@ -56,8 +56,13 @@ def encode_head(head: EngineHead, lanes: int) -> HeadStreams:
     blk, tile, val = [], [], []
     for b in range(head.n_blocks):
         last = int(b == head.n_blocks - 1)
-        blk.append(int(head.sel[b]) | int(head.score_mant[b]) << 64 | int(head.score_shift[b]) << 80
-                   | int(head.sparse) << 86 | last << 87)
+        blk.append(
+            int(head.sel[b])
+            | int(head.score_mant[b]) << 64
+            | int(head.score_shift[b]) << 80
+            | int(head.sparse) << 86
+            | last << 87
+        )
         kbm = head.k_bitmap[b] if head.sparse else np.zeros(D, dtype=np.uint64)
         tile += [int(kbm[d]) | (int(head.qk[b, d]) & 0xFF) << 64 for d in range(D)]
         val += _beats(head.k[b].T, kkeep[b].T, lanes)  # rows = channels

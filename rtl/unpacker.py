@@ -20,10 +20,12 @@ class Unpacker(wiring.Component):
     def __init__(self, *, lanes: int):
         with checking(self):
             self.lanes = check_lanes(lanes)
-        super().__init__({
-            "i": In(stream.Signature(raw_values_shape(lanes))),
-            "o": Out(stream.Signature(values_layout(lanes))),
-        })
+        super().__init__(
+            {
+                "i": In(stream.Signature(raw_values_shape(lanes))),
+                "o": Out(stream.Signature(values_layout(lanes))),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()

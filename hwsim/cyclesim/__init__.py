@@ -21,6 +21,19 @@ from hwsim.cyclesim._linear import LinearPlan, macs_per_cycle, plan_linear
 from hwsim.cyclesim._memory import MemoryBus, MemoryModel
 from hwsim.cyclesim.attention_engine import BlockWork, EngineModel, EngineRun, HeadWork, head_work
 
-__all__ = ["estimate_cycle", "roofline_bound_s", "Accelerator", "StepResult", "macs_per_cycle", "LinearPlan",
-           "plan_linear", "MemoryModel",
-           "MemoryBus", "EngineModel", "EngineRun", "HeadWork", "BlockWork", "head_work"]
+__all__ = [
+    "estimate_cycle",
+    "roofline_bound_s",
+    "Accelerator",
+    "StepResult",
+    "macs_per_cycle",
+    "LinearPlan",
+    "plan_linear",
+    "MemoryModel",
+    "MemoryBus",
+    "EngineModel",
+    "EngineRun",
+    "HeadWork",
+    "BlockWork",
+    "head_work",
+]

@@ -109,8 +109,14 @@ class _Sim:
     def state(self) -> tuple[int, ...]:
         """Everything the future depends on. The attention stream's buffer-free times are clamped to the start of
         its next phase (`start_attention`), so any of them older than `t` is equivalent to `t`."""
-        return (self.t, self.bus.busy_until, *self.w.cends, *self.w.pending,
-                *(max(c, self.t) for c in self.a.cends), *self.a.pending)
+        return (
+            self.t,
+            self.bus.busy_until,
+            *self.w.cends,
+            *self.w.pending,
+            *(max(c, self.t) for c in self.a.cends),
+            *self.a.pending,
+        )
 
     def start_attention(self) -> None:
         """The sequencer starts fetching a layer's KV blocks when the layer's attention starts (no prefetch of KV
@@ -129,30 +135,40 @@ class Accelerator:
     """`model` compressed by `scheme` on the FPGA design `hw`; `profile` (optional) gives measured per-layer
     weight bytes / KV sparsity. `jump=False` disables every jump over periodic regions (for tests)."""
 
-    def __init__(self, model: ModelSpec, hw: HardwareSpec, scheme: CompressionScheme, profile=None,
-                 jump: bool = True) -> None:
+    def __init__(
+        self, model: ModelSpec, hw: HardwareSpec, scheme: CompressionScheme, profile=None, jump: bool = True
+    ) -> None:
         f = hw.fpga
         if hw.kind != "fpga" or f is None:
-            raise SpecError(f"the cycle-level simulator models FPGA accelerators; {hw.name!r} is a {hw.kind}. "
-                            "Use --fidelity analytical for it")
+            raise SpecError(
+                f"the cycle-level simulator models FPGA accelerators; {hw.name!r} is a {hw.kind}. "
+                "Use --fidelity analytical for it"
+            )
         needed = ("weight_buffer_bytes", "activation_buffer_bytes")
         missing = [k for k in needed if not getattr(f, k)]
         if f.decode_engine is None and not (f.engine_dsps and f.macs_per_dsp):
             missing.insert(0, "engine_dsps")
         if missing:
-            raise SpecError(f"hardware {hw.name!r}: the cycle-level simulator needs fpga.{missing[0]}"
-                            " (and a linear engine -- engine_dsps + macs_per_dsp, or decode_engine + prefill_engine --,"
-                            " weight_buffer_bytes, activation_buffer_bytes); add it to the hardware YAML")
+            raise SpecError(
+                f"hardware {hw.name!r}: the cycle-level simulator needs fpga.{missing[0]}"
+                " (and a linear engine -- engine_dsps + macs_per_dsp, or decode_engine + prefill_engine --,"
+                " weight_buffer_bytes, activation_buffer_bytes); add it to the hardware YAML"
+            )
         self.model, self.hw, self.s, self.profile, self.jump = model, hw, scheme, profile, jump
         self.mem = MemoryModel.from_hardware(hw)
         # on-chip buffers: 2 weight tiles, the activation buffer, 2 KV blocks (int4, K + V) per attention engine
         kv_block = 2 * TILE * model.head_dim * max(scheme.kv_bits, 4) // 8
-        self.on_chip_bytes = (2 * f.weight_buffer_bytes + f.activation_buffer_bytes
-                              + (2 * f.attention_engines * kv_block if f.attention_lanes else 0))
+        self.on_chip_bytes = (
+            2 * f.weight_buffer_bytes
+            + f.activation_buffer_bytes
+            + (2 * f.attention_engines * kv_block if f.attention_lanes else 0)
+        )
         if self.on_chip_bytes > hw.on_chip_bytes:
-            raise SpecError(f"hardware {hw.name!r}: the buffers need {self.on_chip_bytes:,} B on chip (2 x "
-                            f"weight_buffer_bytes + activation_buffer_bytes + 2 KV blocks per attention engine) but "
-                            f"on_chip_bytes is {hw.on_chip_bytes:,}; shrink the buffers")
+            raise SpecError(
+                f"hardware {hw.name!r}: the buffers need {self.on_chip_bytes:,} B on chip (2 x "
+                f"weight_buffer_bytes + activation_buffer_bytes + 2 KV blocks per attention engine) but "
+                f"on_chip_bytes is {hw.on_chip_bytes:,}; shrink the buffers"
+            )
         self.vec_per_cycle = hw.compute.vector_ops_per_s / hw.freq_hz
         self.D = model.head_dim
         # the RTL attention engines take int KV; fp16 KV, or a design without them, runs attention on the linear engine
@@ -197,18 +213,26 @@ class Accelerator:
         key = (phase, tokens)
         got = self._head.get(key)
         if got is None:
-            got = self._head[key] = plan_linear(head_op(self.model, self.hw, self.s, tokens, phase, self.profile, 1),
-                                                self.hw)
+            got = self._head[key] = plan_linear(
+                head_op(self.model, self.hw, self.s, tokens, phase, self.profile, 1), self.hw
+            )
         return got
 
-    def _linear(self, sim: _Sim, plan: LinearPlan, ready: int, nxt: LinearPlan | None, drain: bool,
-                tokens: int) -> None:
+    def _linear(
+        self, sim: _Sim, plan: LinearPlan, ready: int, nxt: LinearPlan | None, drain: bool, tokens: int
+    ) -> None:
         start_bytes = sim.bus.bytes_moved
         start_busy = sim.bus.busy_cycles
         for i, (count, nbytes, cyc) in enumerate(plan.runs):
             last = i == len(plan.runs) - 1
-            sim.w.run(count, nbytes, cyc, ready,
-                      next_bytes=nxt.first_tile_bytes if (last and nxt) else 0, next_count=2 if (last and nxt) else 0)
+            sim.w.run(
+                count,
+                nbytes,
+                cyc,
+                ready,
+                next_bytes=nxt.first_tile_bytes if (last and nxt) else 0,
+                next_count=2 if (last and nxt) else 0,
+            )
         end = sim.w.last_end + (self.hw.fpga.linear_pipeline_cycles if drain else 0)
         prev = sim.t
         sim.t = max(sim.t, end)
@@ -280,8 +304,14 @@ class Accelerator:
                 more = g + 1 < groups or b + 1 < batch  # another head group follows on the engines
                 for i, (count, nbytes, cyc) in enumerate(runs):
                     last = i == len(runs) - 1 and more
-                    sim.a.run(count, nbytes * kv_heads, cyc, ready,
-                              next_bytes=runs[0][1] * kv_heads if last else 0, next_count=2 if last else 0)
+                    sim.a.run(
+                        count,
+                        nbytes * kv_heads,
+                        cyc,
+                        ready,
+                        next_bytes=runs[0][1] * kv_heads if last else 0,
+                        next_count=2 if last else 0,
+                    )
                     compute += count * cyc
                 # DIV + OUT tail; the next group's first blocks are already prefetched
                 sim.a.cends.append(sim.a.last_end + tail)
@@ -292,8 +322,9 @@ class Accelerator:
         sim.acc.mechanism("attention", "compute" if compute >= busy else "memory", span)
         sim.acc.add("attention", span, sim.bus.bytes_moved - start_bytes, 2.0 * lane_ops * batch * H, compute)
 
-    def _attention_linear(self, sim: _Sim, phase: str, context: int, batch: int, prompt: int = 0,
-                          sparsity: float | None = None) -> None:
+    def _attention_linear(
+        self, sim: _Sim, phase: str, context: int, batch: int, prompt: int = 0, sparsity: float | None = None
+    ) -> None:
         """Attention on the linear engine (fp16 KV, or prefill): q·K and p·V as GEMMs over the attended tokens,
         K/V streamed from HBM (decode) or written once (prefill), softmax on the vector unit."""
         m, s = self.model, self.s
@@ -326,8 +357,9 @@ class Accelerator:
         sim.acc.mechanism("softmax", "compute", vc)
 
     # ---- one transformer layer ---------------------------------------------------------------------------------
-    def _run_layer(self, sim: _Sim, phase: str, plans: tuple[LinearPlan, ...], tokens: int, nxt_first: LinearPlan,
-                   attention) -> None:
+    def _run_layer(
+        self, sim: _Sim, phase: str, plans: tuple[LinearPlan, ...], tokens: int, nxt_first: LinearPlan, attention
+    ) -> None:
         m = self.model
         h = m.hidden_size
         engine_attention = phase == "decode" and self.int_kv
@@ -390,10 +422,16 @@ class Accelerator:
     @staticmethod
     def _result(sim: _Sim) -> StepResult:
         a = sim.acc
-        return StepResult(cycles=sim.t, class_cycles=dict(a.cycles), class_bytes=dict(a.nbytes),
-                          class_flops=dict(a.flops), class_compute=dict(a.compute),
-                          bytes_moved=sim.bus.bytes_moved, bus_busy_cycles=sim.bus.busy_cycles,
-                          mechanism_cycles=dict(a.mech))
+        return StepResult(
+            cycles=sim.t,
+            class_cycles=dict(a.cycles),
+            class_bytes=dict(a.nbytes),
+            class_flops=dict(a.flops),
+            class_compute=dict(a.compute),
+            bytes_moved=sim.bus.bytes_moved,
+            bus_busy_cycles=sim.bus.busy_cycles,
+            mechanism_cycles=dict(a.mech),
+        )
 
     # ---- public ------------------------------------------------------------------------------------------------
     def decode_step(self, context: int, batch: int = 1) -> StepResult:
@@ -407,8 +445,13 @@ class Accelerator:
         if self.int_kv:
             att = lambda sim_, l: self._attention(sim_, context, batch, self.layer_kv_sparsity[l])  # noqa: E731
         else:
-            att = lambda sim_, l: self._attention_linear(sim_, "decode", context, batch,  # noqa: E731
-                                                         sparsity=self.layer_kv_sparsity[l])
+            att = lambda sim_, l: self._attention_linear(
+                sim_,
+                "decode",
+                context,
+                batch,  # noqa: E731
+                sparsity=self.layer_kv_sparsity[l],
+            )
         self._run_layers(sim, "decode", batch, att, head)
         self._lm_head(sim, batch, head)
         if self.host_cycles:
@@ -429,8 +472,14 @@ class Accelerator:
         sim = _Sim(self.mem, self.jump)
         n = batch * prompt
         head = self.head_plan("prefill", batch)
-        att = lambda sim_, l: self._attention_linear(sim_, "prefill", prompt, batch, prompt=prompt,  # noqa: E731
-                                                     sparsity=self.layer_kv_sparsity[l])
+        att = lambda sim_, l: self._attention_linear(
+            sim_,
+            "prefill",
+            prompt,
+            batch,
+            prompt=prompt,  # noqa: E731
+            sparsity=self.layer_kv_sparsity[l],
+        )
         self._run_layers(sim, "prefill", n, att, head)
         self._lm_head(sim, batch, head)
         return self._result(sim)

@@ -88,5 +88,6 @@ def plan_linear(op: Op, hw: HardwareSpec) -> LinearPlan:
             merged[-1] = (merged[-1][0] + run[0], run[1], run[2])
         else:
             merged.append(run)
-    return LinearPlan(op.name, op.cls, tuple(merged), int(round(op.flops / 2)),
-                      int(round(total)) * (passes + (1 if last_tt else 0)))
+    return LinearPlan(
+        op.name, op.cls, tuple(merged), int(round(op.flops / 2)), int(round(total)) * (passes + (1 if last_tt else 0))
+    )

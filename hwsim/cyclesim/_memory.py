@@ -42,10 +42,13 @@ class MemoryModel:
     @classmethod
     def from_hardware(cls, hw: HardwareSpec) -> MemoryModel:
         m = hw.memory
-        return cls(channels=hw.active_channels, burst_bytes=m.burst_bytes,
-                   channel_bytes_per_cycle=m.channel_bandwidth_bytes_per_s * m.efficiency / hw.freq_hz,
-                   latency_cycles=math.ceil(m.latency_ns * 1e-9 * hw.freq_hz - 1e-9),
-                   turnaround_cycles=math.ceil(m.turnaround_ns * 1e-9 * hw.freq_hz - 1e-9))
+        return cls(
+            channels=hw.active_channels,
+            burst_bytes=m.burst_bytes,
+            channel_bytes_per_cycle=m.channel_bandwidth_bytes_per_s * m.efficiency / hw.freq_hz,
+            latency_cycles=math.ceil(m.latency_ns * 1e-9 * hw.freq_hz - 1e-9),
+            turnaround_cycles=math.ceil(m.turnaround_ns * 1e-9 * hw.freq_hz - 1e-9),
+        )
 
     @property
     def bytes_per_cycle(self) -> float:

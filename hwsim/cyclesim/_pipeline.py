@@ -55,8 +55,7 @@ class TileStream:
             issue = self.cends[len(self.pending)]
             self.pending.append(self.bus.read(issue, nbytes))
 
-    def run(self, n: int, nbytes: int, compute: int, ready: int = 0,
-            next_bytes: int = 0, next_count: int = 0) -> int:
+    def run(self, n: int, nbytes: int, compute: int, ready: int = 0, next_bytes: int = 0, next_count: int = 0) -> int:
         """Compute `n` identical tiles of `nbytes` bytes and `compute` cycles each, after `ready`.
 
         Tiles that are not yet issued are read when their buffer frees. When done, the first `next_count` tiles

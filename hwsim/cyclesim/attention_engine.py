@@ -74,8 +74,7 @@ class BlockWork:
     def uniform(cls, head_dim: int, n_sel: int, k_values: int, v_values: int) -> BlockWork:
         """A block whose K tiles all stream `k_values` values and whose V tiles all stream `v_values`."""
         g = head_dim // TILE
-        return cls(nk=np.full(head_dim, k_values, dtype=np.int64),
-                   nv=np.full((n_sel, g), v_values, dtype=np.int64))
+        return cls(nk=np.full(head_dim, k_values, dtype=np.int64), nv=np.full((n_sel, g), v_values, dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -149,8 +148,13 @@ class EngineModel:
         key = blk.key()
         got = self._cache.get(key)
         if got is None:
-            got = {**FIXED_PHASES, "KRUN": self._tiles(blk.nk), "SCAN": TILE // self.E, "EXP": TILE // self.E,
-                   "VRUN": self._tiles(blk.nv.reshape(-1))}
+            got = {
+                **FIXED_PHASES,
+                "KRUN": self._tiles(blk.nk),
+                "SCAN": TILE // self.E,
+                "EXP": TILE // self.E,
+                "VRUN": self._tiles(blk.nv.reshape(-1)),
+            }
             self._cache[key] = got
         return got
 
@@ -158,8 +162,9 @@ class EngineModel:
         return {**TAIL_PHASES, "OUT": self.D}
 
     # ---- event-driven run ------------------------------------------------------------------------------------
-    def run(self, work: HeadWork, arrivals: list[int] | None = None, *, engine_head=None,
-            functional: bool = False) -> EngineRun:
+    def run(
+        self, work: HeadWork, arrivals: list[int] | None = None, *, engine_head=None, functional: bool = False
+    ) -> EngineRun:
         """Run one head. `arrivals[b]`: cycle (relative to the head's first header) at which block b's data is in
         the block buffer (None: always there, the stall-free count). `engine_head`: the EngineHead whose values
         the functional mode computes on (required when functional)."""
@@ -216,8 +221,9 @@ class EngineModel:
             phases[k] += v
         t += sum(tail.values())
         out = dp.finish()[0] if dp is not None else None  # DIV, NPIPE, OUT
-        return EngineRun(cycles=t, phase_cycles=phases, lane_ops=lane_ops, block_starts=tuple(starts),
-                         output=out, wait_cycles=wait)
+        return EngineRun(
+            cycles=t, phase_cycles=phases, lane_ops=lane_ops, block_starts=tuple(starts), output=out, wait_cycles=wait
+        )
 
     # ---- cycle-stepped reference ----------------------------------------------------------------------------
     def run_stepped(self, work: HeadWork) -> int:

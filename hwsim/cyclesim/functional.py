@@ -45,22 +45,27 @@ def quantize_query(q: np.ndarray) -> tuple[np.ndarray, float]:
     return np.clip(np.rint(q / scale), -127, 127).astype(np.int64), scale
 
 
-def engine_attention(q: np.ndarray, cache, *, lanes: int, sink: int = 0, window: int | None = None
-                     ) -> EngineAttention:
+def engine_attention(q: np.ndarray, cache, *, lanes: int, sink: int = 0, window: int | None = None) -> EngineAttention:
     """Decode attention of one token. q: float [H, D]; cache: QuantKV with every token compressed."""
     q = np.asarray(q)
     H, D = q.shape
     if cache.head_dim != D or H % cache.num_heads:
-        raise SpecError(f"query of {H} heads x {D} does not fit a KV cache of {cache.num_heads} heads x "
-                        f"{cache.head_dim}; the cache must come from the same layer")
+        raise SpecError(
+            f"query of {H} heads x {D} does not fit a KV cache of {cache.num_heads} heads x "
+            f"{cache.head_dim}; the cache must come from the same layer"
+        )
     if cache.n_compressed != cache.n_tokens:
-        raise SpecError(f"the attention engine takes int4 KV only; {cache.n_tokens - cache.n_compressed} tokens "
-                        "of this cache are in the fp16 recent window. Compress all tokens (n_compressed=n_tokens)")
+        raise SpecError(
+            f"the attention engine takes int4 KV only; {cache.n_tokens - cache.n_compressed} tokens "
+            "of this cache are in the fp16 recent window. Compress all tokens (n_compressed=n_tokens)"
+        )
     if cache.bits != 4:
         raise SpecError(f"the attention engine takes int4 KV, got {cache.bits}-bit")
     if cache.group_size % TILE:
-        raise SpecError(f"the engine folds scales per {TILE}-token block; KV group_size {cache.group_size} must "
-                        f"be a multiple of {TILE}")
+        raise SpecError(
+            f"the engine folds scales per {TILE}-token block; KV group_size {cache.group_size} must "
+            f"be a multiple of {TILE}"
+        )
     qi, qs = quantize_query(q)
     kc = cache.k_codes()  # [Hkv, C, D, 64]
     vc = cache.v_codes()  # [Hkv, C, 64, D]
@@ -75,8 +80,9 @@ def engine_attention(q: np.ndarray, cache, *, lanes: int, sink: int = 0, window:
     outs, reals, cycles, heads = [], [], [], []
     for h in range(H):
         kv = h // rep
-        head = prepare_head(qi[h], qs, k_int[kv], k_scale[kv], v_int[kv], v_scale[kv], sink=sink,
-                               window=window, k_group_size=TILE)
+        head = prepare_head(
+            qi[h], qs, k_int[kv], k_scale[kv], v_int[kv], v_scale[kv], sink=sink, window=window, k_group_size=TILE
+        )
         run = eng.run(head_work(head), engine_head=head, functional=True)
         outs.append(run.output)
         reals.append(run.output.astype(np.float64) * head.out_scale)

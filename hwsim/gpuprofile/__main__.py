@@ -45,16 +45,29 @@ def main(argv: list[str] | None = None) -> int:
         from hwsim.gpuprofile.run import export_command, profile_command, validate_command
 
         if args.what == "profile":
-            profile_command(args.out, args.hardware, args.device, args.quick,
-                            args.only.split(",") if args.only else None,
-                            [sys.executable, "-m", "hwsim.gpuprofile", *(argv or sys.argv[1:])], args.deadline_s,
-                            args.grid)
+            profile_command(
+                args.out,
+                args.hardware,
+                args.device,
+                args.quick,
+                args.only.split(",") if args.only else None,
+                [sys.executable, "-m", "hwsim.gpuprofile", *(argv or sys.argv[1:])],
+                args.deadline_s,
+                args.grid,
+            )
         elif args.what == "export":
             export_command(args.out_dir)
         else:
-            validate_command(args.out, args.hardware, args.device, args.quick,
-                             args.models.split(",") if args.models else None, args.deadline_s,
-                             [sys.executable, "-m", "hwsim.gpuprofile", *(argv or sys.argv[1:])], args.shapes)
+            validate_command(
+                args.out,
+                args.hardware,
+                args.device,
+                args.quick,
+                args.models.split(",") if args.models else None,
+                args.deadline_s,
+                [sys.executable, "-m", "hwsim.gpuprofile", *(argv or sys.argv[1:])],
+                args.shapes,
+            )
     except HwsimError as exc:
         sys.stderr.write(f"hwsim: error: {' '.join(str(exc).split())}\n")
         return 2

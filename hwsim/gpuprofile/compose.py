@@ -28,8 +28,16 @@ if TYPE_CHECKING:
     from hwsim.hardware import HardwareSpec
     from models.spec import ModelSpec
 
-__all__ = ["OpCall", "Priced", "decode_calls", "prefill_calls", "price", "predict_decode_step",
-           "predict_prefill", "FFN_LINEARS"]
+__all__ = [
+    "OpCall",
+    "Priced",
+    "decode_calls",
+    "prefill_calls",
+    "price",
+    "predict_decode_step",
+    "predict_prefill",
+    "FFN_LINEARS",
+]
 
 FFN_LINEARS = ("gate_proj", "up_proj", "down_proj", "fc1", "fc2")
 
@@ -55,14 +63,22 @@ def _call(op: str, key: dict[str, Any], point: tuple[int, ...], count: int, cls:
 
 def _block_calls(m: ModelSpec, T: int, L: int) -> list[OpCall]:
     """Per-layer operators other than attention/KV, for T tokens, each `L` times."""
-    calls = [_call("norm", {"kind": "rms" if m.norm == "rmsnorm" else "layer", "width": m.hidden_size}, (T,),
-                   2 * L, "elementwise"),
-             _call("add", {"width": m.hidden_size}, (T,), 2 * L, "elementwise"),
-             _call("activation", {"kind": m.ffn_type, "width": m.ffn_hidden_size}, (T,), L, "elementwise")]
+    calls = [
+        _call(
+            "norm",
+            {"kind": "rms" if m.norm == "rmsnorm" else "layer", "width": m.hidden_size},
+            (T,),
+            2 * L,
+            "elementwise",
+        ),
+        _call("add", {"width": m.hidden_size}, (T,), 2 * L, "elementwise"),
+        _call("activation", {"kind": m.ffn_type, "width": m.ffn_hidden_size}, (T,), L, "elementwise"),
+    ]
     for lin in m.block_linears:
         cls = "ffn" if lin.name in FFN_LINEARS else "attn_linear"
-        calls.append(_call("linear", {"in": lin.in_features, "out": lin.out_features, "bias": bool(lin.bias)},
-                           (T,), L, cls))
+        calls.append(
+            _call("linear", {"in": lin.in_features, "out": lin.out_features, "bias": bool(lin.bias)}, (T,), L, cls)
+        )
     if m.positional == "rope":
         calls.append(_call("rope", {"heads": m.num_heads, "head_dim": m.head_dim}, (T,), L, "elementwise"))
         calls.append(_call("rope", {"heads": m.num_kv_heads, "head_dim": m.head_dim}, (T,), L, "elementwise"))
@@ -73,14 +89,19 @@ def _edge_calls(m: ModelSpec, T: int, B: int) -> list[OpCall]:
     """Embedding of T tokens; final norm, LM head and argmax of B rows."""
     calls = [_call("embed", {"width": m.hidden_size}, (T,), 1, "elementwise")]
     if m.positional == "learned":
-        calls += [_call("embed", {"width": m.hidden_size}, (T,), 1, "elementwise"),
-                  _call("add", {"width": m.hidden_size}, (T,), 1, "elementwise")]
+        calls += [
+            _call("embed", {"width": m.hidden_size}, (T,), 1, "elementwise"),
+            _call("add", {"width": m.hidden_size}, (T,), 1, "elementwise"),
+        ]
     else:
         calls.append(_call("rope_table", {"head_dim": m.head_dim}, (T,), 1, "elementwise"))
-    calls += [_call("norm", {"kind": "rms" if m.norm == "rmsnorm" else "layer", "width": m.hidden_size}, (B,), 1,
-                    "elementwise"),
-              _call("linear", {"in": m.hidden_size, "out": m.vocab_size, "bias": False}, (B,), 1, "lm_head"),
-              _call("argmax", {"vocab": m.vocab_size}, (B,), 1, "elementwise")]
+    calls += [
+        _call(
+            "norm", {"kind": "rms" if m.norm == "rmsnorm" else "layer", "width": m.hidden_size}, (B,), 1, "elementwise"
+        ),
+        _call("linear", {"in": m.hidden_size, "out": m.vocab_size, "bias": False}, (B,), 1, "lm_head"),
+        _call("argmax", {"vocab": m.vocab_size}, (B,), 1, "elementwise"),
+    ]
     return calls
 
 
@@ -92,18 +113,28 @@ def attended(m: ModelSpec, context: int) -> int:
 def decode_calls(m: ModelSpec, batch: int, context: int) -> list[OpCall]:
     """Operators of one decode step: `batch` new tokens, each attending `context` tokens (before any window)."""
     L, att = m.num_layers, {"q_heads": m.num_heads, "kv_heads": m.num_kv_heads, "head_dim": m.head_dim}
-    return (_edge_calls(m, batch, batch) + _block_calls(m, batch, L)
-            + [_call("kv_append", {"kv_heads": m.num_kv_heads, "head_dim": m.head_dim}, (batch,), L, "kv_append"),
-               _call("decode_attention", att, (batch, attended(m, context)), L, "attention")])
+    return (
+        _edge_calls(m, batch, batch)
+        + _block_calls(m, batch, L)
+        + [
+            _call("kv_append", {"kv_heads": m.num_kv_heads, "head_dim": m.head_dim}, (batch,), L, "kv_append"),
+            _call("decode_attention", att, (batch, attended(m, context)), L, "attention"),
+        ]
+    )
 
 
 def prefill_calls(m: ModelSpec, batch: int, prompt: int) -> list[OpCall]:
     """Operators of the prefill of `batch` prompts of `prompt` tokens (full causal attention)."""
     L, T = m.num_layers, batch * prompt
     att = {"q_heads": m.num_heads, "kv_heads": m.num_kv_heads, "head_dim": m.head_dim}
-    return (_edge_calls(m, T, batch) + _block_calls(m, T, L)
-            + [_call("kv_write", {"kv_heads": m.num_kv_heads, "head_dim": m.head_dim}, (T,), L, "kv_append"),
-               _call("prefill_attention", att, (batch, prompt), L, "attention")])
+    return (
+        _edge_calls(m, T, batch)
+        + _block_calls(m, T, L)
+        + [
+            _call("kv_write", {"kv_heads": m.num_kv_heads, "head_dim": m.head_dim}, (T,), L, "kv_append"),
+            _call("prefill_attention", att, (batch, prompt), L, "attention"),
+        ]
+    )
 
 
 @dataclass
@@ -119,16 +150,21 @@ class Priced:
     def notes(self, hw: HardwareSpec) -> list[str]:
         out = []
         if self.scaled:
-            out.append("GPU profile: shapes not profiled, scaled from the nearest profiled shape by roofline ratio: "
-                       + "; ".join(sorted(self.scaled)))
+            out.append(
+                "GPU profile: shapes not profiled, scaled from the nearest profiled shape by roofline ratio: "
+                + "; ".join(sorted(self.scaled))
+            )
         if self.fallback:
-            out.append(f"GPU profile: outside the measured range, roofline with {hw.name}'s efficiencies instead: "
-                       + "; ".join(sorted(self.fallback)))
+            out.append(
+                f"GPU profile: outside the measured range, roofline with {hw.name}'s efficiencies instead: "
+                + "; ".join(sorted(self.fallback))
+            )
         return out
 
 
-def price(calls: list[OpCall], hw: HardwareSpec, prof: GpuProfile, overhead_s: float = 0.0,
-          into: Priced | None = None) -> Priced:
+def price(
+    calls: list[OpCall], hw: HardwareSpec, prof: GpuProfile, overhead_s: float = 0.0, into: Priced | None = None
+) -> Priced:
     """Sum the calls' times (profile, else roofline) plus `overhead_s`."""
     res = into or Priced()
     for c in calls:

@@ -12,8 +12,18 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["OPERATORS", "TOKENS", "BATCH", "CONTEXT", "PREFILL_SEQ", "KV_BYTES_MAX", "PREFILL_TOKENS_MAX",
-           "default_grid", "grid_for_models", "shape_of"]
+__all__ = [
+    "OPERATORS",
+    "TOKENS",
+    "BATCH",
+    "CONTEXT",
+    "PREFILL_SEQ",
+    "KV_BYTES_MAX",
+    "PREFILL_TOKENS_MAX",
+    "default_grid",
+    "grid_for_models",
+    "shape_of",
+]
 
 # Axis values. Tokens: decode batches and prefill token counts (batch x prompt); powers of two plus 1.5x points
 # where GEMM tiling changes fastest (small T).
@@ -73,8 +83,13 @@ def grid_for_models(models: list[Any]) -> dict[str, Any]:
         keys[op].sort(key=lambda k: tuple(str(v).zfill(8) for v in k.values()))
     return {
         "keys": keys,
-        "axes": {"tokens": list(TOKENS), "batch": list(BATCH), "context": list(CONTEXT),
-                 "seq": list(PREFILL_SEQ), "prefill_batch": list(PREFILL_BATCH)},
+        "axes": {
+            "tokens": list(TOKENS),
+            "batch": list(BATCH),
+            "context": list(CONTEXT),
+            "seq": list(PREFILL_SEQ),
+            "prefill_batch": list(PREFILL_BATCH),
+        },
         "limits": {"kv_bytes_max": KV_BYTES_MAX, "prefill_tokens_max": PREFILL_TOKENS_MAX},
         "models": sorted(m.name for m in models),
     }
@@ -89,7 +104,22 @@ def default_grid() -> dict[str, Any]:
 
 def shape_of(spec: Any) -> dict[str, Any]:
     """The fields of a ModelSpec that the reference model needs, as plain data."""
-    fields = ("name", "num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "ffn_hidden_size",
-              "ffn_type", "vocab_size", "norm", "positional", "attention_bias", "mlp_bias", "tied_embeddings",
-              "sliding_window", "max_position_embeddings")
+    fields = (
+        "name",
+        "num_layers",
+        "hidden_size",
+        "num_heads",
+        "num_kv_heads",
+        "head_dim",
+        "ffn_hidden_size",
+        "ffn_type",
+        "vocab_size",
+        "norm",
+        "positional",
+        "attention_bias",
+        "mlp_bias",
+        "tied_embeddings",
+        "sliding_window",
+        "max_position_embeddings",
+    )
     return {f: getattr(spec, f) for f in fields}

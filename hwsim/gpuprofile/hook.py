@@ -114,14 +114,20 @@ class ProfileHook:
 
     def _linear(self, op: Op) -> float | None:
         dense = 2.0 * op.k * op.n
-        if (op.weight_bits < 16 or op.act_bits < 16 or op.sparsity != "none" or op.density < 1.0
-                or abs(op.weight_bytes - dense) > 0.01 * dense + 2 * op.n):
+        if (
+            op.weight_bits < 16
+            or op.act_bits < 16
+            or op.sparsity != "none"
+            or op.density < 1.0
+            or abs(op.weight_bytes - dense) > 0.01 * dense + 2 * op.n
+        ):
             return None
         t = self.call("linear", self._linear_key(op.k, op.n), (op.tokens,))
         if t is None or op.name != "lm_head":
             return t
-        edge = self._sum([("norm", self._norm_key(op.k), (op.tokens,), 1.0),
-                          ("argmax", {"vocab": op.n}, (op.batch,), 1.0)])
+        edge = self._sum(
+            [("norm", self._norm_key(op.k), (op.tokens,), 1.0), ("argmax", {"vocab": op.n}, (op.batch,), 1.0)]
+        )
         return None if edge is None else t + edge + self.profile.graph_launch_s
 
     def _attention(self, op: Op) -> Any:
@@ -155,15 +161,23 @@ class ProfileHook:
 
         T, h = op.tokens, op.k
         ffn = round((op.flops / max(T, 1) - ELEMENTWISE_OPS_PER_HIDDEN * h) / ELEMENTWISE_OPS_PER_FFN)
-        act = next((t.key for t in self.profile.tables["activation"].values() if t.key["width"] == ffn),
-                   {"kind": "swiglu", "width": max(ffn, 1)})
-        parts = [("norm", self._norm_key(h), (T,), 2.0), ("add", {"width": h}, (T,), 2.0),
-                 ("activation", act, (T,), 1.0), ("embed", {"width": h}, (T,), 1.0 / max(op.count, 1))]
+        act = next(
+            (t.key for t in self.profile.tables["activation"].values() if t.key["width"] == ffn),
+            {"kind": "swiglu", "width": max(ffn, 1)},
+        )
+        parts = [
+            ("norm", self._norm_key(h), (T,), 2.0),
+            ("add", {"width": h}, (T,), 2.0),
+            ("activation", act, (T,), 1.0),
+            ("embed", {"width": h}, (T,), 1.0 / max(op.count, 1)),
+        ]
         share = 1.0 / max(op.count, 1)
         if op.q_heads and op.head_dim:  # RoPE (hwsim.ops.elementwise_op sets the heads for RoPE models only)
-            parts += [("rope", {"heads": op.q_heads, "head_dim": op.head_dim}, (T,), 1.0),
-                      ("rope", {"heads": op.kv_heads, "head_dim": op.head_dim}, (T,), 1.0),
-                      ("rope_table", {"head_dim": op.head_dim}, (T,), share)]
+            parts += [
+                ("rope", {"heads": op.q_heads, "head_dim": op.head_dim}, (T,), 1.0),
+                ("rope", {"heads": op.kv_heads, "head_dim": op.head_dim}, (T,), 1.0),
+                ("rope_table", {"head_dim": op.head_dim}, (T,), share),
+            ]
         else:  # learned positions: a second embedding lookup and its add, once per pass
             parts += [("embed", {"width": h}, (T,), share), ("add", {"width": h}, (T,), share)]
         return self._sum(parts)
@@ -172,14 +186,21 @@ class ProfileHook:
         """Notes on what left the profile since the last call (and forget them)."""
         out = []
         if self._notes["scaled"]:
-            out.append(f"GPU profile {self.profile.source}: shapes not profiled, scaled from the nearest profiled "
-                       "shape by roofline ratio: " + "; ".join(sorted(self._notes["scaled"])))
+            out.append(
+                f"GPU profile {self.profile.source}: shapes not profiled, scaled from the nearest profiled "
+                "shape by roofline ratio: " + "; ".join(sorted(self._notes["scaled"]))
+            )
         if self._notes["fallback"]:
-            out.append(f"GPU profile: outside the measured range, roofline with {self.hw.name}'s efficiencies "
-                       "instead: " + "; ".join(sorted(self._notes["fallback"])[:12])
-                       + (" ..." if len(self._notes["fallback"]) > 12 else ""))
+            out.append(
+                f"GPU profile: outside the measured range, roofline with {self.hw.name}'s efficiencies "
+                "instead: "
+                + "; ".join(sorted(self._notes["fallback"])[:12])
+                + (" ..." if len(self._notes["fallback"]) > 12 else "")
+            )
         if self.source_hw is not None:
-            out.append(f"GPU profile measured on {self.source_hw.name} ({self.profile.device_name}), transferred "
-                       f"to {self.hw.name} by spec-sheet roofline ratios: unvalidated")
+            out.append(
+                f"GPU profile measured on {self.source_hw.name} ({self.profile.device_name}), transferred "
+                f"to {self.hw.name} by spec-sheet roofline ratios: unvalidated"
+            )
         self._notes = {"scaled": set(), "fallback": set()}
         return out

@@ -13,8 +13,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["linear", "norm", "rope_table", "rope", "activation", "add", "embed", "kv_append", "kv_write",
-           "decode_attention", "prefill_attention", "argmax"]
+__all__ = [
+    "linear",
+    "norm",
+    "rope_table",
+    "rope",
+    "activation",
+    "add",
+    "embed",
+    "kv_append",
+    "kv_write",
+    "decode_attention",
+    "prefill_attention",
+    "argmax",
+]
 
 
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
@@ -60,8 +72,9 @@ def embed(ids: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     return F.embedding(ids, table)
 
 
-def kv_append(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-              pos: torch.Tensor) -> None:
+def kv_append(
+    k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor
+) -> None:
     """Decode: write one token's K and V (k, v [B, Hkv*D]) at cache index pos[1] of caches [B, Hkv, C, D]."""
     B, Hkv, _, D = k_cache.shape
     k_cache.index_copy_(2, pos, k.view(B, Hkv, 1, D))
@@ -75,24 +88,27 @@ def kv_write(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: t
     v_cache[:, :, :P].copy_(v.transpose(1, 2))
 
 
-def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, start: int,
-                     end: int) -> torch.Tensor:
+def decode_attention(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, start: int, end: int
+) -> torch.Tensor:
     """One new query token per sequence, q[B, Hq*D], over cached tokens start..end-1; returns [B, Hq*D].
 
     torch SDPA (FlashAttention-2 on Hopper for fp16; GQA without copying K/V via enable_gqa).
     """
     B, Hkv, _, D = k_cache.shape
     Hq = q.shape[1] // D
-    o = F.scaled_dot_product_attention(q.view(B, Hq, 1, D), k_cache[:, :, start:end], v_cache[:, :, start:end],
-                                       enable_gqa=Hq != Hkv)
+    o = F.scaled_dot_product_attention(
+        q.view(B, Hq, 1, D), k_cache[:, :, start:end], v_cache[:, :, start:end], enable_gqa=Hq != Hkv
+    )
     return o.view(B, Hq * D)
 
 
 def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Causal self-attention of P new tokens: q[B, P, Hq, D], k/v [B, P, Hkv, D] -> [B*P, Hq*D]."""
     B, P, Hq, D = q.shape
-    o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
-                                       enable_gqa=Hq != k.shape[2])
+    o = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=Hq != k.shape[2]
+    )
     return o.transpose(1, 2).reshape(B * P, Hq * D)
 
 

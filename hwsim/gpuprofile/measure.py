@@ -128,12 +128,25 @@ def provenance(device: torch.device, dtype: torch.dtype, command: list[str]) -> 
     }
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
-        info.update(device_name=p.name, sm_count=p.multi_processor_count, memory_bytes=p.total_memory,
-                    compute_capability=f"{p.major}.{p.minor}",
-                    l2_bytes=getattr(p, "L2_cache_size", None), cudnn=torch.backends.cudnn.version())
+        info.update(
+            device_name=p.name,
+            sm_count=p.multi_processor_count,
+            memory_bytes=p.total_memory,
+            compute_capability=f"{p.major}.{p.minor}",
+            l2_bytes=getattr(p, "L2_cache_size", None),
+            cudnn=torch.backends.cudnn.version(),
+        )
         try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version,clocks.max.sm,clocks.max.mem,power.limit",
-                                  "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout
+            out = subprocess.run(
+                [
+                    "nvidia-smi",
+                    "--query-gpu=driver_version,clocks.max.sm,clocks.max.mem,power.limit",
+                    "--format=csv,noheader",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            ).stdout
             drv, sm, mem, pl = (x.strip() for x in out.strip().splitlines()[0].split(","))
             info.update(driver=drv, max_sm_clock=sm, max_mem_clock=mem, power_limit=pl)
         except (OSError, ValueError, IndexError, subprocess.SubprocessError):
@@ -235,8 +248,9 @@ class _Ops:
             res.append(self.t.time(lambda c, cs=caches, k=k, v=v: K.kv_write(cs[c][0], cs[c][1], k, v), n))
         return res
 
-    def decode_attention(self, key: dict, batch_axis: list[int], ctx_axis: list[int],
-                         kv_max: int) -> list[list[float | None]]:
+    def decode_attention(
+        self, key: dict, batch_axis: list[int], ctx_axis: list[int], kv_max: int
+    ) -> list[list[float | None]]:
         Hq, Hkv, D = key["q_heads"], key["kv_heads"], key["head_dim"]
         rows = []
         for B in batch_axis:
@@ -249,13 +263,15 @@ class _Ops:
                 n = _copies(nbytes, 16)
                 caches = [(self.r(B, Hkv, C, D), self.r(B, Hkv, C, D)) for _ in range(n)]
                 q = self.r(B, Hq * D)
-                row.append(self.t.time(
-                    lambda c, cs=caches, q=q, C=C: K.decode_attention(q, cs[c][0], cs[c][1], 0, C), n))
+                row.append(
+                    self.t.time(lambda c, cs=caches, q=q, C=C: K.decode_attention(q, cs[c][0], cs[c][1], 0, C), n)
+                )
             rows.append(row)
         return rows
 
-    def prefill_attention(self, key: dict, batch_axis: list[int], seq_axis: list[int],
-                          tok_max: int) -> list[list[float | None]]:
+    def prefill_attention(
+        self, key: dict, batch_axis: list[int], seq_axis: list[int], tok_max: int
+    ) -> list[list[float | None]]:
         Hq, Hkv, D = key["q_heads"], key["kv_heads"], key["head_dim"]
         rows = []
         for B in batch_axis:
@@ -349,10 +365,17 @@ def _count_points(grid: dict[str, Any]) -> int:
     return total
 
 
-def run_profile(grid: dict[str, Any], out: Path, device: torch.device, hardware: str,
-                dtype: torch.dtype = torch.float16, command: list[str] | None = None,
-                progress: bool = True, only: list[str] | None = None,
-                deadline_s: float | None = None) -> dict[str, Any]:
+def run_profile(
+    grid: dict[str, Any],
+    out: Path,
+    device: torch.device,
+    hardware: str,
+    dtype: torch.dtype = torch.float16,
+    command: list[str] | None = None,
+    progress: bool = True,
+    only: list[str] | None = None,
+    deadline_s: float | None = None,
+) -> dict[str, Any]:
     """Measure every (operator, key, axis point) of `grid`; write the profile JSON to `out` after each table.
 
     `hardware` is the hwsim hardware spec name the profile is for (checked when a spec names the profile).
@@ -362,11 +385,21 @@ def run_profile(grid: dict[str, Any], out: Path, device: torch.device, hardware:
     timer = Timer(device)
     ops = _Ops(timer, dtype)
     doc: dict[str, Any] = {
-        "format": FORMAT, "version": VERSION, "hardware": hardware,
+        "format": FORMAT,
+        "version": VERSION,
+        "hardware": hardware,
         "provenance": provenance(device, dtype, command or sys.argv),
-        "protocol": {"reps": REPS, "rotate_bytes": ROTATE_BYTES, "target_graph_s": TARGET_GRAPH_S,
-                     "cuda_graphs": timer.use_graph, "statistic": "median replay / inner calls"},
-        "grid": grid, "complete": False, "errors": [], "ops": {},
+        "protocol": {
+            "reps": REPS,
+            "rotate_bytes": ROTATE_BYTES,
+            "target_graph_s": TARGET_GRAPH_S,
+            "cuda_graphs": timer.use_graph,
+            "statistic": "median replay / inner calls",
+        },
+        "grid": grid,
+        "complete": False,
+        "errors": [],
+        "ops": {},
     }
     t_start = time.perf_counter()
     doc["overhead"] = overheads(timer)

@@ -176,8 +176,9 @@ class GpuProfile:
     def nearest(self, op: str, key: dict[str, Any]) -> Table:
         return min(self.tables[op].values(), key=lambda t: _distance(key, t.key))
 
-    def lookup(self, op: str, key: dict[str, Any], point: tuple[int, ...],
-               hw: HardwareSpec) -> tuple[float | None, str]:
+    def lookup(
+        self, op: str, key: dict[str, Any], point: tuple[int, ...], hw: HardwareSpec
+    ) -> tuple[float | None, str]:
         """(seconds or None, how): how is 'profile', 'scaled' (nearest key, roofline ratio on `hw`) or 'outside'."""
         tab = self.table(op, key)
         if tab is not None:
@@ -199,9 +200,12 @@ def _fail(path: str, what: str) -> FormatError:
 
 
 def _pos_ints(path: str, where: str, values: Any) -> tuple[int, ...]:
-    if (not isinstance(values, list) or not values
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
-            or sorted(set(values)) != values):
+    if (
+        not isinstance(values, list)
+        or not values
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
+        or sorted(set(values)) != values
+    ):
         raise _fail(path, f"{where}: axis must be a non-empty ascending list of positive integers")
     return tuple(values)
 
@@ -217,10 +221,11 @@ def _time(path: str, where: str, v: Any) -> float | None:
 def parse_profile(doc: Any, path: str) -> GpuProfile:
     """Check a decoded profile document and build the `GpuProfile` (FormatError naming the problem)."""
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise _fail(path, f"not a hwsim GPU profile (no \"format\": \"{FORMAT}\")")
+        raise _fail(path, f'not a hwsim GPU profile (no "format": "{FORMAT}")')
     if doc.get("version") != VERSION:
-        raise _fail(path, f"profile format version {doc.get('version')!r} is not supported (this hwsim reads "
-                          f"version {VERSION})")
+        raise _fail(
+            path, f"profile format version {doc.get('version')!r} is not supported (this hwsim reads version {VERSION})"
+        )
     for name, typ in (("hardware", str), ("provenance", dict), ("overhead", dict), ("ops", dict)):
         if not isinstance(doc.get(name), typ):
             raise _fail(path, f"field {name!r} is missing or not a {typ.__name__}")
@@ -233,8 +238,9 @@ def parse_profile(doc: Any, path: str) -> GpuProfile:
     for op, (key_fields, axis_names) in OPERATORS.items():
         raw = doc["ops"].get(op)
         if not isinstance(raw, list) or not raw:
-            raise _fail(path, f"the profile misses operator {op!r} (its grid must cover every operator: "
-                              f"{', '.join(OPERATORS)})")
+            raise _fail(
+                path, f"the profile misses operator {op!r} (its grid must cover every operator: {', '.join(OPERATORS)})"
+            )
         tables[op] = {}
         for n, t in enumerate(raw):
             where = f"ops.{op}[{n}]"
@@ -252,8 +258,11 @@ def parse_profile(doc: Any, path: str) -> GpuProfile:
                 times: tuple = tuple(_time(path, where, v) for v in ts)
                 measured = [v for v in times if v is not None]
             else:
-                if (not isinstance(ts, list) or len(ts) != len(axes[0])
-                        or not all(isinstance(r, list) and len(r) == len(axes[1]) for r in ts)):
+                if (
+                    not isinstance(ts, list)
+                    or len(ts) != len(axes[0])
+                    or not all(isinstance(r, list) and len(r) == len(axes[1]) for r in ts)
+                ):
                     raise _fail(path, f"{where}: time_s must be {len(axes[0])} rows of {len(axes[1])} entries")
                 times = tuple(tuple(_time(path, where, v) for v in r) for r in ts)
                 measured = [v for r in times for v in r if v is not None]
@@ -263,8 +272,14 @@ def parse_profile(doc: Any, path: str) -> GpuProfile:
             tables[op][_k(tab.key)] = tab
         if not tables[op]:
             raise _fail(path, f"operator {op!r} has no measured time")
-    return GpuProfile(hardware=doc["hardware"], source=path, provenance=doc["provenance"], overhead=dict(ov),
-                      tables=tables, complete=bool(doc.get("complete", False)))
+    return GpuProfile(
+        hardware=doc["hardware"],
+        source=path,
+        provenance=doc["provenance"],
+        overhead=dict(ov),
+        tables=tables,
+        complete=bool(doc.get("complete", False)),
+    )
 
 
 @lru_cache(maxsize=8)
@@ -284,8 +299,10 @@ def load_profile(path: str | Path) -> GpuProfile:
     """Read and check a profile file (cached per path and modification time)."""
     p = Path(path)
     if not p.is_file():
-        raise SpecError(f"GPU profile {p} does not exist; measure one with `hwsim profile --out {p}` or remove "
-                        "the spec's 'profile' field")
+        raise SpecError(
+            f"GPU profile {p} does not exist; measure one with `hwsim profile --out {p}` or remove "
+            "the spec's 'profile' field"
+        )
     return _load(str(p), p.stat().st_mtime_ns)
 
 
@@ -297,7 +314,9 @@ def profile_for(hw: HardwareSpec) -> GpuProfile | None:
     prof = load_profile(hw.profile)
     want = hw.profile_hardware or hw.name
     if prof.hardware != want:
-        raise SpecError(f"hardware {hw.name!r} names GPU profile {hw.profile}, which was measured for "
-                        f"{prof.hardware!r} ({prof.device_name}), not {want!r}; point 'profile' at a profile of "
-                        f"{want!r}, or set 'profile_hardware: {prof.hardware}' to transfer it by spec sheets")
+        raise SpecError(
+            f"hardware {hw.name!r} names GPU profile {hw.profile}, which was measured for "
+            f"{prof.hardware!r} ({prof.device_name}), not {want!r}; point 'profile' at a profile of "
+            f"{want!r}, or set 'profile_hardware: {prof.hardware}' to transfer it by spec sheets"
+        )
     return prof

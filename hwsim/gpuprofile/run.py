@@ -14,11 +14,14 @@ def _device(name: str):
     try:
         import torch
     except ImportError:
-        raise SpecError("profiling needs PyTorch with CUDA; install torch (the [quant] extra) on a GPU "
-                        "machine") from None
+        raise SpecError(
+            "profiling needs PyTorch with CUDA; install torch (the [quant] extra) on a GPU machine"
+        ) from None
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SpecError("no CUDA device is visible (torch.cuda.is_available() is False); run `hwsim profile` on "
-                        "a machine with an NVIDIA GPU and a CUDA build of torch")
+        raise SpecError(
+            "no CUDA device is visible (torch.cuda.is_available() is False); run `hwsim profile` on "
+            "a machine with an NVIDIA GPU and a CUDA build of torch"
+        )
     return torch.device(name)
 
 
@@ -51,8 +54,7 @@ def quick_grid() -> dict[str, Any]:
     from models.spec import get_model
 
     g = grid_for_models([get_model("smollm2-135m")])
-    g["axes"] = {"tokens": [1, 4, 16], "batch": [1, 2], "context": [16, 64], "seq": [16, 32],
-                 "prefill_batch": [1, 2]}
+    g["axes"] = {"tokens": [1, 4, 16], "batch": [1, 2], "context": [16, 64], "seq": [16, 32], "prefill_batch": [1, 2]}
     return g
 
 
@@ -65,9 +67,16 @@ def _read_json(path: str, what: str) -> Any:
         raise SpecError(f"{what} {exc}; give a file written by `python3 -m hwsim.gpuprofile export`") from None
 
 
-def profile_command(out: str, hardware: str, device: str, quick: bool, only: list[str] | None,
-                    command: list[str], deadline_s: float | None = None, grid_file: str | None = None
-                    ) -> dict[str, Any]:
+def profile_command(
+    out: str,
+    hardware: str,
+    device: str,
+    quick: bool,
+    only: list[str] | None,
+    command: list[str],
+    deadline_s: float | None = None,
+    grid_file: str | None = None,
+) -> dict[str, Any]:
     """Measure a profile (the full default grid, the quick one, or one read from `grid_file`) into `out`."""
     path = _out(out)
     dev = _device(device)
@@ -82,9 +91,16 @@ def profile_command(out: str, hardware: str, device: str, quick: bool, only: lis
     return run_profile(grid, path, dev, resolve_hardware(hardware), command=command, only=only, deadline_s=deadline_s)
 
 
-def validate_command(out: str, hardware: str, device: str, quick: bool, models: list[str] | None,
-                     deadline_s: float | None, command: list[str], shapes_file: str | None = None
-                     ) -> dict[str, Any]:
+def validate_command(
+    out: str,
+    hardware: str,
+    device: str,
+    quick: bool,
+    models: list[str] | None,
+    deadline_s: float | None,
+    command: list[str],
+    shapes_file: str | None = None,
+) -> dict[str, Any]:
     """Measure end-to-end decode steps and prefills of shipped models (or of the shapes in `shapes_file`)."""
     from types import SimpleNamespace
 
@@ -100,8 +116,16 @@ def validate_command(out: str, hardware: str, device: str, quick: bool, models: 
 
         specs = [get_model(n) for n in (models or DEFAULT_MODELS)]
     if quick:
-        return run_validation(specs, path, dev, resolve_hardware(hardware), decode_points=((1, 32), (2, 64)),
-                              prefill_points=((1, 32), (2, 16)), command=command, deadline_s=deadline_s)
+        return run_validation(
+            specs,
+            path,
+            dev,
+            resolve_hardware(hardware),
+            decode_points=((1, 32), (2, 64)),
+            prefill_points=((1, 32), (2, 16)),
+            command=command,
+            deadline_s=deadline_s,
+        )
     return run_validation(specs, path, dev, resolve_hardware(hardware), command=command, deadline_s=deadline_s)
 
 

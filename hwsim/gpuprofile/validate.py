@@ -48,12 +48,20 @@ class RefModel:
         r = self._r
         self.layers = []
         for _ in range(s["num_layers"]):
-            L = {"n1": (r(h) + 1, r(h) if ln else None), "n2": (r(h) + 1, r(h) if ln else None),
-                 "q": (r(Hq * D, h), r(Hq * D) if ab else None), "k": (r(Hkv * D, h), r(Hkv * D) if ab else None),
-                 "v": (r(Hkv * D, h), r(Hkv * D) if ab else None), "o": (r(h, Hq * D), r(h) if ab else None)}
+            L = {
+                "n1": (r(h) + 1, r(h) if ln else None),
+                "n2": (r(h) + 1, r(h) if ln else None),
+                "q": (r(Hq * D, h), r(Hq * D) if ab else None),
+                "k": (r(Hkv * D, h), r(Hkv * D) if ab else None),
+                "v": (r(Hkv * D, h), r(Hkv * D) if ab else None),
+                "o": (r(h, Hq * D), r(h) if ab else None),
+            }
             if s["ffn_type"] == "swiglu":
-                L.update(g=(r(f, h), r(f) if mb else None), u=(r(f, h), r(f) if mb else None),
-                         d=(r(h, f), r(h) if mb else None))
+                L.update(
+                    g=(r(f, h), r(f) if mb else None),
+                    u=(r(f, h), r(f) if mb else None),
+                    d=(r(h, f), r(h) if mb else None),
+                )
             else:
                 L.update(f1=(r(f, h), r(f) if mb else None), f2=(r(h, f), r(h) if mb else None))
             self.layers.append(L)
@@ -170,21 +178,39 @@ def _time_graph(timer: Timer, fn) -> float:
     return t
 
 
-def run_validation(models: list[Any], out: Path, device: torch.device, hardware: str,
-                   decode_points=DECODE_POINTS, prefill_points=PREFILL_POINTS,
-                   command: list[str] | None = None, deadline_s: float | None = None) -> dict[str, Any]:
+def run_validation(
+    models: list[Any],
+    out: Path,
+    device: torch.device,
+    hardware: str,
+    decode_points=DECODE_POINTS,
+    prefill_points=PREFILL_POINTS,
+    command: list[str] | None = None,
+    deadline_s: float | None = None,
+) -> dict[str, Any]:
     """Measure decode steps and prefills of `models` (ModelSpec-like) at the given (batch, context) points where
     memory allows; write the JSON to `out` after each model. Stops early (``complete: false``) past `deadline_s`."""
     torch.manual_seed(0)
     timer = Timer(device, reps=3)
-    doc: dict[str, Any] = {"format": FORMAT + "-validation", "version": VERSION, "hardware": hardware,
-                           "provenance": provenance(device, torch.float16, command or sys.argv),
-                           "protocol": {"reps": 3, "cuda_graphs": timer.cuda,
-                                        "statistic": "median of event-timed batches of back-to-back replays",
-                                        "decode_context": "tokens attended, the new one included",
-                                        "memory_headroom_bytes": MEMORY_HEADROOM},
-                           "complete": False, "models": {}, "decode": [], "prefill": [], "skipped": [],
-                           "errors": []}
+    doc: dict[str, Any] = {
+        "format": FORMAT + "-validation",
+        "version": VERSION,
+        "hardware": hardware,
+        "provenance": provenance(device, torch.float16, command or sys.argv),
+        "protocol": {
+            "reps": 3,
+            "cuda_graphs": timer.cuda,
+            "statistic": "median of event-timed batches of back-to-back replays",
+            "decode_context": "tokens attended, the new one included",
+            "memory_headroom_bytes": MEMORY_HEADROOM,
+        },
+        "complete": False,
+        "models": {},
+        "decode": [],
+        "prefill": [],
+        "skipped": [],
+        "errors": [],
+    }
     cap = torch.cuda.get_device_properties(device).total_memory if timer.cuda else 64 * 2**30
     t0 = time.perf_counter()
     stopped = False
@@ -198,14 +224,16 @@ def run_validation(models: list[Any], out: Path, device: torch.device, hardware:
         wb = model.weight_bytes
         for B, C in decode_points:
             if model.kv_bytes(B, C) + wb + MEMORY_HEADROOM > cap:
-                doc["skipped"].append({"phase": "decode", "model": shape["name"], "batch": B, "context": C,
-                                       "why": "memory"})
+                doc["skipped"].append(
+                    {"phase": "decode", "model": shape["name"], "batch": B, "context": C, "why": "memory"}
+                )
                 continue
             try:
                 cache = model.new_cache(B, C)
                 ids = torch.randint(0, shape["vocab_size"], (B,), device=device)
                 pos = torch.full((B,), C - 1, device=device, dtype=torch.long)
                 pos1 = torch.tensor([C - 1], device=device)
+
                 def step(m=model, ids=ids, pos=pos, pos1=pos1, cache=cache, C=C):
                     return m.decode_step(ids, pos, pos1, cache, C)
 
@@ -219,17 +247,26 @@ def run_validation(models: list[Any], out: Path, device: torch.device, hardware:
                 torch.cuda.empty_cache()
         for B, P in prefill_points:
             if shape["sliding_window"] and P > shape["sliding_window"]:
-                doc["skipped"].append({"phase": "prefill", "model": shape["name"], "batch": B, "prompt": P,
-                                       "why": "prompt longer than the sliding window (SDPA has no window)"})
+                doc["skipped"].append(
+                    {
+                        "phase": "prefill",
+                        "model": shape["name"],
+                        "batch": B,
+                        "prompt": P,
+                        "why": "prompt longer than the sliding window (SDPA has no window)",
+                    }
+                )
                 continue
             if model.kv_bytes(B, P) + wb + MEMORY_HEADROOM > cap:
-                doc["skipped"].append({"phase": "prefill", "model": shape["name"], "batch": B, "prompt": P,
-                                       "why": "memory"})
+                doc["skipped"].append(
+                    {"phase": "prefill", "model": shape["name"], "batch": B, "prompt": P, "why": "memory"}
+                )
                 continue
             try:
                 cache = model.new_cache(B, P)
                 ids = torch.randint(0, shape["vocab_size"], (B * P,), device=device)
                 pos = torch.arange(P, device=device).repeat(B)
+
                 def pre(m=model, ids=ids, pos=pos, cache=cache, B=B):
                     return m.prefill(ids, pos, cache, B)
 

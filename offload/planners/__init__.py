@@ -24,7 +24,8 @@ __all__ = ["Planner", "FlexGenPlanner", "LeoAMPlanner", "InstInferPlanner", "PLA
 PLANNERS: dict[str, type[Planner]] = {cls.kind: cls for cls in (FlexGenPlanner, LeoAMPlanner, InstInferPlanner)}
 
 
-def make_planner(platform: Platform, workload: Workload, policy: Policy,
-                 ch: dict[str, ChannelSpec] | None = None) -> Planner:
+def make_planner(
+    platform: Platform, workload: Workload, policy: Policy, ch: dict[str, ChannelSpec] | None = None
+) -> Planner:
     """The planner of `policy`'s kind; `ch` (the platform's channels) may be passed in to save recomputing it."""
     return PLANNERS[policy.kind](platform, workload, policy, ch)

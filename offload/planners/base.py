@@ -29,8 +29,9 @@ class Planner:
 
     kind: ClassVar[str] = ""
 
-    def __init__(self, platform: Platform, workload: Workload, policy: Policy,
-                 ch: dict[str, ChannelSpec] | None = None) -> None:
+    def __init__(
+        self, platform: Platform, workload: Workload, policy: Policy, ch: dict[str, ChannelSpec] | None = None
+    ) -> None:
         policy.check(platform, workload)
         self.platform, self.wl, self.pol = platform, workload, policy
         self.ch = channels(platform, policy.pinned) if ch is None else ch
@@ -98,9 +99,11 @@ class Planner:
 
         c = self.platform.compression
         if c is None:
-            raise SpecError(f"platform {self.platform.name!r} has no 'compression' section, so the (de)compression "
-                            f"of scheme {self.wl.scheme.name!r} cannot be priced; add one (see `hwsim platforms "
-                            "--template`) or use an uncompressed scheme")
+            raise SpecError(
+                f"platform {self.platform.name!r} has no 'compression' section, so the (de)compression "
+                f"of scheme {self.wl.scheme.name!r} cannot be priced; add one (see `hwsim platforms "
+                "--template`) or use an uncompressed scheme"
+            )
         return c
 
     def gpu_codec_s(self, touched_bytes: float, decompress: bool) -> float:
@@ -129,12 +132,14 @@ class Planner:
         """GPU passes for a compressed cache: decompress what attention reads, compress the new rows."""
         if not self.wl.kv_compressed:
             return 0.0
-        return (self.gpu_codec_s(read_bytes + read_fp16, True)
-                + self.gpu_codec_s(max(new_bytes, 0.0) + max(new_fp16, 0.0), False))
+        return self.gpu_codec_s(read_bytes + read_fp16, True) + self.gpu_codec_s(
+            max(new_bytes, 0.0) + max(new_fp16, 0.0), False
+        )
 
     # ---- routes -------------------------------------------------------------------------------------------------
-    def fetch(self, name: str, cpu_bytes: float, disk_bytes: float, free_at_source: bool = False,
-              after: tuple[int, ...] = ()) -> list[Route]:
+    def fetch(
+        self, name: str, cpu_bytes: float, disk_bytes: float, free_at_source: bool = False, after: tuple[int, ...] = ()
+    ) -> list[Route]:
         """Routes moving data from host DRAM and from disk to the GPU."""
         out = []
         if cpu_bytes > 0:
@@ -146,24 +151,42 @@ class Planner:
             eff = [Effect("disk", "read", disk_bytes), Effect("gpu", "write", disk_bytes)]
             if free_at_source:
                 eff.append(Effect("disk", "free", disk_bytes))
-            out.append(Route(f"{name}[disk]", (self.xfer("disk_read", disk_bytes), self.xfer("pcie_h2d", disk_bytes)),
-                             chunks=self.pol.route_chunks, after=after, effects=tuple(eff)))
+            out.append(
+                Route(
+                    f"{name}[disk]",
+                    (self.xfer("disk_read", disk_bytes), self.xfer("pcie_h2d", disk_bytes)),
+                    chunks=self.pol.route_chunks,
+                    after=after,
+                    effects=tuple(eff),
+                )
+            )
         return out
 
     def put(self, name: str, cpu_bytes: float, disk_bytes: float) -> list[Route]:
         """Routes moving data from the GPU to host DRAM and to disk (the GPU copy is freed)."""
         out = []
         if cpu_bytes > 0:
-            out.append(Route(f"{name}[cpu]", (self.xfer("pcie_d2h", cpu_bytes),),
-                             effects=(Effect("gpu", "free", cpu_bytes), Effect("cpu", "write", cpu_bytes))))
+            out.append(
+                Route(
+                    f"{name}[cpu]",
+                    (self.xfer("pcie_d2h", cpu_bytes),),
+                    effects=(Effect("gpu", "free", cpu_bytes), Effect("cpu", "write", cpu_bytes)),
+                )
+            )
         if disk_bytes > 0:
-            out.append(Route(f"{name}[disk]", (self.xfer("pcie_d2h", disk_bytes), self.xfer("disk_write", disk_bytes)),
-                             chunks=self.pol.route_chunks,
-                             effects=(Effect("gpu", "free", disk_bytes), Effect("disk", "write", disk_bytes))))
+            out.append(
+                Route(
+                    f"{name}[disk]",
+                    (self.xfer("pcie_d2h", disk_bytes), self.xfer("disk_write", disk_bytes)),
+                    chunks=self.pol.route_chunks,
+                    effects=(Effect("gpu", "free", disk_bytes), Effect("disk", "write", disk_bytes)),
+                )
+            )
         return out
 
-    def store_kv(self, name: str, delta: float, gpu: float, cpu: float,
-                 disk: float) -> tuple[list[Route], list[Effect]]:
+    def store_kv(
+        self, name: str, delta: float, gpu: float, cpu: float, disk: float
+    ) -> tuple[list[Route], list[Effect]]:
         """New K/V bytes `delta` (all produced on the GPU), kept in the shares gpu/cpu/disk. A negative delta
         (eviction, or a chunk compressed in place) frees bytes in every tier without traffic."""
         if delta >= 0:
@@ -175,8 +198,12 @@ class Planner:
     def initial_residency(self) -> dict[str, float]:
         wl, p = self.wl, self.pol
         blocks = wl.layer_weight_bytes * wl.model.num_layers
-        return {"gpu": wl.resident_weight_bytes + blocks * p.w_gpu, "cpu": blocks * p.w_cpu,
-                "disk": blocks * p.w_disk, "csd": 0.0}
+        return {
+            "gpu": wl.resident_weight_bytes + blocks * p.w_gpu,
+            "cpu": blocks * p.w_cpu,
+            "disk": blocks * p.w_disk,
+            "csd": 0.0,
+        }
 
     def expected_final_kv(self) -> dict[str, float]:
         """KV bytes (plus per-policy metadata) each store holds once every request has completed."""
@@ -215,12 +242,23 @@ class Planner:
         cpu_attn = getattr(p, "cpu_attention", False)
         gpu_kv_buf = 0.0 if cpu_attn else 2 * layer_kv_gb * (1 - p.kv_gpu)
         cpu_kv_buf = 2 * layer_kv_gb * p.kv_disk if cpu_attn else 0.0  # the disk share staged in DRAM
-        gpu = (wl.resident_weight_bytes + blocks * p.w_gpu + kv_final * p.kv_gpu
-               + 2 * wl.layer_weight_bytes * (1 - p.w_gpu) + gpu_kv_buf
-               + hid_block * p.act_gpu + 2 * hid_gb + self.prefill_workspace_bytes()
-               + self.codec_workspace_bytes(kv_to_gpu=not cpu_attn or p.kv_gpu > 0))
-        return {"gpu": gpu, "cpu": blocks * p.w_cpu + kv_final * p.kv_cpu + hid_block * p.act_cpu + cpu_kv_buf,
-                "disk": blocks * p.w_disk + kv_final * p.kv_disk + hid_block * p.act_disk, "csd": 0.0}
+        gpu = (
+            wl.resident_weight_bytes
+            + blocks * p.w_gpu
+            + kv_final * p.kv_gpu
+            + 2 * wl.layer_weight_bytes * (1 - p.w_gpu)
+            + gpu_kv_buf
+            + hid_block * p.act_gpu
+            + 2 * hid_gb
+            + self.prefill_workspace_bytes()
+            + self.codec_workspace_bytes(kv_to_gpu=not cpu_attn or p.kv_gpu > 0)
+        )
+        return {
+            "gpu": gpu,
+            "cpu": blocks * p.w_cpu + kv_final * p.kv_cpu + hid_block * p.act_cpu + cpu_kv_buf,
+            "disk": blocks * p.w_disk + kv_final * p.kv_disk + hid_block * p.act_disk,
+            "csd": 0.0,
+        }
 
     def _layer_weights_and_linear(self, n_tokens: int, last: bool) -> tuple[float, float]:
         """(FLOPs, GPU-memory bytes) of one layer's linears for `n_tokens` tokens; the LM head on the last layer.

@@ -77,9 +77,14 @@ class FlexGenPlanner(Planner):
             load += self.fetch("load_hidden", hid * p.act_cpu, hid * p.act_disk, free_at_source=True)
         disk = kv_read * p.kv_disk
         if disk > 0:
-            load.append(Route("load_cache[disk->cpu]", (self.xfer("disk_read", disk),),
-                              chunks=p.route_chunks, effects=(Effect("disk", "read", disk), Effect("cpu", "write",
-                                                                                                   disk))))
+            load.append(
+                Route(
+                    "load_cache[disk->cpu]",
+                    (self.xfer("disk_read", disk),),
+                    chunks=p.route_chunks,
+                    effects=(Effect("disk", "read", disk), Effect("cpu", "write", disk)),
+                )
+            )
         attended = wl.scheme.kv_attended_tokens(m, context)
         qkv = ("q_proj", "k_proj", "v_proj")
         read_fp16 = wl.layer_kv_fp16_bytes(context)
@@ -95,10 +100,16 @@ class FlexGenPlanner(Planner):
         cpu_use = self.cpu_attention(B, attended * off, kv_read * off, read_fp16 * off)
         if wl.kv_compressed and delta > 0:  # the new rows are compressed on the CPU before they join the cache
             new_fp16 = wl.layer_kv_fp16_bytes(context + 1) - read_fp16
-            cpu_use = type(cpu_use)("cpu", cpu_use.seconds + self.cpu_codec_s((delta + new_fp16) * off, False),
-                                    flops=cpu_use.flops)
-        chain = (Hop((self.gpu(pre_flops, pre_mem, n / 2, pre_codec),)), self.xfer("pcie_d2h", up),
-                 Hop((cpu_use,)), self.xfer("pcie_h2d", down), Hop((self.gpu(post_flops, post_mem, n / 2),)))
+            cpu_use = type(cpu_use)(
+                "cpu", cpu_use.seconds + self.cpu_codec_s((delta + new_fp16) * off, False), flops=cpu_use.flops
+            )
+        chain = (
+            Hop((self.gpu(pre_flops, pre_mem, n / 2, pre_codec),)),
+            self.xfer("pcie_d2h", up),
+            Hop((cpu_use,)),
+            self.xfer("pcie_h2d", down),
+            Hop((self.gpu(post_flops, post_mem, n / 2),)),
+        )
         fetched = W * (1 - p.w_gpu) + (0 if first else hid * (1 - p.act_gpu))
         eff = [Effect("cpu", "read", kv_read * p.kv_cpu)]
         if disk > 0:
@@ -109,10 +120,14 @@ class FlexGenPlanner(Planner):
         if delta >= 0:
             eff += [Effect("gpu", "write", delta * p.kv_gpu), Effect("cpu", "write", delta * off)]
             if delta * p.kv_disk > 0:
-                store.append(Route("store_cache[cpu->disk]", (self.xfer("disk_write", delta * p.kv_disk),),
-                                   chunks=p.route_chunks,
-                                   effects=(Effect("cpu", "free", delta * p.kv_disk),
-                                            Effect("disk", "write", delta * p.kv_disk))))
+                store.append(
+                    Route(
+                        "store_cache[cpu->disk]",
+                        (self.xfer("disk_write", delta * p.kv_disk),),
+                        chunks=p.route_chunks,
+                        effects=(Effect("cpu", "free", delta * p.kv_disk), Effect("disk", "write", delta * p.kv_disk)),
+                    )
+                )
         else:
             store += self.store_kv("store_cache", delta, p.kv_gpu, p.kv_cpu, p.kv_disk)[0]
         if not last:

@@ -46,11 +46,21 @@ class InstInferPlanner(Planner):
         wl, p = self.wl, self.pol
         blocks = wl.layer_weight_bytes * wl.model.num_layers
         hid_prefill = wl.hidden_bytes(wl.batch * wl.prompt_len)
-        gpu = (wl.resident_weight_bytes + blocks * p.w_gpu + 2 * wl.layer_weight_bytes * (1 - p.w_gpu)
-               + 2 * wl.layer_kv_bytes(wl.prompt_len) * (1 + self.k_copy) + 2 * hid_prefill
-               + self.prefill_workspace_bytes() + self.codec_workspace_bytes(kv_to_gpu=False))
-        return {"gpu": gpu, "cpu": blocks * p.w_cpu, "disk": blocks * p.w_disk,
-                "csd": wl.kv_total_bytes(wl.final_context) * (1 + self.k_copy)}
+        gpu = (
+            wl.resident_weight_bytes
+            + blocks * p.w_gpu
+            + 2 * wl.layer_weight_bytes * (1 - p.w_gpu)
+            + 2 * wl.layer_kv_bytes(wl.prompt_len) * (1 + self.k_copy)
+            + 2 * hid_prefill
+            + self.prefill_workspace_bytes()
+            + self.codec_workspace_bytes(kv_to_gpu=False)
+        )
+        return {
+            "gpu": gpu,
+            "cpu": blocks * p.w_cpu,
+            "disk": blocks * p.w_disk,
+            "csd": wl.kv_total_bytes(wl.final_context) * (1 + self.k_copy),
+        }
 
     def _plan(self, phase: str, context: int, first: bool, last: bool) -> StepPlan:
         wl, p, m = self.wl, self.pol, self.wl.model
@@ -66,9 +76,14 @@ class InstInferPlanner(Planner):
             mem += kv
             eff = ((Effect("gpu", "free", fetched),) if fetched else ()) + (Effect("gpu", "write", kv),)
             compute = (Route("compute", (Hop((self.gpu(flops, mem, n),)),), effects=eff),)
-            store = (Route("store_cache[csd]", (self.xfer("pcie_d2h", kv), self.xfer("csd_in", kv),
-                                                self.xfer("csd_flash_write", kv)),
-                           chunks=p.route_chunks, effects=(Effect("gpu", "free", kv), Effect("csd", "write", kv))),)
+            store = (
+                Route(
+                    "store_cache[csd]",
+                    (self.xfer("pcie_d2h", kv), self.xfer("csd_in", kv), self.xfer("csd_flash_write", kv)),
+                    chunks=p.route_chunks,
+                    effects=(Effect("gpu", "free", kv), Effect("csd", "write", kv)),
+                ),
+            )
             return StepPlan(tuple(load), compute, store)
         qkv_names = ("q_proj", "k_proj", "v_proj")
         pre_flops = wl.layer_linear_flops(B, qkv_names)
@@ -81,25 +96,35 @@ class InstInferPlanner(Planner):
         attended = wl.scheme.kv_attended_tokens(m, context)
         read = self.flash_read_bytes(context)
         if p.sparse:
-            fpga = (2.0 * B * m.num_heads * p.topr_channels * attended
-                    + wl.decode_attention_flops(B, attended * p.topk_fraction))
+            fpga = 2.0 * B * m.num_heads * p.topr_channels * attended + wl.decode_attention_flops(
+                B, attended * p.topk_fraction
+            )
         else:
             fpga = wl.decode_attention_flops(B, attended)
         cs = self.ch["csd_fpga"]
-        chain = (Hop((self.gpu(pre_flops, pre_mem, n / 2),)), self.xfer("pcie_d2h", up),
-                 self.xfer("csd_in", up),
-                 Hop(self.xfer("csd_flash_read", read).uses
-                     + (Use("csd_fpga", fpga / cs.members / cs.rate_per_member, flops=fpga),)),
-                 self.xfer("csd_out", down), self.xfer("pcie_h2d", down),
-                 Hop((self.gpu(post_flops, post_mem, n / 2),)))
+        chain = (
+            Hop((self.gpu(pre_flops, pre_mem, n / 2),)),
+            self.xfer("pcie_d2h", up),
+            self.xfer("csd_in", up),
+            Hop(
+                self.xfer("csd_flash_read", read).uses
+                + (Use("csd_fpga", fpga / cs.members / cs.rate_per_member, flops=fpga),)
+            ),
+            self.xfer("csd_out", down),
+            self.xfer("pcie_h2d", down),
+            Hop((self.gpu(post_flops, post_mem, n / 2),)),
+        )
         delta = (wl.layer_kv_bytes(context + 1) - wl.layer_kv_bytes(context)) * (1 + self.k_copy)
         eff = [Effect("csd", "read", read)]
         if fetched:
             eff.append(Effect("gpu", "free", fetched))
         compute = (Route("attention[csd]", chain, chunks=n, effects=tuple(eff)),)
         if delta >= 0:
-            store = (Route("store_cache[csd]", (self.xfer("csd_flash_write", delta),),
-                           effects=(Effect("csd", "write", delta),)),)
+            store = (
+                Route(
+                    "store_cache[csd]", (self.xfer("csd_flash_write", delta),), effects=(Effect("csd", "write", delta),)
+                ),
+            )
         else:
             store = (Route("store_cache[evict]", (), effects=(Effect("csd", "free", -delta),)),)
         return StepPlan(tuple(load), compute, store)

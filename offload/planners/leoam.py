@@ -45,14 +45,24 @@ class LeoAMPlanner(Planner):
             attended = wl.scheme.kv_attended_tokens(m, context)
             if abs_now > 0:
                 i = len(load)
-                load += [Route("load_abstracts", (self.xfer("disk_read", abs_now),
-                                                  self.xfer("pcie_h2d", abs_now)),
-                               chunks=p.route_chunks, effects=(Effect("disk", "read", abs_now),
-                                                               Effect("gpu", "write", abs_now)))]
+                load += [
+                    Route(
+                        "load_abstracts",
+                        (self.xfer("disk_read", abs_now), self.xfer("pcie_h2d", abs_now)),
+                        chunks=p.route_chunks,
+                        effects=(Effect("disk", "read", abs_now), Effect("gpu", "write", abs_now)),
+                    )
+                ]
                 n_chunks = math.ceil(attended / p.chunk_tokens) * off
                 score = 2.0 * 2 * B * m.num_heads * m.head_dim * n_chunks  # q . min and q . max per chunk
-                load += [Route("score_abstracts", (Hop((self.gpu(score, abs_now),)),), after=(i,),
-                               effects=(Effect("gpu", "free", abs_now),))]
+                load += [
+                    Route(
+                        "score_abstracts",
+                        (Hop((self.gpu(score, abs_now),)),),
+                        after=(i,),
+                        effects=(Effect("gpu", "free", abs_now),),
+                    )
+                ]
                 sel = (i + 1,)
             else:
                 sel = ()
@@ -67,16 +77,19 @@ class LeoAMPlanner(Planner):
         d_abs = abs_after - abs_now
         if d_abs > 0:
             kv_eff.append(Effect("gpu", "write", d_abs))
-            store += [Route("store_abstracts", (self.xfer("pcie_d2h", d_abs),
-                                                self.xfer("disk_write", d_abs)),
-                            effects=(Effect("gpu", "free", d_abs), Effect("disk", "write", d_abs)))]
+            store += [
+                Route(
+                    "store_abstracts",
+                    (self.xfer("pcie_d2h", d_abs), self.xfer("disk_write", d_abs)),
+                    effects=(Effect("gpu", "free", d_abs), Effect("disk", "write", d_abs)),
+                )
+            ]
         eff = [Effect("gpu", "free", fetched)] if fetched > 0 else []
         if not last and hid * (1 - p.act_gpu) > 0:
             eff.append(Effect("gpu", "write", hid * (1 - p.act_gpu)))
         if not last:
             store += self.put("store_hidden", hid * p.act_cpu, hid * p.act_disk)
-        compute = (Route("compute", (Hop((self.gpu(flops, mem, p.num_gpu_batches),)),),
-                         effects=tuple(eff + kv_eff)),)
+        compute = (Route("compute", (Hop((self.gpu(flops, mem, p.num_gpu_batches),)),), effects=tuple(eff + kv_eff)),)
         return StepPlan(tuple(load), compute, tuple(store))
 
     def footprint(self) -> dict[str, float]:

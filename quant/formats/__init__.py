@@ -58,11 +58,26 @@ from quant.formats.activations import Int8Activation
 from quant.formats.kv import BitmapKV, DenseKV, KVCache, QuantKV, compress_kv
 from quant.formats.weights import BitmapSparseWeight, GroupQuantWeight, Sparse24Weight, prune_2_4
 
-__all__ = ["GroupQuantWeight", "Sparse24Weight", "BitmapSparseWeight", "prune_2_4", "Int8Activation", "KVCache",
-           "DenseKV", "QuantKV", "BitmapKV", "compress_kv", "Packed", "FORMATS", "packed_from_arrays"]
+__all__ = [
+    "GroupQuantWeight",
+    "Sparse24Weight",
+    "BitmapSparseWeight",
+    "prune_2_4",
+    "Int8Activation",
+    "KVCache",
+    "DenseKV",
+    "QuantKV",
+    "BitmapKV",
+    "compress_kv",
+    "Packed",
+    "FORMATS",
+    "packed_from_arrays",
+]
 
-FORMATS: dict[str, type[Packed]] = {c.FORMAT: c for c in (GroupQuantWeight, Sparse24Weight, BitmapSparseWeight,
-                                                          Int8Activation, DenseKV, QuantKV, BitmapKV)}
+FORMATS: dict[str, type[Packed]] = {
+    c.FORMAT: c
+    for c in (GroupQuantWeight, Sparse24Weight, BitmapSparseWeight, Int8Activation, DenseKV, QuantKV, BitmapKV)
+}
 
 
 def packed_from_arrays(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Packed:

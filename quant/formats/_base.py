@@ -31,8 +31,10 @@ class Section:
 def meta_int(meta: Mapping[str, Any], key: str, what: str, lo: int = 0) -> int:
     v = meta.get(key)
     if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-        raise FormatError(f"{what}: metadata {key!r} must be an integer >= {lo}, got {v!r}; the metadata is "
-                          "corrupt or from another version")
+        raise FormatError(
+            f"{what}: metadata {key!r} must be an integer >= {lo}, got {v!r}; the metadata is "
+            "corrupt or from another version"
+        )
     return v
 
 
@@ -73,8 +75,9 @@ class Packed:
     def _check_meta(cls, meta: Mapping[str, Any]) -> None:
         if not isinstance(meta, Mapping) or meta.get("format") != cls.FORMAT:
             got = meta.get("format") if isinstance(meta, Mapping) else type(meta).__name__
-            raise FormatError(f"metadata names format {got!r}, expected {cls.FORMAT!r}; load it with the class "
-                              "that wrote it")
+            raise FormatError(
+                f"metadata names format {got!r}, expected {cls.FORMAT!r}; load it with the class that wrote it"
+            )
 
     def to_bytes(self) -> bytes:
         """The documented byte layout (see quant.formats); its length is what CompressionScheme computes."""
@@ -112,13 +115,17 @@ class Packed:
                 pos += used
             else:
                 if pos + s.nbytes > arr.size:
-                    raise FormatError(f"{cls.FORMAT}: buffer truncated in section {s.name!r} (needs {pos + s.nbytes} "
-                                      f"bytes, has {arr.size}); re-export the packed object")
-                raw[s.name] = arr[pos:pos + s.nbytes]
+                    raise FormatError(
+                        f"{cls.FORMAT}: buffer truncated in section {s.name!r} (needs {pos + s.nbytes} "
+                        f"bytes, has {arr.size}); re-export the packed object"
+                    )
+                raw[s.name] = arr[pos : pos + s.nbytes]
                 pos += s.nbytes
         if pos != arr.size:
-            raise FormatError(f"{cls.FORMAT}: buffer has {arr.size - pos} trailing bytes after the last section; "
-                              "metadata and buffer do not belong together")
+            raise FormatError(
+                f"{cls.FORMAT}: buffer has {arr.size - pos} trailing bytes after the last section; "
+                "metadata and buffer do not belong together"
+            )
         return cls.from_raw(meta, raw)
 
     def to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -13,9 +13,24 @@ import numpy as np
 from base.errors import FormatError
 from quant.scheme import BITMAP_TILE
 
-__all__ = ["pack_bits", "unpack_bits", "to_codes", "from_codes", "tile_mask_to_bitmap", "bitmap_to_tile_mask",
-           "popcount64", "pack_tiles", "unpack_tiles", "interleave_tiles", "split_tile_stream", "fp16_bytes",
-           "fp16_from_bytes", "check_array", "as_uint8", "tile_payload_lengths"]
+__all__ = [
+    "pack_bits",
+    "unpack_bits",
+    "to_codes",
+    "from_codes",
+    "tile_mask_to_bitmap",
+    "bitmap_to_tile_mask",
+    "popcount64",
+    "pack_tiles",
+    "unpack_tiles",
+    "interleave_tiles",
+    "split_tile_stream",
+    "fp16_bytes",
+    "fp16_from_bytes",
+    "check_array",
+    "as_uint8",
+    "tile_payload_lengths",
+]
 
 _U8 = np.uint8
 
@@ -57,8 +72,10 @@ def unpack_bits(buf: np.ndarray, n: int, bits: int) -> np.ndarray:
     buf = np.asarray(buf)
     want = _packed_len(n, bits)
     if buf.dtype != _U8 or buf.shape[-1] != want:
-        raise FormatError(f"packed buffer has shape {buf.shape} and dtype {buf.dtype}; expected uint8 with last "
-                          f"axis {want} for {n} values of {bits} bits")
+        raise FormatError(
+            f"packed buffer has shape {buf.shape} and dtype {buf.dtype}; expected uint8 with last "
+            f"axis {want} for {n} values of {bits} bits"
+        )
     lead = buf.shape[:-1]
     if bits == 16:
         return np.ascontiguousarray(buf).view("<u2").reshape(*lead, n).astype(np.uint16)
@@ -143,9 +160,11 @@ def unpack_tiles(bitmaps: np.ndarray, payload: np.ndarray, bits: int, what: str)
     lengths = tile_payload_lengths(counts, bits)
     total = int(lengths.sum())
     if payload.size != total:
-        raise FormatError(f"{what}: the bitmaps' popcounts ({int(counts.sum())} kept values) need {total} bytes of "
-                          f"{bits}-bit values but {payload.size} are present; the buffer is truncated or the bitmaps "
-                          "are corrupt")
+        raise FormatError(
+            f"{what}: the bitmaps' popcounts ({int(counts.sum())} kept values) need {total} bytes of "
+            f"{bits}-bit values but {payload.size} are present; the buffer is truncated or the bitmaps "
+            "are corrupt"
+        )
     width = _packed_len(BITMAP_TILE, bits)
     grid = np.zeros((bitmaps.size, width), _U8)
     grid[np.arange(width) < lengths[:, None]] = payload
@@ -179,15 +198,19 @@ def split_tile_stream(buf: np.ndarray, n_tiles: int, bits: int, what: str) -> tu
     lengths = np.empty(n_tiles, np.int64)
     for i in range(n_tiles):
         if pos + 8 > len(raw):
-            raise FormatError(f"{what}: buffer truncated in the bitmap of tile {i} of {n_tiles} "
-                              f"(offset {pos}, {len(raw)} bytes); re-export the packed object")
-        cnt = int.from_bytes(raw[pos:pos + 8], "little").bit_count()
+            raise FormatError(
+                f"{what}: buffer truncated in the bitmap of tile {i} of {n_tiles} "
+                f"(offset {pos}, {len(raw)} bytes); re-export the packed object"
+            )
+        cnt = int.from_bytes(raw[pos : pos + 8], "little").bit_count()
         starts[i] = pos
         lengths[i] = -(-cnt * bits // 8)
         pos += 8 + int(lengths[i])
     if pos > len(raw):
-        raise FormatError(f"{what}: buffer truncated in the values of the last tile (needs {pos} bytes, has "
-                          f"{len(raw)}); re-export the packed object")
+        raise FormatError(
+            f"{what}: buffer truncated in the values of the last tile (needs {pos} bytes, has "
+            f"{len(raw)}); re-export the packed object"
+        )
     arr = np.frombuffer(raw, _U8, count=pos)
     bm_idx = starts[:, None] + np.arange(8)
     bitmaps = np.ascontiguousarray(arr[bm_idx]).view("<u8")[:, 0].astype(np.uint64)
@@ -209,8 +232,10 @@ def check_array(arrays: Mapping[str, Any], name: str, shape: tuple[int, ...], wh
     if a.dtype != _U8:
         raise FormatError(f"{what}: array {name!r} has dtype {a.dtype}; packed arrays are uint8")
     if tuple(a.shape) != tuple(shape):
-        raise FormatError(f"{what}: array {name!r} has shape {tuple(a.shape)}, expected {tuple(shape)} "
-                          "(truncated or from a different configuration)")
+        raise FormatError(
+            f"{what}: array {name!r} has shape {tuple(a.shape)}, expected {tuple(shape)} "
+            "(truncated or from a different configuration)"
+        )
     return a
 
 

@@ -31,11 +31,13 @@ class Int8Activation(Packed):
     FORMAT = "act.int8_per_token"
 
     @classmethod
-    def from_float(cls, x: np.ndarray) -> "Int8Activation":
+    def from_float(cls, x: np.ndarray) -> Int8Activation:
         x = np.asarray(x)
         if x.ndim != 2 or not np.issubdtype(x.dtype, np.floating):
-            raise SpecError(f"{cls.FORMAT}: expected a float array X[n_tokens, width], got shape {x.shape} dtype "
-                            f"{x.dtype}; reshape a vector with x[None, :]")
+            raise SpecError(
+                f"{cls.FORMAT}: expected a float array X[n_tokens, width], got shape {x.shape} dtype "
+                f"{x.dtype}; reshape a vector with x[None, :]"
+            )
         if not np.all(np.isfinite(x)):
             raise SpecError(f"{cls.FORMAT}: activations contain NaN or inf")
         x = x.astype(np.float64)
@@ -49,8 +51,10 @@ class Int8Activation(Packed):
     def __post_init__(self) -> None:
         v, s = np.asarray(self.values), np.asarray(self.scales)
         if v.dtype != np.int8 or v.ndim != 2 or s.dtype != np.float16 or s.shape != (v.shape[0],):
-            raise FormatError(f"{self.FORMAT}: needs values int8 [n, width] and scales float16 [n], got "
-                              f"{v.dtype}{list(v.shape)} and {s.dtype}{list(s.shape)}")
+            raise FormatError(
+                f"{self.FORMAT}: needs values int8 [n, width] and scales float16 [n], got "
+                f"{v.dtype}{list(v.shape)} and {s.dtype}{list(s.shape)}"
+            )
 
     @property
     def n_tokens(self) -> int:
@@ -73,11 +77,14 @@ class Int8Activation(Packed):
         return [Section("values", n * packed_bytes(w, 8)), Section("scales", n * FP16_BYTES)]
 
     def raw(self) -> dict[str, Any]:
-        return {"values": np.ascontiguousarray(self.values).view(np.uint8).reshape(-1),
-                "scales": fp16_bytes(self.scales)}
+        return {
+            "values": np.ascontiguousarray(self.values).view(np.uint8).reshape(-1),
+            "scales": fp16_bytes(self.scales),
+        }
 
     @classmethod
-    def from_raw(cls, meta: Mapping[str, Any], raw: Mapping[str, Any]) -> "Int8Activation":
+    def from_raw(cls, meta: Mapping[str, Any], raw: Mapping[str, Any]) -> Int8Activation:
         n, w = meta["n_tokens"], meta["width"]
-        return cls(np.ascontiguousarray(raw["values"]).view(np.int8).reshape(n, w),
-                   fp16_from_bytes(raw["scales"], (n,)))
+        return cls(
+            np.ascontiguousarray(raw["values"]).view(np.int8).reshape(n, w), fp16_from_bytes(raw["scales"], (n,))
+        )

@@ -15,8 +15,16 @@ import numpy as np
 
 from base.errors import FormatError, SpecError
 from quant.formats._base import Packed, Section, meta_choice, meta_int
-from quant.formats._bits import (fp16_bytes, fp16_from_bytes, from_codes, pack_bits, pack_tiles, to_codes,
-                                 unpack_bits, unpack_tiles)
+from quant.formats._bits import (
+    fp16_bytes,
+    fp16_from_bytes,
+    from_codes,
+    pack_bits,
+    pack_tiles,
+    to_codes,
+    unpack_bits,
+    unpack_tiles,
+)
 from quant.scheme import BITMAP_TILE, CHUNK_TOKENS, FP16_BYTES, CompressionScheme, kept_per_token, packed_bytes
 
 __all__ = ["DenseKV", "QuantKV", "BitmapKV", "KVCache", "compress_kv", "quantize_symmetric"]
@@ -26,10 +34,15 @@ KV_INT_BITS = (2, 4, 8)
 
 def _check_kv(k: np.ndarray, v: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
     k, v = np.asarray(k), np.asarray(v)
-    if k.ndim != 3 or k.shape != v.shape or not (np.issubdtype(k.dtype, np.floating)
-                                                  and np.issubdtype(v.dtype, np.floating)):
-        raise SpecError(f"{what}: K and V must be float arrays of equal shape [kv_heads, tokens, head_dim], got "
-                        f"K{list(k.shape)} {k.dtype} and V{list(v.shape)} {v.dtype}")
+    if (
+        k.ndim != 3
+        or k.shape != v.shape
+        or not (np.issubdtype(k.dtype, np.floating) and np.issubdtype(v.dtype, np.floating))
+    ):
+        raise SpecError(
+            f"{what}: K and V must be float arrays of equal shape [kv_heads, tokens, head_dim], got "
+            f"K{list(k.shape)} {k.dtype} and V{list(v.shape)} {v.dtype}"
+        )
     if k.shape[1] < 1 or k.shape[2] < 1:
         raise SpecError(f"{what}: the cache needs at least one token and head_dim >= 1, got {list(k.shape)}")
     if not (np.all(np.isfinite(k)) and np.all(np.isfinite(v))):
@@ -39,8 +52,10 @@ def _check_kv(k: np.ndarray, v: np.ndarray, what: str) -> tuple[np.ndarray, np.n
 
 def _check_split(n_tokens: int, n_compressed: int, what: str) -> None:
     if n_compressed % CHUNK_TOKENS or not 0 <= n_compressed <= n_tokens:
-        raise SpecError(f"{what}: n_compressed={n_compressed} must be a multiple of {CHUNK_TOKENS} in [0, "
-                        f"{n_tokens}]; take it from CompressionScheme.kv_split")
+        raise SpecError(
+            f"{what}: n_compressed={n_compressed} must be a multiple of {CHUNK_TOKENS} in [0, "
+            f"{n_tokens}]; take it from CompressionScheme.kv_split"
+        )
 
 
 def quantize_symmetric(x: np.ndarray, bits: int, group_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -94,8 +109,13 @@ class KVCache(Packed):
         return k, v
 
     def _base_meta(self) -> dict[str, Any]:
-        return {"format": self.FORMAT, "num_heads": self.num_heads, "n_tokens": self.n_tokens,
-                "head_dim": self.head_dim, "n_compressed": self.n_compressed}
+        return {
+            "format": self.FORMAT,
+            "num_heads": self.num_heads,
+            "n_tokens": self.n_tokens,
+            "head_dim": self.head_dim,
+            "n_compressed": self.n_compressed,
+        }
 
     @classmethod
     def _dims(cls, meta: Mapping[str, Any]) -> tuple[int, int, int, int, int]:
@@ -122,7 +142,7 @@ class DenseKV(KVCache):
     FORMAT = "kv.dense_fp16"
 
     @classmethod
-    def from_float(cls, k: np.ndarray, v: np.ndarray) -> "DenseKV":
+    def from_float(cls, k: np.ndarray, v: np.ndarray) -> DenseKV:
         k, v = _check_kv(k, v, cls.FORMAT)
         return cls(k.astype(np.float16), v.astype(np.float16))
 
@@ -149,7 +169,7 @@ class DenseKV(KVCache):
         return {"k_recent": fp16_bytes(self.k_recent), "v_recent": fp16_bytes(self.v_recent)}
 
     @classmethod
-    def from_raw(cls, meta: Mapping[str, Any], raw: Mapping[str, Any]) -> "DenseKV":
+    def from_raw(cls, meta: Mapping[str, Any], raw: Mapping[str, Any]) -> DenseKV:
         shape = (meta["num_heads"], meta["n_tokens"], meta["head_dim"])
         return cls(fp16_from_bytes(raw["k_recent"], shape), fp16_from_bytes(raw["v_recent"], shape))
 
@@ -181,8 +201,9 @@ class QuantKV(KVCache):
     FORMAT = "kv.quant"
 
     @classmethod
-    def from_float(cls, k: np.ndarray, v: np.ndarray, bits: int = 4, group_size: int = 64,
-                   n_compressed: int | None = None) -> "QuantKV":
+    def from_float(
+        cls, k: np.ndarray, v: np.ndarray, bits: int = 4, group_size: int = 64, n_compressed: int | None = None
+    ) -> QuantKV:
         """Quantize the oldest `n_compressed` tokens (default: all whole chunks) and keep the rest fp16."""
         k, v = _check_kv(k, v, cls.FORMAT)
         if bits not in KV_INT_BITS:
@@ -199,8 +220,9 @@ class QuantKV(KVCache):
         vcodes, vs = quantize_symmetric(vc, bits, group_size)
         kq = pack_bits(to_codes(kcodes, bits).reshape(h, c, CHUNK_TOKENS * d), bits)
         vq = pack_bits(to_codes(vcodes, bits).reshape(h, c, CHUNK_TOKENS * d), bits)
-        return cls(bits, group_size, h, t, d, tc, kq, ks, vq, vs, k[:, tc:].astype(np.float16),
-                   v[:, tc:].astype(np.float16))
+        return cls(
+            bits, group_size, h, t, d, tc, kq, ks, vq, vs, k[:, tc:].astype(np.float16), v[:, tc:].astype(np.float16)
+        )
 
     def k_codes(self) -> np.ndarray:
         """int8 [H, C, D, 64] signed K codes (channel-major per chunk)."""
@@ -232,23 +254,43 @@ class QuantKV(KVCache):
         h, t, d, c, tr = cls._dims(meta)
         bits, ngk, ngv = cls._groups(meta, d)
         chunk = packed_bytes(CHUNK_TOKENS * d, bits)
-        return [Section("kq", h * c * chunk), Section("ks", h * c * d * ngk * FP16_BYTES),
-                Section("vq", h * c * chunk), Section("vs", h * c * CHUNK_TOKENS * ngv * FP16_BYTES),
-                *cls._recent_sections(h, tr, d)]
+        return [
+            Section("kq", h * c * chunk),
+            Section("ks", h * c * d * ngk * FP16_BYTES),
+            Section("vq", h * c * chunk),
+            Section("vs", h * c * CHUNK_TOKENS * ngv * FP16_BYTES),
+            *cls._recent_sections(h, tr, d),
+        ]
 
     def raw(self) -> dict[str, Any]:
-        return {"kq": self.kq, "ks": fp16_bytes(self.ks), "vq": self.vq, "vs": fp16_bytes(self.vs),
-                "k_recent": fp16_bytes(self.k_recent), "v_recent": fp16_bytes(self.v_recent)}
+        return {
+            "kq": self.kq,
+            "ks": fp16_bytes(self.ks),
+            "vq": self.vq,
+            "vs": fp16_bytes(self.vs),
+            "k_recent": fp16_bytes(self.k_recent),
+            "v_recent": fp16_bytes(self.v_recent),
+        }
 
     @classmethod
-    def from_raw(cls, meta: Mapping[str, Any], raw: Mapping[str, Any]) -> "QuantKV":
+    def from_raw(cls, meta: Mapping[str, Any], raw: Mapping[str, Any]) -> QuantKV:
         h, t, d, c, tr = cls._dims(meta)
         bits, ngk, ngv = cls._groups(meta, d)
         chunk = packed_bytes(CHUNK_TOKENS * d, bits)
-        return cls(bits, meta["group_size"], h, t, d, c * CHUNK_TOKENS, np.asarray(raw["kq"]).reshape(h, c, chunk),
-                   fp16_from_bytes(raw["ks"], (h, c, d, ngk)), np.asarray(raw["vq"]).reshape(h, c, chunk),
-                   fp16_from_bytes(raw["vs"], (h, c, CHUNK_TOKENS, ngv)),
-                   fp16_from_bytes(raw["k_recent"], (h, tr, d)), fp16_from_bytes(raw["v_recent"], (h, tr, d)))
+        return cls(
+            bits,
+            meta["group_size"],
+            h,
+            t,
+            d,
+            c * CHUNK_TOKENS,
+            np.asarray(raw["kq"]).reshape(h, c, chunk),
+            fp16_from_bytes(raw["ks"], (h, c, d, ngk)),
+            np.asarray(raw["vq"]).reshape(h, c, chunk),
+            fp16_from_bytes(raw["vs"], (h, c, CHUNK_TOKENS, ngv)),
+            fp16_from_bytes(raw["k_recent"], (h, tr, d)),
+            fp16_from_bytes(raw["v_recent"], (h, tr, d)),
+        )
 
 
 # ---- Mustafar bitmap-sparse ---------------------------------------------------------------------------------------
@@ -290,15 +332,21 @@ class BitmapKV(KVCache):
     FORMAT = "kv.bitmap_sparse"
 
     @classmethod
-    def from_float(cls, k: np.ndarray, v: np.ndarray, kept: int, bits: int = 16, group_size: int = 64,
-                   n_compressed: int | None = None) -> "BitmapKV":
+    def from_float(
+        cls,
+        k: np.ndarray,
+        v: np.ndarray,
+        kept: int,
+        bits: int = 16,
+        group_size: int = 64,
+        n_compressed: int | None = None,
+    ) -> BitmapKV:
         """Prune each compressed token's K and V vectors (per head) to their `kept` largest magnitudes, then
         (bits < 16) quantize the pruned values; the newest ``n_tokens - n_compressed`` tokens stay dense fp16."""
         k, v = _check_kv(k, v, cls.FORMAT)
         h, t, d = k.shape
         if bits not in KV_INT_BITS + (16,):
-            raise SpecError(f"{cls.FORMAT}: value bits={bits} is not supported; use 16 (fp16) or one of "
-                            f"{KV_INT_BITS}")
+            raise SpecError(f"{cls.FORMAT}: value bits={bits} is not supported; use 16 (fp16) or one of {KV_INT_BITS}")
         if not 0 <= kept <= d:
             raise SpecError(f"{cls.FORMAT}: kept={kept} elements per token must be in [0, head_dim={d}]")
         if group_size < 1:
@@ -325,9 +373,23 @@ class BitmapKV(KVCache):
         vcodes_t = np.pad(vcodes, [(0, 0)] * 3 + [(0, vpad)]).reshape(-1, BITMAP_TILE)
         kbm, kpay = pack_tiles(kmask.reshape(-1, BITMAP_TILE), kcodes.reshape(-1, BITMAP_TILE), bits)
         vbm, vpay = pack_tiles(vmask_t, vcodes_t, bits)
-        return cls(bits, group_size, kept, h, t, d, tc, kbm.reshape(h, c, d), kpay, ks,
-                   vbm.reshape(h, c, CHUNK_TOKENS, nvt), vpay, vs, k[:, tc:].astype(np.float16),
-                   v[:, tc:].astype(np.float16))
+        return cls(
+            bits,
+            group_size,
+            kept,
+            h,
+            t,
+            d,
+            tc,
+            kbm.reshape(h, c, d),
+            kpay,
+            ks,
+            vbm.reshape(h, c, CHUNK_TOKENS, nvt),
+            vpay,
+            vs,
+            k[:, tc:].astype(np.float16),
+            v[:, tc:].astype(np.float16),
+        )
 
     @property
     def quantized(self) -> bool:
@@ -355,27 +417,49 @@ class BitmapKV(KVCache):
         if kept > d:
             raise FormatError(f"{cls.FORMAT}: kept={kept} exceeds head_dim={d}")
         ngk, ngv = (-(-CHUNK_TOKENS // gs), -(-d // gs)) if bits < 16 else (0, 0)
-        return [Section("k_tiles", n_tiles=h * c * d, bits=bits), Section("ks", h * c * d * ngk * FP16_BYTES),
-                Section("v_tiles", n_tiles=h * c * CHUNK_TOKENS * -(-d // BITMAP_TILE), bits=bits),
-                Section("vs", h * c * CHUNK_TOKENS * ngv * FP16_BYTES), *cls._recent_sections(h, tr, d)]
+        return [
+            Section("k_tiles", n_tiles=h * c * d, bits=bits),
+            Section("ks", h * c * d * ngk * FP16_BYTES),
+            Section("v_tiles", n_tiles=h * c * CHUNK_TOKENS * -(-d // BITMAP_TILE), bits=bits),
+            Section("vs", h * c * CHUNK_TOKENS * ngv * FP16_BYTES),
+            *cls._recent_sections(h, tr, d),
+        ]
 
     def raw(self) -> dict[str, Any]:
-        return {"k_tiles": (self.k_bitmaps.reshape(-1), self.k_payload), "ks": fp16_bytes(self.ks),
-                "v_tiles": (self.v_bitmaps.reshape(-1), self.v_payload), "vs": fp16_bytes(self.vs),
-                "k_recent": fp16_bytes(self.k_recent), "v_recent": fp16_bytes(self.v_recent)}
+        return {
+            "k_tiles": (self.k_bitmaps.reshape(-1), self.k_payload),
+            "ks": fp16_bytes(self.ks),
+            "v_tiles": (self.v_bitmaps.reshape(-1), self.v_payload),
+            "vs": fp16_bytes(self.vs),
+            "k_recent": fp16_bytes(self.k_recent),
+            "v_recent": fp16_bytes(self.v_recent),
+        }
 
     @classmethod
-    def from_raw(cls, meta: Mapping[str, Any], raw: Mapping[str, Any]) -> "BitmapKV":
+    def from_raw(cls, meta: Mapping[str, Any], raw: Mapping[str, Any]) -> BitmapKV:
         h, t, d, c, tr = cls._dims(meta)
         bits, gs, kept = meta["bits"], meta["group_size"], meta["kept"]
         ngk, ngv = (-(-CHUNK_TOKENS // gs), -(-d // gs)) if bits < 16 else (0, 0)
         nvt = -(-d // BITMAP_TILE)
         kbm, kpay = raw["k_tiles"]
         vbm, vpay = raw["v_tiles"]
-        obj = cls(bits, gs, kept, h, t, d, c * CHUNK_TOKENS, np.asarray(kbm).reshape(h, c, d), np.asarray(kpay),
-                  fp16_from_bytes(raw["ks"], (h, c, d, ngk)), np.asarray(vbm).reshape(h, c, CHUNK_TOKENS, nvt),
-                  np.asarray(vpay), fp16_from_bytes(raw["vs"], (h, c, CHUNK_TOKENS, ngv)),
-                  fp16_from_bytes(raw["k_recent"], (h, tr, d)), fp16_from_bytes(raw["v_recent"], (h, tr, d)))
+        obj = cls(
+            bits,
+            gs,
+            kept,
+            h,
+            t,
+            d,
+            c * CHUNK_TOKENS,
+            np.asarray(kbm).reshape(h, c, d),
+            np.asarray(kpay),
+            fp16_from_bytes(raw["ks"], (h, c, d, ngk)),
+            np.asarray(vbm).reshape(h, c, CHUNK_TOKENS, nvt),
+            np.asarray(vpay),
+            fp16_from_bytes(raw["vs"], (h, c, CHUNK_TOKENS, ngv)),
+            fp16_from_bytes(raw["k_recent"], (h, tr, d)),
+            fp16_from_bytes(raw["v_recent"], (h, tr, d)),
+        )
         obj.tiles()  # decodes and validates popcounts now, so a corrupt buffer fails at load time
         return obj
 
@@ -394,8 +478,10 @@ def _decode_bitmap_kv(c: BitmapKV) -> dict[str, np.ndarray]:
     if np.any(k_per_tok != c.kept) or np.any(v_per_tok != c.kept):
         lo = int(min(k_per_tok.min(initial=c.kept), v_per_tok.min(initial=c.kept)))
         hi = int(max(k_per_tok.max(initial=c.kept), v_per_tok.max(initial=c.kept)))
-        raise FormatError(f"{what}: bitmaps keep {lo}..{hi} elements per token but the metadata says "
-                          f"kept={c.kept}; the bitmaps are corrupt")
+        raise FormatError(
+            f"{what}: bitmaps keep {lo}..{hi} elements per token but the metadata says "
+            f"kept={c.kept}; the bitmaps are corrupt"
+        )
     if b == 16:
         kv = np.where(kmask, kcodes.view(np.float16).astype(np.float64), 0.0)
         vv = np.where(vmask, vcodes.view(np.float16).astype(np.float64), 0.0)
@@ -414,6 +500,12 @@ def compress_kv(k: np.ndarray, v: np.ndarray, scheme: CompressionScheme) -> KVCa
         return DenseKV.from_float(k, v)
     n_compressed, _ = scheme.kv_split(k_arr.shape[1])
     if scheme.kv_sparsity > 0:
-        return BitmapKV.from_float(k, v, kept_per_token(k_arr.shape[2], scheme.kv_sparsity), bits=scheme.kv_bits,
-                                   group_size=scheme.kv_group_size, n_compressed=n_compressed)
+        return BitmapKV.from_float(
+            k,
+            v,
+            kept_per_token(k_arr.shape[2], scheme.kv_sparsity),
+            bits=scheme.kv_bits,
+            group_size=scheme.kv_group_size,
+            n_compressed=n_compressed,
+        )
     return QuantKV.from_float(k, v, bits=scheme.kv_bits, group_size=scheme.kv_group_size, n_compressed=n_compressed)

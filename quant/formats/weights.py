@@ -10,8 +10,15 @@ import numpy as np
 
 from base.errors import FormatError, SpecError
 from quant.formats._base import Packed, Section, meta_choice, meta_int
-from quant.formats._bits import (fp16_bytes, fp16_from_bytes, pack_bits, pack_tiles, popcount64, unpack_bits,
-                                 unpack_tiles)
+from quant.formats._bits import (
+    fp16_bytes,
+    fp16_from_bytes,
+    pack_bits,
+    pack_tiles,
+    popcount64,
+    unpack_bits,
+    unpack_tiles,
+)
 from quant.scheme import BITMAP_TILE, FP16_BYTES, packed_bytes
 
 __all__ = ["GroupQuantWeight", "Sparse24Weight", "BitmapSparseWeight", "quantize_groups", "prune_2_4"]
@@ -22,8 +29,9 @@ QUANT_BITS = (2, 3, 4, 8)  # asymmetric unsigned weight widths; 16 = fp16 values
 def _check_matrix(w: np.ndarray, what: str) -> np.ndarray:
     w = np.asarray(w)
     if w.ndim != 2 or not np.issubdtype(w.dtype, np.floating):
-        raise SpecError(f"{what}: expected a float matrix W[out_features, in_features], got shape {w.shape} "
-                        f"dtype {w.dtype}")
+        raise SpecError(
+            f"{what}: expected a float matrix W[out_features, in_features], got shape {w.shape} dtype {w.dtype}"
+        )
     if not np.all(np.isfinite(w)):
         raise SpecError(f"{what}: weights contain NaN or inf; clean the checkpoint first")
     return w.astype(np.float64)
@@ -39,8 +47,9 @@ def _group_index(in_features: int, group_size: int) -> np.ndarray:
     return np.arange(in_features) // group_size
 
 
-def quantize_groups(w: np.ndarray, mask: np.ndarray, bits: int, group_size: int
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def quantize_groups(
+    w: np.ndarray, mask: np.ndarray, bits: int, group_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Asymmetric unsigned group quantization of the kept (`mask`) entries of W[out, in], groups of `group_size`
     dense input columns.
 
@@ -77,8 +86,9 @@ def _dequant(codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray, group_siz
     return (codes.astype(np.float64) - zeros[:, g]) * scales.astype(np.float64)[:, g]
 
 
-def _check_codes(codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray, bits: int, cols: int, group_size: int,
-                 what: str) -> None:
+def _check_codes(
+    codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray, bits: int, cols: int, group_size: int, what: str
+) -> None:
     rows = codes.shape[0]
     n_groups = -(-cols // group_size)
     if scales.shape != (rows, n_groups) or scales.dtype != np.float16:
@@ -109,7 +119,7 @@ class GroupQuantWeight(Packed):
     FORMAT = "weight.group_quant"
 
     @classmethod
-    def from_float(cls, w: np.ndarray, bits: int = 2, group_size: int = 64) -> "GroupQuantWeight":
+    def from_float(cls, w: np.ndarray, bits: int = 2, group_size: int = 64) -> GroupQuantWeight:
         w = _check_matrix(w, cls.FORMAT)
         _check_bits(bits, QUANT_BITS, cls.FORMAT)
         if group_size < 1:
@@ -118,12 +128,20 @@ class GroupQuantWeight(Packed):
         return cls.from_codes(codes, scales, zeros, bits, group_size)
 
     @classmethod
-    def from_codes(cls, codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray, bits: int,
-                   group_size: int) -> "GroupQuantWeight":
+    def from_codes(
+        cls, codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray, bits: int, group_size: int
+    ) -> GroupQuantWeight:
         codes, zeros = np.asarray(codes), np.asarray(zeros)
         _check_codes(codes, np.asarray(scales), zeros, bits, codes.shape[1], group_size, cls.FORMAT)
-        return cls(bits, group_size, codes.shape[0], codes.shape[1], pack_bits(codes, bits), np.asarray(scales),
-                   pack_bits(zeros, bits))
+        return cls(
+            bits,
+            group_size,
+            codes.shape[0],
+            codes.shape[1],
+            pack_bits(codes, bits),
+            np.asarray(scales),
+            pack_bits(zeros, bits),
+        )
 
     @property
     def n_groups(self) -> int:
@@ -143,8 +161,13 @@ class GroupQuantWeight(Packed):
 
     # ---- serialization ----
     def meta(self) -> dict[str, Any]:
-        return {"format": self.FORMAT, "bits": self.bits, "group_size": self.group_size,
-                "out_features": self.out_features, "in_features": self.in_features}
+        return {
+            "format": self.FORMAT,
+            "bits": self.bits,
+            "group_size": self.group_size,
+            "out_features": self.out_features,
+            "in_features": self.in_features,
+        }
 
     @classmethod
     def layout(cls, meta: Mapping[str, Any]) -> list[Section]:
@@ -152,18 +175,28 @@ class GroupQuantWeight(Packed):
         bits = meta_choice(meta, "bits", QUANT_BITS, what)
         gs, rows, cols = (meta_int(meta, k, what, 1) for k in ("group_size", "out_features", "in_features"))
         g = -(-cols // gs)
-        return [Section("qweight", rows * packed_bytes(cols, bits)), Section("scales", rows * g * FP16_BYTES),
-                Section("qzeros", rows * packed_bytes(g, bits))]
+        return [
+            Section("qweight", rows * packed_bytes(cols, bits)),
+            Section("scales", rows * g * FP16_BYTES),
+            Section("qzeros", rows * packed_bytes(g, bits)),
+        ]
 
     def raw(self) -> dict[str, Any]:
         return {"qweight": self.qweight, "scales": fp16_bytes(self.scales), "qzeros": self.qzeros}
 
     @classmethod
-    def from_raw(cls, meta: Mapping[str, Any], raw: Mapping[str, Any]) -> "GroupQuantWeight":
+    def from_raw(cls, meta: Mapping[str, Any], raw: Mapping[str, Any]) -> GroupQuantWeight:
         bits, gs, rows, cols = meta["bits"], meta["group_size"], meta["out_features"], meta["in_features"]
         g = -(-cols // gs)
-        return cls(bits, gs, rows, cols, np.asarray(raw["qweight"]).reshape(rows, -1),
-                   fp16_from_bytes(raw["scales"], (rows, g)), np.asarray(raw["qzeros"]).reshape(rows, -1))
+        return cls(
+            bits,
+            gs,
+            rows,
+            cols,
+            np.asarray(raw["qweight"]).reshape(rows, -1),
+            fp16_from_bytes(raw["scales"], (rows, g)),
+            np.asarray(raw["qzeros"]).reshape(rows, -1),
+        )
 
 
 # ---- group parameters of the sparse formats -------------------------------------------------------------------
@@ -187,8 +220,13 @@ class _SparseGroupWeight(Packed):
         return _n_groups(self.in_features, self.group_size, self.bits)
 
     def meta(self) -> dict[str, Any]:
-        return {"format": self.FORMAT, "bits": self.bits, "group_size": self.group_size,
-                "out_features": self.out_features, "in_features": self.in_features}
+        return {
+            "format": self.FORMAT,
+            "bits": self.bits,
+            "group_size": self.group_size,
+            "out_features": self.out_features,
+            "in_features": self.in_features,
+        }
 
     @classmethod
     def _checked_params(cls, meta: Mapping[str, Any]) -> tuple[int, int, int, int]:
@@ -209,8 +247,9 @@ class _SparseGroupWeight(Packed):
         return meta["bits"], meta["group_size"], meta["out_features"], meta["in_features"]
 
     @staticmethod
-    def _group_arrays(raw: Mapping[str, Any], rows: int, cols: int, gs: int, bits: int
-                      ) -> tuple[np.ndarray, np.ndarray]:
+    def _group_arrays(
+        raw: Mapping[str, Any], rows: int, cols: int, gs: int, bits: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(scales float16 [rows, G], qzeros uint8 [rows, packed]) from the raw sections."""
         g = _n_groups(cols, gs, bits)
         return fp16_from_bytes(raw["scales"], (rows, g)), np.asarray(raw["qzeros"]).reshape(rows, -1)
@@ -260,8 +299,9 @@ class Sparse24Weight(_SparseGroupWeight):
     FORMAT = "weight.sparse_2_4"
 
     @classmethod
-    def from_float(cls, w: np.ndarray, bits: int = 2, group_size: int = 64,
-                   mask: np.ndarray | None = None) -> "Sparse24Weight":
+    def from_float(
+        cls, w: np.ndarray, bits: int = 2, group_size: int = 64, mask: np.ndarray | None = None
+    ) -> Sparse24Weight:
         """Prune W by magnitude (or with a given 2:4 `mask`) and quantize the kept values."""
         w = _check_matrix(w, cls.FORMAT)
         _check_bits(bits, QUANT_BITS + (16,), cls.FORMAT)
@@ -269,7 +309,7 @@ class Sparse24Weight(_SparseGroupWeight):
         return cls.from_dense(w, mask, bits, group_size)
 
     @classmethod
-    def from_dense(cls, w: np.ndarray, mask: np.ndarray, bits: int, group_size: int) -> "Sparse24Weight":
+    def from_dense(cls, w: np.ndarray, mask: np.ndarray, bits: int, group_size: int) -> Sparse24Weight:
         rows, cols = w.shape
         if mask.shape != w.shape or cols % 4 or np.any(mask.reshape(rows, -1, 4).sum(axis=2) != 2):
             raise SpecError(f"{cls.FORMAT}: mask must keep exactly 2 of every 4 input columns of W{list(w.shape)}")
@@ -279,8 +319,16 @@ class Sparse24Weight(_SparseGroupWeight):
         else:
             codes, scales, zeros = quantize_groups(w, mask, bits, group_size)
             vals = codes[mask].reshape(rows, -1)
-        return cls(bits, group_size, rows, cols, pack_bits(vals, bits), cls.pack_indices(mask), scales,
-                   pack_bits(zeros, bits) if bits < 16 else np.zeros((rows, 0), np.uint8))
+        return cls(
+            bits,
+            group_size,
+            rows,
+            cols,
+            pack_bits(vals, bits),
+            cls.pack_indices(mask),
+            scales,
+            pack_bits(zeros, bits) if bits < 16 else np.zeros((rows, 0), np.uint8),
+        )
 
     @staticmethod
     def pack_indices(mask: np.ndarray) -> np.ndarray:
@@ -329,28 +377,44 @@ class Sparse24Weight(_SparseGroupWeight):
         if cols % 4:
             raise FormatError(f"{cls.FORMAT}: in_features {cols} is not divisible by 4")
         k = cols // 2
-        return [Section("qvalues", rows * packed_bytes(k, bits)), Section("indices", rows * packed_bytes(cols // 4, 3)),
-                *cls._group_sections(rows, cols, gs, bits)]
+        return [
+            Section("qvalues", rows * packed_bytes(k, bits)),
+            Section("indices", rows * packed_bytes(cols // 4, 3)),
+            *cls._group_sections(rows, cols, gs, bits),
+        ]
 
     def raw(self) -> dict[str, Any]:
-        return {"qvalues": self.qvalues, "indices": self.indices, "scales": fp16_bytes(self.scales),
-                "qzeros": self.qzeros}
+        return {
+            "qvalues": self.qvalues,
+            "indices": self.indices,
+            "scales": fp16_bytes(self.scales),
+            "qzeros": self.qzeros,
+        }
 
     @classmethod
-    def from_raw(cls, meta: Mapping[str, Any], raw: Mapping[str, Any]) -> "Sparse24Weight":
+    def from_raw(cls, meta: Mapping[str, Any], raw: Mapping[str, Any]) -> Sparse24Weight:
         bits, gs, rows, cols = cls._raw_params(meta)
         idx = np.asarray(raw["indices"]).reshape(rows, -1)
         _pattern_codes(idx, cols // 4)  # validates
-        return cls(bits, gs, rows, cols, np.asarray(raw["qvalues"]).reshape(rows, -1), idx,
-                   *cls._group_arrays(raw, rows, cols, gs, bits))
+        return cls(
+            bits,
+            gs,
+            rows,
+            cols,
+            np.asarray(raw["qvalues"]).reshape(rows, -1),
+            idx,
+            *cls._group_arrays(raw, rows, cols, gs, bits),
+        )
 
 
 def _pattern_codes(indices: np.ndarray, n_blocks: int) -> np.ndarray:
     """int64 [out, n_blocks] 2:4 pattern codes; FormatError if any is not 0..5."""
     codes = unpack_bits(indices, n_blocks, 3).astype(np.int64)
     if np.any(codes >= len(PATTERNS_2_4)):
-        raise FormatError(f"{Sparse24Weight.FORMAT}: 2:4 pattern codes must be 0..5 (one of the 6 ways to keep 2 of "
-                          "4); the buffer is corrupt")
+        raise FormatError(
+            f"{Sparse24Weight.FORMAT}: 2:4 pattern codes must be 0..5 (one of the 6 ways to keep 2 of "
+            "4); the buffer is corrupt"
+        )
     return codes
 
 
@@ -376,8 +440,14 @@ class BitmapSparseWeight(_SparseGroupWeight):
     FORMAT = "weight.bitmap_sparse"
 
     @classmethod
-    def from_float(cls, w: np.ndarray, sparsity: float | None = None, bits: int = 2, group_size: int = 64,
-                   mask: np.ndarray | None = None) -> "BitmapSparseWeight":
+    def from_float(
+        cls,
+        w: np.ndarray,
+        sparsity: float | None = None,
+        bits: int = 2,
+        group_size: int = 64,
+        mask: np.ndarray | None = None,
+    ) -> BitmapSparseWeight:
         """Prune each 64-column tile to ``64 - round(64 * sparsity)`` largest-magnitude values (the partial last
         tile in proportion, as CompressionScheme.matrix_bytes assumes), or use the given keep-`mask`."""
         w = _check_matrix(w, cls.FORMAT)
@@ -400,7 +470,7 @@ class BitmapSparseWeight(_SparseGroupWeight):
         return cls.from_dense(w, mask, bits, group_size)
 
     @classmethod
-    def from_dense(cls, w: np.ndarray, mask: np.ndarray, bits: int, group_size: int) -> "BitmapSparseWeight":
+    def from_dense(cls, w: np.ndarray, mask: np.ndarray, bits: int, group_size: int) -> BitmapSparseWeight:
         rows, cols = w.shape
         if bits == 16:
             codes = np.asarray(w, np.float64).astype(np.float16).view(np.uint16)
@@ -442,22 +512,35 @@ class BitmapSparseWeight(_SparseGroupWeight):
     @classmethod
     def layout(cls, meta: Mapping[str, Any]) -> list[Section]:
         bits, gs, rows, cols = cls._checked_params(meta)
-        return [Section("tiles", n_tiles=rows * -(-cols // BITMAP_TILE), bits=bits),
-                *cls._group_sections(rows, cols, gs, bits)]
+        return [
+            Section("tiles", n_tiles=rows * -(-cols // BITMAP_TILE), bits=bits),
+            *cls._group_sections(rows, cols, gs, bits),
+        ]
 
     def raw(self) -> dict[str, Any]:
-        return {"tiles": (self.bitmaps.reshape(-1), self.payload), "scales": fp16_bytes(self.scales),
-                "qzeros": self.qzeros}
+        return {
+            "tiles": (self.bitmaps.reshape(-1), self.payload),
+            "scales": fp16_bytes(self.scales),
+            "qzeros": self.qzeros,
+        }
 
     @classmethod
-    def from_raw(cls, meta: Mapping[str, Any], raw: Mapping[str, Any]) -> "BitmapSparseWeight":
+    def from_raw(cls, meta: Mapping[str, Any], raw: Mapping[str, Any]) -> BitmapSparseWeight:
         bits, gs, rows, cols = cls._raw_params(meta)
         n_tiles = -(-cols // BITMAP_TILE)
         bitmaps, payload = raw["tiles"]
         mask, _ = unpack_tiles(bitmaps, payload, bits, cls.FORMAT)  # validates popcount vs payload length
         tail = cols - (n_tiles - 1) * BITMAP_TILE
         if np.any(mask.reshape(rows, n_tiles, BITMAP_TILE)[:, -1, tail:]):
-            raise FormatError(f"{cls.FORMAT}: a last-tile bitmap marks columns past in_features={cols}; the bitmaps "
-                              "are corrupt")
-        return cls(bits, gs, rows, cols, np.asarray(bitmaps).reshape(rows, n_tiles), np.asarray(payload),
-                   *cls._group_arrays(raw, rows, cols, gs, bits))
+            raise FormatError(
+                f"{cls.FORMAT}: a last-tile bitmap marks columns past in_features={cols}; the bitmaps are corrupt"
+            )
+        return cls(
+            bits,
+            gs,
+            rows,
+            cols,
+            np.asarray(bitmaps).reshape(rows, n_tiles),
+            np.asarray(payload),
+            *cls._group_arrays(raw, rows, cols, gs, bits),
+        )

@@ -106,16 +106,18 @@ def _expand16(safe: bool):
             m = builder.bitcast(builder.trunc(maskv, ir.IntType(16)), m1)
             sp = builder.gep(sa.data, [soffv])
             if safe or not _AVX512:
-                fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16, [i16.as_pointer(), m1, v16]),
-                                                    "llvm.masked.expandload.v16i16")
+                fn = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(v16, [i16.as_pointer(), m1, v16]), "llvm.masked.expandload.v16i16"
+                )
                 v = builder.call(fn, [builder.bitcast(sp, i16.as_pointer()), m, ir.Constant(v16, None)])
                 out = builder.fpext(builder.bitcast(v, h16), f16)
             else:
                 ld = builder.load(builder.bitcast(sp, v16.as_pointer()))
                 ld.align = 1
                 x = builder.fpext(builder.bitcast(ld, h16), f16)
-                fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f16, [f16, f16, m1]),
-                                                    "llvm.x86.avx512.mask.expand.v16f32")
+                fn = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(f16, [f16, f16, m1]), "llvm.x86.avx512.mask.expand.v16f32"
+                )
                 out = builder.call(fn, [x, ir.Constant(f16, None), m])
             dp = builder.bitcast(builder.gep(da.data, [doffv]), f16.as_pointer())
             builder.store(out, dp).align = 4
@@ -149,20 +151,23 @@ def _expand16_axpy(safe: bool):
             m = builder.bitcast(builder.trunc(maskv, ir.IntType(16)), m1)
             sp = builder.gep(sa.data, [soffv])
             if safe or not _AVX512:
-                fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16, [i16.as_pointer(), m1, v16]),
-                                                    "llvm.masked.expandload.v16i16")
+                fn = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(v16, [i16.as_pointer(), m1, v16]), "llvm.masked.expandload.v16i16"
+                )
                 v = builder.call(fn, [builder.bitcast(sp, i16.as_pointer()), m, ir.Constant(v16, None)])
                 x = builder.fpext(builder.bitcast(v, h16), f16)
             else:
                 ld = builder.load(builder.bitcast(sp, v16.as_pointer()))
                 ld.align = 1
                 x = builder.fpext(builder.bitcast(ld, h16), f16)
-                fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f16, [f16, f16, m1]),
-                                                    "llvm.x86.avx512.mask.expand.v16f32")
+                fn = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(f16, [f16, f16, m1]), "llvm.x86.avx512.mask.expand.v16f32"
+                )
                 x = builder.call(fn, [x, ir.Constant(f16, None), m])
             sc = builder.insert_element(ir.Constant(f16, None), av, ir.Constant(ir.IntType(32), 0))
-            sc = builder.shuffle_vector(sc, ir.Constant(f16, None), ir.Constant(ir.VectorType(ir.IntType(32), 16),
-                                                                                [0] * 16))
+            sc = builder.shuffle_vector(
+                sc, ir.Constant(f16, None), ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16)
+            )
             dp = builder.bitcast(builder.gep(da.data, [aoffv]), f16.as_pointer())
             cur = builder.load(dp)
             cur.align = 4
@@ -212,8 +217,9 @@ def _unpack16(bits, accumulate=False):
             n = v.type.count
             vty = ir.VectorType(ir.FloatType(), n)
             sc = builder.insert_element(ir.Constant(vty, None), scalev, ir.Constant(ir.IntType(32), 0))
-            sc = builder.shuffle_vector(sc, ir.Constant(vty, None), ir.Constant(ir.VectorType(ir.IntType(32), n),
-                                                                                [0] * n))
+            sc = builder.shuffle_vector(
+                sc, ir.Constant(vty, None), ir.Constant(ir.VectorType(ir.IntType(32), n), [0] * n)
+            )
             vf = builder.fmul(builder.sitofp(v, vty), sc)
             dp = builder.bitcast(builder.gep(da.data, [doffv]), ir.VectorType(ir.FloatType(), n).as_pointer())
             if accumulate:  # dst += scale * codes (scale = the caller's coefficient times the group's fp16 scale)
@@ -229,8 +235,7 @@ def _unpack16(bits, accumulate=False):
 
 
 _unpack16_s2, _unpack16_s4, _unpack16_s8 = _unpack16(2), _unpack16(4), _unpack16(8)
-_unpack16_axpy_s2, _unpack16_axpy_s4, _unpack16_axpy_s8 = (_unpack16(2, True), _unpack16(4, True),
-                                                           _unpack16(8, True))
+_unpack16_axpy_s2, _unpack16_axpy_s4, _unpack16_axpy_s8 = (_unpack16(2, True), _unpack16(4, True), _unpack16(8, True))
 
 
 def _codes_expand(bits, axpy):
@@ -277,15 +282,18 @@ def _codes_expand(bits, axpy):
             x = builder.fmul(builder.sitofp(sel, f16), _splat(builder, scalev, f16))
             m = builder.bitcast(builder.trunc(maskv, ir.IntType(16)), m1)
             if _AVX512:
-                fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f16, [f16, f16, m1]),
-                                                    "llvm.x86.avx512.mask.expand.v16f32")
+                fn = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(f16, [f16, f16, m1]), "llvm.x86.avx512.mask.expand.v16f32"
+                )
                 x = builder.call(fn, [x, ir.Constant(f16, None), m])
             else:  # portable: the masked expand-load from a stack copy
                 tmp = cgutils.alloca_once(builder, f16)
                 builder.store(x, tmp)
-                fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f16, [ir.FloatType().as_pointer(),
-                                                                                          m1, f16]),
-                                                    "llvm.masked.expandload.v16f32")
+                fn = cgutils.get_or_insert_function(
+                    builder.module,
+                    ir.FunctionType(f16, [ir.FloatType().as_pointer(), m1, f16]),
+                    "llvm.masked.expandload.v16f32",
+                )
                 x = builder.call(fn, [builder.bitcast(tmp, ir.FloatType().as_pointer()), m, ir.Constant(f16, None)])
             dp = builder.bitcast(builder.gep(da.data, [doffv]), f16.as_pointer())
             if axpy:
@@ -302,8 +310,9 @@ def _codes_expand(bits, axpy):
 
 def _splat(builder, s, vty):
     v = builder.insert_element(ir.Constant(vty, None), s, ir.Constant(ir.IntType(32), 0))
-    return builder.shuffle_vector(v, ir.Constant(vty, None), ir.Constant(ir.VectorType(ir.IntType(32), vty.count),
-                                                                         [0] * vty.count))
+    return builder.shuffle_vector(
+        v, ir.Constant(vty, None), ir.Constant(ir.VectorType(ir.IntType(32), vty.count), [0] * vty.count)
+    )
 
 
 _cexp_s2, _cexp_s4, _cexp_s8 = _codes_expand(2, False), _codes_expand(4, False), _codes_expand(8, False)
@@ -597,8 +606,9 @@ def _apply(kind, vq, vbm, bits, gs, vs16, ngv, p, out, vec):
                         off = _bitmap_row16(bf[(hc * TILE + t) * nt + j], vf, off, tile, r0 + j * TILE)
                 else:
                     for j in range(nt):
-                        off = _bitmap_row(bf[(hc * TILE + t) * nt + j], vf, off, bits, tile, r0 + j * TILE, sf, s0,
-                                          ngv, gs, j * TILE)
+                        off = _bitmap_row(
+                            bf[(hc * TILE + t) * nt + j], vf, off, bits, tile, r0 + j * TILE, sf, s0, ngv, gs, j * TILE
+                        )
                 if small:
                     for m in range(m_dim):
                         pt = pf[(h * m_dim + m) * tc + c * TILE + t]
@@ -659,8 +669,18 @@ def _scores1_codes(kq, bits, gs, ks16, q, need, out):
                 continue
             acc2[:] = 0.0
             for d in range(d_dim):
-                _codes_axpy(qf[h * d_dim + d], kf, (hc * d_dim + d) * nb, nb, bits, acc2, (d & 1) * TILE, sf,
-                            (hc * d_dim + d) * ngk, gs)
+                _codes_axpy(
+                    qf[h * d_dim + d],
+                    kf,
+                    (hc * d_dim + d) * nb,
+                    nb,
+                    bits,
+                    acc2,
+                    (d & 1) * TILE,
+                    sf,
+                    (hc * d_dim + d) * ngk,
+                    gs,
+                )
             for t in range(TILE):
                 of[h * tc + c * TILE + t] = acc2[t] + acc2[TILE + t]
 
@@ -715,8 +735,7 @@ def _scores1_bitmap_int(kbm, kpay, bits, ks16, q, need, out):
                 r = hc * d_dim + d
                 a = qf[h * d_dim + d]
                 if off + 64 <= n:
-                    off = _bitmap_axpy_int(bf[r], kpay, off, bits, a, _half_to_float(sf[r * ngk]), acc2,
-                                           (d & 1) * TILE)
+                    off = _bitmap_axpy_int(bf[r], kpay, off, bits, a, _half_to_float(sf[r * ngk]), acc2, (d & 1) * TILE)
                 else:  # the last tiles of the payload: no 16-byte read past its end
                     off = _bitmap_row(bf[r], kpay, off, bits, tile, 0, sf, r * ngk, ngk, TILE, 0)
                     _axpy(a, tile, 0, acc2, (d & 1) * TILE, TILE)
@@ -751,8 +770,9 @@ def _apply1_bitmap_int(vbm, vpay, bits, gs, vs16, p, out):
                     bm = bf[(hc * TILE + t) * nt + j]
                     a0 = (t & 1) * dp + j * TILE
                     if off + 64 <= n:
-                        off = _bitmap_axpy_int(bm, vpay, off, bits, pt, _half_to_float(sf[s0 + (j * TILE) // gs]),
-                                               acc2, a0)
+                        off = _bitmap_axpy_int(
+                            bm, vpay, off, bits, pt, _half_to_float(sf[s0 + (j * TILE) // gs]), acc2, a0
+                        )
                     else:  # the last tiles of the payload: no 16-byte read past its end
                         off = _bitmap_row(bm, vpay, off, bits, tile, 0, sf, s0, ngv, gs, j * TILE)
                         _axpy(pt, tile, 0, acc2, a0, TILE)
@@ -778,8 +798,9 @@ def _apply1_codes(vq, bits, gs, vs16, p, out):
             for t in range(TILE):
                 pt = pf[h * tc + c * TILE + t]
                 if pt != 0.0:
-                    _codes_axpy(pt, vf, (hc * TILE + t) * nb, nb, bits, acc2, (t & 1) * d_dim, sf,
-                                (hc * TILE + t) * ngv, gs)
+                    _codes_axpy(
+                        pt, vf, (hc * TILE + t) * nb, nb, bits, acc2, (t & 1) * d_dim, sf, (hc * TILE + t) * ngv, gs
+                    )
         for i in range(d_dim):
             of[h * d_dim + i] = acc2[i] + acc2[d_dim + i]
 
@@ -814,8 +835,19 @@ def bitmap_scores(kbm, kpay, bits, gs, ks16, q, need, out):
     elif q.shape[1] == 1 and gs % TILE == 0:
         _scores1_bitmap_int(kbm, kpay, bits, ks16, q, need, out)
     else:
-        _scores(1, kpay, kbm.reshape(kbm.shape[0], kbm.shape[1], kbm.shape[2], 1), bits, gs, ks16, ks16.shape[3], q,
-                need, out, False)
+        _scores(
+            1,
+            kpay,
+            kbm.reshape(kbm.shape[0], kbm.shape[1], kbm.shape[2], 1),
+            bits,
+            gs,
+            ks16,
+            ks16.shape[3],
+            q,
+            need,
+            out,
+            False,
+        )
 
 
 def bitmap_apply_v(vbm, vpay, bits, gs, vs16, p, out):

@@ -33,8 +33,14 @@ from base.errors import SpecError
 from quant.formats.kv import BitmapKV, DenseKV, KVCache, QuantKV, compress_kv
 from quant.scheme import CHUNK_TOKENS, CompressionScheme
 
-__all__ = ["decode_attention", "window_attention", "reference_decode_attention", "attended_mask", "plan_for",
-           "plan_bytes"]
+__all__ = [
+    "decode_attention",
+    "window_attention",
+    "reference_decode_attention",
+    "attended_mask",
+    "plan_for",
+    "plan_bytes",
+]
 
 
 def attended_mask(n_tokens: int, sink: int = 0, window: int | None = None) -> np.ndarray:
@@ -56,13 +62,19 @@ def _gqa(q: np.ndarray, num_kv_heads: int, head_dim: int) -> int:
     if q.ndim != 2 or q.shape[1] != head_dim:
         raise SpecError(f"q must be [num_heads, head_dim={head_dim}], got shape {q.shape}")
     if q.shape[0] % num_kv_heads:
-        raise SpecError(f"GQA needs num_heads ({q.shape[0]}) to be a multiple of the cache's kv heads "
-                        f"({num_kv_heads})")
+        raise SpecError(f"GQA needs num_heads ({q.shape[0]}) to be a multiple of the cache's kv heads ({num_kv_heads})")
     return q.shape[0] // num_kv_heads
 
 
-def reference_decode_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, sink: int = 0,
-                               window: int | None = None, softmax_scale: float | None = None) -> np.ndarray:
+def reference_decode_attention(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    *,
+    sink: int = 0,
+    window: int | None = None,
+    softmax_scale: float | None = None,
+) -> np.ndarray:
     """Plain float64 decode attention. q [Hq, D], k/v [Hkv, T, D] -> [Hq, D]."""
     q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
     _check_lambda(sink, window)
@@ -184,8 +196,10 @@ def _check_payload(bitmaps: np.ndarray, payload: np.ndarray, bits: int, what: st
     """The kernels walk the payload by popcount: refuse a payload that does not match the bitmaps."""
     need = int(((np.bitwise_count(bitmaps.reshape(-1)).astype(np.int64) * bits + 7) // 8).sum())
     if payload.size != need:
-        raise SpecError(f"{what}: bitmaps need {need} payload bytes, the cache holds {payload.size}; rebuild it with "
-                        "quant.formats.compress_kv")
+        raise SpecError(
+            f"{what}: bitmaps need {need} payload bytes, the cache holds {payload.size}; rebuild it with "
+            "quant.formats.compress_kv"
+        )
 
 
 def _make_plan(cache: KVCache) -> _Plan:
@@ -196,18 +210,36 @@ def _make_plan(cache: KVCache) -> _Plan:
         per = 8 // cache.bits
         if cache.head_dim % per:
             raise SpecError(f"KV{cache.bits} kernel needs head_dim divisible by {per}, got {cache.head_dim}")
-        return _QuantPlan(*recent, cache.n_compressed, cache.bits, cache.group_size,
-                          np.ascontiguousarray(cache.kq), _u16(cache.ks), np.ascontiguousarray(cache.vq),
-                          _u16(cache.vs))
+        return _QuantPlan(
+            *recent,
+            cache.n_compressed,
+            cache.bits,
+            cache.group_size,
+            np.ascontiguousarray(cache.kq),
+            _u16(cache.ks),
+            np.ascontiguousarray(cache.vq),
+            _u16(cache.vs),
+        )
     if isinstance(cache, BitmapKV):
         kbm, vbm = (np.ascontiguousarray(b, np.uint64) for b in (cache.k_bitmaps, cache.v_bitmaps))
         kpay, vpay = (np.ascontiguousarray(p, np.uint8).reshape(-1) for p in (cache.k_payload, cache.v_payload))
         _check_payload(kbm, kpay, cache.bits, f"{cache.FORMAT} K tiles")
         _check_payload(vbm, vpay, cache.bits, f"{cache.FORMAT} V tiles")
-        return _BitmapPlan(*recent, cache.n_compressed, cache.bits, cache.group_size, kbm, kpay, _u16(cache.ks),
-                           vbm, vpay, _u16(cache.vs))
-    raise SpecError(f"decode_attention has no kernel for {type(cache).__name__}; use a cache from "
-                    "quant.formats.compress_kv")
+        return _BitmapPlan(
+            *recent,
+            cache.n_compressed,
+            cache.bits,
+            cache.group_size,
+            kbm,
+            kpay,
+            _u16(cache.ks),
+            vbm,
+            vpay,
+            _u16(cache.vs),
+        )
+    raise SpecError(
+        f"decode_attention has no kernel for {type(cache).__name__}; use a cache from quant.formats.compress_kv"
+    )
 
 
 def plan_for(cache: KVCache) -> _Plan:
@@ -243,9 +275,15 @@ def _chunks_needed(cols: np.ndarray, n_compressed: int) -> np.ndarray:
     return np.ascontiguousarray(c.any(axis=(0, 2)))
 
 
-def decode_attention(q: np.ndarray | torch.Tensor, cache: KVCache, scheme: CompressionScheme | None = None, *,
-                     sink: int | None = None, window: int | None = None,
-                     softmax_scale: float | None = None) -> np.ndarray | torch.Tensor:
+def decode_attention(
+    q: np.ndarray | torch.Tensor,
+    cache: KVCache,
+    scheme: CompressionScheme | None = None,
+    *,
+    sink: int | None = None,
+    window: int | None = None,
+    softmax_scale: float | None = None,
+) -> np.ndarray | torch.Tensor:
     """One decode step of attention for one layer.
 
     q: [num_heads, head_dim] (numpy or torch); cache: a KV cache of this layer from quant.formats (compress_kv).
@@ -284,8 +322,15 @@ def decode_attention(q: np.ndarray | torch.Tensor, cache: KVCache, scheme: Compr
     return torch.from_numpy(out) if is_torch else out
 
 
-def window_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, scheme: CompressionScheme, *,
-                     softmax_scale: float | None = None, block_tokens: int = 128) -> np.ndarray:
+def window_attention(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    scheme: CompressionScheme,
+    *,
+    softmax_scale: float | None = None,
+    block_tokens: int = 128,
+) -> np.ndarray:
     """Decode attention of every token of a sequence over the cache a token-by-token decoder holds, in one pass.
 
     q: [Hq, T, D]; k, v: [Hkv, T, D] (float, K after RoPE). Query i attends keys 0..i (Λ mask from `scheme`); of
@@ -296,8 +341,9 @@ def window_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, scheme: Compre
     """
     q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
     if q.ndim != 3 or k.ndim != 3 or k.shape != v.shape or q.shape[1:] != k.shape[1:]:
-        raise SpecError(f"window_attention needs q [Hq, T, D] and k, v [Hkv, T, D], got {q.shape}, {k.shape}, "
-                        f"{v.shape}")
+        raise SpecError(
+            f"window_attention needs q [Hq, T, D] and k, v [Hkv, T, D], got {q.shape}, {k.shape}, {v.shape}"
+        )
     hkv, t, d = k.shape
     g = _gqa(q[:, 0], hkv, d)
     sink, window = scheme.attn_sink, scheme.attn_window

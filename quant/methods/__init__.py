@@ -8,5 +8,15 @@ from quant.methods.prune import WandaConfig
 from quant.methods.qat import QATConfig
 from quant.methods.rtn import RTNConfig
 
-__all__ = ["A8Config", "GPTQConfig", "KV4Config", "KVBitmapConfig", "KVCodec", "LambdaConfig", "LambdaMask",
-           "QATConfig", "RTNConfig", "WandaConfig"]
+__all__ = [
+    "A8Config",
+    "GPTQConfig",
+    "KV4Config",
+    "KVBitmapConfig",
+    "KVCodec",
+    "LambdaConfig",
+    "LambdaMask",
+    "QATConfig",
+    "RTNConfig",
+    "WandaConfig",
+]

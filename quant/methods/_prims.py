@@ -23,8 +23,9 @@ __all__ = [
 ]
 
 
-def weight_qparams(w: torch.Tensor, bits: int, *, clip_search: bool = True, grid: int = 20,
-                   min_shrink: float = 0.5, norm: float = 2.4) -> tuple[torch.Tensor, torch.Tensor]:
+def weight_qparams(
+    w: torch.Tensor, bits: int, *, clip_search: bool = True, grid: int = 20, min_shrink: float = 0.5, norm: float = 2.4
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Asymmetric scale and zero point of each row of w [rows, n] (one group per row).
 
     With clip_search the range [min, max] is shrunk by factors 1, ..., min_shrink and the factor with the smallest
@@ -62,8 +63,9 @@ def dequantize_codes(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -
     return (q - zero[:, None]) * scale[:, None]
 
 
-def fake_quant_weight(w: torch.Tensor, bits: int, group_size: int, *, clip_search: bool = True,
-                      keep: torch.Tensor | None = None):
+def fake_quant_weight(
+    w: torch.Tensor, bits: int, group_size: int, *, clip_search: bool = True, keep: torch.Tensor | None = None
+):
     """Round-to-nearest group-wise quantization of W [out, in].
 
     Returns (dequantized W, codes uint8 [out, in], scale fp16 [out, G], zero uint8 [out, G]). `keep` (bool
@@ -121,10 +123,19 @@ class QuantLinear(nn.Module):
     bits == 16 means the weight is kept as fp16 values, keep None means dense).
     """
 
-    def __init__(self, weight: torch.Tensor, *, bits: int = 16, group_size: int = 0,
-                 codes: torch.Tensor | None = None, scales: torch.Tensor | None = None,
-                 zeros: torch.Tensor | None = None, keep: torch.Tensor | None = None,
-                 pruning: str = "none", act_bits: int = 16) -> None:
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        *,
+        bits: int = 16,
+        group_size: int = 0,
+        codes: torch.Tensor | None = None,
+        scales: torch.Tensor | None = None,
+        zeros: torch.Tensor | None = None,
+        keep: torch.Tensor | None = None,
+        pruning: str = "none",
+        act_bits: int = 16,
+    ) -> None:
         super().__init__()
         self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
         self.bits, self.group_size, self.pruning, self.act_bits = bits, group_size, pruning, act_bits
@@ -139,7 +150,7 @@ class QuantLinear(nn.Module):
         return self.weight.shape[0]
 
     @classmethod
-    def wrap(cls, lin: nn.Module) -> "QuantLinear":
+    def wrap(cls, lin: nn.Module) -> QuantLinear:
         """A QuantLinear around an existing layer (returned unchanged if it already is one)."""
         if isinstance(lin, QuantLinear):
             return lin
@@ -151,5 +162,7 @@ class QuantLinear(nn.Module):
         return torch.nn.functional.linear(x, self.weight)
 
     def extra_repr(self) -> str:
-        return (f"in={self.in_features}, out={self.out_features}, bits={self.bits}, g={self.group_size}, "
-                f"pruning={self.pruning}, act_bits={self.act_bits}")
+        return (
+            f"in={self.in_features}, out={self.out_features}, bits={self.bits}, g={self.group_size}, "
+            f"pruning={self.pruning}, act_bits={self.act_bits}"
+        )

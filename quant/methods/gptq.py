@@ -101,7 +101,9 @@ def gptq_matrix(w: torch.Tensor, h: torch.Tensor, cfg: GPTQConfig):
     try:
         hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
     except RuntimeError as exc:  # not positive definite even after damping
-        raise SpecError(f"GPTQ: Hessian not positive definite ({exc}); raise damp or use more calibration data") from exc
+        raise SpecError(
+            f"GPTQ: Hessian not positive definite ({exc}); raise damp or use more calibration data"
+        ) from exc
     q_all = torch.zeros_like(w)
     codes = torch.zeros(rows, cols, device=dev)
     keep = torch.ones(rows, cols, dtype=torch.bool, device=dev)
@@ -170,11 +172,31 @@ def _gptq(model, cfg: GPTQConfig, calibration=None) -> dict:
                 for n in names:
                     old = QuantLinear.wrap(blk.linears()[n])
                     deq, codes, scales, zeros, keep = gptq_matrix(old.weight.data, stats[n].hessian, cfg)
-                    blk.set_linear(n, QuantLinear(deq, bits=cfg.bits, group_size=cfg.group_size if cfg.bits < 16
-                                                  else 0, codes=codes, scales=scales, zeros=zeros, keep=keep,
-                                                  pruning=cfg.pruning, act_bits=old.act_bits))
+                    blk.set_linear(
+                        n,
+                        QuantLinear(
+                            deq,
+                            bits=cfg.bits,
+                            group_size=cfg.group_size if cfg.bits < 16 else 0,
+                            codes=codes,
+                            scales=scales,
+                            zeros=zeros,
+                            keep=keep,
+                            pruning=cfg.pruning,
+                            act_bits=old.act_bits,
+                        ),
+                    )
             x = run_block(blk, x, cos, sin, cfg.batch)
-    return {"method": "gptq" if cfg.bits < 16 else "sparsegpt", "bits": cfg.bits, "group_size": cfg.group_size,
-            "pruning": cfg.pruning, "sparsity": cfg.sparsity, "damp": cfg.damp, "act_order": cfg.act_order,
-            "clip_search": cfg.clip_search, "true_sequential": cfg.true_sequential,
-            "calibration": dict(calibration.provenance), "seconds": round(time.time() - t0, 1)}
+    return {
+        "method": "gptq" if cfg.bits < 16 else "sparsegpt",
+        "bits": cfg.bits,
+        "group_size": cfg.group_size,
+        "pruning": cfg.pruning,
+        "sparsity": cfg.sparsity,
+        "damp": cfg.damp,
+        "act_order": cfg.act_order,
+        "clip_search": cfg.clip_search,
+        "true_sequential": cfg.true_sequential,
+        "calibration": dict(calibration.provenance),
+        "seconds": round(time.time() - t0, 1),
+    }

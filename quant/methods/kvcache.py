@@ -34,8 +34,16 @@ from quant.methods._prims import quant_sym_int
 from quant.quantize import register
 from quant.scheme import CHUNK_TOKENS, kept_per_token
 
-__all__ = ["KV4Config", "KVBitmapConfig", "KVCodec", "prune_per_token", "prune_per_channel", "kv_statistics",
-           "output_weights", "allocate_layers"]
+__all__ = [
+    "KV4Config",
+    "KVBitmapConfig",
+    "KVCodec",
+    "prune_per_token",
+    "prune_per_channel",
+    "kv_statistics",
+    "output_weights",
+    "allocate_layers",
+]
 
 
 @dataclass(frozen=True)
@@ -70,8 +78,7 @@ class KVBitmapConfig:
             raise SpecError(f"KV bitmap sparsity must be in (0, 1), got {self.sparsity}")
         if self.sink < 0 or self.calib_windows < 1:
             raise SpecError("KV bitmap sink must be >= 0 and calib_windows >= 1")
-        for key, allowed in (("selection", SELECTIONS), ("k_granularity", GRANULARITIES),
-                             ("allocation", ALLOCATIONS)):
+        for key, allowed in (("selection", SELECTIONS), ("k_granularity", GRANULARITIES), ("allocation", ALLOCATIONS)):
             if getattr(self, key) not in allowed:
                 raise SpecError(f"KV bitmap {key} {getattr(self, key)!r} unknown; use one of {', '.join(allowed)}")
 
@@ -96,8 +103,9 @@ def prune_per_token(x: torch.Tensor, sparsity: float, weight: torch.Tensor | Non
     return torch.where(mask, x, torch.zeros_like(x))
 
 
-def prune_per_channel(x: torch.Tensor, sparsity: float, weight: torch.Tensor | None = None,
-                      tile: int = CHUNK_TOKENS) -> torch.Tensor:
+def prune_per_channel(
+    x: torch.Tensor, sparsity: float, weight: torch.Tensor | None = None, tile: int = CHUNK_TOKENS
+) -> torch.Tensor:
     """x [..., T, D]: in every tile of `tile` consecutive tokens (token 0 aligned) keep, per channel, the
     kept_per_token(tile, sparsity) largest |x| (* weight) elements; a last partial tile keeps the same fraction."""
     t, d = x.shape[-2:]
@@ -175,8 +183,7 @@ class KVCodec:
             kw = torch.tensor(self.k_weight[layer], dtype=k.dtype, device=k.device).view(-1, 1, k.shape[-1])
         if self.v_weight is not None:
             vw = torch.tensor(self.v_weight[layer], dtype=v.dtype, device=v.device).view(-1, 1, v.shape[-1])
-        kp = prune_per_channel(k, sp, kw, self.chunk) if self.k_granularity == "channel" else \
-            prune_per_token(k, sp, kw)
+        kp = prune_per_channel(k, sp, kw, self.chunk) if self.k_granularity == "channel" else prune_per_token(k, sp, kw)
         vp = prune_per_token(v, sp, vw)
         if self.sink:
             kp = torch.cat([k[..., : self.sink, :], kp[..., self.sink :, :]], dim=-2)
@@ -208,16 +215,19 @@ def _current_codec(model) -> KVCodec:
 
 def _check_recent(old: KVCodec, new_recent: int) -> None:
     if (old.bits < 16 or old.sparsity > 0) and old.dense_recent != new_recent:
-        raise SpecError(f"KV methods disagree on the dense recent window ({old.dense_recent} vs {new_recent}); "
-                        "use one value for KV quantization and KV sparsity")
+        raise SpecError(
+            f"KV methods disagree on the dense recent window ({old.dense_recent} vs {new_recent}); "
+            "use one value for KV quantization and KV sparsity"
+        )
 
 
 @register(KV4Config)
 def _kv4(model, cfg: KV4Config, calibration=None) -> dict:
     old = _current_codec(model)
     _check_recent(old, cfg.dense_recent)
-    model.set_kv_codec(dataclasses.replace(old, bits=cfg.bits, group_size=cfg.group_size,
-                                           dense_recent=cfg.dense_recent))
+    model.set_kv_codec(
+        dataclasses.replace(old, bits=cfg.bits, group_size=cfg.group_size, dense_recent=cfg.dense_recent)
+    )
     return {"method": "kv4", **dataclasses.asdict(cfg)}
 
 
@@ -230,10 +240,12 @@ def output_weights(model, ids: torch.Tensor) -> tuple[tuple[tuple[float, ...], .
     acc: dict[int, torch.Tensor] = {}
     hooks = []
     for li, blk in enumerate(model.blocks):
+
         def hook(mod, inp, out, li=li):
             q = out.detach().float().reshape(-1, hkv, rep, d)  # [tokens, Hkv, rep, D]
             pair = q.pow(2) + torch.roll(q, d // 2, dims=-1).pow(2)  # rotation-invariant energy of (d, d +- D/2)
             acc[li] = acc.get(li, 0) + pair.sum(dim=(0, 2))
+
         hooks.append(blk.attn.q_proj.register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -255,12 +267,14 @@ def output_weights(model, ids: torch.Tensor) -> tuple[tuple[tuple[float, ...], .
 def _mean_kl(model, ref_logp: torch.Tensor, ids: torch.Tensor) -> float:
     with torch.no_grad():
         lp = torch.log_softmax(model(ids).float(), -1)
-    return float(torch.nn.functional.kl_div(lp.flatten(0, 1), ref_logp.flatten(0, 1), log_target=True,
-                                            reduction="batchmean"))
+    return float(
+        torch.nn.functional.kl_div(lp.flatten(0, 1), ref_logp.flatten(0, 1), log_target=True, reduction="batchmean")
+    )
 
 
-def allocate_layers(model, codec: KVCodec, ids: torch.Tensor, step: int = 4, span: int = 3) -> tuple[tuple[float, ...],
-                                                                                                      dict]:
+def allocate_layers(
+    model, codec: KVCodec, ids: torch.Tensor, step: int = 4, span: int = 3
+) -> tuple[tuple[float, ...], dict]:
     """Per-layer sparsities with the same total kept count as `codec.sparsity` (module docstring).
 
     Each layer's KL(uncompressed || only this layer pruned) is measured on `ids` for kept counts k0 + step * j,
@@ -297,16 +311,20 @@ def allocate_layers(model, codec: KVCodec, ids: torch.Tensor, step: int = 4, spa
                     nxt[o2] = (c2, path + [k])
         off = nxt
     kept = off[0][1]
-    return tuple((d - k) / d for k in kept), {"levels": levels, "kept_per_layer": kept,
-                                               "layer_kl": [[round(float(x), 6) for x in r] for r in cost]}
+    return tuple((d - k) / d for k in kept), {
+        "levels": levels,
+        "kept_per_layer": kept,
+        "layer_kl": [[round(float(x), 6) for x in r] for r in cost],
+    }
 
 
 @register(KVBitmapConfig)
 def _kvbitmap(model, cfg: KVBitmapConfig, calibration=None) -> dict:
     old = _current_codec(model)
     _check_recent(old, cfg.dense_recent)
-    codec = dataclasses.replace(old, sparsity=cfg.sparsity, dense_recent=cfg.dense_recent, sink=cfg.sink,
-                                k_granularity=cfg.k_granularity)
+    codec = dataclasses.replace(
+        old, sparsity=cfg.sparsity, dense_recent=cfg.dense_recent, sink=cfg.sink, k_granularity=cfg.k_granularity
+    )
     rep: dict = {"method": "kv_bitmap", **dataclasses.asdict(cfg)}
     if cfg.needs_calibration:
         from quant.methods._calib import require_calibration

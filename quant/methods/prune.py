@@ -62,8 +62,16 @@ def _wanda(model, cfg: WandaConfig, calibration=None) -> dict:
                 keep = wanda_mask(old.weight.data, stats[n].col_norm.to(old.weight.device), cfg.pattern, cfg.sparsity)
                 if old.keep is not None:
                     keep &= old.keep.to(keep.device)
-                blk.set_linear(n, QuantLinear(old.weight.data * keep, bits=16, keep=keep.cpu(), pruning=cfg.pattern,
-                                              act_bits=old.act_bits))
+                blk.set_linear(
+                    n,
+                    QuantLinear(
+                        old.weight.data * keep, bits=16, keep=keep.cpu(), pruning=cfg.pattern, act_bits=old.act_bits
+                    ),
+                )
             x = run_block(blk, x, cos, sin, cfg.batch)
-    return {"method": "wanda", "pattern": cfg.pattern, "sparsity": cfg.sparsity,
-            "calibration": dict(calibration.provenance)}
+    return {
+        "method": "wanda",
+        "pattern": cfg.pattern,
+        "sparsity": cfg.sparsity,
+        "calibration": dict(calibration.provenance),
+    }

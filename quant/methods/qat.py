@@ -56,8 +56,16 @@ from quant.methods._prims import QuantLinear, quant_act_int8
 from quant.methods.gptq import GPTQConfig
 from quant.quantize import quantize, register
 
-__all__ = ["QATConfig", "QATDiverged", "QATLinear", "init_student", "prepare_student", "block_reconstruct", "distill",
-           "freeze"]
+__all__ = [
+    "QATConfig",
+    "QATDiverged",
+    "QATLinear",
+    "init_student",
+    "prepare_student",
+    "block_reconstruct",
+    "distill",
+    "freeze",
+]
 
 
 class QATDiverged(SpecError):
@@ -108,8 +116,13 @@ class QATConfig:
             raise SpecError(f"QAT bits must be 2..8 (or 16 for a masked fine-tune of pruned weights), got {self.bits}")
         if self.init not in ("gptq", "rtn"):
             raise SpecError(f"QAT init {self.init!r} unknown; use gptq or rtn")
-        if self.steps < 0 or self.block_steps < 0 or self.batch < 1 or min(self.gptq_windows, self.block_windows) < 1 \
-                or self.val_windows < 0:
+        if (
+            self.steps < 0
+            or self.block_steps < 0
+            or self.batch < 1
+            or min(self.gptq_windows, self.block_windows) < 1
+            or self.val_windows < 0
+        ):
             raise SpecError("QAT needs steps >= 0, block_steps >= 0, batch >= 1, gptq_windows >= 1, block_windows >= 1")
         if min(self.lr, self.lr_scale, self.block_lr, self.block_lr_scale) <= 0 or self.temperature <= 0:
             raise SpecError("QAT learning rates and temperature must be positive")
@@ -186,9 +199,17 @@ class QATLinear(nn.Module):
             if self.keep is not None:
                 codes = torch.where(self.keep, codes, ze)
             deq = (codes - ze) * se
-            return QuantLinear(deq, bits=self.bits, group_size=self.g, codes=codes.to(torch.uint8).cpu(),
-                               scales=s16.half().cpu(), zeros=z.to(torch.uint8).cpu(), keep=keep,
-                               pruning=self.pruning, act_bits=self.act_bits)
+            return QuantLinear(
+                deq,
+                bits=self.bits,
+                group_size=self.g,
+                codes=codes.to(torch.uint8).cpu(),
+                scales=s16.half().cpu(),
+                zeros=z.to(torch.uint8).cpu(),
+                keep=keep,
+                pruning=self.pruning,
+                act_bits=self.act_bits,
+            )
 
 
 def init_student(model, cfg: QATConfig, calibration) -> dict:
@@ -199,8 +220,11 @@ def init_student(model, cfg: QATConfig, calibration) -> dict:
     n = min(cfg.gptq_windows, len(calibration.windows))
     cal = replace(calibration, windows=calibration.windows[:n])
     if cfg.init == "gptq":
-        return quantize(model, GPTQConfig(bits=cfg.bits, group_size=cfg.group_size, pruning=cfg.pruning,
-                                          sparsity=cfg.sparsity), calibration=cal)[0]
+        return quantize(
+            model,
+            GPTQConfig(bits=cfg.bits, group_size=cfg.group_size, pruning=cfg.pruning, sparsity=cfg.sparsity),
+            calibration=cal,
+        )[0]
     reps = []
     if cfg.pruning != "none":
         reps += quantize(model, WandaConfig(pattern=cfg.pruning, sparsity=cfg.sparsity), calibration=cal)
@@ -242,13 +266,17 @@ def _check(losses: list[float], phase: str, factor: float) -> None:
     if not losses:
         return
     if not math.isfinite(losses[-1]):
-        raise QATDiverged(f"QAT diverged: {phase} loss became {losses[-1]} at step {len(losses)}; lower the "
-                          "learning rates (--lr) or check the training text")
+        raise QATDiverged(
+            f"QAT diverged: {phase} loss became {losses[-1]} at step {len(losses)}; lower the "
+            "learning rates (--lr) or check the training text"
+        )
     k = max(1, len(losses) // 10)
     first, last = losses[0], sum(losses[-k:]) / k
     if len(losses) >= 10 and last > factor * first:
-        raise QATDiverged(f"QAT diverged: {phase} loss rose from {first:.4g} to {last:.4g} over {len(losses)} "
-                          "steps; lower the learning rates")
+        raise QATDiverged(
+            f"QAT diverged: {phase} loss rose from {first:.4g} to {last:.4g} over {len(losses)} "
+            "steps; lower the learning rates"
+        )
 
 
 def block_reconstruct(student, teacher, ids: torch.Tensor, cfg: QATConfig, gen: torch.Generator) -> list[dict]:
@@ -280,7 +308,8 @@ def block_reconstruct(student, teacher, ids: torch.Tensor, cfg: QATConfig, gen: 
                 groups.append({"params": qs, "lr": cfg.block_lr_scale})
             opt = torch.optim.Adam(groups)
             sched = torch.optim.lr_scheduler.LambdaLR(
-                opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / max(1, cfg.block_steps))))
+                opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / max(1, cfg.block_steps)))
+            )
             scale = float(yt.pow(2).mean()) or 1.0  # normalise the MSE by the target's power
             for _ in range(cfg.block_steps):
                 idx = torch.randint(0, xs.shape[0], (bs,), generator=gen).to(dev)
@@ -300,8 +329,13 @@ def block_reconstruct(student, teacher, ids: torch.Tensor, cfg: QATConfig, gen: 
             xs = torch.cat([sb(xs[i : i + bs], cos, sin).float() for i in range(0, xs.shape[0], bs)])
         xt = yt
         k = max(1, len(losses) // 10)
-        out.append({"block": li, "loss_first": round(sum(losses[:k]) / k, 5) if losses else None,
-                    "loss_last": round(sum(losses[-k:]) / k, 5) if losses else None})
+        out.append(
+            {
+                "block": li,
+                "loss_first": round(sum(losses[:k]) / k, 5) if losses else None,
+                "loss_last": round(sum(losses[-k:]) / k, 5) if losses else None,
+            }
+        )
     return out
 
 
@@ -309,12 +343,16 @@ def _kd(student, teacher, x: torch.Tensor, t: float) -> torch.Tensor:
     with torch.no_grad():
         t_logp = torch.log_softmax(teacher(x)[:, :-1].float() / t, dim=-1)
     s_logp = torch.log_softmax(student(x)[:, :-1].float() / t, dim=-1)
-    return torch.nn.functional.kl_div(s_logp.flatten(0, 1), t_logp.flatten(0, 1), log_target=True,
-                                      reduction="batchmean") * t * t
+    return (
+        torch.nn.functional.kl_div(s_logp.flatten(0, 1), t_logp.flatten(0, 1), log_target=True, reduction="batchmean")
+        * t
+        * t
+    )
 
 
-def distill(student, teacher, ids: torch.Tensor, cfg: QATConfig, gen: torch.Generator,
-            info: dict | None = None) -> list[float]:
+def distill(
+    student, teacher, ids: torch.Tensor, cfg: QATConfig, gen: torch.Generator, info: dict | None = None
+) -> list[float]:
     """Phase 3 (module docstring): end-to-end KL distillation. ids [N, T] on the model's device (the last
     cfg.val_windows held out to pick the best checkpoint). Returns the training losses; `info` (if given) receives
     the held-out KL before, at its best and the best step."""
@@ -344,8 +382,13 @@ def distill(student, teacher, ids: torch.Tensor, cfg: QATConfig, gen: torch.Gene
 
     def val_kl() -> float:
         with torch.no_grad(), _autocast(dev):
-            return sum(float(_kd(student, teacher, val[i : i + cfg.batch], t)) * min(cfg.batch, n_val - i)
-                       for i in range(0, n_val, cfg.batch)) / n_val
+            return (
+                sum(
+                    float(_kd(student, teacher, val[i : i + cfg.batch], t)) * min(cfg.batch, n_val - i)
+                    for i in range(0, n_val, cfg.batch)
+                )
+                / n_val
+            )
 
     every = max(1, cfg.steps // 10)
     best = val_kl() if n_val else None
@@ -376,8 +419,14 @@ def distill(student, teacher, ids: torch.Tensor, cfg: QATConfig, gen: torch.Gene
         p.requires_grad_(False)
     student.eval()
     if info is not None and n_val:
-        info.update({"val_windows": n_val, "val_kl_first": round(first_val, 5), "val_kl_best": round(best, 5),
-                     "best_step": best_step})
+        info.update(
+            {
+                "val_windows": n_val,
+                "val_kl_first": round(first_val, 5),
+                "val_kl_best": round(best, 5),
+                "best_step": best_step,
+            }
+        )
     return losses
 
 
@@ -393,8 +442,9 @@ def _qat(model, cfg: QATConfig, calibration=None) -> dict:
     for blk in model.blocks:
         for lin in blk.linears().values():
             if isinstance(lin, QuantLinear) and (lin.bits < 16 or lin.keep is not None):
-                raise SpecError("QAT starts from the uncompressed model (its teacher); apply it before any other "
-                                "weight method")
+                raise SpecError(
+                    "QAT starts from the uncompressed model (its teacher); apply it before any other weight method"
+                )
     dev = model.embed.weight.device
     ids = ids.to(dev)
     t0 = time.time()
@@ -412,19 +462,41 @@ def _qat(model, cfg: QATConfig, calibration=None) -> dict:
     del teacher
     k = max(1, len(losses) // 10)
     win = ids.shape[1]
-    return {"method": "qat", "init": cfg.init, "bits": cfg.bits, "group_size": cfg.group_size,
-            "pruning": cfg.pruning, "sparsity": cfg.sparsity, "block_steps": cfg.block_steps,
-            "block_lr": cfg.block_lr, "block_lr_scale": cfg.block_lr_scale, "steps": cfg.steps, "batch": cfg.batch,
-            "lr": cfg.lr, "lr_scale": cfg.lr_scale, "train_weights": cfg.train_weights,
-            "temperature": cfg.temperature, "seed": cfg.seed,
-            "block_windows": min(cfg.block_windows, int(ids.shape[0])),
-            "tokens_seen": {"block": cfg.block_steps * cfg.batch * win * len(model.blocks),
-                            "end_to_end": cfg.steps * cfg.batch * win},
-            "kd_loss_first": round(sum(losses[:k]) / k, 4) if losses else None,
-            "kd_loss_last": round(sum(losses[-k:]) / k, 4) if losses else None,
-            "block_losses": blocks, "end_to_end_validation": val_info, "init_report": init_rep,
-            "training_text": dict(calibration.provenance),
-            "training_windows": int(ids.shape[0]), "window_tokens": int(win), "device": _device_name(dev),
-            "torch": torch.__version__,
-            "seconds": {"init": round(t_init, 1), "block": round(t_block, 1),
-                        "end_to_end": round(time.time() - t0 - t_init - t_block, 1)}}
+    return {
+        "method": "qat",
+        "init": cfg.init,
+        "bits": cfg.bits,
+        "group_size": cfg.group_size,
+        "pruning": cfg.pruning,
+        "sparsity": cfg.sparsity,
+        "block_steps": cfg.block_steps,
+        "block_lr": cfg.block_lr,
+        "block_lr_scale": cfg.block_lr_scale,
+        "steps": cfg.steps,
+        "batch": cfg.batch,
+        "lr": cfg.lr,
+        "lr_scale": cfg.lr_scale,
+        "train_weights": cfg.train_weights,
+        "temperature": cfg.temperature,
+        "seed": cfg.seed,
+        "block_windows": min(cfg.block_windows, int(ids.shape[0])),
+        "tokens_seen": {
+            "block": cfg.block_steps * cfg.batch * win * len(model.blocks),
+            "end_to_end": cfg.steps * cfg.batch * win,
+        },
+        "kd_loss_first": round(sum(losses[:k]) / k, 4) if losses else None,
+        "kd_loss_last": round(sum(losses[-k:]) / k, 4) if losses else None,
+        "block_losses": blocks,
+        "end_to_end_validation": val_info,
+        "init_report": init_rep,
+        "training_text": dict(calibration.provenance),
+        "training_windows": int(ids.shape[0]),
+        "window_tokens": int(win),
+        "device": _device_name(dev),
+        "torch": torch.__version__,
+        "seconds": {
+            "init": round(t_init, 1),
+            "block": round(t_block, 1),
+            "end_to_end": round(time.time() - t0 - t_init - t_block, 1),
+        },
+    }

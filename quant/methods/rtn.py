@@ -33,9 +33,19 @@ def _rtn(model, cfg: RTNConfig, calibration=None) -> dict:
     for blk in model.blocks:
         for name, lin in blk.linears().items():
             ql = QuantLinear.wrap(lin)
-            deq, codes, scales, zeros = fake_quant_weight(ql.weight.data, cfg.bits, cfg.group_size,
-                                                          clip_search=cfg.clip_search, keep=ql.keep)
-            new = QuantLinear(deq, bits=cfg.bits, group_size=cfg.group_size, codes=codes, scales=scales,
-                              zeros=zeros, keep=ql.keep, pruning=ql.pruning, act_bits=ql.act_bits)
+            deq, codes, scales, zeros = fake_quant_weight(
+                ql.weight.data, cfg.bits, cfg.group_size, clip_search=cfg.clip_search, keep=ql.keep
+            )
+            new = QuantLinear(
+                deq,
+                bits=cfg.bits,
+                group_size=cfg.group_size,
+                codes=codes,
+                scales=scales,
+                zeros=zeros,
+                keep=ql.keep,
+                pruning=ql.pruning,
+                act_bits=ql.act_bits,
+            )
             blk.set_linear(name, new)
     return {"method": "rtn", "bits": cfg.bits, "group_size": cfg.group_size, "clip_search": cfg.clip_search}

@@ -9,8 +9,16 @@ import sys
 import pytest
 
 from base.errors import SpecError
-from base.outputs import (OWNER_FILE, atomic_dir, atomic_write_text, check_output_dir, check_output_file,
-                          claim_dir, clean_stale_temps, output_error)
+from base.outputs import (
+    OWNER_FILE,
+    atomic_dir,
+    atomic_write_text,
+    check_output_dir,
+    check_output_file,
+    claim_dir,
+    clean_stale_temps,
+    output_error,
+)
 
 root = os.geteuid() == 0
 

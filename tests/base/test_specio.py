@@ -8,8 +8,20 @@ from dataclasses import dataclass, field
 import pytest
 
 from base.errors import FormatError, SpecError
-from base.specio import (INT_LIMIT, MAX_DEPTH, MAX_VALUES, clip, from_mapping, parse_json, parse_yaml, read_json,
-                         read_text_file, read_yaml, rng, short)
+from base.specio import (
+    INT_LIMIT,
+    MAX_DEPTH,
+    MAX_VALUES,
+    clip,
+    from_mapping,
+    parse_json,
+    parse_yaml,
+    read_json,
+    read_text_file,
+    read_yaml,
+    rng,
+    short,
+)
 
 
 @dataclass(frozen=True)
@@ -19,21 +31,24 @@ class Spec:
     mode: str = "a"
 
 
-@pytest.mark.parametrize(("text", "match"), [
-    ("a: 2:4\n", r"unquoted 2:4 is read by YAML 1\.1 as the base-60 integer 124; quote it"),
-    ("a: 1:30.5\n", r"base-60 number 90\.5; quote it"),
-    ("a: 1\nb: 2\na: 3\n", r"duplicate key 'a' at line 3 \(first at line 1\)"),
-    ("a: !!python/object:os.system {}\n", r"unsupported tag '!!python/object:os.system' at line 1"),
-    ("a: !!python/name:os.system\n", r"unsupported tag"),
-    ("a: !custom 3\n", r"unsupported tag '!custom'"),
-    ("a: " + "9" * 400 + "\n", r"integer '9+\.\.\.9+' is out of range"),
-    ("a: 9223372036854775808\n", r"out of range"),
-    ("a: 1e400\n", r"overflows a 64-bit float"),
-    ("x: " + "[" * 5000 + "]" * 5000 + "\n", r"nested deeper than 32 levels"),
-    ("a: &a [*a]\n", r"nested deeper than 32 levels \(or an alias refers to itself\)"),
-    ("a: [1, 2\n", r"malformed YAML at line 2"),
-    ("a: 2001-13-45\n", r"a value cannot be read \(month must be in 1\.\.12\)"),
-])
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("a: 2:4\n", r"unquoted 2:4 is read by YAML 1\.1 as the base-60 integer 124; quote it"),
+        ("a: 1:30.5\n", r"base-60 number 90\.5; quote it"),
+        ("a: 1\nb: 2\na: 3\n", r"duplicate key 'a' at line 3 \(first at line 1\)"),
+        ("a: !!python/object:os.system {}\n", r"unsupported tag '!!python/object:os.system' at line 1"),
+        ("a: !!python/name:os.system\n", r"unsupported tag"),
+        ("a: !custom 3\n", r"unsupported tag '!custom'"),
+        ("a: " + "9" * 400 + "\n", r"integer '9+\.\.\.9+' is out of range"),
+        ("a: 9223372036854775808\n", r"out of range"),
+        ("a: 1e400\n", r"overflows a 64-bit float"),
+        ("x: " + "[" * 5000 + "]" * 5000 + "\n", r"nested deeper than 32 levels"),
+        ("a: &a [*a]\n", r"nested deeper than 32 levels \(or an alias refers to itself\)"),
+        ("a: [1, 2\n", r"malformed YAML at line 2"),
+        ("a: 2001-13-45\n", r"a value cannot be read \(month must be in 1\.\.12\)"),
+    ],
+)
 def test_yaml_guards(text, match):
     with pytest.raises(SpecError, match=match):
         parse_yaml(text, "f.yaml")
@@ -41,7 +56,13 @@ def test_yaml_guards(text, match):
 
 def test_yaml_plain_values_still_read():
     assert parse_yaml('a: "2:4"\nb: 1e9\nc: 0x10\nd: .inf\ne: -3\nf: [1, 2]\n', "f") == {
-        "a": "2:4", "b": 1e9, "c": 16, "d": float("inf"), "e": -3, "f": [1, 2]}
+        "a": "2:4",
+        "b": 1e9,
+        "c": 16,
+        "d": float("inf"),
+        "e": -3,
+        "f": [1, 2],
+    }
     assert parse_yaml(f"a: {INT_LIMIT}\n", "f") == {"a": INT_LIMIT}
     # merge keys may override what they merge: not a duplicate
     assert parse_yaml("base: &b {x: 1, y: 2}\nd:\n  <<: *b\n  x: 3\n", "f")["d"] == {"x": 3, "y": 2}
@@ -58,17 +79,20 @@ def test_alias_bomb_refused_quickly():
     assert time.perf_counter() - t0 < 30  # bounded (the full expansion is 9^9 values)
 
 
-@pytest.mark.parametrize(("text", "match"), [
-    ('{"a": 1, "a": 2}', r"duplicate key 'a'"),
-    ('{"a": ' + "9" * 5000 + "}", r"out of range"),
-    ('{"a": -9223372036854775809}', r"out of range"),
-    ('{"a": 1e400}', r"overflows"),
-    ('{"a": NaN}', r"NaN is not valid JSON"),
-    ('{"a": -Infinity}', r"-Infinity is not valid JSON"),
-    ("[" * 100000 + "]" * 100000, r"nested too deeply"),
-    ("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1), r"nested deeper than 32"),
-    ('{"a": 1', r"malformed JSON at line 1"),
-])
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ('{"a": 1, "a": 2}', r"duplicate key 'a'"),
+        ('{"a": ' + "9" * 5000 + "}", r"out of range"),
+        ('{"a": -9223372036854775809}', r"out of range"),
+        ('{"a": 1e400}', r"overflows"),
+        ('{"a": NaN}', r"NaN is not valid JSON"),
+        ('{"a": -Infinity}', r"-Infinity is not valid JSON"),
+        ("[" * 100000 + "]" * 100000, r"nested too deeply"),
+        ("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1), r"nested deeper than 32"),
+        ('{"a": 1', r"malformed JSON at line 1"),
+    ],
+)
 def test_json_guards(text, match):
     with pytest.raises(SpecError, match=match):
         parse_json(text, "f.json")

@@ -24,26 +24,64 @@ def _doc(with_disk=True):
     for b, h in ((8, 32), (32, 16), (32, 32)):
         for c in (512, 2048):
             kv = 2 * c * b * h * 128 * 2
-            pts.append({"batch": b, "heads": h, "head_dim": 128, "context": c, "kv_bytes": kv,
-                        "seconds": 2e-4 + 3e-7 * b * h + kv / 15e9})
+            pts.append(
+                {
+                    "batch": b,
+                    "heads": h,
+                    "head_dim": 128,
+                    "context": c,
+                    "kv_bytes": kv,
+                    "seconds": 2e-4 + 3e-7 * b * h + kv / 15e9,
+                }
+            )
     links = {
-        "copies": {"bytes": 2 ** 29, "h2d_pinned_s": 2 ** 29 / 50e9, "d2h_pinned_s": 2 ** 29 / 48e9,
-                   "h2d_pageable_s": 2 ** 29 / 20e9, "d2h_pageable_s": 2 ** 29 / 15e9, "duplex_pinned_s": 0.02,
-                   "h2d_pinned_4KiB_s": 4096 / 50e9 + 8e-6},
-        "gpu": {"gemm_8192_fp16_s": 2 * 8192 ** 3 / 750e12, "gemm_flops": 2.0 * 8192 ** 3,
-                "d2d_copy_s": 4 * 2 ** 30 / 3.0e12, "d2d_copy_bytes_moved": 4 * 2 ** 30,
-                "name": "NVIDIA H100 80GB HBM3", "memory_bytes": 85 * 10 ** 9},
-        "host": {"copy_s": 2 * 2 ** 30 / 40e9, "copy_bytes_moved": 2 * 2 ** 30,
-                 "gemm_2048_fp32_s": 2 * 2048 ** 3 / 1e12, "gemm_flops": 2.0 * 2048 ** 3},
+        "copies": {
+            "bytes": 2**29,
+            "h2d_pinned_s": 2**29 / 50e9,
+            "d2h_pinned_s": 2**29 / 48e9,
+            "h2d_pageable_s": 2**29 / 20e9,
+            "d2h_pageable_s": 2**29 / 15e9,
+            "duplex_pinned_s": 0.02,
+            "h2d_pinned_4KiB_s": 4096 / 50e9 + 8e-6,
+        },
+        "gpu": {
+            "gemm_8192_fp16_s": 2 * 8192**3 / 750e12,
+            "gemm_flops": 2.0 * 8192**3,
+            "d2d_copy_s": 4 * 2**30 / 3.0e12,
+            "d2d_copy_bytes_moved": 4 * 2**30,
+            "name": "NVIDIA H100 80GB HBM3",
+            "memory_bytes": 85 * 10**9,
+        },
+        "host": {
+            "copy_s": 2 * 2**30 / 40e9,
+            "copy_bytes_moved": 2 * 2**30,
+            "gemm_2048_fp32_s": 2 * 2048**3 / 1e12,
+            "gemm_flops": 2.0 * 2048**3,
+        },
         "cpu_attention": pts,
-        "compression": {"fp16_bytes": 2 ** 27, "packed_bytes": 2 ** 27 * 34 // 128, "gpu_quantize_s": 1e-3,
-                        "gpu_dequantize_s": 5e-4, "cpu_quantize_s": 0.5, "cpu_dequantize_s": 0.2},
+        "compression": {
+            "fp16_bytes": 2**27,
+            "packed_bytes": 2**27 * 34 // 128,
+            "gpu_quantize_s": 1e-3,
+            "gpu_dequantize_s": 5e-4,
+            "cpu_quantize_s": 0.5,
+            "cpu_dequantize_s": 0.2,
+        },
     }
     if with_disk:
-        links["disk"] = {"bytes": 2 ** 30, "read_s": 2 ** 30 / 3e9, "read_4threads_s": 2 ** 30 / 4e9,
-                         "write_s": 2 ** 30 / 2e9, "method": "O_DIRECT"}
-    env = {"nvidia_smi": "NVIDIA H100 80GB HBM3, 5, 16, 5, 16, 1980, 2619, 580", "date_utc": "synthetic",
-           "cpu_model": "test CPU", "mem_total_kb": 128 * 2 ** 20}
+        links["disk"] = {
+            "bytes": 2**30,
+            "read_s": 2**30 / 3e9,
+            "read_4threads_s": 2**30 / 4e9,
+            "write_s": 2**30 / 2e9,
+            "method": "O_DIRECT",
+        }
+    env = {
+        "nvidia_smi": "NVIDIA H100 80GB HBM3, 5, 16, 5, 16, 1980, 2619, 580",
+        "date_utc": "synthetic",
+        "cpu_model": "test CPU",
+        "mem_total_kb": 128 * 2**20,
+    }
     runs = [{"name": "overhead-probe", "seconds_per_layer": 1.5e-4}]
     return {"environment": env, "links": links, "runs": runs}
 

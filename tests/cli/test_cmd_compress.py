@@ -29,11 +29,14 @@ def test_compress_json_and_force(artifact, capsys):
     assert main(["compress", *ARGS, "--scheme", "w2a8kv4", "--out", str(artifact), "--force"]) == 0
 
 
-@pytest.mark.parametrize("extra,needle", [
-    (["--scheme", "w1"], "unknown scheme"),
-    (["--scheme", "fp16", "--model", "llama-2-7b"], "offline weights"),
-    (["--scheme", "fp16", "--layers", "99"], "exceeds"),
-])
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--scheme", "w1"], "unknown scheme"),
+        (["--scheme", "fp16", "--model", "llama-2-7b"], "offline weights"),
+        (["--scheme", "fp16", "--layers", "99"], "exceeds"),
+    ],
+)
 def test_bad_input_one_line(tmp_path, capsys, extra, needle):
     rc = main(["compress", *ARGS, "--out", str(tmp_path / "x"), *extra])
     err = capsys.readouterr().err
@@ -65,8 +68,22 @@ def _text_file(tmp_path):
 
 def test_user_checkpoint_compress_eval_estimate(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "art"
-    assert main(["compress", "--model", str(tiny_checkpoint), "--scheme", "w2a8kv4", "--out", str(out), *USER_ARGS,
-                 "--json"]) == 0
+    assert (
+        main(
+            [
+                "compress",
+                "--model",
+                str(tiny_checkpoint),
+                "--scheme",
+                "w2a8kv4",
+                "--out",
+                str(out),
+                *USER_ARGS,
+                "--json",
+            ]
+        )
+        == 0
+    )
     doc = json.loads(capsys.readouterr().out)
     assert doc["model"] == "tiny-llama" and doc["layers"] == 2 and doc["scheme"] == "w2a8kv4"
     assert (out / "tokenizer.json").read_bytes() == (tiny_checkpoint / "tokenizer.json").read_bytes()
@@ -75,8 +92,25 @@ def test_user_checkpoint_compress_eval_estimate(tiny_checkpoint, tmp_path, capsy
     text = _text_file(tmp_path)
     res = {}
     for path in ("fake", "packed"):
-        assert main(["eval", "--artifact", str(out), "--text", str(text), "--seq-len", "128", "--max-tokens", "256",
-                     "--path", path, "--json"]) == 0
+        assert (
+            main(
+                [
+                    "eval",
+                    "--artifact",
+                    str(out),
+                    "--text",
+                    str(text),
+                    "--seq-len",
+                    "128",
+                    "--max-tokens",
+                    "256",
+                    "--path",
+                    path,
+                    "--json",
+                ]
+            )
+            == 0
+        )
         res[path] = json.loads(capsys.readouterr().out)
     assert res["packed"]["tokens"] == 256 and res["packed"]["windows"] == 2 and res["packed"]["text"] == str(text)
     assert res["fake"]["perplexity"] == pytest.approx(res["packed"]["perplexity"], rel=1e-2)
@@ -95,12 +129,15 @@ def test_user_checkpoint_tampered_tokenizer(tiny_checkpoint, tmp_path, capsys):
     assert "tokenizer.json" in err and "SHA-256" in err and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("damage,needle", [
-    ("shard", "shard 'model-00001-of-00002.safetensors'"),
-    ("shape", "config.json implies"),
-    ("arch", "model_type 'opt' is not supported"),
-    ("vocab", "does not belong to this checkpoint"),
-])
+@pytest.mark.parametrize(
+    "damage,needle",
+    [
+        ("shard", "shard 'model-00001-of-00002.safetensors'"),
+        ("shape", "config.json implies"),
+        ("arch", "model_type 'opt' is not supported"),
+        ("vocab", "does not belong to this checkpoint"),
+    ],
+)
 def test_user_checkpoint_bad_input(tiny_checkpoint, write_checkpoint, tmp_path, capsys, damage, needle):
     import shutil
 

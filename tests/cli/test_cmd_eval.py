@@ -9,8 +9,26 @@ from cli import main
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):
     out = tmp_path_factory.mktemp("ev") / "art"
-    assert main(["compress", "--model", "smollm2-135m", "--layers", "1", "--calib-windows", "2", "--calib-len", "64",
-                 "--scheme", "accllm", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "compress",
+                "--model",
+                "smollm2-135m",
+                "--layers",
+                "1",
+                "--calib-windows",
+                "2",
+                "--calib-len",
+                "64",
+                "--scheme",
+                "accllm",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -18,8 +36,23 @@ def test_eval_both_paths_agree(artifact, capsys):
     capsys.readouterr()
     res = {}
     for path in ("fake", "packed"):
-        assert main(["eval", "--artifact", str(artifact), "--max-tokens", "120", "--seq-len", "120", "--path", path,
-                     "--json"]) == 0
+        assert (
+            main(
+                [
+                    "eval",
+                    "--artifact",
+                    str(artifact),
+                    "--max-tokens",
+                    "120",
+                    "--seq-len",
+                    "120",
+                    "--path",
+                    path,
+                    "--json",
+                ]
+            )
+            == 0
+        )
         res[path] = json.loads(capsys.readouterr().out)
     assert res["fake"]["tokens"] == 120 and res["fake"]["windows"] == 1
     # fp32 here: rare int8 activation flips between the paths (see tests/quant/test_evaluate.py) -> 1% tolerance
@@ -42,11 +75,14 @@ def test_eval_refuses_corrupt_and_missing(artifact, tmp_path, capsys):
         assert err.startswith("hwsim: error:") and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("content,needle", [
-    (b"caf\xe9 au lait " * 400, "is not UTF-8 text"),
-    ("A short note.".encode(), "fewer than one window of 512"),
-    (b"", "fewer than one window"),
-])
+@pytest.mark.parametrize(
+    "content,needle",
+    [
+        (b"caf\xe9 au lait " * 400, "is not UTF-8 text"),
+        (b"A short note.", "fewer than one window of 512"),
+        (b"", "fewer than one window"),
+    ],
+)
 def test_eval_text_file_bad_input(artifact, tmp_path, capsys, content, needle):
     p = tmp_path / "t.txt"
     p.write_bytes(content)
@@ -64,7 +100,24 @@ def test_eval_user_text_file(artifact, tmp_path, capsys):
     p = tmp_path / "mine.txt"
     p.write_text(read_wikitext2("valid", 6000), encoding="utf-8")
     capsys.readouterr()
-    assert main(["eval", "--artifact", str(artifact), "--text", str(p), "--seq-len", "200", "--max-tokens", "400",
-                 "--path", "fake", "--json"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--artifact",
+                str(artifact),
+                "--text",
+                str(p),
+                "--seq-len",
+                "200",
+                "--max-tokens",
+                "400",
+                "--path",
+                "fake",
+                "--json",
+            ]
+        )
+        == 0
+    )
     doc = json.loads(capsys.readouterr().out)
     assert doc["text"] == str(p) and doc["tokens"] == 400 and doc["windows"] == 2

@@ -3,9 +3,9 @@
 import pytest
 
 import fpga._toolchain as toolchain
-from fpga import BuildConfig, build, find_tool, get_board, needs_compile
-from cli import main
 from base.errors import SpecError
+from cli import main
+from fpga import BuildConfig, build, find_tool, get_board, needs_compile
 
 
 def _cli(capsys, *argv):
@@ -17,22 +17,25 @@ def _cli(capsys, *argv):
     return code, out, err
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["fpga", "build", "--board", "ulx3s-12f"], "unknown board 'ulx3s-12f'; use one of lfe5u-85f, ulx3s-85f"),
-    (["fpga", "build", "--lanes", "3", "--design", "dot"], "lanes 3 is not a power of two"),
-    (["fpga", "build", "--lanes", "0"], "must be >= 1"),
-    (["fpga", "build", "--freq", "900"], "--freq 900 MHz is out of range"),
-    (["fpga", "build", "--design", "fft"], "invalid choice"),
-    (["fpga", "build", "--router", "router3"], "invalid choice"),
-    (["fpga", "build", "--seed", "0"], "give integers >= 1"),
-    (["fpga", "build", "--seed", "3,1,3"], "seed 3 is given twice; list each seed once"),
-    (["fpga", "build", "--seed", "4294967296"], "4294967296 is too large; the limit is 2,147,483,647"),
-    (["fpga", "build", "--jobs", "0"], "must be >= 1"),
-    (["fpga", "sweep", "--seed", "1,2,2"], "seed 2 is given twice"),
-    (["fpga", "sweep", "--lanes", "2,x"], "comma-separated list"),
-    (["fpga", "sweep", "--board", "de10"], "unknown board 'de10'"),
-    (["fpga"], "required"),
-])
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["fpga", "build", "--board", "ulx3s-12f"], "unknown board 'ulx3s-12f'; use one of lfe5u-85f, ulx3s-85f"),
+        (["fpga", "build", "--lanes", "3", "--design", "dot"], "lanes 3 is not a power of two"),
+        (["fpga", "build", "--lanes", "0"], "must be >= 1"),
+        (["fpga", "build", "--freq", "900"], "--freq 900 MHz is out of range"),
+        (["fpga", "build", "--design", "fft"], "invalid choice"),
+        (["fpga", "build", "--router", "router3"], "invalid choice"),
+        (["fpga", "build", "--seed", "0"], "give integers >= 1"),
+        (["fpga", "build", "--seed", "3,1,3"], "seed 3 is given twice; list each seed once"),
+        (["fpga", "build", "--seed", "4294967296"], "4294967296 is too large; the limit is 2,147,483,647"),
+        (["fpga", "build", "--jobs", "0"], "must be >= 1"),
+        (["fpga", "sweep", "--seed", "1,2,2"], "seed 2 is given twice"),
+        (["fpga", "sweep", "--lanes", "2,x"], "comma-separated list"),
+        (["fpga", "sweep", "--board", "de10"], "unknown board 'de10'"),
+        (["fpga"], "required"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(capsys, tmp_path, argv, fragment):
     code, out, err = _cli(capsys, *argv, *(["--out", str(tmp_path / "b")] if len(argv) > 2 else []))
     assert code == 2 and out == ""
@@ -40,8 +43,9 @@ def test_bad_input_is_one_line_exit_2(capsys, tmp_path, argv, fragment):
 
 
 def test_engine_parameters_are_checked_by_the_engine(capsys, tmp_path):
-    code, _, err = _cli(capsys, "fpga", "build", "--board", "lfe5u-85f", "--head-dim", "96", "--out",
-                        str(tmp_path / "b"))
+    code, _, err = _cli(
+        capsys, "fpga", "build", "--board", "lfe5u-85f", "--head-dim", "96", "--out", str(tmp_path / "b")
+    )
     assert code == 2 and "head_dim must be 64 or 128, got 96" in err and err.count("\n") == 1
 
 
@@ -87,6 +91,7 @@ def test_build_config_and_boards():
     with pytest.raises(SpecError, match="jobs must be a positive integer, got 0"):
         build(BuildConfig(board="lfe5u-85f"), "unused", jobs=0)
     from fpga._sweep import sweep  # the same check, before any point is built
+
     for bad in (0, True, 1.5):
         with pytest.raises(SpecError, match=f"jobs must be a positive integer, got {bad!r}"):
             sweep(board="lfe5u-85f", lanes=[2], head_dims=[64], freq_mhz=100, out_root="unused", jobs=bad)
@@ -107,26 +112,29 @@ def test_rejected_design_leaves_no_unused_elaboratable():
 
 
 def test_cli_design_choices_are_the_flow_designs():
-    from fpga import DESIGNS
     from cli.cmd_fpga import DESIGN_CHOICES
+    from fpga import DESIGNS
 
     assert set(DESIGN_CHOICES) == set(DESIGNS)
 
 
 def test_cli_router_choices_are_the_flow_routers():
-    from fpga import ROUTERS
     from cli.cmd_fpga import DEFAULT_ROUTER, ROUTER_CHOICES
+    from fpga import ROUTERS
 
     assert ROUTER_CHOICES == ROUTERS and BuildConfig().router == DEFAULT_ROUTER == "router2"
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--seed", "x"], "argument --seed: 'x' is not a comma-separated list of integers"),
-    (["--lanes", "2,x"], "argument --lanes: '2,x' is not a comma-separated list of integers"),
-    (["--jobs", "0"], "argument --jobs: 0 must be >= 1"),
-    (["--lanes", "3"], "error: lanes must be a power of two"),
-    (["--freq", "900"], "error: --freq 900 MHz is out of range"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--seed", "x"], "argument --seed: 'x' is not a comma-separated list of integers"),
+        (["--lanes", "2,x"], "argument --lanes: '2,x' is not a comma-separated list of integers"),
+        (["--jobs", "0"], "argument --jobs: 0 must be >= 1"),
+        (["--lanes", "3"], "error: lanes must be a power of two"),
+        (["--freq", "900"], "error: --freq 900 MHz is out of range"),
+    ],
+)
 def test_sweep_benchmark_bad_input_is_one_line_exit_2(tmp_path, args, fragment):
     """benchmarks/fpga_sweep.py parses its lists like `hwsim fpga sweep` and turns the flow's errors into one line
     and status 2, before any tool runs or any file is written."""
@@ -136,8 +144,9 @@ def test_sweep_benchmark_bad_input_is_one_line_exit_2(tmp_path, args, fragment):
 
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "fpga_sweep.py"
     out = tmp_path / "sweep"
-    proc = subprocess.run([sys.executable, str(script), *args, "--out", str(out)], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(script), *args, "--out", str(out)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2
     assert proc.stdout == "" and proc.stderr.count("\n") == 1 and fragment in proc.stderr, proc.stderr
     assert not out.exists()

@@ -17,22 +17,42 @@ def _run(capsys, *argv):
     return code, out, err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--platform", "nope"], "unknown platform 'nope'; use one of a6000-csd, a6000-ssd"),
-    (["--policy", "flexgen", "--placement", "100,0,50,60,100,0"], "KV cache placement gpu 0.5 + cpu 0.6 = 1.1"),
-    (["--policy", "flexgen", "--placement", "100,0,50"], "--placement '100,0,50' is malformed"),
-    (["--platform", "a6000-ssd", "--policy", "instinfer"], "needs computational storage drives"),
-    (["--gpu-batches", "3"], "--gpu-batches 3 does not divide --batch 8"),
-    (["--policy", "leoam", "--topk", "0.5"], "--topk/--topr are InstInfer settings"),
-    (["--policy", "instinfer", "--placement", "100,0,0,0,100,0"], "InstInfer keeps the KV cache in the drives"),
-    (["--policy", "leoam", "--cpu-attention", "on"], "--cpu-attention is FlexGen's CPU delegation"),
-    (["--platform", "a6000-ssd", "--policy", "flexgen", "--placement", "100,0,100,0,100,0", "--pageable"],
-     "no pageable_efficiency"),
-    (["--platform", "a6000-ssd", "--policy", "flexgen", "--batch", "257", "--prompt", "1500", "--gen", "1"],
-     "gpu needs at least"),  # a prime batch: one GPU batch, whose prefill workspace alone overfills the GPU
-    (["--policy", "flexgen", "--placement", "100,0,100,0,100,0", "--batch", "64", "--prompt", "1024", "--gen",
-      "1024"], "places"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--platform", "nope"], "unknown platform 'nope'; use one of a6000-csd, a6000-ssd"),
+        (["--policy", "flexgen", "--placement", "100,0,50,60,100,0"], "KV cache placement gpu 0.5 + cpu 0.6 = 1.1"),
+        (["--policy", "flexgen", "--placement", "100,0,50"], "--placement '100,0,50' is malformed"),
+        (["--platform", "a6000-ssd", "--policy", "instinfer"], "needs computational storage drives"),
+        (["--gpu-batches", "3"], "--gpu-batches 3 does not divide --batch 8"),
+        (["--policy", "leoam", "--topk", "0.5"], "--topk/--topr are InstInfer settings"),
+        (["--policy", "instinfer", "--placement", "100,0,0,0,100,0"], "InstInfer keeps the KV cache in the drives"),
+        (["--policy", "leoam", "--cpu-attention", "on"], "--cpu-attention is FlexGen's CPU delegation"),
+        (
+            ["--platform", "a6000-ssd", "--policy", "flexgen", "--placement", "100,0,100,0,100,0", "--pageable"],
+            "no pageable_efficiency",
+        ),
+        (
+            ["--platform", "a6000-ssd", "--policy", "flexgen", "--batch", "257", "--prompt", "1500", "--gen", "1"],
+            "gpu needs at least",
+        ),  # a prime batch: one GPU batch, whose prefill workspace alone overfills the GPU
+        (
+            [
+                "--policy",
+                "flexgen",
+                "--placement",
+                "100,0,100,0,100,0",
+                "--batch",
+                "64",
+                "--prompt",
+                "1024",
+                "--gen",
+                "1024",
+            ],
+            "places",
+        ),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
     base = ["--model", "opt-13b", "--batch", "8", "--prompt", "64", "--gen", "8"]
     code, out, err = _run(capsys, *base, *argv)
@@ -66,12 +86,24 @@ def test_table_output_and_analytical(capsys):
 def test_policy_yaml_and_plot(capsys, tmp_path):
     import yaml
 
-    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"kind": "leoam", "gpu_batch_size": 2, "kv_gpu": 0.5,
-                                                     "kv_cpu": 0.5, "load_fraction": 0.25}))
+    (tmp_path / "p.yaml").write_text(
+        yaml.safe_dump({"kind": "leoam", "gpu_batch_size": 2, "kv_gpu": 0.5, "kv_cpu": 0.5, "load_fraction": 0.25})
+    )
     png = tmp_path / "cmp.png"
     small = ["--model", "opt-13b", "--batch", "2", "--prompt", "64", "--gen", "8"]
-    code, out, err = _run(capsys, *small, "--policy-yaml", str(tmp_path / "p.yaml"), "--plot", str(png),
-                          "--sweep", "context", "--sweep-values", "32,64", "--json")
+    code, out, err = _run(
+        capsys,
+        *small,
+        "--policy-yaml",
+        str(tmp_path / "p.yaml"),
+        "--plot",
+        str(png),
+        "--sweep",
+        "context",
+        "--sweep-values",
+        "32,64",
+        "--json",
+    )
     assert code == 0, err
     d = json.loads(out)
     assert d["inputs"]["policy"]["load_fraction"] == 0.25
@@ -79,11 +111,25 @@ def test_policy_yaml_and_plot(capsys, tmp_path):
 
 
 def test_console_entry_exits_2_on_bad_input():
-    proc = subprocess.run([sys.executable, "-c", "import sys; from cli import main; sys.exit(main())",
-                           "offload", "--model", "opt-13b", "--platform", "nope"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from cli import main; sys.exit(main())",
+            "offload",
+            "--model",
+            "opt-13b",
+            "--platform",
+            "nope",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == ["hwsim: error: unknown platform 'nope'; use one of a6000-csd, "
-                                                "a6000-ssd, t4-flexgen or a path to a platform YAML"]
+    assert proc.stderr.strip().splitlines() == [
+        "hwsim: error: unknown platform 'nope'; use one of a6000-csd, "
+        "a6000-ssd, t4-flexgen or a path to a platform YAML"
+    ]
 
 
 def test_progress_bar_on_a_terminal(monkeypatch):
@@ -105,8 +151,9 @@ def test_progress_bar_on_a_terminal(monkeypatch):
         return simulate(*a, **kw)
 
     wl = Workload.make("opt-13b", batch=8, prompt_len=64, gen_len=64)
-    res = cmd_offload._simulate_with_progress(spy, get_platform("a6000-csd"), wl,
-                                              Policy("instinfer", gpu_batch_size=8), show=True)
+    res = cmd_offload._simulate_with_progress(
+        spy, get_platform("a6000-csd"), wl, Policy("instinfer", gpu_batch_size=8), show=True
+    )
     assert calls == [True] and res.requests_completed == 8
     assert "tokens" in fake.getvalue()
 
@@ -119,12 +166,21 @@ def test_placement_implies_flexgen_and_cpu_attention_is_selectable(capsys):
 
 
 def test_flexgen_search_prints_the_lp_choice(capsys):
-    code, out, err = _run(capsys, *SMALL, "--platform", "a6000-ssd", "--policy", "flexgen", "--cpu-attention", "off",
-                          "--fidelity", "analytical")
+    code, out, err = _run(
+        capsys,
+        *SMALL,
+        "--platform",
+        "a6000-ssd",
+        "--policy",
+        "flexgen",
+        "--cpu-attention",
+        "off",
+        "--fidelity",
+        "analytical",
+    )
     assert code == 0, err
     line = next(ln for ln in out.splitlines() if ln.startswith("FlexGen LP"))
     assert "LP predicts" in line and "analytical gives" in line and "cpu-attention" not in line
     code, out, err = _run(capsys, *SMALL, "--platform", "a6000-ssd", "--policy", "flexgen", "--json")
     assert code == 0, err
     assert json.loads(out)["search"]["lp_throughput_tok_s"] > 0
-

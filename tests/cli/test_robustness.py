@@ -56,8 +56,13 @@ def refused(argv, capsys, match: str = "") -> str:
 
 def subprocess_refused(argv, match: str = "", timeout: float = 60) -> str:
     """The same in a subprocess with a timeout (cases that used to hang)."""
-    p = subprocess.run([sys.executable, "-c", "import sys, cli; sys.exit(cli.main(sys.argv[1:]))", *map(str, argv)],
-                       capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    p = subprocess.run(
+        [sys.executable, "-c", "import sys, cli; sys.exit(cli.main(sys.argv[1:]))", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert p.returncode == 2 and len(lines) == 1 and match in lines[0], (argv, p.returncode, p.stderr)
     return lines[0]
@@ -84,16 +89,19 @@ def edit_manifest(art: Path, fn, digest: bool = True) -> None:
 
 
 # ---- hangs ------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("argv", [
-    ["estimate", "--model", "llama-7b", "--gen", str(10**12)],
-    ["estimate", "--model", "llama-7b", "--gen", str(2**63)],
-    ["estimate", "--model", "llama-7b", "--prompt", str(10**12)],
-    ["estimate", "--model", "llama-7b", "--prompt", "1000000"],
-    ["estimate", "--model", "llama-7b", "--fidelity", "cycle", "--batch", "2147483647"],
-    ["offload", "--model", "opt-6.7b", "--gen", "1000000"],
-    ["offload", "--model", "opt-6.7b", "--plot", "p.png", "--sweep-values", "8,9223372036854775808"],
-    ["offload", "--model", "opt-6.7b", "--plot", "p.png", "--sweep", "context", "--sweep-values", "8,100000"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["estimate", "--model", "llama-7b", "--gen", str(10**12)],
+        ["estimate", "--model", "llama-7b", "--gen", str(2**63)],
+        ["estimate", "--model", "llama-7b", "--prompt", str(10**12)],
+        ["estimate", "--model", "llama-7b", "--prompt", "1000000"],
+        ["estimate", "--model", "llama-7b", "--fidelity", "cycle", "--batch", "2147483647"],
+        ["offload", "--model", "opt-6.7b", "--gen", "1000000"],
+        ["offload", "--model", "opt-6.7b", "--plot", "p.png", "--sweep-values", "8,9223372036854775808"],
+        ["offload", "--model", "opt-6.7b", "--plot", "p.png", "--sweep", "context", "--sweep-values", "8,100000"],
+    ],
+)
 def test_huge_lengths_refused_before_work(argv, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     refused(argv, capsys)
@@ -137,9 +145,15 @@ def hf_config(tmp_path: Path, **changes) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("value", "match"), [
-    (10**400, "out of range"), (2**62, "out of range; it must be >= 1 and <= 10000"), (-4, "out of range"),
-    ("4", "expected an integer")])
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        (10**400, "out of range"),
+        (2**62, "out of range; it must be >= 1 and <= 10000"),
+        (-4, "out of range"),
+        ("4", "expected an integer"),
+    ],
+)
 def test_config_values_out_of_range(tmp_path, capsys, value, match):
     refused(["estimate", "--model", hf_config(tmp_path, num_hidden_layers=value)], capsys, match)
 
@@ -151,16 +165,19 @@ def test_deep_yaml(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command", ["estimate", "eval"])
-@pytest.mark.parametrize("change", [
-    lambda m: m["tensors"]["embed"].__setitem__("nbytes", "12"),
-    lambda m: m["tensors"].__delitem__("norm"),
-    lambda m: m.__setitem__("layers", {"0": 1}),
-    lambda m: m["layers"][0].__delitem__("linears"),
-    lambda m: m["weights_file"].__setitem__("bytes", None),
-    lambda m: m.__setitem__("kv_stats", []),
-    lambda m: m.__delitem__("scheme"),
-    lambda m: m["tensors"]["blocks.0.q_proj"].__setitem__("meta", None),
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda m: m["tensors"]["embed"].__setitem__("nbytes", "12"),
+        lambda m: m["tensors"].__delitem__("norm"),
+        lambda m: m.__setitem__("layers", {"0": 1}),
+        lambda m: m["layers"][0].__delitem__("linears"),
+        lambda m: m["weights_file"].__setitem__("bytes", None),
+        lambda m: m.__setitem__("kv_stats", []),
+        lambda m: m.__delitem__("scheme"),
+        lambda m: m["tensors"]["blocks.0.q_proj"].__setitem__("meta", None),
+    ],
+)
 def test_manifest_fields_of_wrong_type_or_missing(art, capsys, command, change):
     edit_manifest(art, change)
     argv = ["estimate", "--model", art] if command == "estimate" else ["eval", "--artifact", art]
@@ -224,18 +241,24 @@ def _truncate_same_size(art: Path) -> None:
 
 
 @pytest.mark.parametrize("command", ["estimate", "eval"])
-@pytest.mark.parametrize(("damage", "match"), [
-    (lambda a: _flip(a, "data"), "SHA-256"),
-    (lambda a: _flip(a, "header"), "weights.safetensors"),
-    (lambda a: _flip(a, "length"), "header"),
-    (_truncate_same_size, "SHA-256"),
-    (lambda a: edit_manifest(a, lambda m: m["tensors"]["blocks.0.q_proj"].__setitem__("nbytes", -5)), "nbytes >= 0"),
-    (lambda a: edit_manifest(a, lambda m: m["scheme"].__setitem__("weight_bits", 4)), "the scheme says 4-bit"),
-    (lambda a: edit_manifest(a, lambda m: m["scheme"].__setitem__("act_bits", 16)), "activations"),
-    (lambda a: edit_manifest(a, lambda m: m["scheme"].__setitem__("weight_bits", 4), digest=False), "SHA-256"),
-    (lambda a: edit_manifest(a, lambda m: m["layers"][1]["linears"].__setitem__("q_proj", 1)), "per-layer"),
-    (lambda a: edit_manifest(a, lambda m: m["model"].__setitem__("num_layers", 3)), "tensors do not match"),
-])
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        (lambda a: _flip(a, "data"), "SHA-256"),
+        (lambda a: _flip(a, "header"), "weights.safetensors"),
+        (lambda a: _flip(a, "length"), "header"),
+        (_truncate_same_size, "SHA-256"),
+        (
+            lambda a: edit_manifest(a, lambda m: m["tensors"]["blocks.0.q_proj"].__setitem__("nbytes", -5)),
+            "nbytes >= 0",
+        ),
+        (lambda a: edit_manifest(a, lambda m: m["scheme"].__setitem__("weight_bits", 4)), "the scheme says 4-bit"),
+        (lambda a: edit_manifest(a, lambda m: m["scheme"].__setitem__("act_bits", 16)), "activations"),
+        (lambda a: edit_manifest(a, lambda m: m["scheme"].__setitem__("weight_bits", 4), digest=False), "SHA-256"),
+        (lambda a: edit_manifest(a, lambda m: m["layers"][1]["linears"].__setitem__("q_proj", 1)), "per-layer"),
+        (lambda a: edit_manifest(a, lambda m: m["model"].__setitem__("num_layers", 3)), "tensors do not match"),
+    ],
+)
 def test_corrupt_artifacts_refused(art, capsys, command, damage, match):
     damage(art)
     argv = ["estimate", "--model", art] if command == "estimate" else ["eval", "--artifact", art]
@@ -260,14 +283,20 @@ def test_eval_seq_len_beyond_context(art, capsys):
 
 
 def test_hidden_size_not_divisible_by_heads(tmp_path, capsys):
-    refused(["estimate", "--model", hf_config(tmp_path, num_attention_heads=7)], capsys,
-            "hidden_size 512 is not divisible by the 7 attention heads")
+    refused(
+        ["estimate", "--model", hf_config(tmp_path, num_attention_heads=7)],
+        capsys,
+        "hidden_size 512 is not divisible by the 7 attention heads",
+    )
 
 
-@pytest.mark.parametrize(("suffix", "text", "match"), [
-    (".yaml", "name: a\nname: b\n", "duplicate key 'name' at line 2"),
-    (".json", '{"model_type": "llama", "model_type": "opt"}', "duplicate key 'model_type'"),
-])
+@pytest.mark.parametrize(
+    ("suffix", "text", "match"),
+    [
+        (".yaml", "name: a\nname: b\n", "duplicate key 'name' at line 2"),
+        (".json", '{"model_type": "llama", "model_type": "opt"}', "duplicate key 'model_type'"),
+    ],
+)
 def test_duplicate_keys(tmp_path, capsys, suffix, text, match):
     path = tmp_path / f"spec{suffix}"
     path.write_text(text)
@@ -275,8 +304,11 @@ def test_duplicate_keys(tmp_path, capsys, suffix, text, match):
 
 
 def test_prompt_beyond_context(capsys):
-    refused(["estimate", "--model", "llama-7b", "--prompt", "2000", "--gen", "100"], capsys,
-            "2,100 tokens exceeds llama-7b's context of 2,048 tokens")
+    refused(
+        ["estimate", "--model", "llama-7b", "--prompt", "2000", "--gen", "100"],
+        capsys,
+        "2,100 tokens exceeds llama-7b's context of 2,048 tokens",
+    )
 
 
 # ---- data loss -----------------------------------------------------------------------------------------------------
@@ -285,8 +317,11 @@ def test_fpga_build_never_deletes_user_files(tmp_path, capsys):
     mine.mkdir()
     (mine / "report.json").write_text("my report")
     (mine / "top.bit").write_bytes(b"mine")
-    refused(["fpga", "build", "--design", "dot", "--lanes", "2", "--head-dim", "16", "--out", mine], capsys,
-            "already holds files hwsim did not write")
+    refused(
+        ["fpga", "build", "--design", "dot", "--lanes", "2", "--head-dim", "16", "--out", mine],
+        capsys,
+        "already holds files hwsim did not write",
+    )
     assert (mine / "report.json").read_text() == "my report" and (mine / "top.bit").read_bytes() == b"mine"
 
 
@@ -324,8 +359,9 @@ _TERM_SCRIPT = textwrap.dedent("""
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_interrupted_write_leaves_no_temporaries(tmp_path, sig):
     out = tmp_path / "art"
-    with subprocess.Popen([sys.executable, "-c", _TERM_SCRIPT, str(out)], stdout=subprocess.PIPE, text=True,
-                          cwd=REPO) as p:
+    with subprocess.Popen(
+        [sys.executable, "-c", _TERM_SCRIPT, str(out)], stdout=subprocess.PIPE, text=True, cwd=REPO
+    ) as p:
         assert p.stdout.readline().strip() == "ready"
         p.send_signal(sig)
         p.wait(30)
@@ -363,13 +399,16 @@ def test_config_json_model_name(tmp_path, capsys):
     assert json.loads(out)["inputs"]["model"]["name"] == "org/my-model"
 
 
-@pytest.mark.parametrize(("argv", "match"), [
-    (["estimate", "--model", "llama-7b", "--gen", "-1e3"], "argument --gen: '-1e3' is not an integer"),
-    (["estimate", "--model", "llama-7b", "--lambda", "-1,5"], "--lambda -1,5: need 0 <= SINK"),
-    (["estimate", "--model", "llama-7b", "--batch", "-5"], "argument --batch: -5 must be >= 1"),
-    (["offload", "--model", "opt-6.7b", "--policy", "instinfer", "--topk", "-0.5"], "--topk -0.5 is out of range"),
-    (["fpga", "sweep", "--lanes", "-2,4"], "give integers >= 1"),
-])
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["estimate", "--model", "llama-7b", "--gen", "-1e3"], "argument --gen: '-1e3' is not an integer"),
+        (["estimate", "--model", "llama-7b", "--lambda", "-1,5"], "--lambda -1,5: need 0 <= SINK"),
+        (["estimate", "--model", "llama-7b", "--batch", "-5"], "argument --batch: -5 must be >= 1"),
+        (["offload", "--model", "opt-6.7b", "--policy", "instinfer", "--topk", "-0.5"], "--topk -0.5 is out of range"),
+        (["fpga", "sweep", "--lanes", "-2,4"], "give integers >= 1"),
+    ],
+)
 def test_negative_values_name_the_flag(capsys, argv, match):
     assert "expected one argument" not in refused(argv, capsys, match)
 
@@ -410,16 +449,22 @@ def test_headline_defaults_to_the_design_point(capsys):
 
 
 # ---- hypothesis ----------------------------------------------------------------------------------------------------
-_values = st.one_of(st.integers(min_value=-(2**70), max_value=2**70).map(str),
-                    st.floats(allow_nan=True, allow_infinity=True).map(repr),
-                    st.text(max_size=12), st.sampled_from(["2:4", "4,256", "-1", "1e400", "nan", "", "--json"]))
-_flags = st.sampled_from(["--prompt", "--gen", "--batch", "--prune", "--kv-sparsity", "--lambda", "--scheme",
-                          "--hardware", "--fidelity"])
+_values = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.text(max_size=12),
+    st.sampled_from(["2:4", "4,256", "-1", "1e400", "nan", "", "--json"]),
+)
+_flags = st.sampled_from(
+    ["--prompt", "--gen", "--batch", "--prune", "--kv-sparsity", "--lambda", "--scheme", "--hardware", "--fidelity"]
+)
 
 
 @settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(pairs=st.lists(st.tuples(_flags, _values), max_size=4), switches=st.sets(st.sampled_from(["--kv4", "--w2",
-                                                                                                 "--a8", "--json"])))
+@given(
+    pairs=st.lists(st.tuples(_flags, _values), max_size=4),
+    switches=st.sets(st.sampled_from(["--kv4", "--w2", "--a8", "--json"])),
+)
 def test_fuzz_estimate_argv(capsys, pairs, switches):
     argv = ["estimate", "--model", "llama-7b"]
     for flag, value in pairs:
@@ -446,10 +491,15 @@ def test_fuzz_spec_file_contents(tmp_path, content, kind):
             assert "\n" not in str(exc).strip() or len(str(exc)) < 2000
 
 
-_leaf_values = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**64), max_value=2**64),
-                         st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=5),
-                         st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=2), st.integers(),
-                                                                              max_size=2))
+_leaf_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=5),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
+)
 
 
 @settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -474,7 +524,11 @@ def test_fuzz_manifest_edits(arts, tmp_path_factory, data):
     # accepted: only an equal value, or a field the stored tensors do not witness (names, KV and attention
     # settings, the context length, constants of the arithmetic) may pass
     assert not rb.witnessed(json.loads((src / "manifest.json").read_text()), subtree, path, old, new), (
-        subtree, path, old, new)
+        subtree,
+        path,
+        old,
+        new,
+    )
 
 
 def test_generated_cases_of_the_benchmark(arts, tmp_path):

@@ -18,4 +18,5 @@ from harness import run_cocotb  # noqa: E402
 def cocotb_run(tmp_path):
     def _run(head_dim, lanes, scenarios):
         return run_cocotb(head_dim, lanes, scenarios, tmp_path)
+
     return _run

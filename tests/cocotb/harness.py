@@ -72,8 +72,9 @@ def cxx_opt() -> str:
     """g++ optimisation flag of the Verilated model's C++ ($HWSIM_VERILATOR_OPT, default -O0; module docstring)."""
     opt = os.environ.get("HWSIM_VERILATOR_OPT", "-O0")
     if opt not in _CXX_OPTS:
-        raise ValueError(f"HWSIM_VERILATOR_OPT={opt!r} is not a g++ optimisation level; "
-                         f"use one of {' '.join(_CXX_OPTS)}")
+        raise ValueError(
+            f"HWSIM_VERILATOR_OPT={opt!r} is not a g++ optimisation level; use one of {' '.join(_CXX_OPTS)}"
+        )
     return opt
 
 
@@ -97,8 +98,14 @@ def engine_build(head_dim: int, lanes: int) -> Path:
         flags = f"CFG_CXXFLAGS_PCH_I=-include OPT_FAST={opt} OPT_SLOW={opt}"
         os.environ["MAKEFLAGS"] = ((old + " ") if old else "") + flags
         try:
-            runner.build(sources=[v], hdl_toplevel=TOP, build_dir=d, build_args=["-Wno-fatal"],
-                         always=True, log_file=d.parent / f"vlt_{digest}.log")
+            runner.build(
+                sources=[v],
+                hdl_toplevel=TOP,
+                build_dir=d,
+                build_args=["-Wno-fatal"],
+                always=True,
+                log_file=d.parent / f"vlt_{digest}.log",
+            )
         finally:
             if old is None:
                 del os.environ["MAKEFLAGS"]
@@ -111,13 +118,19 @@ def engine_build(head_dim: int, lanes: int) -> Path:
 def _case(head, lanes: int) -> dict:
     """One head for the testbench, JSON-ready: its blk/tile/val beats (integers), the golden output and the
     stall-free cycle count."""
-    from engine.datapath import run_engine
     from engine.cycles import head_cycles
+    from engine.datapath import run_engine
     from rtl.streams import encode_head
 
     s = encode_head(head, lanes)
-    return {"blk": s.blk, "tile": s.tile, "val": s.val, "expected": [int(x) for x in run_engine(head)],
-            "formula": head_cycles(head, lanes), "blocks": int(head.n_blocks)}
+    return {
+        "blk": s.blk,
+        "tile": s.tile,
+        "val": s.val,
+        "expected": [int(x) for x in run_engine(head)],
+        "formula": head_cycles(head, lanes),
+        "blocks": int(head.n_blocks),
+    }
 
 
 def run_cocotb(head_dim: int, lanes: int, scenarios: list[dict], tmp_path: Path) -> list[dict]:
@@ -133,16 +146,30 @@ def run_cocotb(head_dim: int, lanes: int, scenarios: list[dict], tmp_path: Path)
     build = engine_build(head_dim, lanes)
     cases = tmp_path / "cases.json"
     results = tmp_path / "results.json"
-    enc = [{**{k: v for k, v in sc.items() if k not in ("heads", "abort_head")},
+    enc = [
+        {
+            **{k: v for k, v in sc.items() if k not in ("heads", "abort_head")},
             "heads": [_case(h, lanes) for h in sc["heads"]],
-            **({"abort_head": _case(sc["abort_head"], lanes)} if "abort_head" in sc else {})} for sc in scenarios]
+            **({"abort_head": _case(sc["abort_head"], lanes)} if "abort_head" in sc else {}),
+        }
+        for sc in scenarios
+    ]
     cases.write_text(json.dumps({"lanes": lanes, "head_dim": head_dim, "scenarios": enc}))
-    env = {"HWSIM_TB_CASES": str(cases), "HWSIM_TB_RESULTS": str(results),
-           "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)] + os.environ.get("PYTHONPATH", "").split(
-               os.pathsep))}
+    env = {
+        "HWSIM_TB_CASES": str(cases),
+        "HWSIM_TB_RESULTS": str(results),
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)] + os.environ.get("PYTHONPATH", "").split(os.pathsep)),
+    }
     runner = get_runner("verilator")
-    xml = runner.test(hdl_toplevel=TOP, test_module="tb_engine", test_dir=HERE, build_dir=build,
-                      hdl_toplevel_lang="verilog", extra_env=env, results_xml=str(tmp_path / "results.xml"))
+    xml = runner.test(
+        hdl_toplevel=TOP,
+        test_module="tb_engine",
+        test_dir=HERE,
+        build_dir=build,
+        hdl_toplevel_lang="verilog",
+        extra_env=env,
+        results_xml=str(tmp_path / "results.xml"),
+    )
     from cocotb_tools.check_results import get_results
 
     n_tests, n_fail = get_results(xml)

@@ -32,15 +32,23 @@ CONFIGS = {(64, 8): 12, (128, 8): 10, (64, 2): 3, (64, 32): 3}
 
 def _specs(rng, head_dim, n):
     specs = []
-    for i in range(n):
+    for _i in range(n):
         ctx = int(np.exp(rng.uniform(0, np.log(1500))))
         sparse = rng.random() < 0.5
         window = None if rng.random() < 0.4 else int(rng.integers(1, ctx + 1))
         s = float(np.round(rng.uniform(0, 1), 2)) if sparse else None
-        specs.append(HeadSpec(seed=int(rng.integers(2**31)), head_dim=head_dim, context=ctx,
-                              sink=int(rng.integers(0, 9)), window=window, k_sparsity=s,
-                              v_sparsity=(float(np.round(rng.uniform(0, 1), 2)) if sparse else None),
-                              k_group_size=int(rng.choice([64, 128, 256]))))
+        specs.append(
+            HeadSpec(
+                seed=int(rng.integers(2**31)),
+                head_dim=head_dim,
+                context=ctx,
+                sink=int(rng.integers(0, 9)),
+                window=window,
+                k_sparsity=s,
+                v_sparsity=(float(np.round(rng.uniform(0, 1), 2)) if sparse else None),
+                k_group_size=int(rng.choice([64, 128, 256])),
+            )
+        )
     return specs
 
 
@@ -48,10 +56,18 @@ def entry(spec, lanes, measured):
     h = random_head(spec)
     nk, nv = tile_value_counts(h)
     sel = h.sel_bits()
-    return {"head_dim": spec.head_dim, "lanes": lanes, "spec": spec.to_dict(), "n_blocks": h.n_blocks,
-            "sparse": h.sparse, "sel": [f"{int(x):016x}" for x in h.sel], "k_counts": nk.tolist(),
-            "v_counts": [nv[b][sel[b]].tolist() for b in range(h.n_blocks)],
-            "cycles_formula": head_cycles(h, lanes), "cycles_measured": measured}
+    return {
+        "head_dim": spec.head_dim,
+        "lanes": lanes,
+        "spec": spec.to_dict(),
+        "n_blocks": h.n_blocks,
+        "sparse": h.sparse,
+        "sel": [f"{int(x):016x}" for x in h.sel],
+        "k_counts": nk.tolist(),
+        "v_counts": [nv[b][sel[b]].tolist() for b in range(h.n_blocks)],
+        "cycles_formula": head_cycles(h, lanes),
+        "cycles_measured": measured,
+    }
 
 
 def main() -> int:
@@ -65,10 +81,12 @@ def main() -> int:
         for s, rec in zip(specs, res["scenarios"][0]["heads"]):
             entries.append(entry(s, lanes, rec["cycles"]))
         print(f"head_dim={d} lanes={lanes}: {n} heads, {res['sim_cycles']} cycles in {res['wall_s']:.1f} s")
-    doc = {"description": "Stall-free cycles of rtl.engine.AttentionEngine per head, measured under Verilator "
-                          "(cocotb); regenerate with tests/cocotb/regen_rtl_cycles.py. Cycle counting and the "
-                          "formula: engine/cycles.py.",
-           "entries": entries}
+    doc = {
+        "description": "Stall-free cycles of rtl.engine.AttentionEngine per head, measured under Verilator "
+        "(cocotb); regenerate with tests/cocotb/regen_rtl_cycles.py. Cycle counting and the "
+        "formula: engine/cycles.py.",
+        "entries": entries,
+    }
     OUT.write_text(json.dumps(doc, indent=None, separators=(",", ":")) + "\n")
     bad = [e for e in entries if e["cycles_formula"] != e["cycles_measured"]]
     print(f"wrote {len(entries)} entries to {OUT}; {len(bad)} differ from engine/cycles.py")

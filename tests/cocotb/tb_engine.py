@@ -79,8 +79,10 @@ class Scoreboard:
         exp = np.asarray(head["expected"])  # golden model (engine.datapath.run_engine)
         if not np.array_equal(got, exp):
             bad = np.nonzero(got != exp)[0]
-            raise AssertionError(f"output mismatch at {len(bad)} of {len(exp)} elements, first at {bad[0]}: "
-                                 f"got {got[bad[0]]} expected {exp[bad[0]]}")
+            raise AssertionError(
+                f"output mismatch at {len(bad)} of {len(exp)} elements, first at {bad[0]}: "
+                f"got {got[bad[0]]} expected {exp[bad[0]]}"
+            )
         formula = head["formula"]  # engine.cycles.head_cycles
         if check_cycles and stall == 0 and cycles != formula:
             raise AssertionError(f"stall-free head took {cycles} cycles, engine/cycles.py says {formula}")

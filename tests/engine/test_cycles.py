@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
-from engine.cycles import cycles_from_counts, head_cycles, head_macs, lane_utilisation, steady_state_utilisation
-from engine.workloads import HeadSpec, random_head
 
 from base.errors import SpecError
+from engine.cycles import cycles_from_counts, head_cycles, head_macs, lane_utilisation, steady_state_utilisation
+from engine.workloads import HeadSpec, random_head
 
 
 def test_formula_by_hand():

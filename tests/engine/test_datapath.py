@@ -32,10 +32,16 @@ def test_reciprocal_and_invariant():
 
 def test_extreme_values_stay_in_range():
     D, B = 128, 3
-    head = EngineHead(sel=np.full(B, np.uint64(2**64 - 1)), block=np.arange(B), score_mant=np.full(B, 65535),
-                      score_shift=np.zeros(B, dtype=np.int64), qk=np.full((B, D), -128, dtype=np.int8),
-                      k=np.full((B, 64, D), -8, dtype=np.int8), v=np.full((B, 64, D), 7, dtype=np.int8),
-                      sv=np.full((B, 64, 2), 255, dtype=np.uint8))
+    head = EngineHead(
+        sel=np.full(B, np.uint64(2**64 - 1)),
+        block=np.arange(B),
+        score_mant=np.full(B, 65535),
+        score_shift=np.zeros(B, dtype=np.int64),
+        qk=np.full((B, D), -128, dtype=np.int8),
+        k=np.full((B, 64, D), -8, dtype=np.int8),
+        v=np.full((B, 64, D), 7, dtype=np.int8),
+        sv=np.full((B, 64, 2), 255, dtype=np.uint8),
+    )
     o, tr = run_engine(head, trace=True)
     assert tr.scores.max() == 128 * 8 * 128
     p0 = int(tr.p[0, 0])

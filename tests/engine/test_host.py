@@ -35,7 +35,7 @@ def _kv4_head(rng, D, T, group=128, score_gain=1.0):
     vf = rng.normal(size=(T, D))
     qf = rng.normal(size=D)
     ng = -(-T // group)
-    ks = np.stack([np.abs(kf[g * group:(g + 1) * group]).max(0) / 7 for g in range(ng)])
+    ks = np.stack([np.abs(kf[g * group : (g + 1) * group]).max(0) / 7 for g in range(ng)])
     ks = np.where(ks > 0, ks, 1.0)
     k = np.clip(np.rint(kf / ks[np.arange(T) // group]), -8, 7).astype(np.int8)
     vs = np.abs(vf).max(1, keepdims=True) / 7
@@ -62,9 +62,15 @@ def _attention_fp32(q, k, v, m):
 
 
 @settings(deadline=None)
-@given(D=st.sampled_from([64, 128]), T=st.integers(1, 2500), sink=st.integers(0, 8),
-       window=st.one_of(st.none(), st.integers(1, 3000)), group=st.sampled_from([64, 128, 256]),
-       gain=st.floats(0.3, 3.0), seed=st.integers(0, 2**32 - 1))
+@given(
+    D=st.sampled_from([64, 128]),
+    T=st.integers(1, 2500),
+    sink=st.integers(0, 8),
+    window=st.one_of(st.none(), st.integers(1, 3000)),
+    group=st.sampled_from([64, 128, 256]),
+    gain=st.floats(0.3, 3.0),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_error_bound_vs_float_attention(D, T, sink, window, group, gain, seed):
     rng = np.random.default_rng(seed)
     q, qs, k, ks, v, vs = _kv4_head(rng, D, T, group, gain)
@@ -112,8 +118,10 @@ def _tiles_k(k, keep):
     kp[:T] = np.where(keep, k, 0)
     kk = np.zeros((nb * 64, D), dtype=bool)
     kk[:T] = keep
-    bm, pk = _pack(kp.reshape(nb, 64, D).transpose(0, 2, 1).reshape(-1, 64),
-                               kk.reshape(nb, 64, D).transpose(0, 2, 1).reshape(-1, 64))
+    bm, pk = _pack(
+        kp.reshape(nb, 64, D).transpose(0, 2, 1).reshape(-1, 64),
+        kk.reshape(nb, 64, D).transpose(0, 2, 1).reshape(-1, 64),
+    )
     return bm.reshape(nb, D), pk
 
 
@@ -133,19 +141,33 @@ def test_sparse_inputs_match_dense_numerics(sparsity, D):
     vkeep = rng.random((T, D)) >= sparsity
     ksp, vsp = np.where(kkeep, k, 0), np.where(vkeep, v, 0)
     dense = fixed_point_attention(q, qs, ksp, ks, vsp, vs, sink=2, window=100)
-    sparse = fixed_point_attention(q, qs, None, ks, None, vs, sink=2, window=100, context=T,
-                                   k_tiles=_tiles_k(ksp, kkeep), v_tiles=_tiles_v(vsp, vkeep))
+    sparse = fixed_point_attention(
+        q,
+        qs,
+        None,
+        ks,
+        None,
+        vs,
+        sink=2,
+        window=100,
+        context=T,
+        k_tiles=_tiles_k(ksp, kkeep),
+        v_tiles=_tiles_v(vsp, vkeep),
+    )
     assert sparse.head.sparse and not dense.head.sparse
     assert np.array_equal(sparse.o, dense.o)
     if sparsity == 1.0:  # all-zero tiles: uniform attention over zero values
         assert np.all(sparse.o == 0)
 
 
-@pytest.mark.parametrize("bad, msg", [
-    (dict(q=np.zeros(96, dtype=np.int8)), "D 64 or 128"),
-    (dict(window=0), "empty"),
-    (dict(k_group_size=100), "multiple of 64"),
-])
+@pytest.mark.parametrize(
+    "bad, msg",
+    [
+        (dict(q=np.zeros(96, dtype=np.int8)), "D 64 or 128"),
+        (dict(window=0), "empty"),
+        (dict(k_group_size=100), "multiple of 64"),
+    ],
+)
 def test_prepare_head_rejects_bad_input(bad, msg):
     rng = np.random.default_rng(5)
     q, qs, k, ks, v, vs = _kv4_head(rng, 64, 100)

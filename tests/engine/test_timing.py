@@ -1,13 +1,30 @@
 """Tests of engine/timing.py: the pipeline depths and the controller's fixed phases agree with each other."""
 
-from engine.timing import (BEAT_LATENCY, BLK_CYCLES, EWAIT_CYCLES, EXP_LATENCY, FIXED_PHASES, L_LATENCY, NORM_PIPE,
-                           SCAN_LATENCY, SOFTMAX_LANES_MAX, TAIL_PHASES, UPDATE_LATENCY, softmax_lanes)
+from engine.timing import (
+    BEAT_LATENCY,
+    BLK_CYCLES,
+    EWAIT_CYCLES,
+    EXP_LATENCY,
+    FIXED_PHASES,
+    L_LATENCY,
+    NORM_PIPE,
+    SCAN_LATENCY,
+    SOFTMAX_LANES_MAX,
+    TAIL_PHASES,
+    UPDATE_LATENCY,
+    softmax_lanes,
+)
 from engine.widths import RECIP_BITS
 
 
 def test_fixed_phases_are_the_latencies():
-    assert dict(FIXED_PHASES) == {"BLK": BLK_CYCLES, "KDRAIN": BEAT_LATENCY - 1, "UPD": SCAN_LATENCY,
-                                  "UWAIT": UPDATE_LATENCY, "EWAIT": EWAIT_CYCLES}
+    assert dict(FIXED_PHASES) == {
+        "BLK": BLK_CYCLES,
+        "KDRAIN": BEAT_LATENCY - 1,
+        "UPD": SCAN_LATENCY,
+        "UWAIT": UPDATE_LATENCY,
+        "EWAIT": EWAIT_CYCLES,
+    }
     assert sum(FIXED_PHASES.values()) == 34  # BLOCK_FIXED of tests/data/rtl_cycles.json's heads
     assert dict(TAIL_PHASES) == {"NSTART": 1, "DIV": RECIP_BITS, "NPIPE": NORM_PIPE}
 

@@ -3,8 +3,22 @@
 import math
 
 from engine.params import MAX_CONTEXT, TILE
-from engine.widths import (ACC_BITS, EXP2_TABLE, EXP_SHIFT_MAX, L_BITS, MULT_BITS, P_BITS, P_MAX, PROD_BITS, QK_BITS,
-                           RECIP_BITS, RECIP_SHIFT, SCORE_BITS, SV_BITS, VALUE_BITS)
+from engine.widths import (
+    ACC_BITS,
+    EXP2_TABLE,
+    EXP_SHIFT_MAX,
+    L_BITS,
+    MULT_BITS,
+    P_BITS,
+    P_MAX,
+    PROD_BITS,
+    QK_BITS,
+    RECIP_BITS,
+    RECIP_SHIFT,
+    SCORE_BITS,
+    SV_BITS,
+    VALUE_BITS,
+)
 
 
 def test_products_and_scores_fit():

@@ -14,24 +14,31 @@ def test_designs_are_typed_and_build_their_component():
     from rtl.normalizer import Normalizer
     from rtl.softmax import SoftmaxUnit
 
-    for name, cls in (("engine", AttentionEngine), ("dot", DotProductArray), ("softmax", SoftmaxUnit),
-                      ("normalizer", Normalizer)):
+    for name, cls in (
+        ("engine", AttentionEngine),
+        ("dot", DotProductArray),
+        ("softmax", SoftmaxUnit),
+        ("normalizer", Normalizer),
+    ):
         design = make_design(BuildConfig(board="lfe5u-85f", design=name, lanes=4, head_dim=64))
         assert isinstance(design, cls)
         design._MustUse__used = True  # built only to check its class: no unused-elaboratable warning
 
 
-@pytest.mark.parametrize("kw, msg", [
-    (dict(board="de10"), "unknown board 'de10'"),
-    (dict(design="fft"), "unknown design 'fft'; use one of dot, engine, normalizer, softmax"),
-    (dict(router="router3"), "unknown router 'router3'"),
-    (dict(freq_mhz=0.5), "out of range; use 1..400 MHz"),
-    (dict(seeds=3), "seeds must be a list of integers"),
-    (dict(seeds=()), f"0 seeds given; use 1 to {MAX_SEEDS}"),
-    (dict(seeds=(MAX_SEED + 1,)), "is out of range"),
-    (dict(seeds=(True,)), "is out of range"),
-    (dict(seeds=(2, 5, 2)), "seed 2 is given twice"),
-])
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        (dict(board="de10"), "unknown board 'de10'"),
+        (dict(design="fft"), "unknown design 'fft'; use one of dot, engine, normalizer, softmax"),
+        (dict(router="router3"), "unknown router 'router3'"),
+        (dict(freq_mhz=0.5), "out of range; use 1..400 MHz"),
+        (dict(seeds=3), "seeds must be a list of integers"),
+        (dict(seeds=()), f"0 seeds given; use 1 to {MAX_SEEDS}"),
+        (dict(seeds=(MAX_SEED + 1,)), "is out of range"),
+        (dict(seeds=(True,)), "is out of range"),
+        (dict(seeds=(2, 5, 2)), "seed 2 is given twice"),
+    ],
+)
 def test_build_config_rejects(kw, msg):
     with pytest.raises(SpecError, match=msg):
         BuildConfig(**kw)

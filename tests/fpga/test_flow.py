@@ -48,7 +48,7 @@ def test_engine_builds_to_a_bitstream_with_sane_figures(engine_build):
     board = get_board(ENGINE.board)
     bel, _ = package_pin(board.device, board.package, board.clk_site)
     assert f"pin 'clk$tr_io' constrained to Bel '{bel}'" in (engine_build.out_dir / "pnr.log").read_text()
-    (clock, clk), = rep.clocks.items()
+    ((clock, clk),) = rep.clocks.items()
     assert clk.target_mhz == 100.0 and 1.0 < clk.achieved_mhz < 400.0  # physically possible on ECP5 fabric
     assert rep.fmax_mhz == pytest.approx(clk.achieved_mhz, abs=1e-3)
     assert rep.timing_pass == clk.passed == (clk.achieved_mhz >= 100.0)
@@ -90,8 +90,24 @@ def test_report_is_a_hardware_spec_for_estimate(engine_build, capsys):
 def test_board_flow_through_amaranth_boards_is_byte_reproducible(tmp_path, capsys, monkeypatch):
     # the small dot-product design keeps this test short (the engine is built above); the PLL sets the clock
     monkeypatch.setenv("COLUMNS", "200")  # rich wraps/truncates tables at the captured stream's default width
-    code = main(["fpga", "build", "--board", "ulx3s-85f", "--design", "dot", "--lanes", "2", "--head-dim", "16",
-                 "--freq", "50", "--out", str(tmp_path / "ulx3s")])
+    code = main(
+        [
+            "fpga",
+            "build",
+            "--board",
+            "ulx3s-85f",
+            "--design",
+            "dot",
+            "--lanes",
+            "2",
+            "--head-dim",
+            "16",
+            "--freq",
+            "50",
+            "--out",
+            str(tmp_path / "ulx3s"),
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     flat = " ".join(out.split())
@@ -104,8 +120,7 @@ def test_board_flow_through_amaranth_boards_is_byte_reproducible(tmp_path, capsy
     lpf = (tmp_path / "ulx3s" / "top.lpf").read_text()
     assert 'SITE "G2"' in lpf and 'SITE "B2"' in lpf  # ULX3S oscillator and LED 0
     # same input, fresh directory: byte-identical bitstream
-    again = build(BuildConfig(board="ulx3s-85f", design="dot", lanes=2, head_dim=16, freq_mhz=50.0),
-                  tmp_path / "again")
+    again = build(BuildConfig(board="ulx3s-85f", design="dot", lanes=2, head_dim=16, freq_mhz=50.0), tmp_path / "again")
     first = (tmp_path / "ulx3s" / "top.bit").read_bytes()
     assert again.bitstream.read_bytes() == first and again.report.bitstream_sha256 == rep["bitstream_sha256"]
 
@@ -113,16 +128,36 @@ def test_board_flow_through_amaranth_boards_is_byte_reproducible(tmp_path, capsy
 def test_sweep_tabulates_plots_and_reports_overflow_before_place_and_route(tmp_path, capsys):
     # dot-product array: 1 lane fits; 256 lanes need 256 multipliers and the part has 156 (router1: the option
     # reaches nextpnr; the other builds use the default router2)
-    code = main(["fpga", "sweep", "--design", "dot", "--lanes", "1,256", "--head-dim", "256", "--jobs", "2", "--out",
-                 str(tmp_path / "sw"), "--router", "router1", "--json"])
+    code = main(
+        [
+            "fpga",
+            "sweep",
+            "--design",
+            "dot",
+            "--lanes",
+            "1,256",
+            "--head-dim",
+            "256",
+            "--jobs",
+            "2",
+            "--out",
+            str(tmp_path / "sw"),
+            "--router",
+            "router1",
+            "--json",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     doc = json.loads(out)
     small, big = doc["rows"]
     assert small["fits"] and small["lanes"] == 1 and small["dsp"] == 1 and small["fmax_mhz"] > 20
     assert 0 < small["lut_pct"] < 5 and small["timing_pass"] == (small["fmax_mhz"] >= 100)
-    assert not big["fits"] and re.search(r"does not fit LFE5U-85F-6BG381C: after synthesis it needs 256 DSP "
-                                         r"\(MULT18X18D\) of 156; use fewer --lanes", big["does_not_fit"])
+    assert not big["fits"] and re.search(
+        r"does not fit LFE5U-85F-6BG381C: after synthesis it needs 256 DSP "
+        r"\(MULT18X18D\) of 156; use fewer --lanes",
+        big["does_not_fit"],
+    )
     point = tmp_path / "sw" / "dot-d256-l1"
     assert json.loads((point / "report.json").read_text())["config"]["router"] == "router1"
     log = (point / "pnr.log").read_text()
@@ -137,15 +172,34 @@ def test_several_seeds_keep_the_best_placement(tmp_path, capsys, monkeypatch):
     # synthesis once, place and route per seed in seed-N/, the highest Fmax kept (the small dot-product design keeps
     # this short); the kept placement is the bitstream's, so a one-seed build with that seed gives the same bytes
     monkeypatch.setenv("COLUMNS", "200")
-    code = main(["fpga", "build", "--board", "lfe5u-85f", "--design", "dot", "--lanes", "2", "--head-dim", "16",
-                 "--seed", "3,1,2", "--jobs", "2", "--out", str(tmp_path / "ms")])
+    code = main(
+        [
+            "fpga",
+            "build",
+            "--board",
+            "lfe5u-85f",
+            "--design",
+            "dot",
+            "--lanes",
+            "2",
+            "--head-dim",
+            "16",
+            "--seed",
+            "3,1,2",
+            "--jobs",
+            "2",
+            "--out",
+            str(tmp_path / "ms"),
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     rep = json.loads((tmp_path / "ms" / "report.json").read_text())
     assert [s["seed"] for s in rep["seeds"]] == [3, 1, 2] and rep["config"]["seeds"] == [3, 1, 2]
     for s in rep["seeds"]:  # each seed's figure is its own nextpnr report's
         (clk,) = json.loads((tmp_path / "ms" / f"seed-{s['seed']}" / "nextpnr_report.json").read_text())[
-            "fmax"].values()
+            "fmax"
+        ].values()
         assert s["fmax_mhz"] == pytest.approx(clk["achieved"], abs=1e-3)
         assert s["timing_pass"] == (s["fmax_mhz"] >= 100.0)
     best = max(rep["seeds"], key=lambda s: s["fmax_mhz"])
@@ -155,7 +209,8 @@ def test_several_seeds_keep_the_best_placement(tmp_path, capsys, monkeypatch):
         assert (tmp_path / "ms" / name).read_bytes() == (kept / name).read_bytes()
     assert f"kept seed {rep['seed']}" in " ".join(out.split())
     assert "nextpnr-ecp5 (place and route) seed 2" in err
-    one = build(BuildConfig(board="lfe5u-85f", design="dot", lanes=2, head_dim=16, seeds=(rep["seed"],)),
-                tmp_path / "one")
+    one = build(
+        BuildConfig(board="lfe5u-85f", design="dot", lanes=2, head_dim=16, seeds=(rep["seed"],)), tmp_path / "one"
+    )
     assert one.report.bitstream_sha256 == rep["bitstream_sha256"]
     assert [s.seed for s in one.report.seeds] == [rep["seed"]] and not list((tmp_path / "one").glob("seed-*"))

@@ -45,10 +45,18 @@ class Fanout(wiring.Component):
 def synth_ffs(tmp_path, *, replicas: bool, keep: bool) -> int:
     (tmp_path / "top.il").write_text(rtlil.convert(Fanout(replicas), name="top"))
     script = keep_replicas_script() if keep else ""
-    (tmp_path / "top.ys").write_text(f"read_rtlil top.il\n{script}\nsynth_ecp5 -top top\n"
-                                     "tee -q -o stat.json stat -json\n")
-    proc = run_tool("yosys", ["-q", "-l", "synth.log", "top.ys"], cwd=tmp_path, log="synth.out", step="yosys",
-                    text="yosys", listener=SilentListener())
+    (tmp_path / "top.ys").write_text(
+        f"read_rtlil top.il\n{script}\nsynth_ecp5 -top top\ntee -q -o stat.json stat -json\n"
+    )
+    proc = run_tool(
+        "yosys",
+        ["-q", "-l", "synth.log", "top.ys"],
+        cwd=tmp_path,
+        log="synth.out",
+        step="yosys",
+        text="yosys",
+        listener=SilentListener(),
+    )
     assert proc.returncode == 0, (tmp_path / "synth.log").read_text()[-2000:]
     return json.loads((tmp_path / "stat.json").read_text())["design"]["num_cells_by_type"].get("TRELLIS_FF", 0)
 

@@ -3,9 +3,9 @@
 import pytest
 from amaranth.sim import Simulator
 
+from base.errors import SpecError
 from fpga._dev_mac import DotProductArray
 from fpga._top import FeedTop, _words, pll_params
-from base.errors import SpecError
 
 
 def test_pll_params_hit_100mhz_from_25mhz_within_limits():

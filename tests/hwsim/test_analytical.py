@@ -21,8 +21,13 @@ def _runs(hw, scheme) -> bool:
     """Whether `hw` runs `scheme`: its weight sparsity (an FPGA that declares its sparse modes refuses others) and
     its precisions."""
     f = hw.fpga
-    if f is not None and f.sparse_modes and not all(
-            f.supports_sparsity(scheme.for_op(name).weight_pruning) for name in ("q_proj", "v_proj", "gate_proj")):
+    if (
+        f is not None
+        and f.sparse_modes
+        and not all(
+            f.supports_sparsity(scheme.for_op(name).weight_pruning) for name in ("q_proj", "v_proj", "gate_proj")
+        )
+    ):
         return False
     try:  # and has an engine precision covering every operator's (an FPGA without fp16 refuses fp16 work)
         for w, a in ((scheme.weight_bits, scheme.act_bits), (scheme.lm_head_bits, 16), (scheme.kv_bits, 16)):
@@ -34,8 +39,9 @@ def _runs(hw, scheme) -> bool:
 
 
 def _with_bandwidth(hw, factor):
-    return dataclasses.replace(hw, memory=dataclasses.replace(
-        hw.memory, bandwidth_bytes_per_s=hw.memory.bandwidth_bytes_per_s * factor))
+    return dataclasses.replace(
+        hw, memory=dataclasses.replace(hw.memory, bandwidth_bytes_per_s=hw.memory.bandwidth_bytes_per_s * factor)
+    )
 
 
 def test_memory_bound_decode_by_hand():
@@ -102,8 +108,13 @@ def test_bad_workload():
 
 
 # ---- physics: monotonicity ----------------------------------------------------------------------------------
-common = dict(model=st.sampled_from(MODELS), hw=st.sampled_from(HARDWARE), scheme=st.sampled_from(SCHEMES),
-              batch=st.integers(1, 16), prompt=st.integers(1, 8192))
+common = dict(
+    model=st.sampled_from(MODELS),
+    hw=st.sampled_from(HARDWARE),
+    scheme=st.sampled_from(SCHEMES),
+    batch=st.integers(1, 16),
+    prompt=st.integers(1, 8192),
+)
 
 
 @given(factor=st.floats(1.0, 8.0), **common)
@@ -149,8 +160,7 @@ def test_measured_profile():
     m, hw, s = get_model("smollm2-135m"), get_hardware("u280-accllm"), get_scheme("w2a8kv4")
     w = Workload(1, 256, 16)
     nominal_layer = sum(s.linear_bytes(lin) for lin in m.block_linears)
-    same = MeasuredProfile("test", (nominal_layer,) * m.num_layers, None,
-                           (0.0,) * m.num_layers)
+    same = MeasuredProfile("test", (nominal_layer,) * m.num_layers, None, (0.0,) * m.num_layers)
     base, prof = estimate(m, hw, s, w), estimate(m, hw, s, w, profile=same)
     assert prof.decode_step_s == pytest.approx(base.decode_step_s, rel=1e-12)
     assert prof.weight_bytes == base.weight_bytes and prof.kv_bytes_final == pytest.approx(base.kv_bytes_final)

@@ -47,10 +47,13 @@ def test_bus_fifo_hides_latency_behind_older_data():
 
 # ---- the double-buffered stream: jumping == tile by tile -----------------------------------------------------
 @settings(max_examples=60)
-@given(runs=st.lists(st.tuples(st.integers(1, 40), st.integers(1, 5000), st.integers(1, 300)), min_size=1,
-                     max_size=4),
-       latency=st.integers(0, 60), ready=st.integers(0, 3000), buffers=st.integers(1, 3),
-       prefetch=st.integers(0, 3))
+@given(
+    runs=st.lists(st.tuples(st.integers(1, 40), st.integers(1, 5000), st.integers(1, 300)), min_size=1, max_size=4),
+    latency=st.integers(0, 60),
+    ready=st.integers(0, 3000),
+    buffers=st.integers(1, 3),
+    prefetch=st.integers(0, 3),
+)
 def test_tile_stream_jump_is_exact(runs, latency, ready, buffers, prefetch):
     m = MemoryModel(channels=4, burst_bytes=32, channel_bytes_per_cycle=7.5, latency_cycles=latency)
     results = []
@@ -86,9 +89,16 @@ def test_macs_per_cycle_dsp_packing():
 FLIGHT = get_hardware("u280-flightllm")
 
 
-@pytest.mark.parametrize("scheme,context,hw", [("accllm", 3000, U280), ("w2a8kv4", 700, U280),
-                                               ("flightllm", 300, FLIGHT), ("mustafar70", 900, U280),
-                                               ("flightllm", 2000, FLIGHT)])
+@pytest.mark.parametrize(
+    "scheme,context,hw",
+    [
+        ("accllm", 3000, U280),
+        ("w2a8kv4", 700, U280),
+        ("flightllm", 300, FLIGHT),
+        ("mustafar70", 900, U280),
+        ("flightllm", 2000, FLIGHT),
+    ],
+)
 def test_decode_jumps_are_exact(scheme, context, hw):
     s = get_scheme(scheme)
     fast = Accelerator(LLAMA, hw, s).decode_step(context)
@@ -101,13 +111,16 @@ def test_decode_jumps_are_exact(scheme, context, hw):
 def test_prefill_jumps_are_exact():
     s = get_scheme("accllm")
     m = get_model("smollm2-135m")
-    assert (Accelerator(m, U280, s).prefill(200).cycles == Accelerator(m, U280, s, jump=False).prefill(200).cycles)
+    assert Accelerator(m, U280, s).prefill(200).cycles == Accelerator(m, U280, s, jump=False).prefill(200).cycles
 
 
 @settings(max_examples=25)
-@given(model=st.sampled_from(["llama-2-7b", "llama-3-8b", "smollm2-135m", "opt-6.7b"]),
-       scheme=st.sampled_from(["accllm", "w2a8kv4", "flightllm", "fp16", "w4a16", "mustafar70"]),
-       context=st.integers(1, 5000), batch=st.integers(1, 3))
+@given(
+    model=st.sampled_from(["llama-2-7b", "llama-3-8b", "smollm2-135m", "opt-6.7b"]),
+    scheme=st.sampled_from(["accllm", "w2a8kv4", "flightllm", "fp16", "w4a16", "mustafar70"]),
+    context=st.integers(1, 5000),
+    batch=st.integers(1, 3),
+)
 def test_never_faster_than_roofline(model, scheme, context, batch):
     m, s = get_model(model), get_scheme(scheme)
     hw = FLIGHT if scheme == "flightllm" else U280
@@ -156,8 +169,9 @@ def test_estimate_cycle_through_estimate():
     ana = estimate(LLAMA, U280, s, w)
     assert est.fidelity == "cycle" and len(est.decode_step_s) == 8
     assert est.weight_bytes == ana.weight_bytes and est.kv_bytes_final == ana.kv_bytes_final
-    assert est.decode_step_s == tuple(Accelerator(LLAMA, U280, s).decode_step(c).cycles / U280.freq_hz
-                                      for c in range(65, 73))
+    assert est.decode_step_s == tuple(
+        Accelerator(LLAMA, U280, s).decode_step(c).cycles / U280.freq_hz for c in range(65, 73)
+    )
     assert sum(o.time_s for o in est.decode_ops) == pytest.approx(sum(est.decode_step_s))
     assert est.ttft_s > 0 and {o.name for o in est.decode_ops} >= {"ffn", "attn_linear", "attention", "lm_head"}
 
@@ -167,8 +181,13 @@ def test_gpu_hardware_refused():
         estimate_cycle(LLAMA, get_hardware("a100-80gb"), get_scheme("fp16"), Workload(1, 8, 2))
 
 
-@pytest.mark.parametrize("scheme", [get_scheme("mustafar70"),  # fp16 sparse KV: attention on the linear engine
-                                    get_scheme("w2a8kv4").replace(kv_sparsity=0.5)])  # int4 bitmap KV: engines
+@pytest.mark.parametrize(
+    "scheme",
+    [
+        get_scheme("mustafar70"),  # fp16 sparse KV: attention on the linear engine
+        get_scheme("w2a8kv4").replace(kv_sparsity=0.5),
+    ],
+)  # int4 bitmap KV: engines
 def test_measured_profile_drives_the_simulation(scheme):
     s = scheme
     m = get_model("smollm2-135m")
@@ -215,20 +234,32 @@ def test_buffers_must_fit_on_chip():
 
 
 @settings(max_examples=15)
-@given(channels=st.sampled_from([1, 4, 32]), burst=st.sampled_from([32, 64, 256]),
-       latency=st.floats(0, 400), buf=st.integers(4096, 1 << 20), lanes=st.sampled_from([8, 64]),
-       engines=st.integers(1, 12), scheme=st.sampled_from(["accllm", "fp16", "w2a8kv4"]),
-       context=st.integers(1, 3000), batch=st.integers(1, 2))
-def test_layer_and_tile_jumps_exact_on_random_designs(channels, burst, latency, buf, lanes, engines, scheme,
-                                                       context, batch):
+@given(
+    channels=st.sampled_from([1, 4, 32]),
+    burst=st.sampled_from([32, 64, 256]),
+    latency=st.floats(0, 400),
+    buf=st.integers(4096, 1 << 20),
+    lanes=st.sampled_from([8, 64]),
+    engines=st.integers(1, 12),
+    scheme=st.sampled_from(["accllm", "fp16", "w2a8kv4"]),
+    context=st.integers(1, 3000),
+    batch=st.integers(1, 2),
+)
+def test_layer_and_tile_jumps_exact_on_random_designs(
+    channels, burst, latency, buf, lanes, engines, scheme, context, batch
+):
     import dataclasses
 
     hw = dataclasses.replace(
-        U280, memory=dataclasses.replace(U280.memory, channels=channels, burst_bytes=burst, latency_ns=latency),
-        fpga=dataclasses.replace(U280.fpga, weight_buffer_bytes=buf, attention_lanes=lanes,
-                                 attention_engines=engines))
+        U280,
+        memory=dataclasses.replace(U280.memory, channels=channels, burst_bytes=burst, latency_ns=latency),
+        fpga=dataclasses.replace(U280.fpga, weight_buffer_bytes=buf, attention_lanes=lanes, attention_engines=engines),
+    )
     m, s = get_model("smollm2-135m"), get_scheme(scheme)
     fast = Accelerator(m, hw, s).decode_step(context, batch)
     slow = Accelerator(m, hw, s, jump=False).decode_step(context, batch)
-    assert (fast.cycles, fast.bytes_moved, fast.bus_busy_cycles) == (slow.cycles, slow.bytes_moved,
-                                                                      slow.bus_busy_cycles)
+    assert (fast.cycles, fast.bytes_moved, fast.bus_busy_cycles) == (
+        slow.cycles,
+        slow.bytes_moved,
+        slow.bus_busy_cycles,
+    )

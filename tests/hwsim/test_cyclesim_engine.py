@@ -45,8 +45,18 @@ def random_head(rng: np.random.Generator, D: int, T: int, *, sparse: bool, sink:
     to_tiles = lambda a: a.reshape(nb, 64, D).transpose(0, 2, 1).reshape(-1, 64)  # noqa: E731  K tiles: [nb*D, 64]
     kt = pack_tiles(to_tiles(kk), to_codes(to_tiles(kp), 4), 4)
     vt = pack_tiles(keepv.reshape(-1, 64), to_codes(v.reshape(-1, 64), 4), 4)
-    return prepare_head(q, 0.05, None, ks, None, vs, k_tiles=(kt[0].reshape(nb, D), kt[1]),
-                           v_tiles=(vt[0].reshape(T, D // 64), vt[1]), context=T, **kw)
+    return prepare_head(
+        q,
+        0.05,
+        None,
+        ks,
+        None,
+        vs,
+        k_tiles=(kt[0].reshape(nb, D), kt[1]),
+        v_tiles=(vt[0].reshape(T, D // 64), vt[1]),
+        context=T,
+        **kw,
+    )
 
 
 def _cases(n: int, seed: int):
@@ -68,7 +78,11 @@ def test_event_driven_equals_stepped_and_functional_equals_golden(i, D, L, head)
     assert fast.cycles == eng.run_stepped(w)
     per_block = eng.run(HeadWork(w.head_dim, w.blocks))  # runs of identical blocks, one event per phase
     assert (per_block.cycles, per_block.phase_cycles, per_block.lane_ops, per_block.block_starts) == (
-        fast.cycles, fast.phase_cycles, fast.lane_ops, fast.block_starts)
+        fast.cycles,
+        fast.phase_cycles,
+        fast.lane_ops,
+        fast.block_starts,
+    )
     func = eng.run(w, engine_head=head, functional=True)
     assert func.cycles == fast.cycles
     assert np.array_equal(func.output, run_engine(head))  # bit for bit
@@ -136,8 +150,10 @@ def _entry_work(e: dict) -> HeadWork:
 def test_zero_cycle_difference_against_verilator():
     entries = _load_rtl_cycles()
     assert len(entries) >= 20
-    diffs = [EngineModel(int(e["head_dim"]), int(e["lanes"])).run(_entry_work(e)).cycles - int(e["cycles_measured"])
-             for e in entries]
+    diffs = [
+        EngineModel(int(e["head_dim"]), int(e["lanes"])).run(_entry_work(e)).cycles - int(e["cycles_measured"])
+        for e in entries
+    ]
     assert diffs == [0] * len(entries)
 
 

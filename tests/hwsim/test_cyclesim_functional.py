@@ -24,7 +24,7 @@ def smollm_qkv():
         model, tok = load_smollm2(n_layers=2, fresh=False)
     except SpecError as exc:
         pytest.skip(str(exc))
-    text = ("The cycle-level simulator models an FPGA accelerator for large language models. " * 40)
+    text = "The cycle-level simulator models an FPGA accelerator for large language models. " * 40
     ids = torch.tensor([tok.encode(text)[:256]])
     T = ids.shape[1]
     got: dict[int, dict] = {}
@@ -32,8 +32,11 @@ def smollm_qkv():
     for blk in model.blocks:
         att = blk.attn
         layer = att.layer
-        hooks.append(att.q_proj.register_forward_hook(
-            lambda mod, inp, out, layer=layer: got.setdefault(layer, {}).__setitem__("q", out.detach())))
+        hooks.append(
+            att.q_proj.register_forward_hook(
+                lambda mod, inp, out, layer=layer: got.setdefault(layer, {}).__setitem__("q", out.detach())
+            )
+        )
         att.kv_observer = lambda l, k, v: got.setdefault(l, {}).update(k=k.detach(), v=v.detach())
     with torch.no_grad():
         model(ids)

@@ -35,8 +35,13 @@ def _synthetic(hw_name: str = "h100-sxm", models=("smollm2-135m", "llama-3-8b", 
     """A profile document over a small grid whose times are the roofline x 1.25 + 4 us (not a measurement)."""
     hw = get_hardware(hw_name)
     grid = grid_for_models([get_model(m) for m in models])
-    ax = {"tokens": [1, 8, 64, 512], "batch": [1, 8, 64], "context": [128, 1024, 8192], "seq": [16, 128, 1024],
-          "prefill_batch": [1, 8]}
+    ax = {
+        "tokens": [1, 8, 64, 512],
+        "batch": [1, 8, 64],
+        "context": [128, 1024, 8192],
+        "seq": [16, 128, 1024],
+        "prefill_batch": [1, 8],
+    }
     ops = {}
     for op, (_, axes) in OPERATORS.items():
         tables = []
@@ -51,9 +56,16 @@ def _synthetic(hw_name: str = "h100-sxm", models=("smollm2-135m", "llama-3-8b", 
                 t = [[roofline_s(hw, op, key, (x, y)) * 1.25 + 4e-6 for y in a1] for x in a0]
                 tables.append({"key": key, "axes": {axes[0]: a0, axes[1]: a1}, "time_s": t})
         ops[op] = tables
-    return {"format": "hwsim-gpu-profile", "version": 1, "hardware": hw_name, "complete": True,
-            "provenance": {"device_name": "synthetic"}, "grid": grid,
-            "overhead": {"graph_launch_s": 2e-6, "graph_tiny_kernel_s": 2e-6, "eager_launch_s": 8e-6}, "ops": ops}
+    return {
+        "format": "hwsim-gpu-profile",
+        "version": 1,
+        "hardware": hw_name,
+        "complete": True,
+        "provenance": {"device_name": "synthetic"},
+        "grid": grid,
+        "overhead": {"graph_launch_s": 2e-6, "graph_tiny_kernel_s": 2e-6, "eager_launch_s": 8e-6},
+        "ops": ops,
+    }
 
 
 def _spec_with(tmp_path: Path, profile_doc: dict | str, name: str = "h100-sxm", **extra) -> Path:
@@ -153,8 +165,12 @@ def test_outside_the_grid_falls_back_to_roofline_with_a_note(tmp_path):
     assert not any("outside the measured range" in n for n in inside.notes)
     outside = estimate(m, hw, get_scheme("fp16"), Workload(batch=1, prompt_len=4096, gen_len=1))
     assert any("outside the measured range" in n and "linear" in n for n in outside.notes)
-    roof = estimate(m, dataclasses.replace(get_hardware("h100-sxm"), profile=None), get_scheme("fp16"),
-                    Workload(batch=1, prompt_len=255, gen_len=1))
+    roof = estimate(
+        m,
+        dataclasses.replace(get_hardware("h100-sxm"), profile=None),
+        get_scheme("fp16"),
+        Workload(batch=1, prompt_len=255, gen_len=1),
+    )
     assert inside.decode_step_s[0] > roof.decode_step_s[0]  # synthetic times are 1.25x the roofline + latency
 
 
@@ -185,8 +201,16 @@ def test_composition_mirrors_the_reference_forward_pass(monkeypatch):
 
     for name in ("smollm2-135m", "opt-6.7b"):
         m = get_model(name)
-        shape = dict(shape_of(m), num_layers=2, hidden_size=64, num_heads=4, head_dim=16, ffn_hidden_size=96,
-                     vocab_size=50, num_kv_heads=2 if m.num_kv_heads < m.num_heads else 4)
+        shape = dict(
+            shape_of(m),
+            num_layers=2,
+            hidden_size=64,
+            num_heads=4,
+            head_dim=16,
+            ffn_hidden_size=96,
+            vocab_size=50,
+            num_kv_heads=2 if m.num_kv_heads < m.num_heads else 4,
+        )
         shape["max_position_embeddings"] = 64
         small = dataclasses.replace(m, **{k: v for k, v in shape.items() if k in m.__dataclass_fields__})
         calls: Counter = Counter()
@@ -195,14 +219,16 @@ def test_composition_mirrors_the_reference_forward_pass(monkeypatch):
             def wrapper(*a, **kw):
                 calls[n] += 1
                 return f(*a, **kw)
+
             return wrapper
 
         for fn in kernels.__all__:
             monkeypatch.setattr(kernels, fn, counted(getattr(kernels, fn), fn))
         model = RefModel(shape_of(small), torch.device("cpu"), torch.float32)
         B, C = 3, 20
-        model.decode_step(torch.zeros(B, dtype=torch.long), torch.full((B,), C - 1), torch.tensor([C - 1]),
-                          model.new_cache(B, C), C)
+        model.decode_step(
+            torch.zeros(B, dtype=torch.long), torch.full((B,), C - 1), torch.tensor([C - 1]), model.new_cache(B, C), C
+        )
         want: Counter = Counter()
         for c in compose.decode_calls(small, B, C):
             want[c.op] += c.count
@@ -218,21 +244,32 @@ def test_composition_mirrors_the_reference_forward_pass(monkeypatch):
 
 
 # ---- bad input --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: "{\"format\": \"hwsim-gpu-profile\", \"ops\": {", "malformed or truncated JSON"),
-    (lambda d: json.dumps({"format": "nsight-report"}), "not a hwsim GPU profile"),
-    (lambda d: json.dumps([1, 2, 3]), "not a hwsim GPU profile"),
-    (lambda d: json.dumps({**d, "version": 9}), "version 9 is not supported"),
-    (lambda d: json.dumps({**d, "ops": {k: v for k, v in d["ops"].items() if k != "rope"}}),
-     "misses operator 'rope'"),
-    (lambda d: json.dumps({**d, "ops": {**d["ops"], "add": [{**d["ops"]["add"][0], "time_s": [-1.0] * 4}]}}),
-     "not a positive number of seconds"),
-    (lambda d: json.dumps({**d, "ops": {**d["ops"], "add": [{**d["ops"]["add"][0], "time_s": [1e-6]}]}}),
-     "one entry per axis value"),
-    (lambda d: json.dumps({**d, "ops": {**d["ops"], "add": [{**d["ops"]["add"][0], "key": {"w": 1}}]}}),
-     "key fields"),
-    (lambda d: json.dumps({**d, "overhead": {}}), "overhead.graph_launch_s"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: '{"format": "hwsim-gpu-profile", "ops": {', "malformed or truncated JSON"),
+        (lambda d: json.dumps({"format": "nsight-report"}), "not a hwsim GPU profile"),
+        (lambda d: json.dumps([1, 2, 3]), "not a hwsim GPU profile"),
+        (lambda d: json.dumps({**d, "version": 9}), "version 9 is not supported"),
+        (
+            lambda d: json.dumps({**d, "ops": {k: v for k, v in d["ops"].items() if k != "rope"}}),
+            "misses operator 'rope'",
+        ),
+        (
+            lambda d: json.dumps({**d, "ops": {**d["ops"], "add": [{**d["ops"]["add"][0], "time_s": [-1.0] * 4}]}}),
+            "not a positive number of seconds",
+        ),
+        (
+            lambda d: json.dumps({**d, "ops": {**d["ops"], "add": [{**d["ops"]["add"][0], "time_s": [1e-6]}]}}),
+            "one entry per axis value",
+        ),
+        (
+            lambda d: json.dumps({**d, "ops": {**d["ops"], "add": [{**d["ops"]["add"][0], "key": {"w": 1}}]}}),
+            "key fields",
+        ),
+        (lambda d: json.dumps({**d, "overhead": {}}), "overhead.graph_launch_s"),
+    ],
+)
 def test_bad_profiles_are_one_line_format_errors(tmp_path, mutate, message):
     doc = _synthetic()
     p = tmp_path / "bad.json"
@@ -280,8 +317,12 @@ def test_cli_profile_without_cuda_exits_2(tmp_path, capsys):
 
 def test_transfer_to_another_spec_is_noted_and_scales_memory_bound_time(tmp_path):
     h100 = get_hardware(_spec_with(tmp_path, _synthetic()))
-    h200 = dataclasses.replace(h100, name="h200-like", profile_hardware="h100-sxm",
-                               memory=dataclasses.replace(h100.memory, bandwidth_bytes_per_s=4.8e12))
+    h200 = dataclasses.replace(
+        h100,
+        name="h200-like",
+        profile_hardware="h100-sxm",
+        memory=dataclasses.replace(h100.memory, bandwidth_bytes_per_s=4.8e12),
+    )
     m = get_model("llama-3-8b")
     w = Workload(batch=1, prompt_len=1023, gen_len=1)
     a = estimate(m, h100, get_scheme("fp16"), w)

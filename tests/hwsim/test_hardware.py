@@ -68,15 +68,18 @@ def _fpga_yaml(tmp_path, **fpga_changes):
     return str(p)
 
 
-@pytest.mark.parametrize("changes,match", [
-    (dict(decode_engine=dict(shape=[64, 16, 2], macs_per_lane={"w8a8": 1})), "decode_engine.shape.*fix the shape"),
-    (dict(prefill_engine=dict(shape=[2, 0, 128], macs_per_lane={"w8a8": 1})), "prefill_engine.shape"),
-    (dict(prefill_engine=None), "give both fpga.decode_engine and fpga.prefill_engine"),
-    (dict(dies=[dict(hbm_channels=[0, 1]), dict(hbm_channels=[1, 2])]), "shares channels"),
-    (dict(dies=[dict(hbm_channels=[40])]), "hbm_channels.*0..31"),
-    (dict(sparse_modes=["diagonal"]), "sparse_modes entry 'diagonal'"),
-    (dict(decode_engine=dict(shape=[64, 16], macs_per_lane={"w8a8": 1}, dsps=4000)), "engines use 12000 DSPs"),
-])
+@pytest.mark.parametrize(
+    "changes,match",
+    [
+        (dict(decode_engine=dict(shape=[64, 16, 2], macs_per_lane={"w8a8": 1})), "decode_engine.shape.*fix the shape"),
+        (dict(prefill_engine=dict(shape=[2, 0, 128], macs_per_lane={"w8a8": 1})), "prefill_engine.shape"),
+        (dict(prefill_engine=None), "give both fpga.decode_engine and fpga.prefill_engine"),
+        (dict(dies=[dict(hbm_channels=[0, 1]), dict(hbm_channels=[1, 2])]), "shares channels"),
+        (dict(dies=[dict(hbm_channels=[40])]), "hbm_channels.*0..31"),
+        (dict(sparse_modes=["diagonal"]), "sparse_modes entry 'diagonal'"),
+        (dict(decode_engine=dict(shape=[64, 16], macs_per_lane={"w8a8": 1}, dsps=4000)), "engines use 12000 DSPs"),
+    ],
+)
 def test_inconsistent_engines_refused_with_the_fix(tmp_path, changes, match):
     with pytest.raises(SpecError, match=match):
         get_hardware(_fpga_yaml(tmp_path, **changes))
@@ -129,15 +132,45 @@ def test_user_yaml_and_errors(tmp_path):
 
 
 # ---- fuzzing: random documents must only ever produce the library's own error -------------------------------
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
-                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8))
-documents = st.recursive(scalars, lambda c: st.one_of(st.lists(c, max_size=4),
-                                                      st.dictionaries(st.text(max_size=8), c, max_size=4)),
-                         max_leaves=12)
-KEYS = ["name", "kind", "description", "freq_hz", "memory", "compute", "on_chip_bytes", "power_w", "fpga",
-        "capacity_bytes", "bandwidth_bytes_per_s", "efficiency", "peak_ops_per_s", "matrix_efficiency",
-        "vector_ops_per_s", "model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
-        "intermediate_size", "vocab_size", "max_position_embeddings", "weight_bits", "kv_bits", "attn_window"]
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**12), 10**12),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+)
+documents = st.recursive(
+    scalars,
+    lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(st.text(max_size=8), c, max_size=4)),
+    max_leaves=12,
+)
+KEYS = [
+    "name",
+    "kind",
+    "description",
+    "freq_hz",
+    "memory",
+    "compute",
+    "on_chip_bytes",
+    "power_w",
+    "fpga",
+    "capacity_bytes",
+    "bandwidth_bytes_per_s",
+    "efficiency",
+    "peak_ops_per_s",
+    "matrix_efficiency",
+    "vector_ops_per_s",
+    "model_type",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "vocab_size",
+    "max_position_embeddings",
+    "weight_bits",
+    "kv_bits",
+    "attn_window",
+]
 keyed = st.dictionaries(st.sampled_from(KEYS), documents, max_size=10)
 
 

@@ -29,8 +29,9 @@ def test_linear_ops_carry_full_shape_and_scheme_bytes():
     assert (down.k, down.n, down.sparsity, down.density) == (11008, 4096, "none", 1.0)
     assert q.weight_bytes == s.for_op("q_proj").linear_bytes(LLAMA.block_linears[0])
     assert q.flops == pytest.approx(2 * 3 * 4096 * 4096 * 0.7)
-    att = attention_ops(LLAMA, s, "decode", 2, np.array([10.0, 20.0]), np.array([10.0, 20.0]),
-                        np.array([1.0, 2.0]), 8.0, 32, 2)
+    att = attention_ops(
+        LLAMA, s, "decode", 2, np.array([10.0, 20.0]), np.array([10.0, 20.0]), np.array([1.0, 2.0]), 8.0, 32, 2
+    )
     assert (att[0].q_heads, att[0].kv_heads, att[0].head_dim, att[0].batch) == (32, 32, 128, 2)
     assert list(att[0].context) == [10.0, 20.0]
 
@@ -46,10 +47,27 @@ def test_memory_bound_linear_by_hand_on_the_active_channels():
 
 
 def test_compute_bound_honours_efficiency_and_sparse_engine():
-    hw = dataclasses.replace(FLIGHT, compute=dataclasses.replace(FLIGHT.compute, matrix_efficiency=0.5),
-                             fpga=dataclasses.replace(FLIGHT.fpga, sparse_efficiency=0.8, sync_cycles=0))
-    op = Op("linear", "q_proj", "attn_linear", "prefill", "matrix", tokens=512, k=4096, n=4096, weight_bits=8,
-            act_bits=8, sparsity="block", density=0.7, flops=2 * 512 * 4096 * 4096 * 0.7, bytes=1.0)
+    hw = dataclasses.replace(
+        FLIGHT,
+        compute=dataclasses.replace(FLIGHT.compute, matrix_efficiency=0.5),
+        fpga=dataclasses.replace(FLIGHT.fpga, sparse_efficiency=0.8, sync_cycles=0),
+    )
+    op = Op(
+        "linear",
+        "q_proj",
+        "attn_linear",
+        "prefill",
+        "matrix",
+        tokens=512,
+        k=4096,
+        n=4096,
+        weight_bits=8,
+        act_bits=8,
+        sparsity="block",
+        density=0.7,
+        flops=2 * 512 * 4096 * 4096 * 0.7,
+        bytes=1.0,
+    )
     rate = 2 * 2 * 16 * 128 * 3 * 225e6
     t = op_time(op, hw)
     assert t.bound == "compute"

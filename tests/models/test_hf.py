@@ -13,14 +13,22 @@ from models.hf import is_checkpoint_dir, load_checkpoint, open_checkpoint
 def test_load_sharded_bf16(tiny_checkpoint):
     assert is_checkpoint_dir(tiny_checkpoint) and not is_checkpoint_dir(tiny_checkpoint / "config.json")
     model, tok, spec = load_checkpoint(tiny_checkpoint)
-    assert (spec.family, spec.num_layers, spec.hidden_size, spec.num_kv_heads, spec.vocab_size) == \
-        ("llama", 2, 128, 1, 400)
+    assert (spec.family, spec.num_layers, spec.hidden_size, spec.num_kv_heads, spec.vocab_size) == (
+        "llama",
+        2,
+        128,
+        1,
+        400,
+    )
     assert spec.name == "tiny-llama" and not spec.tied_embeddings
     index = json.loads((tiny_checkpoint / "model.safetensors.index.json").read_text())["weight_map"]
     assert len(set(index.values())) == 2
-    for hf_name, got in [("model.layers.1.self_attn.k_proj.weight", model.blocks[1].attn.k_proj.weight),
-                         ("model.layers.0.post_attention_layernorm.weight", model.blocks[0].ffn_norm.weight),
-                         ("lm_head.weight", model.lm_head.weight), ("model.embed_tokens.weight", model.embed.weight)]:
+    for hf_name, got in [
+        ("model.layers.1.self_attn.k_proj.weight", model.blocks[1].attn.k_proj.weight),
+        ("model.layers.0.post_attention_layernorm.weight", model.blocks[0].ffn_norm.weight),
+        ("lm_head.weight", model.lm_head.weight),
+        ("model.embed_tokens.weight", model.embed.weight),
+    ]:
         with safe_open(str(tiny_checkpoint / index[hf_name]), framework="pt") as f:
             want = f.get_tensor(hf_name)
         assert want.dtype == torch.bfloat16 and torch.equal(got, want.float())
@@ -64,15 +72,18 @@ def test_missing_shard(tiny_checkpoint, tmp_path):
         open_checkpoint(path)
 
 
-@pytest.mark.parametrize("edit,err,needle", [
-    (dict(intermediate_size=192), FormatError, r"shape \[256, 128\] but config.json implies \[192, 128\]"),
-    (dict(num_hidden_layers=3), FormatError, "model.layers.2.* is missing"),
-    (dict(model_type="gpt2"), SpecError, "model_type 'gpt2' is not supported"),
-    (dict(rope_scaling={"type": "linear", "factor": 2.0}), SpecError, "rope_scaling"),
-    (dict(attention_bias=True), SpecError, "attention_bias"),
-    (dict(bos_token_id=None), SpecError, "bos_token_id"),
-    (dict(bos_token_id=4000), SpecError, "bos_token_id"),
-])
+@pytest.mark.parametrize(
+    "edit,err,needle",
+    [
+        (dict(intermediate_size=192), FormatError, r"shape \[256, 128\] but config.json implies \[192, 128\]"),
+        (dict(num_hidden_layers=3), FormatError, "model.layers.2.* is missing"),
+        (dict(model_type="gpt2"), SpecError, "model_type 'gpt2' is not supported"),
+        (dict(rope_scaling={"type": "linear", "factor": 2.0}), SpecError, "rope_scaling"),
+        (dict(attention_bias=True), SpecError, "attention_bias"),
+        (dict(bos_token_id=None), SpecError, "bos_token_id"),
+        (dict(bos_token_id=4000), SpecError, "bos_token_id"),
+    ],
+)
 def test_bad_config(tiny_checkpoint, tmp_path, edit, err, needle):
     path = _copy(tiny_checkpoint, tmp_path)
     _edit_config(path, **edit)

@@ -3,8 +3,17 @@ import torch
 from models.llama import Llama, LlamaConfig, causal_mask
 from quant.methods import KVCodec, LambdaMask
 
-CFG = LlamaConfig(n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, d_ff=48, vocab_size=50, rope_theta=10000.0,
-                  norm_eps=1e-5, max_seq_len=256)
+CFG = LlamaConfig(
+    n_layers=2,
+    d_model=32,
+    n_heads=4,
+    n_kv_heads=2,
+    d_ff=48,
+    vocab_size=50,
+    rope_theta=10000.0,
+    norm_eps=1e-5,
+    max_seq_len=256,
+)
 
 
 def _model(seed=0):
@@ -73,7 +82,8 @@ def test_attn_impl_hook_equivalent():
     def impl(q, k, v, layer):
         rep = q.shape[1] // k.shape[1]
         return torch.nn.functional.scaled_dot_product_attention(
-            q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1), attn_mask=causal_mask(q.shape[2]))
+            q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1), attn_mask=causal_mask(q.shape[2])
+        )
 
     for blk in m.blocks:
         blk.attn.attn_impl = impl

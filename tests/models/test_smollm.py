@@ -23,7 +23,13 @@ def test_loads_with_spec_dimensions():
     spec = get_model("smollm2-135m")
     cfg = m.cfg
     assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_ff, cfg.vocab_size) == (
-        spec.num_layers, spec.hidden_size, spec.num_heads, spec.num_kv_heads, spec.ffn_hidden_size, spec.vocab_size)
+        spec.num_layers,
+        spec.hidden_size,
+        spec.num_heads,
+        spec.num_kv_heads,
+        spec.ffn_hidden_size,
+        spec.vocab_size,
+    )
     assert cfg.rope_theta == spec.rope_theta and cfg.tie_embeddings
     n = sum(p.numel() for p in m.parameters())
     assert abs(n - 134.5e6) < 0.1e6  # shared/data/README.md: 134.5 M parameters

@@ -56,10 +56,20 @@ def _write(tmp_path, cfg, name="config.json"):
     return p
 
 
-LLAMA_CFG = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
-             "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000,
-             "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "tie_word_embeddings": False,
-             "architectures": ["LlamaForCausalLM"], "torch_dtype": "float16"}
+LLAMA_CFG = {
+    "model_type": "llama",
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "vocab_size": 32000,
+    "max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-5,
+    "tie_word_embeddings": False,
+    "architectures": ["LlamaForCausalLM"],
+    "torch_dtype": "float16",
+}
 
 
 def test_hf_config_llama_matches_shipped(tmp_path):
@@ -69,29 +79,53 @@ def test_hf_config_llama_matches_shipped(tmp_path):
 
 
 def test_hf_config_gpt2_small():
-    cfg = {"model_type": "gpt2", "n_embd": 768, "n_layer": 12, "n_head": 12, "n_positions": 1024,
-           "vocab_size": 50257, "n_inner": None}
+    cfg = {
+        "model_type": "gpt2",
+        "n_embd": 768,
+        "n_layer": 12,
+        "n_head": 12,
+        "n_positions": 1024,
+        "vocab_size": 50257,
+        "n_inner": None,
+    }
     assert model_from_hf_config(cfg, "gpt2/config.json").param_count == 124_439_808  # GPT-2 small
 
 
 def test_hf_config_opt_and_mistral():
-    opt = {"model_type": "opt", "hidden_size": 4096, "ffn_dim": 16384, "num_hidden_layers": 32,
-           "num_attention_heads": 32, "vocab_size": 50272, "max_position_embeddings": 2048,
-           "word_embed_proj_dim": 4096, "do_layer_norm_before": True}
+    opt = {
+        "model_type": "opt",
+        "hidden_size": 4096,
+        "ffn_dim": 16384,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "vocab_size": 50272,
+        "max_position_embeddings": 2048,
+        "word_embed_proj_dim": 4096,
+        "do_layer_norm_before": True,
+    }
     assert model_from_hf_config(opt, "x").param_count == PUBLISHED["opt-6.7b"]
-    mis = dict(LLAMA_CFG, model_type="mistral", intermediate_size=14336, num_key_value_heads=8,
-               max_position_embeddings=32768, sliding_window=4096)
+    mis = dict(
+        LLAMA_CFG,
+        model_type="mistral",
+        intermediate_size=14336,
+        num_key_value_heads=8,
+        max_position_embeddings=32768,
+        sliding_window=4096,
+    )
     m = model_from_hf_config(mis, "x")
     assert m.param_count == PUBLISHED["mistral-7b"] and m.sliding_window == 4096
 
 
-@pytest.mark.parametrize("change, fragment", [
-    ({"hidden_size": -4096}, "out of range"),
-    ({"num_hidden_layers": "32"}, "expected an integer"),
-    ({"num_key_value_heads": 5}, "multiple"),
-    ({"model_type": "bert"}, "unsupported model_type"),
-    ({"num_hidden_layers": None}, "missing key"),
-])
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        ({"hidden_size": -4096}, "out of range"),
+        ({"num_hidden_layers": "32"}, "expected an integer"),
+        ({"num_key_value_heads": 5}, "multiple"),
+        ({"model_type": "bert"}, "unsupported model_type"),
+        ({"num_hidden_layers": None}, "missing key"),
+    ],
+)
 def test_malformed_hf_config(tmp_path, change, fragment):
     cfg = dict(LLAMA_CFG, **change)
     if change.get("num_hidden_layers", 0) is None:

@@ -35,8 +35,9 @@ def test_drives_behind_one_switch_share_its_uplink(tiny):
     assert ch["sw0_up"].rate_per_member == pytest.approx(UPLINK.bytes_per_s)
     # two drives of 1 GB/s each (2 GB/s) now squeeze through one Gen3 x4 uplink (3.94 GB/s) for reads: no change;
     # a Gen3 x1 uplink (0.98 GB/s) halves the aggregate
-    narrow = dataclasses.replace(shared, topology=TopologySpec(
-        switches=(SwitchSpec("sw0", dataclasses.replace(UPLINK, lanes=1), ("ssd",)),)))
+    narrow = dataclasses.replace(
+        shared, topology=TopologySpec(switches=(SwitchSpec("sw0", dataclasses.replace(UPLINK, lanes=1), ("ssd",)),))
+    )
     t_free, t_wide, t_narrow = (analyze(p, wl, pol).total_s for p in (plat, shared, narrow))
     assert t_wide == pytest.approx(t_free, rel=0.02)
     assert t_narrow > 1.5 * t_free

@@ -14,14 +14,19 @@ TOLERANCE = 0.01
 
 UNCONTENDED = {
     "flexgen-cpu-kv": ("a6000-ssd", Policy("flexgen", gpu_batch_size=16, num_gpu_batches=4, kv_gpu=0.2, kv_cpu=0.8)),
-    "flexgen-disk-kv": ("a6000-ssd", Policy("flexgen", gpu_batch_size=16, num_gpu_batches=4, kv_gpu=0.2,
-                                            kv_cpu=0.0)),
-    "flexgen-sequential": ("a6000-ssd", Policy("flexgen", gpu_batch_size=32, num_gpu_batches=2, kv_gpu=0.2,
-                                               kv_cpu=0.8, overlap=False)),
-    "flexgen-cpu-attention": ("a6000-ssd", Policy("flexgen", gpu_batch_size=16, num_gpu_batches=4, kv_gpu=0.2,
-                                                  kv_cpu=0.8, cpu_attention=True)),
-    "instinfer-sparse": ("a6000-csd", Policy("instinfer", gpu_batch_size=32, num_gpu_batches=2, topk_fraction=0.125,
-                                             topr_channels=16)),
+    "flexgen-disk-kv": ("a6000-ssd", Policy("flexgen", gpu_batch_size=16, num_gpu_batches=4, kv_gpu=0.2, kv_cpu=0.0)),
+    "flexgen-sequential": (
+        "a6000-ssd",
+        Policy("flexgen", gpu_batch_size=32, num_gpu_batches=2, kv_gpu=0.2, kv_cpu=0.8, overlap=False),
+    ),
+    "flexgen-cpu-attention": (
+        "a6000-ssd",
+        Policy("flexgen", gpu_batch_size=16, num_gpu_batches=4, kv_gpu=0.2, kv_cpu=0.8, cpu_attention=True),
+    ),
+    "instinfer-sparse": (
+        "a6000-csd",
+        Policy("instinfer", gpu_batch_size=32, num_gpu_batches=2, topk_fraction=0.125, topr_channels=16),
+    ),
     "instinfer-dense": ("a6000-csd", Policy("instinfer", gpu_batch_size=64)),
 }
 
@@ -47,10 +52,21 @@ def test_contention_only_slows_the_simulation(kind):
     PCIe share it with InstInfer's attention outputs: the simulation sees that, the closed form does not."""
     plat = get_platform("a6000-csd")
     wl = Workload.make("opt-13b", batch=8, prompt_len=96, gen_len=24)
-    pols = {"flexgen": Policy("flexgen", gpu_batch_size=4, num_gpu_batches=2, w_gpu=0.5, w_cpu=0.25, kv_gpu=0.2,
-                              kv_cpu=0.5, act_gpu=0.0, act_cpu=0.5),
-            "leoam": Policy("leoam", gpu_batch_size=8, kv_gpu=0.1, kv_cpu=0.5, load_fraction=0.25),
-            "instinfer": Policy("instinfer", gpu_batch_size=8, w_gpu=0.5, w_cpu=0.5)}
+    pols = {
+        "flexgen": Policy(
+            "flexgen",
+            gpu_batch_size=4,
+            num_gpu_batches=2,
+            w_gpu=0.5,
+            w_cpu=0.25,
+            kv_gpu=0.2,
+            kv_cpu=0.5,
+            act_gpu=0.0,
+            act_cpu=0.5,
+        ),
+        "leoam": Policy("leoam", gpu_batch_size=8, kv_gpu=0.1, kv_cpu=0.5, load_fraction=0.25),
+        "instinfer": Policy("instinfer", gpu_batch_size=8, w_gpu=0.5, w_cpu=0.5),
+    }
     sim, ana = simulate(plat, wl, pols[kind]), analyze(plat, wl, pols[kind])
     assert sim.total_s >= ana.total_s * (1 - 1e-9)
     assert sim.total_s > ana.total_s * (1 + 1e-4)  # these cases do contend
@@ -66,8 +82,12 @@ def test_default_policies_agree():
 
 def test_route_time_is_the_pipeline_formula():
     ch = channels(get_platform("a6000-ssd"))
-    r = Route("x", (Hop((Use("disk_read", 8.0),)), Hop((Use("pcie_h2d", 2.0),))), chunks=4,
-              effects=(Effect("gpu", "write", 1.0),))
+    r = Route(
+        "x",
+        (Hop((Use("disk_read", 8.0),)), Hop((Use("pcie_h2d", 2.0),))),
+        chunks=4,
+        effects=(Effect("gpu", "write", 1.0),),
+    )
     lat = ch["disk_read"].latency_s + ch["pcie_h2d"].latency_s
     # 4 pieces of 2 s (disk) and 0.5 s (PCIe): 2 + 0.5 + 3 * 2 = 8.5 s plus one latency of each hop
     assert route_time(r, ch) == pytest.approx(8.5 + lat, rel=1e-12)

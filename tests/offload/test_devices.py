@@ -60,8 +60,13 @@ def test_store_counts_and_conserves():
     s.apply("write", 30.0)
     s.apply("read", 5.0)
     s.apply("free", 20.0)
-    assert (s.resident_bytes, s.peak_bytes, s.written_bytes, s.read_bytes, s.freed_bytes) == (20.0, 40.0, 30.0, 5.0,
-                                                                                              20.0)
+    assert (s.resident_bytes, s.peak_bytes, s.written_bytes, s.read_bytes, s.freed_bytes) == (
+        20.0,
+        40.0,
+        30.0,
+        5.0,
+        20.0,
+    )
 
 
 def test_a_link_cuts_a_transfer_to_fill_gaps():

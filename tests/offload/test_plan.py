@@ -31,23 +31,26 @@ def test_registry_dispatches_on_the_planner_classes():
 
 
 def _gpu_seconds(plan):
-    return sum(u.seconds for _, routes in plan.stages for r in routes for h in r.hops for u in h.uses
-               if u.channel == "gpu")
+    return sum(
+        u.seconds for _, routes in plan.stages for r in routes for h in r.hops for u in h.uses if u.channel == "gpu"
+    )
 
 
 def test_compressed_weights_cost_a_decompression_pass_per_gpu_batch():
     plat = get_platform("a6000-ssd")
     wl = Workload.make("opt-13b", 8, 512, 4, W4KV4.replace(kv_bits=16))
     one = make_planner(plat, wl, Policy("flexgen", gpu_batch_size=8, w_gpu=0.0, w_cpu=1.0, kv_gpu=1.0))
-    two = make_planner(plat, wl, Policy("flexgen", gpu_batch_size=4, num_gpu_batches=2, w_gpu=0.0, w_cpu=1.0,
-                                        kv_gpu=1.0))
+    two = make_planner(
+        plat, wl, Policy("flexgen", gpu_batch_size=4, num_gpu_batches=2, w_gpu=0.0, w_cpu=1.0, kv_gpu=1.0)
+    )
     c = plat.compression
     bw = plat.gpu_spec.memory.bandwidth_bytes_per_s
     per_pass = (wl.layer_weight_bytes + wl.layer_weight_fp16_bytes) / (bw * c.gpu_dequant_bandwidth_fraction)
     assert one.weight_codec_s() == pytest.approx(per_pass)
     assert two.weight_codec_s() == pytest.approx(2 * per_pass)
-    plain = make_planner(plat, Workload.make("opt-13b", 8, 512, 4),
-                         Policy("flexgen", gpu_batch_size=8, w_gpu=0.0, w_cpu=1.0, kv_gpu=1.0))
+    plain = make_planner(
+        plat, Workload.make("opt-13b", 8, 512, 4), Policy("flexgen", gpu_batch_size=8, w_gpu=0.0, w_cpu=1.0, kv_gpu=1.0)
+    )
     assert plain.weight_codec_s() == 0.0
     # the compressed layer moves 3.6x fewer bytes but its GPU step now pays the decompression
     dec = one.plan("decode", 512, False, False)
@@ -61,7 +64,8 @@ def test_compressed_cache_on_the_cpu_pays_decompression_on_the_gpu():
     kv, fp16 = wl.layer_kv_bytes(512), wl.layer_kv_fp16_bytes(512)
     assert fp16 > 3 * kv
     assert p.kv_codec_s(kv, fp16, 0.0, 0.0) == pytest.approx(
-        (kv + fp16) / (plat.gpu_spec.memory.bandwidth_bytes_per_s * plat.compression.gpu_dequant_bandwidth_fraction))
+        (kv + fp16) / (plat.gpu_spec.memory.bandwidth_bytes_per_s * plat.compression.gpu_dequant_bandwidth_fraction)
+    )
 
 
 def test_pageable_host_buffers_slow_the_link(tiny):

@@ -34,8 +34,13 @@ def _leaves(d, prefix=""):
 def test_every_number_names_its_source(name):
     data = read_yaml(PLATFORM_DIR / f"{name}.yaml")
     sources = data.pop("sources")
-    missing = [p for p, v in _leaves(data) if isinstance(v, (int, float)) and not isinstance(v, bool)
-               and not any(p == s or p.startswith(s + ".") for s in sources)]
+    missing = [
+        p
+        for p, v in _leaves(data)
+        if isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and not any(p == s or p.startswith(s + ".") for s in sources)
+    ]
     assert missing == []
 
 
@@ -108,16 +113,46 @@ def test_template_is_a_valid_platform(tmp_path):
     assert plat.topology.switch_of("ssd").name == "sw0" and plat.host.cpu_attention is not None
 
 
-@pytest.mark.parametrize("switches, message", [
-    ([{"name": "sw0", "uplink": {"generation": 4, "lanes": 4, "efficiency": 0.9, "latency_s": 0.0},
-       "devices": ["csd"]}], "switch 'sw0' lists csd, but the platform has no csd section"),
-    ([{"name": "sw0", "uplink": {"generation": 4, "lanes": 4, "efficiency": 0.9, "latency_s": 0.0},
-       "devices": ["ssd"]},
-      {"name": "sw1", "uplink": {"generation": 4, "lanes": 4, "efficiency": 0.9, "latency_s": 0.0},
-       "devices": ["ssd"]}], "ssd sits below switches 'sw0' and 'sw1'"),
-    ([{"name": "sw0", "uplink": {"generation": 4, "lanes": 4, "efficiency": 0.9, "latency_s": 0.0},
-       "devices": ["nvme9"]}], "devices"),
-])
+@pytest.mark.parametrize(
+    "switches, message",
+    [
+        (
+            [
+                {
+                    "name": "sw0",
+                    "uplink": {"generation": 4, "lanes": 4, "efficiency": 0.9, "latency_s": 0.0},
+                    "devices": ["csd"],
+                }
+            ],
+            "switch 'sw0' lists csd, but the platform has no csd section",
+        ),
+        (
+            [
+                {
+                    "name": "sw0",
+                    "uplink": {"generation": 4, "lanes": 4, "efficiency": 0.9, "latency_s": 0.0},
+                    "devices": ["ssd"],
+                },
+                {
+                    "name": "sw1",
+                    "uplink": {"generation": 4, "lanes": 4, "efficiency": 0.9, "latency_s": 0.0},
+                    "devices": ["ssd"],
+                },
+            ],
+            "ssd sits below switches 'sw0' and 'sw1'",
+        ),
+        (
+            [
+                {
+                    "name": "sw0",
+                    "uplink": {"generation": 4, "lanes": 4, "efficiency": 0.9, "latency_s": 0.0},
+                    "devices": ["nvme9"],
+                }
+            ],
+            "devices",
+        ),
+    ],
+)
 def test_topology_with_a_drive_on_no_link_is_one_line(tmp_path, switches, message):
     data = read_yaml(PLATFORM_DIR / "a6000-ssd.yaml")
     data["topology"] = {"switches": switches}

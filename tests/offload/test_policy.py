@@ -43,8 +43,11 @@ def test_batch_split_and_platform_are_checked():
 
 def test_a_model_that_cannot_fit_anywhere():
     wl = Workload.make("llama-2-70b", batch=8192, prompt_len=4096, gen_len=4096)  # 22 TB of KV cache
-    with pytest.raises(SpecError, match=r"needs \d+\.\d GB \(weights \+ KV cache\) but platform 'a6000-csd' holds only "
-                                        r"\d+\.\d GB .*; lower --batch, --prompt or --gen"):
+    with pytest.raises(
+        SpecError,
+        match=r"needs \d+\.\d GB \(weights \+ KV cache\) but platform 'a6000-csd' holds only "
+        r"\d+\.\d GB .*; lower --batch, --prompt or --gen",
+    ):
         check_fits(get_platform("a6000-csd"), wl, Policy("instinfer", gpu_batch_size=8192))
 
 
@@ -55,12 +58,24 @@ def test_a_placement_that_overfills_the_gpu():
 
 
 def test_policy_and_workload_from_yaml(tmp_path):
-    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"kind": "leoam", "gpu_batch_size": 4, "num_gpu_batches": 2,
-                                                     "kv_gpu": 0.25, "kv_cpu": 0.75, "load_fraction": 0.5}))
-    assert read_policy(tmp_path / "p.yaml") == Policy("leoam", gpu_batch_size=4, num_gpu_batches=2, kv_gpu=0.25,
-                                                      kv_cpu=0.75, load_fraction=0.5)
-    (tmp_path / "w.yaml").write_text(yaml.safe_dump({"model": "opt-13b", "batch": 8, "prompt_len": 64,
-                                                     "gen_len": 4, "scheme": "w4a16"}))
+    (tmp_path / "p.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "kind": "leoam",
+                "gpu_batch_size": 4,
+                "num_gpu_batches": 2,
+                "kv_gpu": 0.25,
+                "kv_cpu": 0.75,
+                "load_fraction": 0.5,
+            }
+        )
+    )
+    assert read_policy(tmp_path / "p.yaml") == Policy(
+        "leoam", gpu_batch_size=4, num_gpu_batches=2, kv_gpu=0.25, kv_cpu=0.75, load_fraction=0.5
+    )
+    (tmp_path / "w.yaml").write_text(
+        yaml.safe_dump({"model": "opt-13b", "batch": 8, "prompt_len": 64, "gen_len": 4, "scheme": "w4a16"})
+    )
     wl = read_workload(tmp_path / "w.yaml")
     assert (wl.model.name, wl.scheme.name, wl.batch, wl.final_context) == ("opt-13b", "w4a16", 8, 67)
     (tmp_path / "w.yaml").write_text(yaml.safe_dump({"model": "opt-13b", "batch": 8, "prompt": 64, "gen_len": 4}))

@@ -21,9 +21,18 @@ def grid_search(platform, workload, max_gpu_batches=16, cpu_attention=(False, Tr
                     for cc in (c for c in q10 if cg + c <= 1 + 1e-9):
                         for hg, hc in ((1.0, 0.0), (0.0, 1.0)):
                             for ca in cpu_attention:
-                                pol = Policy("flexgen", gpu_batch_size=workload.batch // n, num_gpu_batches=n,
-                                             w_gpu=wg, w_cpu=wc, kv_gpu=cg, kv_cpu=min(cc, 1 - cg), act_gpu=hg,
-                                             act_cpu=hc, cpu_attention=ca)
+                                pol = Policy(
+                                    "flexgen",
+                                    gpu_batch_size=workload.batch // n,
+                                    num_gpu_batches=n,
+                                    w_gpu=wg,
+                                    w_cpu=wc,
+                                    kv_gpu=cg,
+                                    kv_cpu=min(cc, 1 - cg),
+                                    act_gpu=hg,
+                                    act_cpu=hc,
+                                    cpu_attention=ca,
+                                )
                                 fp = footprint(platform, workload, pol)
                                 if any(fp[s] > cap[s] for s in fp):
                                     continue

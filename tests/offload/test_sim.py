@@ -65,15 +65,41 @@ def _check_conservation(res, planner, wl):
 
 
 CASES = {
-    "flexgen-all-tiers": ("a6000-ssd", Policy("flexgen", gpu_batch_size=4, num_gpu_batches=2, w_gpu=0.5, w_cpu=0.25,
-                                              kv_gpu=0.2, kv_cpu=0.5, act_gpu=0.0, act_cpu=0.5)),
+    "flexgen-all-tiers": (
+        "a6000-ssd",
+        Policy(
+            "flexgen",
+            gpu_batch_size=4,
+            num_gpu_batches=2,
+            w_gpu=0.5,
+            w_cpu=0.25,
+            kv_gpu=0.2,
+            kv_cpu=0.5,
+            act_gpu=0.0,
+            act_cpu=0.5,
+        ),
+    ),
     "flexgen-no-overlap": ("a6000-ssd", Policy("flexgen", gpu_batch_size=8, kv_gpu=0.3, kv_cpu=0.3, overlap=False)),
-    "flexgen-cpu-attention": ("a6000-ssd", Policy("flexgen", gpu_batch_size=4, num_gpu_batches=2, w_gpu=0.75,
-                                                  w_cpu=0.25, kv_gpu=0.2, kv_cpu=0.5, act_gpu=0.5, act_cpu=0.5,
-                                                  cpu_attention=True)),
+    "flexgen-cpu-attention": (
+        "a6000-ssd",
+        Policy(
+            "flexgen",
+            gpu_batch_size=4,
+            num_gpu_batches=2,
+            w_gpu=0.75,
+            w_cpu=0.25,
+            kv_gpu=0.2,
+            kv_cpu=0.5,
+            act_gpu=0.5,
+            act_cpu=0.5,
+            cpu_attention=True,
+        ),
+    ),
     "leoam": ("a6000-ssd", Policy("leoam", gpu_batch_size=8, kv_gpu=0.1, kv_cpu=0.5, load_fraction=0.25)),
-    "instinfer-sparse": ("a6000-csd", Policy("instinfer", gpu_batch_size=4, num_gpu_batches=2, topk_fraction=0.125,
-                                             topr_channels=16)),
+    "instinfer-sparse": (
+        "a6000-csd",
+        Policy("instinfer", gpu_batch_size=4, num_gpu_batches=2, topk_fraction=0.125, topr_channels=16),
+    ),
     "instinfer-dense": ("a6000-csd", Policy("instinfer", gpu_batch_size=8, w_gpu=0.5, w_cpu=0.5)),
 }
 
@@ -89,7 +115,8 @@ def test_bytes_are_conserved_and_every_request_completes(case):
     if pol.kind == "flexgen":
         kv = wl.scheme.kv_cache_bytes(wl.model, 96 + 40 - 1, 8)
         assert res.stores["cpu"].resident_bytes == pytest.approx(
-            kv * pol.kv_cpu + wl.layer_weight_bytes * wl.model.num_layers * pol.w_cpu, rel=1e-9)
+            kv * pol.kv_cpu + wl.layer_weight_bytes * wl.model.num_layers * pol.w_cpu, rel=1e-9
+        )
 
 
 def test_flexgen_link_bytes_match_the_loop():
@@ -152,8 +179,9 @@ def test_cpu_attention_keeps_the_cpu_cache_share_off_pcie():
     # only the attention outputs come back to the GPU; q and the fresh k, v rows go to the CPU
     assert cpu_att.bytes_moved["pcie_h2d"] == pytest.approx(steps * 8 * m.q_dim * 2, rel=1e-12)
     prefill_kv = wl.kv_total_bytes(wl.prompt_len)
-    assert cpu_att.bytes_moved["pcie_d2h"] == pytest.approx(prefill_kv + steps * 8 * (m.q_dim + 2 * m.kv_dim) * 2,
-                                                            rel=1e-12)
+    assert cpu_att.bytes_moved["pcie_d2h"] == pytest.approx(
+        prefill_kv + steps * 8 * (m.q_dim + 2 * m.kv_dim) * 2, rel=1e-12
+    )
     assert gpu_att.bytes_moved["pcie_h2d"] > 10 * cpu_att.bytes_moved["pcie_h2d"]
     assert cpu_att.busy_s["cpu"] > 0 and gpu_att.busy_s["cpu"] == 0
     assert cpu_att.stores["cpu"].resident_bytes == pytest.approx(wl.kv_total_bytes(wl.final_context), rel=1e-9)
@@ -167,7 +195,8 @@ def test_conservation_with_compressed_and_evicting_caches(scheme, case):
     plat = get_platform(plat_name)
     wl = Workload.make("opt-13b", batch=8, prompt_len=100, gen_len=70, scheme=scheme)
     if scheme == "accllm":  # a short Λ window so that eviction happens inside this run
-        wl = Workload.make("opt-13b", batch=8, prompt_len=100, gen_len=70,
-                           scheme=wl.scheme.replace(attn_sink=4, attn_window=128))
+        wl = Workload.make(
+            "opt-13b", batch=8, prompt_len=100, gen_len=70, scheme=wl.scheme.replace(attn_sink=4, attn_window=128)
+        )
     res = simulate(plat, wl, pol)
     _check_conservation(res, make_planner(plat, wl, pol), wl)

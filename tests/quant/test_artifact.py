@@ -55,8 +55,9 @@ def test_refuses_existing_out(art):
         write_artifact(path, model, load_artifact(path).model_spec, scheme, kv_stats={}, calibration={})
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "manifest_shape", "manifest_key", "manifest_json",
-                                    "missing_weights"])
+@pytest.mark.parametrize(
+    "damage", ["truncate", "flip", "manifest_shape", "manifest_key", "manifest_json", "missing_weights"]
+)
 def test_corrupt_artifacts_refused(art, tmp_path, damage):
     path, _, _ = art
     bad = tmp_path / "bad"
@@ -118,20 +119,23 @@ def test_verify_artifact_accepts_what_was_written(tiny):
     assert read_estimate_inputs(path).total_weight_bytes == man["totals"]["weight_bytes"]
 
 
-@pytest.mark.parametrize(("edit", "match"), [
-    (lambda m: m["tensors"]["blocks.1.up_proj"]["meta"].__setitem__("bits", 4), "the scheme says 2-bit"),
-    (lambda m: m["tensors"]["blocks.1.up_proj"]["meta"].__setitem__("group_size", 128), "group 128"),
-    (lambda m: m["tensors"]["blocks.1.up_proj"]["meta"].__setitem__("in_features", 32), "the model's up_proj"),
-    (lambda m: m["tensors"]["blocks.1.up_proj"].__setitem__("nbytes", 1), "its arrays hold"),
-    (lambda m: m["tensors"]["embed"]["arrays"]["fp16"].__setitem__("shape", [256, 32]), "must be one F16 array"),
-    (lambda m: m["layers"][0]["act_bits"].__setitem__("q_proj", 16), "16-bit activations"),
-    (lambda m: m["layers"][0].__setitem__("norms", 3), "norm bytes"),
-    (lambda m: m["totals"].__setitem__("weight_bytes", 3), "totals.weight_bytes"),
-    (lambda m: m["kv_stats"]["layers"].pop(), "kv_stats.layers must list 2 layers"),
-    (lambda m: m["weights_file"].__setitem__("name", "../../etc/passwd"), "weights_file must be"),
-    (lambda m: m["scheme"].__setitem__("weight_bits", 16), "the scheme says 16-bit"),
-    (lambda m: m["model"].__setitem__("attention_bias", True), "bias-free Llama-family"),
-])
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda m: m["tensors"]["blocks.1.up_proj"]["meta"].__setitem__("bits", 4), "the scheme says 2-bit"),
+        (lambda m: m["tensors"]["blocks.1.up_proj"]["meta"].__setitem__("group_size", 128), "group 128"),
+        (lambda m: m["tensors"]["blocks.1.up_proj"]["meta"].__setitem__("in_features", 32), "the model's up_proj"),
+        (lambda m: m["tensors"]["blocks.1.up_proj"].__setitem__("nbytes", 1), "its arrays hold"),
+        (lambda m: m["tensors"]["embed"]["arrays"]["fp16"].__setitem__("shape", [256, 32]), "must be one F16 array"),
+        (lambda m: m["layers"][0]["act_bits"].__setitem__("q_proj", 16), "16-bit activations"),
+        (lambda m: m["layers"][0].__setitem__("norms", 3), "norm bytes"),
+        (lambda m: m["totals"].__setitem__("weight_bytes", 3), "totals.weight_bytes"),
+        (lambda m: m["kv_stats"]["layers"].pop(), "kv_stats.layers must list 2 layers"),
+        (lambda m: m["weights_file"].__setitem__("name", "../../etc/passwd"), "weights_file must be"),
+        (lambda m: m["scheme"].__setitem__("weight_bits", 16), "the scheme says 16-bit"),
+        (lambda m: m["model"].__setitem__("attention_bias", True), "bias-free Llama-family"),
+    ],
+)
 def test_manifest_consistency_with_recomputed_digest(tiny, tmp_path, edit, match):
     rb, src = tiny
     bad = tmp_path / "bad"

@@ -25,12 +25,24 @@ def _window(tok):
     return eval_windows(tok, read_wikitext2("test", 3000), seq_len=T)[0]
 
 
-@pytest.mark.parametrize("scheme", [
-    get_scheme("accllm").replace(attn_window=100),  # 2:4 W2 A8 KV4 Λ
-    CompressionScheme(name="sp-kvbm", weight_bits=4, weight_group_size=64, weight_pruning="unstructured",
-                      weight_sparsity=0.5, kv_sparsity=0.7, kv_bits=4, kv_dense_recent=32),  # bitmap W, int4 bitmap KV
-    get_scheme("mustafar70"),  # fp16 weights, fp16-valued bitmap KV
-], ids=["accllm", "bitmapW4-kvbitmap4", "mustafar70"])
+@pytest.mark.parametrize(
+    "scheme",
+    [
+        get_scheme("accllm").replace(attn_window=100),  # 2:4 W2 A8 KV4 Λ
+        CompressionScheme(
+            name="sp-kvbm",
+            weight_bits=4,
+            weight_group_size=64,
+            weight_pruning="unstructured",
+            weight_sparsity=0.5,
+            kv_sparsity=0.7,
+            kv_bits=4,
+            kv_dense_recent=32,
+        ),  # bitmap W, int4 bitmap KV
+        get_scheme("mustafar70"),  # fp16 weights, fp16-valued bitmap KV
+    ],
+    ids=["accllm", "bitmapW4-kvbitmap4", "mustafar70"],
+)
 def test_packed_and_fake_paths_agree(tmp_path, scheme, compress_smollm2):
     from models.smollm import load_tokenizer
 
@@ -88,8 +100,24 @@ def test_packed_path_memory_flat_across_windows(tiny_checkpoint, tmp_path, monke
     from cli import main
 
     out = tmp_path / "art"
-    assert main(["compress", "--model", str(tiny_checkpoint), "--scheme", "mustafar70", "--out", str(out),
-                 "--calib-windows", "2", "--calib-len", "128"]) == 0
+    assert (
+        main(
+            [
+                "compress",
+                "--model",
+                str(tiny_checkpoint),
+                "--scheme",
+                "mustafar70",
+                "--out",
+                str(out),
+                "--calib-windows",
+                "2",
+                "--calib-len",
+                "128",
+            ]
+        )
+        == 0
+    )
     model = model_from_artifact(load_artifact(out), "packed")
     rng = np.random.default_rng(0)
     wins = [[1, *rng.integers(3, 384, 256).tolist()] for _ in range(3)]

@@ -10,10 +10,27 @@ from hypothesis import strategies as st
 
 from base.errors import FormatError, SpecError
 from models.spec import ModelSpec
-from quant.formats import (BitmapKV, BitmapSparseWeight, DenseKV, GroupQuantWeight, Int8Activation, QuantKV,
-                           Sparse24Weight, compress_kv, packed_from_arrays, prune_2_4)
-from quant.formats._bits import (bitmap_to_tile_mask, from_codes, pack_bits, popcount64, tile_mask_to_bitmap,
-                                 to_codes, unpack_bits)
+from quant.formats import (
+    BitmapKV,
+    BitmapSparseWeight,
+    DenseKV,
+    GroupQuantWeight,
+    Int8Activation,
+    QuantKV,
+    Sparse24Weight,
+    compress_kv,
+    packed_from_arrays,
+    prune_2_4,
+)
+from quant.formats._bits import (
+    bitmap_to_tile_mask,
+    from_codes,
+    pack_bits,
+    popcount64,
+    tile_mask_to_bitmap,
+    to_codes,
+    unpack_bits,
+)
 from quant.scheme import CHUNK_TOKENS, CompressionScheme, bitmap_tile_bytes, kept_per_token
 
 FAST = settings(max_examples=25, deadline=None)
@@ -22,10 +39,25 @@ FP16_REL = 2.0**-11  # fp16 rounding of a scale (unit roundoff)
 
 def one_layer_model(kv_heads: int, head_dim: int) -> ModelSpec:
     """A 1-layer model so that CompressionScheme.kv_bytes_for_tokens gives one layer's cache bytes."""
-    return ModelSpec(name="one-layer", family="llama", num_layers=1, hidden_size=kv_heads * head_dim,
-                     num_heads=kv_heads, num_kv_heads=kv_heads, head_dim=head_dim, ffn_hidden_size=8,
-                     ffn_type="swiglu", vocab_size=8, max_position_embeddings=1 << 20, norm="rmsnorm", norm_eps=1e-5,
-                     positional="rope", rope_theta=1e4, tied_embeddings=False, source="test")
+    return ModelSpec(
+        name="one-layer",
+        family="llama",
+        num_layers=1,
+        hidden_size=kv_heads * head_dim,
+        num_heads=kv_heads,
+        num_kv_heads=kv_heads,
+        head_dim=head_dim,
+        ffn_hidden_size=8,
+        ffn_type="swiglu",
+        vocab_size=8,
+        max_position_embeddings=1 << 20,
+        norm="rmsnorm",
+        norm_eps=1e-5,
+        positional="rope",
+        rope_theta=1e4,
+        tied_embeddings=False,
+        source="test",
+    )
 
 
 def roundtrip(obj):
@@ -63,8 +95,12 @@ def test_bitmap_bit_order():
 
 
 @FAST
-@given(bits=st.sampled_from([1, 2, 3, 4, 5, 8, 16]), n=st.integers(0, 70), rows=st.integers(1, 3),
-       seed=st.integers(0, 2**16))
+@given(
+    bits=st.sampled_from([1, 2, 3, 4, 5, 8, 16]),
+    n=st.integers(0, 70),
+    rows=st.integers(1, 3),
+    seed=st.integers(0, 2**16),
+)
 def test_pack_bits_roundtrip(bits, n, rows, seed):
     codes = np.random.default_rng(seed).integers(0, 1 << bits, (rows, n))
     packed = pack_bits(codes, bits)
@@ -84,8 +120,13 @@ def _err_bound(scale_per_elem: np.ndarray, bits: int) -> np.ndarray:
 
 
 @FAST
-@given(rows=st.integers(1, 6), cols=st.integers(1, 300), bits=st.sampled_from([2, 3, 4, 8]),
-       gs=st.sampled_from([1, 7, 32, 64, 128, 1000]), seed=st.integers(0, 2**16))
+@given(
+    rows=st.integers(1, 6),
+    cols=st.integers(1, 300),
+    bits=st.sampled_from([2, 3, 4, 8]),
+    gs=st.sampled_from([1, 7, 32, 64, 128, 1000]),
+    seed=st.integers(0, 2**16),
+)
 def test_group_quant_weight(rows, cols, bits, gs, seed):
     w = _w(seed, rows, cols)
     q = GroupQuantWeight.from_float(w, bits=bits, group_size=gs)
@@ -111,8 +152,13 @@ def test_group_quant_default_group_is_64_and_int2_layout():
 
 
 @FAST
-@given(rows=st.integers(1, 6), blocks=st.integers(1, 70), bits=st.sampled_from([2, 4, 8, 16]),
-       gs=st.sampled_from([4, 6, 64, 128]), seed=st.integers(0, 2**16))
+@given(
+    rows=st.integers(1, 6),
+    blocks=st.integers(1, 70),
+    bits=st.sampled_from([2, 4, 8, 16]),
+    gs=st.sampled_from([4, 6, 64, 128]),
+    seed=st.integers(0, 2**16),
+)
 def test_sparse_2_4_weight(rows, blocks, bits, gs, seed):
     cols = 4 * blocks
     w = _w(seed, rows, cols)
@@ -136,13 +182,19 @@ def test_sparse_2_4_weight(rows, blocks, bits, gs, seed):
 
 
 @FAST
-@given(rows=st.integers(1, 5), cols=st.integers(1, 260), bits=st.sampled_from([2, 4, 16]),
-       sparsity=st.floats(0.0, 0.99), seed=st.integers(0, 2**16))
+@given(
+    rows=st.integers(1, 5),
+    cols=st.integers(1, 260),
+    bits=st.sampled_from([2, 4, 16]),
+    sparsity=st.floats(0.0, 0.99),
+    seed=st.integers(0, 2**16),
+)
 def test_bitmap_sparse_weight(rows, cols, bits, sparsity, seed):
     w = _w(seed, rows, cols)
     q = BitmapSparseWeight.from_float(w, sparsity=sparsity, bits=bits, group_size=64)
-    scheme = CompressionScheme(weight_bits=bits, weight_group_size=64, weight_pruning="unstructured",
-                               weight_sparsity=max(sparsity, 1e-9))
+    scheme = CompressionScheme(
+        weight_bits=bits, weight_group_size=64, weight_pruning="unstructured", weight_sparsity=max(sparsity, 1e-9)
+    )
     n = len(q.to_bytes())
     assert n == scheme.matrix_bytes(cols, rows, nnz_per_tile=q.nnz_per_tile)
     if sparsity > 0:  # pruning to the expected per-tile count matches the nominal formula exactly
@@ -183,10 +235,14 @@ def test_int8_activation(n, width, seed):
 
 # ---- KV caches -----------------------------------------------------------------------------------------------
 KV_SCHEMES = st.builds(
-    lambda bits, sparsity, gs, recent: CompressionScheme(kv_bits=bits, kv_sparsity=sparsity, kv_group_size=gs,
-                                                         kv_dense_recent=recent),
-    bits=st.sampled_from([2, 4, 8, 16]), sparsity=st.sampled_from([0.0, 0.3, 0.5, 0.7, 0.99]),
-    gs=st.sampled_from([1, 16, 32, 64, 128]), recent=st.sampled_from([0, 5, 32, 100]))
+    lambda bits, sparsity, gs, recent: CompressionScheme(
+        kv_bits=bits, kv_sparsity=sparsity, kv_group_size=gs, kv_dense_recent=recent
+    ),
+    bits=st.sampled_from([2, 4, 8, 16]),
+    sparsity=st.sampled_from([0.0, 0.3, 0.5, 0.7, 0.99]),
+    gs=st.sampled_from([1, 16, 32, 64, 128]),
+    recent=st.sampled_from([0, 5, 32, 100]),
+)
 
 
 def _kv(seed: int, h: int, t: int, d: int) -> tuple[np.ndarray, np.ndarray]:
@@ -195,8 +251,13 @@ def _kv(seed: int, h: int, t: int, d: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @settings(max_examples=30, deadline=None)
-@given(scheme=KV_SCHEMES, h=st.integers(1, 3), t=st.integers(1, 200), d=st.sampled_from([64, 80, 128]),
-       seed=st.integers(0, 2**16))
+@given(
+    scheme=KV_SCHEMES,
+    h=st.integers(1, 3),
+    t=st.integers(1, 200),
+    d=st.sampled_from([64, 80, 128]),
+    seed=st.integers(0, 2**16),
+)
 def test_kv_cache_bytes_roundtrip_and_error(scheme, h, t, d, seed):
     k, v = _kv(seed, h, t, d)
     cache = compress_kv(k, v, scheme)
@@ -320,9 +381,16 @@ def test_kv4_codes_layout():
 def _objects():
     w = _w(5, 3, 128)
     k, v = _kv(5, 2, 150, 64)
-    return [GroupQuantWeight.from_float(w), Sparse24Weight.from_float(w), BitmapSparseWeight.from_float(w, 0.5),
-            Int8Activation.from_float(w), DenseKV.from_float(k, v), QuantKV.from_float(k, v),
-            BitmapKV.from_float(k, v, kept=20), BitmapKV.from_float(k, v, kept=20, bits=4)]
+    return [
+        GroupQuantWeight.from_float(w),
+        Sparse24Weight.from_float(w),
+        BitmapSparseWeight.from_float(w, 0.5),
+        Int8Activation.from_float(w),
+        DenseKV.from_float(k, v),
+        QuantKV.from_float(k, v),
+        BitmapKV.from_float(k, v, kept=20),
+        BitmapKV.from_float(k, v, kept=20, bits=4),
+    ]
 
 
 @pytest.mark.parametrize("obj", _objects(), ids=lambda o: type(o).__name__ + str(getattr(o, "bits", "")))

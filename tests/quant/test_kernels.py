@@ -24,8 +24,16 @@ from hypothesis import strategies as st
 
 from base.errors import SpecError
 from quant.formats import BitmapKV, DenseKV, GroupQuantWeight, Int8Activation, QuantKV, Sparse24Weight, compress_kv
-from quant.kernels import (attended_mask, decode_attention, group_accumulate, reference_decode_attention,
-                           reference_linear, w_a8_gemm, w_a8_gemv, window_attention)
+from quant.kernels import (
+    attended_mask,
+    decode_attention,
+    group_accumulate,
+    reference_decode_attention,
+    reference_linear,
+    w_a8_gemm,
+    w_a8_gemv,
+    window_attention,
+)
 from quant.scheme import CompressionScheme
 
 U32 = 2.0**-24
@@ -48,8 +56,15 @@ def _int64_accumulate(xa: Int8Activation, w) -> np.ndarray:
 
 
 @settings(max_examples=30, deadline=None)
-@given(n=st.integers(1, 4), blocks=st.integers(1, 80), out=st.integers(1, 12), bits=st.sampled_from([2, 3, 4, 8]),
-       gs=st.sampled_from([4, 10, 32, 64, 128]), sparse=st.booleans(), seed=st.integers(0, 2**16))
+@given(
+    n=st.integers(1, 4),
+    blocks=st.integers(1, 80),
+    out=st.integers(1, 12),
+    bits=st.sampled_from([2, 3, 4, 8]),
+    gs=st.sampled_from([4, 10, 32, 64, 128]),
+    sparse=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_w_a8_gemm(n, blocks, out, bits, gs, sparse, seed):
     rng = np.random.default_rng(seed)
     cols = 4 * blocks
@@ -105,16 +120,27 @@ def _format_tol(q, k, v, kd, vd, g, scale):
 
 
 SCHEME = st.builds(
-    lambda bits, sparsity, gs, recent: CompressionScheme(kv_bits=bits, kv_sparsity=sparsity, kv_group_size=gs,
-                                                         kv_dense_recent=recent),
-    bits=st.sampled_from([2, 4, 8, 16]), sparsity=st.sampled_from([0.0, 0.2, 0.5, 0.7, 0.95]),
-    gs=st.sampled_from([8, 32, 64, 128]), recent=st.sampled_from([0, 16, 32]))
+    lambda bits, sparsity, gs, recent: CompressionScheme(
+        kv_bits=bits, kv_sparsity=sparsity, kv_group_size=gs, kv_dense_recent=recent
+    ),
+    bits=st.sampled_from([2, 4, 8, 16]),
+    sparsity=st.sampled_from([0.0, 0.2, 0.5, 0.7, 0.95]),
+    gs=st.sampled_from([8, 32, 64, 128]),
+    recent=st.sampled_from([0, 16, 32]),
+)
 
 
 @settings(max_examples=40, deadline=None)
-@given(scheme=SCHEME, hkv=st.integers(1, 3), g=st.sampled_from([1, 2, 4]), t=st.integers(1, 260),
-       d=st.sampled_from([64, 128]), sink=st.integers(0, 8), window=st.one_of(st.none(), st.integers(1, 300)),
-       seed=st.integers(0, 2**16))
+@given(
+    scheme=SCHEME,
+    hkv=st.integers(1, 3),
+    g=st.sampled_from([1, 2, 4]),
+    t=st.integers(1, 260),
+    d=st.sampled_from([64, 128]),
+    sink=st.integers(0, 8),
+    window=st.one_of(st.none(), st.integers(1, 300)),
+    seed=st.integers(0, 2**16),
+)
 def test_decode_attention_vs_fp64(scheme, hkv, g, t, d, sink, window, seed):
     rng = np.random.default_rng(seed)
     q = rng.standard_normal((hkv * g, d)) * 2
@@ -134,15 +160,20 @@ def test_decode_attention_vs_fp64(scheme, hkv, g, t, d, sink, window, seed):
 
 
 @pytest.mark.parametrize("d", [64, 128])
-@pytest.mark.parametrize("make", [
-    lambda k, v: DenseKV.from_float(k, v),
-    lambda k, v: QuantKV.from_float(k, v, bits=4),
-    lambda k, v: BitmapKV.from_float(k, v, kept=0),  # sparsity ~1: every compressed tile empty
-    lambda k, v: BitmapKV.from_float(k, v, kept=k.shape[2]),  # sparsity 0: every tile full
-    lambda k, v: BitmapKV.from_float(k, v, kept=k.shape[2] // 3, bits=4),
-], ids=["dense", "kv4", "bitmap-empty", "bitmap-full", "bitmap-kv4"])
-@pytest.mark.parametrize("t,sink,window", [(1, 0, None), (1, 4, 2048), (70, 4, 2048), (200, 4, 16), (200, 0, 1),
-                                           (200, 130, 10)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda k, v: DenseKV.from_float(k, v),
+        lambda k, v: QuantKV.from_float(k, v, bits=4),
+        lambda k, v: BitmapKV.from_float(k, v, kept=0),  # sparsity ~1: every compressed tile empty
+        lambda k, v: BitmapKV.from_float(k, v, kept=k.shape[2]),  # sparsity 0: every tile full
+        lambda k, v: BitmapKV.from_float(k, v, kept=k.shape[2] // 3, bits=4),
+    ],
+    ids=["dense", "kv4", "bitmap-empty", "bitmap-full", "bitmap-kv4"],
+)
+@pytest.mark.parametrize(
+    "t,sink,window", [(1, 0, None), (1, 4, 2048), (70, 4, 2048), (200, 4, 16), (200, 0, 1), (200, 130, 10)]
+)
 def test_decode_attention_edges(d, make, t, sink, window):
     rng = np.random.default_rng(t + d)
     q = rng.standard_normal((4, d))
@@ -218,12 +249,13 @@ def test_kv_int_kernel_groups_and_rows(bits, gs, rows):
     kd, vd = cache.dequantize()
     plan = plan_for(cache)
     s = plan.scores(q, np.ones(cache.n_chunks, bool))
-    ref_s = np.einsum("hmd,htd->hmt", q.astype(np.float64), kd[:, :cache.n_compressed])
-    np.testing.assert_allclose(s, ref_s, rtol=0, atol=64 * U32 * np.einsum("hmd,htd->hmt", np.abs(q),
-                                                                           np.abs(kd[:, :256])).max())
+    ref_s = np.einsum("hmd,htd->hmt", q.astype(np.float64), kd[:, : cache.n_compressed])
+    np.testing.assert_allclose(
+        s, ref_s, rtol=0, atol=64 * U32 * np.einsum("hmd,htd->hmt", np.abs(q), np.abs(kd[:, :256])).max()
+    )
     p = rng.random((5, rows, cache.n_compressed)).astype(np.float32)
     o = plan.apply_v(p)
-    ref_o = np.einsum("hmt,htd->hmd", p.astype(np.float64), vd[:, :cache.n_compressed])
+    ref_o = np.einsum("hmt,htd->hmd", p.astype(np.float64), vd[:, : cache.n_compressed])
     np.testing.assert_allclose(o, ref_o, rtol=0, atol=cache.n_compressed * U32 * 4 * np.abs(vd).max() * 2)
 
 
@@ -243,22 +275,27 @@ def test_bitmap_int_kernel_groups_and_rows(bits, gs, rows, kept):
     kd, vd = cache.dequantize()
     plan = plan_for(cache)
     s = plan.scores(q, np.ones(cache.n_chunks, bool))
-    ref_s = np.einsum("hmd,htd->hmt", q.astype(np.float64), kd[:, :cache.n_compressed])
-    np.testing.assert_allclose(s, ref_s, rtol=0, atol=128 * U32 * np.einsum("hmd,htd->hmt", np.abs(q),
-                                                                            np.abs(kd[:, :192])).max())
+    ref_s = np.einsum("hmd,htd->hmt", q.astype(np.float64), kd[:, : cache.n_compressed])
+    np.testing.assert_allclose(
+        s, ref_s, rtol=0, atol=128 * U32 * np.einsum("hmd,htd->hmt", np.abs(q), np.abs(kd[:, :192])).max()
+    )
     p = rng.random((3, rows, cache.n_compressed)).astype(np.float32)
     o = plan.apply_v(p)
-    ref_o = np.einsum("hmt,htd->hmd", p.astype(np.float64), vd[:, :cache.n_compressed])
+    ref_o = np.einsum("hmt,htd->hmd", p.astype(np.float64), vd[:, : cache.n_compressed])
     np.testing.assert_allclose(o, ref_o, rtol=0, atol=cache.n_compressed * U32 * 4 * np.abs(vd).max() * 2 + 1e-30)
 
 
-@pytest.mark.parametrize("scheme", [
-    CompressionScheme(),
-    CompressionScheme(kv_bits=4, kv_group_size=64, kv_dense_recent=32),
-    CompressionScheme(kv_bits=2, kv_group_size=32, kv_dense_recent=0, attn_sink=4, attn_window=50),
-    CompressionScheme(kv_sparsity=0.7, kv_dense_recent=32),
-    CompressionScheme(kv_sparsity=0.5, kv_bits=4, kv_dense_recent=16, attn_sink=2, attn_window=90),
-], ids=["dense", "kv4", "kv2-lambda", "bitmap70", "bitmap50-kv4-lambda"])
+@pytest.mark.parametrize(
+    "scheme",
+    [
+        CompressionScheme(),
+        CompressionScheme(kv_bits=4, kv_group_size=64, kv_dense_recent=32),
+        CompressionScheme(kv_bits=2, kv_group_size=32, kv_dense_recent=0, attn_sink=4, attn_window=50),
+        CompressionScheme(kv_sparsity=0.7, kv_dense_recent=32),
+        CompressionScheme(kv_sparsity=0.5, kv_bits=4, kv_dense_recent=16, attn_sink=2, attn_window=90),
+    ],
+    ids=["dense", "kv4", "kv2-lambda", "bitmap70", "bitmap50-kv4-lambda"],
+)
 @pytest.mark.parametrize("d", [64, 96])
 def test_window_attention_is_token_by_token_decode(scheme, d):
     """window_attention reproduces, for every token, decode_attention over the cache a decoder holds at that step

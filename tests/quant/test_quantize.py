@@ -1,16 +1,14 @@
 import pytest
 
 from base.errors import SpecError
-from quant.methods import (A8Config, GPTQConfig, KV4Config, KVBitmapConfig, LambdaConfig, RTNConfig,
-                           WandaConfig)
+from quant.methods import A8Config, GPTQConfig, KV4Config, KVBitmapConfig, LambdaConfig, RTNConfig, WandaConfig
 from quant.quantize import configs_for_scheme, quantize, register, registered_configs
 from quant.scheme import CompressionScheme, get_scheme
 
 
 def test_every_method_registered():
     regs = set(registered_configs())
-    for c in (A8Config, GPTQConfig, KV4Config, KVBitmapConfig, LambdaConfig, RTNConfig, WandaConfig,
-              CompressionScheme):
+    for c in (A8Config, GPTQConfig, KV4Config, KVBitmapConfig, LambdaConfig, RTNConfig, WandaConfig, CompressionScheme):
         assert c in regs
 
 

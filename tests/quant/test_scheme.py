@@ -86,16 +86,19 @@ def test_act_bytes():
     assert get_scheme("w2a8kv4").act_bytes(3, 4096) == 3 * (4096 + 2)
 
 
-@pytest.mark.parametrize("kwargs, fragment", [
-    (dict(weight_bits=5), "weight_bits=5"),
-    (dict(kv_bits=3), "kv_bits=3"),
-    (dict(act_bits=4), "act_bits=4"),
-    (dict(weight_pruning="unstructured"), "0 < weight_sparsity"),
-    (dict(weight_sparsity=0.3), "only used with"),
-    (dict(kv_sparsity=1.5), "kv_sparsity"),
-    (dict(attn_sink=4), "needs attn_window"),
-    (dict(attn_window=0), "attn_window"),
-])
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        (dict(weight_bits=5), "weight_bits=5"),
+        (dict(kv_bits=3), "kv_bits=3"),
+        (dict(act_bits=4), "act_bits=4"),
+        (dict(weight_pruning="unstructured"), "0 < weight_sparsity"),
+        (dict(weight_sparsity=0.3), "only used with"),
+        (dict(kv_sparsity=1.5), "kv_sparsity"),
+        (dict(attn_sink=4), "needs attn_window"),
+        (dict(attn_window=0), "attn_window"),
+    ],
+)
 def test_invalid_schemes(kwargs, fragment):
     with pytest.raises(SpecError, match=fragment):
         CompressionScheme(**kwargs)
@@ -127,8 +130,9 @@ def test_nm_any_n_below_m_by_hand():
 
 
 def test_block_sparsity_by_hand():
-    s = CompressionScheme(weight_bits=8, weight_group_size=64, weight_pruning="block", weight_sparsity=0.25,
-                          weight_block_size=16)
+    s = CompressionScheme(
+        weight_bits=8, weight_group_size=64, weight_pruning="block", weight_sparsity=0.25, weight_block_size=16
+    )
     # 1 row x 64 cols: 4 blocks -> 1 B bitmap; 48 kept cols x 8 bit = 48 B; 1 group: 2 B scale + 1 B zero
     assert s.matrix_bytes(64, 1) == 1 + 48 + 2 + 1
     assert s.weight_density == 0.75
@@ -141,8 +145,14 @@ def test_per_operator_and_per_layer_overrides():
 
     m = get_model("llama-2-7b")
     base = CompressionScheme(weight_bits=4, weight_group_size=128, act_bits=8)
-    edge = base.replace(overrides={"attention": OpOverride(act_bits=16), "attn_linear": OpOverride(weight_bits=16),
-                                   "ffn@0-1": OpOverride(weight_bits=8), "down_proj@1": OpOverride(weight_bits=2)})
+    edge = base.replace(
+        overrides={
+            "attention": OpOverride(act_bits=16),
+            "attn_linear": OpOverride(weight_bits=16),
+            "ffn@0-1": OpOverride(weight_bits=8),
+            "down_proj@1": OpOverride(weight_bits=2),
+        }
+    )
     assert edge.for_op("q_proj").weight_bits == 16 and edge.for_op("gate_proj").weight_bits == 4
     assert edge.for_op("gate_proj", 0).weight_bits == 8 and edge.for_op("down_proj", 1).weight_bits == 2
     assert edge.for_op("down_proj", 0).weight_bits == 8 and edge.for_op("attention").act_bits == 16
@@ -159,8 +169,10 @@ def test_per_operator_and_per_layer_overrides():
 
 def test_scheme_yaml_with_overrides(tmp_path):
     p = tmp_path / "edge.yaml"
-    p.write_text("name: edge\nweight_bits: 4\nact_bits: 8\noverrides:\n  attention: {act_bits: 16}\n"
-                 "  q_proj: {weight_pruning: '2:8'}\n")
+    p.write_text(
+        "name: edge\nweight_bits: 4\nact_bits: 8\noverrides:\n  attention: {act_bits: 16}\n"
+        "  q_proj: {weight_pruning: '2:8'}\n"
+    )
     s = get_scheme(str(p))
     assert s.for_op("q_proj").weight_pruning == "2:8" and s.for_op("attention").act_bits == 16
 

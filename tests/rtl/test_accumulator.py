@@ -1,9 +1,8 @@
 import random
 
 import numpy as np
-
-from enginesim import run_comb
 import pytest
+from enginesim import run_comb
 
 from rtl.accumulator import ADD_LATENCY, GROUP, SHIFT_LATENCY, SHIFT_STEPS_MAX, Accumulator, shift_steps
 
@@ -33,7 +32,7 @@ def test_scatter_add_shift_clear_against_numpy(shift):
             assert [ctx.get(dut.acc[e]) for e in range(E)] == model.tolist()
 
         pending = False
-        for step in range(60):
+        for _step in range(60):
             op = rng.choice(ops)
             if pending and op != "add":
                 await drain_and_check()

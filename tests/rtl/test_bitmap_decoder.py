@@ -1,8 +1,8 @@
 import random
 
 import pytest
-
 from enginesim import run_comb
+
 from rtl.bitmap_decoder import DECODER_LATENCY, BitmapDecoder
 from rtl.popcount import POPCOUNT_LATENCY, Popcount64
 
@@ -12,8 +12,9 @@ def test_decoder_matches_rank_model_with_its_latency(lanes):
     dut = BitmapDecoder(lanes=lanes)
     rng = random.Random(lanes)
     maps = [0, (1 << 64) - 1, 1 << 63, 1] + [rng.getrandbits(64) & rng.getrandbits(64) for _ in range(12)]
-    inputs = [(bm, beat) for bm in maps for beat in range(min(max(1, -(-bin(bm).count("1") // lanes)) + 1,
-                                                               64 // lanes))]
+    inputs = [
+        (bm, beat) for bm in maps for beat in range(min(max(1, -(-bin(bm).count("1") // lanes)) + 1, 64 // lanes))
+    ]
 
     async def tb(ctx):
         for n in range(len(inputs) + DECODER_LATENCY):  # one new input per cycle, results DECODER_LATENCY later

@@ -9,13 +9,14 @@ from amaranth.back import rtlil
 from amaranth.hdl import signed, unsigned
 from amaranth.sim import Simulator
 
-from fpga._flow import BareChip  # the bare-chip flow's ECP5 stand-in platform (family "ecp5")
 from base.errors import SpecError
+from fpga._flow import BareChip  # the bare-chip flow's ECP5 stand-in platform (family "ecp5")
 from rtl.dsp import RegisteredMul
 
 
-@pytest.mark.parametrize("a_shape,b_shape", [(signed(18), unsigned(16)), (unsigned(7), signed(18)),
-                                             (signed(18), signed(18))])
+@pytest.mark.parametrize(
+    "a_shape,b_shape", [(signed(18), unsigned(16)), (unsigned(7), signed(18)), (signed(18), signed(18))]
+)
 def test_fabric_product_lags_its_enabled_operands_by_two_edges(a_shape, b_shape):
     dut = RegisteredMul(a_shape, b_shape)
     rng = random.Random(7)
@@ -105,10 +106,12 @@ def test_ecp5_instance_is_equivalent_to_the_fabric_version(tmp_path, a_shape, b_
     (tmp_path / "fabric.il").write_text(rtlil.convert(RegisteredMul(a_shape, b_shape), name="fabric"))
     (tmp_path / "ecp5.il").write_text(rtlil.convert(RegisteredMul(a_shape, b_shape), platform=BareChip(), name="ecp5"))
     (tmp_path / "model.v").write_text(_MODEL)
-    script = ("read_rtlil fabric.il; read_rtlil ecp5.il; read_verilog model.v; setattr -mod -unset top; "
-              "hierarchy -check; proc; flatten; "
-              "opt_clean; miter -equiv -flatten -make_assert fabric ecp5 miter; hierarchy -top miter; "
-              "sat -verify -prove-asserts -set-init-zero -seq 6 miter")
+    script = (
+        "read_rtlil fabric.il; read_rtlil ecp5.il; read_verilog model.v; setattr -mod -unset top; "
+        "hierarchy -check; proc; flatten; "
+        "opt_clean; miter -equiv -flatten -make_assert fabric ecp5 miter; hierarchy -top miter; "
+        "sat -verify -prove-asserts -set-init-zero -seq 6 miter"
+    )
     # prepare_tool: the first Yosys run compiles its WebAssembly once, under a lock (fpga/_toolchain.py)
     done = subprocess.run([prepare_tool("yosys"), "-q", "-p", script], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -1,17 +1,19 @@
 """The whole engine in Amaranth's simulator on small heads (the long/randomized runs are in tests/cocotb)."""
 
 import numpy as np
-
 from enginesim import simulate_heads
+
 from engine.cycles import head_cycles
 from engine.datapath import run_engine
 from engine.workloads import HeadSpec, random_head
 
 
 def test_small_heads_bit_exact_and_cycle_exact():
-    heads = [random_head(HeadSpec(seed=1, context=1)),
-             random_head(HeadSpec(seed=2, context=140, sink=3, window=20)),
-             random_head(HeadSpec(seed=3, context=70, k_sparsity=0.6, v_sparsity=0.5, window=60))]
+    heads = [
+        random_head(HeadSpec(seed=1, context=1)),
+        random_head(HeadSpec(seed=2, context=140, sink=3, window=20)),
+        random_head(HeadSpec(seed=3, context=70, k_sparsity=0.6, v_sparsity=0.5, window=60)),
+    ]
     for h, (o, cycles) in zip(heads, simulate_heads(heads, lanes=8)):
         assert np.array_equal(o, run_engine(h))
         assert cycles == head_cycles(h, 8)
@@ -28,7 +30,7 @@ def test_head_dim_128_two_v_groups():
 
 def test_stalls_only_add_cycles():
     heads = [random_head(HeadSpec(seed=4, context=3, k_sparsity=0.9, v_sparsity=1.0))]
-    (o, cycles), = simulate_heads(heads, lanes=8, stall=0.4, seed=9)
+    ((o, cycles),) = simulate_heads(heads, lanes=8, stall=0.4, seed=9)
     assert np.array_equal(o, run_engine(heads[0]))
     assert cycles > head_cycles(heads[0], 8)
 

@@ -18,13 +18,16 @@ def test_layout_widths():
     assert OutBeat.as_shape().size == 17
 
 
-@pytest.mark.parametrize("kw, msg", [
-    (dict(head_dim=96, lanes=8), "head_dim must be 64 or 128, got 96"),
-    (dict(head_dim=64, lanes=3), "lanes must be a power of two in [2, 64], got 3"),
-    (dict(head_dim=64, lanes=128), "lanes must be a power of two in [2, 64], got 128"),
-    (dict(head_dim=64, lanes=True), "lanes must be a power of two in [2, 64], got True"),
-    (dict(head_dim="64", lanes=8), "head_dim must be 64 or 128, got '64'"),
-])
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        (dict(head_dim=96, lanes=8), "head_dim must be 64 or 128, got 96"),
+        (dict(head_dim=64, lanes=3), "lanes must be a power of two in [2, 64], got 3"),
+        (dict(head_dim=64, lanes=128), "lanes must be a power of two in [2, 64], got 128"),
+        (dict(head_dim=64, lanes=True), "lanes must be a power of two in [2, 64], got True"),
+        (dict(head_dim="64", lanes=8), "head_dim must be 64 or 128, got '64'"),
+    ],
+)
 def test_engine_constructor_messages(kw, msg):
     with pytest.raises(SpecError) as e:
         AttentionEngine(**kw)

@@ -1,4 +1,5 @@
 from enginesim import run_comb
+
 from rtl.mac_array import MacArray
 
 

@@ -2,8 +2,8 @@ import random
 
 import numpy as np
 import pytest
-
 from enginesim import run_comb
+
 from engine.datapath import normalize, reciprocal
 from engine.timing import NORM_PIPE
 from engine.widths import ACC_BITS, L_BITS, RECIP_BITS
@@ -87,8 +87,11 @@ def _expected(l, acc):
 def test_reciprocal_and_outputs_with_backpressure():
     D = 64
     rng = random.Random(2)
-    cases = [(LMIN, [AMIN] + [AMAX] * (D - 1)), (LMAX, [rng.randint(AMIN, AMAX) for _ in range(D)]),
-             (777, [rng.randint(-8 * 777, 8 * 777) for _ in range(D)])]
+    cases = [
+        (LMIN, [AMIN] + [AMAX] * (D - 1)),
+        (LMAX, [rng.randint(AMIN, AMAX) for _ in range(D)]),
+        (777, [rng.randint(-8 * 777, 8 * 777) for _ in range(D)]),
+    ]
     for (l, acc), (got, when) in zip(cases, _run(D, cases, ready_p=0.6, seed=3)):
         assert got == _expected(l, acc)
         assert when[0] >= 1 + RECIP_BITS + NORM_PIPE

@@ -1,8 +1,8 @@
 import random
 
 import pytest
-
 from enginesim import run_comb
+
 from base.errors import SpecError
 from engine.params import TILE
 from rtl.scatter import SCATTER_LATENCY, ScatterNetwork

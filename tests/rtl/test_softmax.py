@@ -8,8 +8,8 @@ yet) be visible. Inputs not sampled in a cycle carry random junk.
 
 import numpy as np
 import pytest
-
 from enginesim import run_comb
+
 from engine.datapath import EngineHead, exp2_fixed, run_engine, scale_scores
 from engine.timing import EXP_LATENCY, L_LATENCY, SCAN_LATENCY, UPDATE_LATENCY
 from engine.widths import EXP_FRAC_BITS, SHIFT_CLAMP
@@ -35,8 +35,7 @@ def golden_head(blocks):
         M, first = mnew, False
         p = np.where(g, exp2_fixed(np.maximum((M << EXP_FRAC_BITS) - x, 0)), 0).astype(np.int64)
         l += int(p.sum())
-        out.append(dict(M=M, rescale=min(delta, SHIFT_CLAMP), p=p, l_before=l_before, l_shifted=l - int(p.sum()),
-                        l=l))
+        out.append(dict(M=M, rescale=min(delta, SHIFT_CLAMP), p=p, l_before=l_before, l_shifted=l - int(p.sum()), l=l))
     return out
 
 
@@ -53,7 +52,7 @@ def schedule_heads(heads, L, rng, *, update_delay=SCAN_LATENCY):
             scan_order = rng.permutation(n)
             scans = []
             for ch in scan_order:
-                cmds[c] = {"scan": 1, "s": s[ch * L:(ch + 1) * L], "g": g[ch * L:(ch + 1) * L]}
+                cmds[c] = {"scan": 1, "s": s[ch * L : (ch + 1) * L], "g": g[ch * L : (ch + 1) * L]}
                 scans.append((c, ch))
                 c += 1
             t_upd = c - 1 + update_delay
@@ -61,7 +60,7 @@ def schedule_heads(heads, L, rng, *, update_delay=SCAN_LATENCY):
             c = t_upd + UPDATE_LATENCY + 1
             exps = []
             for ch in rng.permutation(n):
-                cmds[c] = {"exp": 1, "chunk": int(ch), "s": s[ch * L:(ch + 1) * L], "g": g[ch * L:(ch + 1) * L]}
+                cmds[c] = {"exp": 1, "chunk": int(ch), "s": s[ch * L : (ch + 1) * L], "g": g[ch * L : (ch + 1) * L]}
                 exps.append((c, int(ch)))
                 c += 1
             events.append(dict(head=h, block=b, scans=scans, update=t_upd, exps=exps))
@@ -95,8 +94,15 @@ def simulate(L, cmds, n_cycles, rng):
                 ctx.set(dut.gate, sum(int(b) << j for j, b in enumerate(rng.random(L) < 0.5)))
             ctx.set(dut.chunk, cmd.get("chunk", int(rng.integers(0, 64 // L))))
             pa = ctx.get(dut.p_all.as_value())
-            rec.append(dict(l=ctx.get(dut.l), m=ctx.get(dut.m), rescale=ctx.get(dut.rescale),
-                            stb=ctx.get(dut.rescale_stb), p=[(pa >> (8 * i)) & 255 for i in range(64)]))
+            rec.append(
+                dict(
+                    l=ctx.get(dut.l),
+                    m=ctx.get(dut.m),
+                    rescale=ctx.get(dut.rescale),
+                    stb=ctx.get(dut.rescale_stb),
+                    p=[(pa >> (8 * i)) & 255 for i in range(64)],
+                )
+            )
             await ctx.tick()
 
     run_comb(dut, tb)
@@ -125,7 +131,7 @@ def check_heads(heads, L, seed=0):
             before, after = rec[te + EXP_LATENCY - 1]["p"], rec[te + EXP_LATENCY]["p"]
             assert before[sl] == rec[te]["p"][sl], where  # not yet written one cycle early
             assert after[sl] == g["p"][sl].tolist(), f"{where} chunk {ch}"
-            assert after[:ch * L] == before[:ch * L] and after[(ch + 1) * L:] == before[(ch + 1) * L:]
+            assert after[: ch * L] == before[: ch * L] and after[(ch + 1) * L :] == before[(ch + 1) * L :]
             assert rec[te + L_LATENCY - 1]["l"] == l_run, where
             l_run += int(g["p"][sl].sum())
             assert rec[te + L_LATENCY]["l"] == l_run, where
@@ -167,15 +173,19 @@ def test_extremes_clamp_first_block_and_shifts(L):
     lo = np.full(64, -5000)
     hi = rng.integers(S_MAX - 100, S_MAX + 1, 64)
     hi[3] = S_MAX
-    blocks = [(lo, g, 65535, 8),  # M = ceil(-5000 * 65535 / 2^16) < 0
-              (hi, g, 65535, 0),  # Mblk - M huge: clamp at 31
-              (np.full(64, S_MIN), g, 65535, 0),  # min scores: no rescale, every p = 0
-              (rng.integers(S_MIN, S_MAX + 1, 64), g, 0, 5)]  # mant 0: X = 0
+    blocks = [
+        (lo, g, 65535, 8),  # M = ceil(-5000 * 65535 / 2^16) < 0
+        (hi, g, 65535, 0),  # Mblk - M huge: clamp at 31
+        (np.full(64, S_MIN), g, 65535, 0),  # min scores: no rescale, every p = 0
+        (rng.integers(S_MIN, S_MAX + 1, 64), g, 0, 5),
+    ]  # mant 0: X = 0
     first_big = [(hi, g, 65535, 0), (lo, g, 65535, 63)]  # first block rescale 0 although Mblk - 0 is huge
     shifts = list(range(64))
     rng.shuffle(shifts)
-    sweeps = [[rand_block(rng, "extreme")[:2] + (int(rng.choice([0, 65535, 40000])), sh)
-               for sh in shifts[k:k + 16]] for k in range(0, 64, 16)]
+    sweeps = [
+        [rand_block(rng, "extreme")[:2] + (int(rng.choice([0, 65535, 40000])), sh) for sh in shifts[k : k + 16]]
+        for k in range(0, 64, 16)
+    ]
     heads = [blocks, first_big] + sweeps
     gold = [golden_head(h) for h in heads]
     assert gold[0][1]["rescale"] == SHIFT_CLAMP and gold[1][0]["rescale"] == 0  # the cases are really exercised
@@ -205,10 +215,15 @@ def test_against_run_engine_trace():
     B, D, L = 3, 64, 8
     sel = np.array([int(rng.integers(1, 1 << 63)) for _ in range(B)], dtype=np.uint64)
     head = EngineHead(
-        sel=sel, block=np.arange(B), score_mant=rng.integers(1 << 15, 1 << 16, B),
-        score_shift=rng.integers(14, 20, B), qk=rng.integers(-127, 128, (B, D)).astype(np.int8),
-        k=rng.integers(-8, 8, (B, 64, D)).astype(np.int8), v=rng.integers(-8, 8, (B, 64, D)).astype(np.int8),
-        sv=rng.integers(0, 256, (B, 64, 1)).astype(np.uint8))
+        sel=sel,
+        block=np.arange(B),
+        score_mant=rng.integers(1 << 15, 1 << 16, B),
+        score_shift=rng.integers(14, 20, B),
+        qk=rng.integers(-127, 128, (B, D)).astype(np.int8),
+        k=rng.integers(-8, 8, (B, 64, D)).astype(np.int8),
+        v=rng.integers(-8, 8, (B, 64, D)).astype(np.int8),
+        sv=rng.integers(0, 256, (B, 64, 1)).astype(np.uint8),
+    )
     _, tr = run_engine(head, trace=True)
     g = head.sel_bits()
     blocks = [(tr.scores[b], g[b], int(head.score_mant[b]), int(head.score_shift[b])) for b in range(B)]

@@ -6,8 +6,10 @@ from rtl.streams import decode_output, encode_head
 
 
 def test_beat_counts_follow_tile_counts():
-    for spec in (HeadSpec(seed=1, context=200, sink=2, window=30),
-                 HeadSpec(seed=2, head_dim=128, context=130, k_sparsity=0.7, v_sparsity=0.3)):
+    for spec in (
+        HeadSpec(seed=1, context=200, sink=2, window=30),
+        HeadSpec(seed=2, head_dim=128, context=130, k_sparsity=0.7, v_sparsity=0.3),
+    ):
         h = random_head(spec)
         L = 8
         s = encode_head(h, L)

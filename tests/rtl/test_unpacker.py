@@ -1,6 +1,7 @@
 import random
 
 from enginesim import run_comb
+
 from rtl.unpacker import Unpacker
 
 

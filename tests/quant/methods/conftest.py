@@ -1,13 +1,21 @@
 """Fixtures: a small random Llama and random calibration ids for fast method tests."""
 
 import pytest
-
 import torch
 
 from models.llama import Llama, LlamaConfig
 
-CFG = LlamaConfig(n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, d_ff=128, vocab_size=97, rope_theta=10000.0,
-                  norm_eps=1e-5, max_seq_len=512)
+CFG = LlamaConfig(
+    n_layers=2,
+    d_model=64,
+    n_heads=4,
+    n_kv_heads=2,
+    d_ff=128,
+    vocab_size=97,
+    rope_theta=10000.0,
+    norm_eps=1e-5,
+    max_seq_len=512,
+)
 
 
 def tiny_model(seed: int = 0) -> Llama:

@@ -3,8 +3,8 @@ import torch
 
 from base.errors import SpecError
 from quant.methods import GPTQConfig, RTNConfig
-from quant.methods.gptq import gptq_matrix
 from quant.methods._prims import fake_quant_weight
+from quant.methods.gptq import gptq_matrix
 from quant.quantize import quantize
 
 

@@ -91,8 +91,13 @@ def test_sinks_stay_dense_and_variants_run(tiny_model, tiny_calibration):
     with torch.no_grad():
         ref = base(ids)
     errs = {}
-    for kw in ({}, {"sink": 4}, {"selection": "output_aware"}, {"k_granularity": "channel"},
-               {"allocation": "sensitivity"}):
+    for kw in (
+        {},
+        {"sink": 4},
+        {"selection": "output_aware"},
+        {"k_granularity": "channel"},
+        {"allocation": "sensitivity"},
+    ):
         m = tiny_model()
         rep = quantize(m, KVBitmapConfig(0.7, dense_recent=0, calib_windows=2, **kw), calibration=cal)[0]
         c = m.blocks[0].attn.kv_codec
@@ -122,5 +127,16 @@ def test_bitmap_variant_checks():
 def _tiny():
     from models.llama import Llama, LlamaConfig
 
-    return Llama(LlamaConfig(n_layers=1, d_model=32, n_heads=2, n_kv_heads=1, d_ff=64, vocab_size=11,
-                             rope_theta=1e4, norm_eps=1e-5, max_seq_len=64))
+    return Llama(
+        LlamaConfig(
+            n_layers=1,
+            d_model=32,
+            n_heads=2,
+            n_kv_heads=1,
+            d_ff=64,
+            vocab_size=11,
+            rope_theta=1e4,
+            norm_eps=1e-5,
+            max_seq_len=64,
+        )
+    )

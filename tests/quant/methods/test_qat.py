@@ -14,8 +14,7 @@ def _kl(teacher, student, ids):
     with torch.no_grad():
         t = torch.log_softmax(teacher(ids)[:, :-1], -1)  # positions that predict a next token, as QAT's loss
         s = torch.log_softmax(student(ids)[:, :-1], -1)
-    return float(torch.nn.functional.kl_div(s.flatten(0, 1), t.flatten(0, 1), log_target=True,
-                                            reduction="batchmean"))
+    return float(torch.nn.functional.kl_div(s.flatten(0, 1), t.flatten(0, 1), log_target=True, reduction="batchmean"))
 
 
 def _check_format(model, bits, g, pruning):
@@ -41,9 +40,23 @@ def test_qat_improves_on_gptq_and_keeps_format(tiny_model, tiny_calibration):
     g = copy.deepcopy(base)
     quantize(g, GPTQConfig(bits=2, group_size=32, pruning="2:4"), calibration=cal)
     q = copy.deepcopy(base)
-    rep = quantize(q, QATConfig(bits=2, group_size=32, pruning="2:4", block_steps=20, steps=40, batch=4, lr=1e-3,
-                                lr_scale=1e-3, block_lr=1e-3, block_lr_scale=1e-3, val_windows=4),
-                   calibration=cal)[0]
+    rep = quantize(
+        q,
+        QATConfig(
+            bits=2,
+            group_size=32,
+            pruning="2:4",
+            block_steps=20,
+            steps=40,
+            batch=4,
+            lr=1e-3,
+            lr_scale=1e-3,
+            block_lr=1e-3,
+            block_lr_scale=1e-3,
+            val_windows=4,
+        ),
+        calibration=cal,
+    )[0]
     assert rep["method"] == "qat" and rep["kd_loss_last"] < rep["kd_loss_first"]
     assert rep["tokens_seen"]["end_to_end"] == 40 * 4 * 64 and rep["device"] == "cpu"
     assert rep["training_text"] == cal.provenance and rep["seed"] == 0
@@ -55,8 +68,21 @@ def test_best_checkpoint_is_restored(tiny_model, tiny_calibration):
     base = tiny_model()
     cal = tiny_calibration(n=10, t=64)
     q = copy.deepcopy(base)
-    rep = quantize(q, QATConfig(bits=4, group_size=32, block_steps=0, steps=20, batch=2, lr=3e-3, lr_scale=3e-3,
-                                val_windows=4, diverge_factor=100.0), calibration=cal)[0]
+    rep = quantize(
+        q,
+        QATConfig(
+            bits=4,
+            group_size=32,
+            block_steps=0,
+            steps=20,
+            batch=2,
+            lr=3e-3,
+            lr_scale=3e-3,
+            val_windows=4,
+            diverge_factor=100.0,
+        ),
+        calibration=cal,
+    )[0]
     v = rep["end_to_end_validation"]
     assert v["val_kl_best"] <= v["val_kl_first"] and v["val_windows"] == 4
     val = torch.tensor(cal.windows[-4:])
@@ -71,8 +97,11 @@ def test_masked_finetune_keeps_the_sparsegpt_mask(tiny_model, tiny_calibration):
     sp = copy.deepcopy(base)
     quantize(sp, GPTQConfig(bits=16, pruning="2:4"), calibration=cal)
     ft = copy.deepcopy(base)
-    quantize(ft, QATConfig(bits=16, pruning="2:4", block_steps=10, steps=30, batch=4, lr=1e-3, block_lr=1e-3),
-             calibration=cal)
+    quantize(
+        ft,
+        QATConfig(bits=16, pruning="2:4", block_steps=10, steps=30, batch=4, lr=1e-3, block_lr=1e-3),
+        calibration=cal,
+    )
     _check_format(ft, 16, 0, "2:4")
     for a, b in zip(sp.blocks, ft.blocks):
         for n in a.linears():
@@ -108,8 +137,9 @@ def test_divergence_stops_with_a_clear_message(tiny_model, tiny_calibration):
     m = tiny_model()
     cal = tiny_calibration(n=4, t=48)
     with pytest.raises(QATDiverged, match="QAT diverged"):
-        quantize(m, QATConfig(bits=2, group_size=32, block_steps=0, steps=30, batch=2, lr=5.0, lr_scale=5.0),
-                 calibration=cal)
+        quantize(
+            m, QATConfig(bits=2, group_size=32, block_steps=0, steps=30, batch=2, lr=5.0, lr_scale=5.0), calibration=cal
+        )
 
 
 def test_qat_needs_training_text(tiny_model):
