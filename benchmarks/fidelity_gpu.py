@@ -114,22 +114,6 @@ def rows() -> list[dict]:
     return out
 
 
-def summary(rs: list[dict]) -> list[dict]:
-    groups: dict[str, list[float]] = {}
-    for r in rs:
-        groups.setdefault(r["group"], []).append(r["error"])
-    return [
-        {
-            "group": g,
-            "n": len(e),
-            "mae": sum(abs(x) for x in e) / len(e),
-            "max": max(abs(x) for x in e),
-            "mean_signed": sum(e) / len(e),
-        }
-        for g, e in groups.items()
-    ]
-
-
 def main() -> int:
     rs = rows()
     if not rs:
@@ -143,7 +127,9 @@ def main() -> int:
         )
     print()
     print(f"{'group':<52} {'n':>3} {'MAE':>7} {'max':>7} {'signed':>7}  goal")
-    for s in summary(rs):
+    from fidelity import summarise  # the one definition of the per-group errors
+
+    for s in summarise(rs):
         kind = "decode step" if "decode" in s["group"] else "TTFT"
         goal = GOALS[kind]
         ok = (
