@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
 import pytest
 import yaml
+from explore_sweep import sweep_file
 
 from base.executor import LocalExecutor, RayExecutor
 from explore import load_space, run_space
@@ -16,33 +15,7 @@ OBJ = ("decode_tokens_per_s", "lut")
 
 
 def _space(tmp_path: Path, **search):
-    rows = [
-        {
-            "head_dim": d,
-            "lanes": n,
-            "fits": True,
-            "lut": 2000 + 400 * n + 10 * d,
-            "ff": 1500 + 300 * n,
-            "dsp": 4 + n // 4,
-            "bram": 6 + d // 64,
-            "fmax_mhz": 110 - 6 * math.log2(n),
-        }
-        for d in (64, 128)
-        for n in (2, 4, 8, 16)
-    ]
-    (tmp_path / "sweep.json").write_text(
-        json.dumps(
-            {
-                "format": "hwsim.fpga-sweep",
-                "version": 1,
-                "part": "LFE5U-85F-6BG381C",
-                "design": "engine",
-                "available": {"lut": 83640, "ff": 83640, "dsp": 156, "bram": 208},
-                "provenance": {},
-                "rows": rows,
-            }
-        )
-    )
+    sweep_file(tmp_path)
     data = {
         "name": "ray",
         "hardware": "u280-accllm",

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
 import yaml
+from explore_sweep import sweep_file
 
 from base.errors import SpecError
 from base.executor import LocalExecutor
@@ -88,30 +88,7 @@ def test_process_workers_give_the_same_records(tmp_path):
 
 def _fpga_space(tmp_path: Path, **search) -> object:
     """U280 lanes x engines x bandwidth x scheme, speed against LUTs (synthetic sweep data: linear resources)."""
-    rows = [
-        {
-            "head_dim": d,
-            "lanes": n,
-            "fits": True,
-            "lut": 2000 + 400 * n + 10 * d,
-            "ff": 1500 + 300 * n,
-            "dsp": 4 + n // 4,
-            "bram": 6 + d // 64,
-            "fmax_mhz": 110 - 6 * math.log2(n),
-        }
-        for d in (64, 128)
-        for n in (2, 4, 8, 16)
-    ]
-    data = {
-        "format": "hwsim.fpga-sweep",
-        "version": 1,
-        "part": "LFE5U-85F-6BG381C",
-        "design": "engine",
-        "available": {"lut": 83640, "ff": 83640, "dsp": 156, "bram": 208},
-        "provenance": {},
-        "rows": rows,
-    }
-    (tmp_path / "sweep.json").write_text(json.dumps(data))
+    sweep_file(tmp_path)
     return _space(
         tmp_path,
         hardware="u280-accllm",
