@@ -225,6 +225,7 @@ def _check_linear(name: str, entry: dict, lin, schemes: list, where: str) -> Non
         if (
             (want is None or want is cls)
             and bits == s.weight_bits
+            and (cls is not Sparse24Weight or meta.get("index", "pattern") == s.weight_nm_index)
             and (bits == 16 and cls is not GroupQuantWeight or meta.get("group_size") == s.weight_group_size)
         ):
             ok = True
@@ -539,8 +540,9 @@ def pack_linear(ql, scheme):
     if ql.pruning == "2:4":
         if np.any(keep.reshape(rows, -1, 4).sum(axis=2) != 2):
             raise FormatError("2:4 layer's keep mask does not keep exactly 2 of every 4 columns")
+        index = scheme.weight_nm_index
         if not quant:
-            return Sparse24Weight.from_dense(w, keep, 16, gs)
+            return Sparse24Weight.from_dense(w, keep, 16, gs, index)
         vals = codes[keep].reshape(rows, -1)
         return Sparse24Weight(
             ql.bits,
@@ -548,9 +550,10 @@ def pack_linear(ql, scheme):
             rows,
             cols,
             pack_bits(vals, ql.bits),
-            Sparse24Weight.pack_indices(keep),
+            Sparse24Weight.pack_indices(keep, index),
             scales,
             pack_bits(zeros, ql.bits),
+            index,
         )
     # unstructured: bitmap tiles
     if not quant:

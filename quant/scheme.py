@@ -8,6 +8,9 @@ Formats (bit-level layouts are documented in quant/formats; sizes here and there
 * N:M pruning (``weight_pruning: "N:M"``, any 0 < N < M, e.g. 2:4, 1:4, 4:8): per M dense columns N values are
   kept plus one pattern code of ceil(log2 C(M, N)) bits naming which (2:4: 3 bits for the 6 patterns, so 2:4 W2 is
   7 bits per 4 weights against dense W2's 8); the engine multiplies kept values only (MACs x N/M).
+  ``weight_nm_index: positions`` instead stores ceil(log2 M) bits per kept value, its column within the group (2:4:
+  two 2-bit positions, 4 bits per 4 weights, as NVIDIA's sparse tensor cores store 2:4 metadata): a hardware decoder
+  uses them as multiplexer selects directly, with no pattern table.
 * block pruning (``"block"``): rows are cut into blocks of ``weight_block_size`` dense columns that are kept or dropped
   whole (``weight_sparsity`` = dropped fraction); one bitmap bit per block, kept blocks' values packed.
 * unstructured pruning: rows are cut into tiles of 64 dense columns; each tile is a 64-bit bitmap followed by its
@@ -82,6 +85,21 @@ def bitmap_tile_bytes(nnz: int, value_bits: int) -> int:
     if not 0 <= nnz <= BITMAP_TILE:
         raise SpecError(f"a bitmap tile holds 0..{BITMAP_TILE} values, got {nnz}")
     return BITMAP_BYTES + packed_bytes(nnz, value_bits)
+
+
+NM_INDEX_FORMATS = ("pattern", "positions")
+
+
+def nm_index_bytes(cols: int, n: int, m: int, index_format: str = "pattern") -> int:
+    """Bytes of one row's N:M metadata over `cols` dense columns (a whole byte per row).
+
+    ``pattern``: one ceil(log2 C(M, N))-bit code per group of M naming which N are kept (2:4: 3 bits for 6 patterns).
+    ``positions``: ceil(log2 M) bits per kept value, its column within the group (2:4: 2 x 2 bits per group).
+    """
+    groups = cols // m
+    if index_format == "positions":
+        return packed_bytes(groups * n, max(1, (m - 1).bit_length()))
+    return packed_bytes(groups, max(1, (math.comb(m, n) - 1).bit_length()))
 
 
 def parse_nm(mode: str) -> tuple[int, int] | None:
@@ -190,6 +208,7 @@ class CompressionScheme:
     weight_pruning: str = "none"  # "none" | "N:M" (e.g. "2:4") | "block" | "unstructured"
     weight_sparsity: float = field(default=0.0, metadata=rng(ge=0, lt=1))  # block / unstructured: dropped fraction
     weight_block_size: int = field(default=16, metadata=rng(ge=1))  # block pruning: dense columns per block
+    weight_nm_index: str = "pattern"  # N:M metadata: "pattern" (one code per group) | "positions" (one per kept value)
     lm_head_bits: int = 16
     act_bits: int = 16
     kv_bits: int = 16
@@ -229,6 +248,11 @@ class CompressionScheme:
             raise SpecError(
                 f"scheme {self.name!r}: weight_sparsity is only used with weight_pruning 'block' or "
                 "'unstructured' (N:M keeps N/M); remove it or set weight_pruning"
+            )
+        if self.weight_nm_index not in NM_INDEX_FORMATS:
+            raise SpecError(
+                f"scheme {self.name!r}: weight_nm_index {self.weight_nm_index!r} is not supported; use "
+                f"{' or '.join(NM_INDEX_FORMATS)}"
             )
         for sel, ov in self.overrides.items():
             name, _, layers = sel.partition("@")
@@ -328,8 +352,7 @@ class CompressionScheme:
             if cols % m:
                 raise SpecError(f"{n}:{m} pruning needs in_features divisible by {m}, got {cols}")
             kept = cols // m * n
-            code_bits = max(1, (math.comb(m, n) - 1).bit_length())  # one pattern code per group of m
-            return rows * (packed_bytes(kept, bits) + packed_bytes(cols // m, code_bits)) + meta
+            return rows * (packed_bytes(kept, bits) + nm_index_bytes(cols, n, m, self.weight_nm_index)) + meta
         if self.weight_pruning == "block":
             n_blocks = -(-cols // self.weight_block_size)
             kept_cols = round(cols * (1.0 - self.weight_sparsity))
@@ -564,13 +587,16 @@ _PRESETS: dict[str, CompressionScheme] = {
             weight_bits=2,
             weight_group_size=64,
             weight_pruning="2:4",
+            weight_nm_index="positions",
             act_bits=8,
             kv_bits=4,
             kv_group_size=64,
             kv_dense_recent=32,
             attn_sink=4,
             attn_window=2048,
-            source="AccLLM arXiv 2505.03745: 2:4 + W2A8KV4 + Λ attention. Window sizes are not "
+            source="AccLLM arXiv 2505.03745: 2:4 + W2A8KV4 + Λ attention. 2:4 metadata as 2-bit positions "
+            "per kept value (the hardware convention of NVIDIA's sparse tensor cores; AccLLM does not publish its "
+            "index format, and a DSP-array decoder uses positions as multiplexer selects). Window sizes are not "
             "published (shared/ANCHORS.md): 4 sink tokens as StreamingLLM (Xiao et al. 2023), "
             "2048-token local window = half of Llama-2's 4096 pretraining context",
         ),

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from base.errors import FormatError, SpecError
+from base.specio import short
 from quant.formats._base import Packed, Section, meta_choice, meta_int
 from quant.formats._bits import (
     fp16_bytes,
@@ -278,11 +279,12 @@ _PATTERN_OF[4 * PATTERNS_2_4[:, 0] + PATTERNS_2_4[:, 1]] = np.arange(6)
 
 @dataclass(frozen=True, eq=False)
 class Sparse24Weight(_SparseGroupWeight):
-    """2:4 sparse W[out, in]: per 4 dense input columns two kept values (in column order) and one 3-bit pattern code.
+    """2:4 sparse W[out, in]: per 4 dense input columns two kept values (in column order) and their metadata.
 
     qvalues: uint8 [out, packed_bytes(in/2, bits)] kept codes (bits < 16) or fp16 patterns (bits = 16);
-    indices: uint8 [out, packed_bytes(in/4, 3)] pattern code 0..5 of each block of 4 (PATTERNS_2_4: the kept
-    positions, ascending);
+    indices (``index_format`` "pattern", the default): uint8 [out, packed_bytes(in/4, 3)] pattern code 0..5 of each
+    block of 4 (PATTERNS_2_4: the kept positions, ascending); ("positions"): uint8 [out, packed_bytes(in/2, 2)] the
+    2-bit column within its block of each kept value, ascending within a block;
     scales float16 [out, G], qzeros uint8 [out, packed_bytes(G, bits)] (empty when bits = 16). Groups run over
     `group_size` dense input columns; a kept value belongs to the group of its dense column.
     """
@@ -295,21 +297,29 @@ class Sparse24Weight(_SparseGroupWeight):
     indices: np.ndarray
     scales: np.ndarray
     qzeros: np.ndarray
+    index_format: str = "pattern"
 
     FORMAT = "weight.sparse_2_4"
 
     @classmethod
     def from_float(
-        cls, w: np.ndarray, bits: int = 2, group_size: int = 64, mask: np.ndarray | None = None
+        cls,
+        w: np.ndarray,
+        bits: int = 2,
+        group_size: int = 64,
+        mask: np.ndarray | None = None,
+        index_format: str = "pattern",
     ) -> Sparse24Weight:
         """Prune W by magnitude (or with a given 2:4 `mask`) and quantize the kept values."""
         w = _check_matrix(w, cls.FORMAT)
         _check_bits(bits, QUANT_BITS + (16,), cls.FORMAT)
         mask = prune_2_4(w) if mask is None else np.asarray(mask, bool)
-        return cls.from_dense(w, mask, bits, group_size)
+        return cls.from_dense(w, mask, bits, group_size, index_format)
 
     @classmethod
-    def from_dense(cls, w: np.ndarray, mask: np.ndarray, bits: int, group_size: int) -> Sparse24Weight:
+    def from_dense(
+        cls, w: np.ndarray, mask: np.ndarray, bits: int, group_size: int, index_format: str = "pattern"
+    ) -> Sparse24Weight:
         rows, cols = w.shape
         if mask.shape != w.shape or cols % 4 or np.any(mask.reshape(rows, -1, 4).sum(axis=2) != 2):
             raise SpecError(f"{cls.FORMAT}: mask must keep exactly 2 of every 4 input columns of W{list(w.shape)}")
@@ -325,23 +335,33 @@ class Sparse24Weight(_SparseGroupWeight):
             rows,
             cols,
             pack_bits(vals, bits),
-            cls.pack_indices(mask),
+            cls.pack_indices(mask, index_format),
             scales,
             pack_bits(zeros, bits) if bits < 16 else np.zeros((rows, 0), np.uint8),
+            index_format,
         )
 
     @staticmethod
-    def pack_indices(mask: np.ndarray) -> np.ndarray:
-        """The `indices` array of a valid 2:4 mask bool [out, in]: packed 3-bit pattern codes."""
+    def pack_indices(mask: np.ndarray, index_format: str = "pattern") -> np.ndarray:
+        """The `indices` array of a valid 2:4 mask bool [out, in]: packed 3-bit pattern codes, or 2-bit positions."""
+        _check_index_format(index_format)
         rows, cols = mask.shape
         kept_cols = np.nonzero(mask)[1].reshape(rows, cols // 4, 2) % 4  # ascending within each block
+        if index_format == "positions":
+            return pack_bits(kept_cols.reshape(rows, cols // 2).astype(np.uint8), 2)
         return pack_bits(_PATTERN_OF[4 * kept_cols[..., 0] + kept_cols[..., 1]], 3)
 
     def kept_columns(self) -> np.ndarray:
         """int64 [out, in/2] dense column of each kept value."""
         nb = self.in_features // 4
-        pos = PATTERNS_2_4[_pattern_codes(self.indices, nb)]  # [out, nb, 2]
+        if self.index_format == "positions":
+            pos = _positions(self.indices, nb)
+        else:
+            pos = PATTERNS_2_4[_pattern_codes(self.indices, nb)]  # [out, nb, 2]
         return (4 * np.arange(nb)[:, None] + pos).reshape(self.out_features, 2 * nb)
+
+    def meta(self) -> dict[str, Any]:
+        return {**super().meta(), "index": self.index_format}
 
     def kept_codes(self) -> np.ndarray:
         """[out, in/2] kept codes (uint8) or fp16 bit patterns (uint16)."""
@@ -377,9 +397,13 @@ class Sparse24Weight(_SparseGroupWeight):
         if cols % 4:
             raise FormatError(f"{cls.FORMAT}: in_features {cols} is not divisible by 4")
         k = cols // 2
+        index = meta.get("index", "pattern")
+        if index not in ("pattern", "positions"):
+            raise FormatError(f"{cls.FORMAT}: index {short(index)} is not 'pattern' or 'positions'")
+        idx_bytes = packed_bytes(k, 2) if index == "positions" else packed_bytes(cols // 4, 3)
         return [
             Section("qvalues", rows * packed_bytes(k, bits)),
-            Section("indices", rows * packed_bytes(cols // 4, 3)),
+            Section("indices", rows * idx_bytes),
             *cls._group_sections(rows, cols, gs, bits),
         ]
 
@@ -395,7 +419,11 @@ class Sparse24Weight(_SparseGroupWeight):
     def from_raw(cls, meta: Mapping[str, Any], raw: Mapping[str, Any]) -> Sparse24Weight:
         bits, gs, rows, cols = cls._raw_params(meta)
         idx = np.asarray(raw["indices"]).reshape(rows, -1)
-        _pattern_codes(idx, cols // 4)  # validates
+        index = meta.get("index", "pattern")
+        if index == "positions":
+            _positions(idx, cols // 4)  # validates
+        else:
+            _pattern_codes(idx, cols // 4)
         return cls(
             bits,
             gs,
@@ -404,7 +432,24 @@ class Sparse24Weight(_SparseGroupWeight):
             np.asarray(raw["qvalues"]).reshape(rows, -1),
             idx,
             *cls._group_arrays(raw, rows, cols, gs, bits),
+            index,
         )
+
+
+def _check_index_format(index_format: str) -> None:
+    if index_format not in ("pattern", "positions"):
+        raise SpecError(f"2:4 index format {index_format!r} is not supported; use 'pattern' or 'positions'")
+
+
+def _positions(indices: np.ndarray, n_blocks: int) -> np.ndarray:
+    """int64 [out, n_blocks, 2] kept columns within each block from 2-bit positions; FormatError unless ascending."""
+    pos = unpack_bits(indices, 2 * n_blocks, 2).astype(np.int64).reshape(indices.shape[0], n_blocks, 2)
+    if np.any(pos[..., 0] >= pos[..., 1]):
+        raise FormatError(
+            f"{Sparse24Weight.FORMAT}: 2:4 positions must name two different columns of each block, ascending; "
+            "the buffer is corrupt"
+        )
+    return pos
 
 
 def _pattern_codes(indices: np.ndarray, n_blocks: int) -> np.ndarray:

@@ -158,12 +158,13 @@ def test_group_quant_default_group_is_64_and_int2_layout():
     bits=st.sampled_from([2, 4, 8, 16]),
     gs=st.sampled_from([4, 6, 64, 128]),
     seed=st.integers(0, 2**16),
+    index=st.sampled_from(["pattern", "positions"]),
 )
-def test_sparse_2_4_weight(rows, blocks, bits, gs, seed):
+def test_sparse_2_4_weight(rows, blocks, bits, gs, seed, index):
     cols = 4 * blocks
     w = _w(seed, rows, cols)
-    q = Sparse24Weight.from_float(w, bits=bits, group_size=gs)
-    scheme = CompressionScheme(weight_bits=bits, weight_group_size=gs, weight_pruning="2:4")
+    q = Sparse24Weight.from_float(w, bits=bits, group_size=gs, index_format=index)
+    scheme = CompressionScheme(weight_bits=bits, weight_group_size=gs, weight_pruning="2:4", weight_nm_index=index)
     assert len(q.to_bytes()) == scheme.matrix_bytes(cols, rows)
     mask = q.mask()
     assert np.array_equal(mask, prune_2_4(w))
@@ -482,3 +483,17 @@ def test_safetensors_roundtrip(tmp_path):
         meta2 = json.loads(f.metadata()["meta"])
     again = packed_from_arrays(load_file(str(path)), meta2)
     assert again.to_bytes() == obj.to_bytes()
+
+
+def test_sparse_2_4_corrupt_indices_are_format_errors():
+    w = _w(1, 2, 16)
+    for index in ("pattern", "positions"):
+        q = Sparse24Weight.from_float(w, bits=4, group_size=8, index_format=index)
+        arrays, meta = q.raw(), q.meta()
+        arrays = {**arrays, "indices": np.full_like(arrays["indices"], 0xFF)}  # codes 7 / positions (3, 3)
+        with pytest.raises(FormatError, match="corrupt"):
+            Sparse24Weight.from_raw(meta, arrays)
+    with pytest.raises(FormatError, match="index"):
+        Sparse24Weight.layout({**q.meta(), "index": "bitmap"})
+    with pytest.raises(SpecError, match="index format"):
+        Sparse24Weight.from_float(w, index_format="bitmap")

@@ -47,14 +47,26 @@ def test_llama2_7b_weight_bytes_fp16_and_accllm():
     m = get_model("llama-2-7b")
     assert get_scheme("fp16").weight_bytes(m).total == 2 * m.param_count
     wb = get_scheme("accllm").weight_bytes(m)
-    # by hand: q/k/v/o 4096x4096 under 2:4 W2 g64: per row 2048 kept -> 512 B values + 1024 blocks x 3-bit
-    # pattern codes = 384 B, 64 groups -> 128 B scales + 16 B zeros = 1040 B; x 4096 rows = 4,259,840 B.
-    assert wb.per_linear["q_proj"] == 4_259_840
-    # gate/up 11008 rows x 1040 B; down 4096 rows x (1376 + ceil(2752 * 3 / 8) + 172*2 + ceil(172/4)) = 2795 B
-    assert wb.per_linear["up_proj"] == 11008 * 1040 and wb.per_linear["down_proj"] == 4096 * 2795
-    per_layer = 4 * 4_259_840 + 3 * 11_448_320 + 2 * 4096 * 2
+    # by hand: q/k/v/o 4096x4096 under 2:4 W2 g64 with 2-bit positions: per row 2048 kept -> 512 B values +
+    # 2048 x 2-bit positions = 512 B, 64 groups -> 128 B scales + 16 B zeros = 1168 B; x 4096 rows = 4,784,128 B.
+    assert wb.per_linear["q_proj"] == 4_784_128
+    # gate/up 11008 rows x 1168 B; down 4096 rows x (1376 + 1376 + 172*2 + ceil(172/4)) = 3139 B
+    assert wb.per_linear["up_proj"] == 11008 * 1168 and wb.per_linear["down_proj"] == 4096 * 3139
+    per_layer = 4 * 4_784_128 + 2 * 11008 * 1168 + 4096 * 3139 + 2 * 4096 * 2
     assert wb.blocks == 32 * per_layer
-    assert wb.total == 32 * per_layer + 2 * 32000 * 4096 * 2 + 4096 * 2 == 2_169_118_720
+    assert wb.total == 32 * per_layer + 2 * 32000 * 4096 * 2 + 4096 * 2
+
+
+def test_nm_index_formats_by_hand():
+    pat = CompressionScheme(weight_bits=4, weight_group_size=128, weight_pruning="2:4")
+    pos = pat.replace(weight_nm_index="positions")
+    # 2 rows x 256 cols, 64 blocks: pattern 64 x 3 bit = 24 B; positions 128 kept x 2 bit = 32 B
+    assert pos.matrix_bytes(256, 2) - pat.matrix_bytes(256, 2) == 2 * (32 - 24)
+    # 1:8 positions: 3 bits per kept value (32 groups -> 12 B); pattern: C(8, 1) = 8 -> 3-bit code, the same
+    one8 = CompressionScheme(weight_bits=4, weight_pruning="1:8")
+    assert one8.matrix_bytes(256, 1) == one8.replace(weight_nm_index="positions").matrix_bytes(256, 1)
+    with pytest.raises(SpecError, match="weight_nm_index"):
+        CompressionScheme(weight_pruning="2:4", weight_nm_index="bitmap")
 
 
 def test_kv_chunk_bytes_by_hand():
