@@ -9,34 +9,39 @@ QAT of small models at 2 bits with a straight-through estimator):
 0. Teacher: a frozen copy of the incoming (uncompressed) model. Initialisation: GPTQ / SparseGPT (`GPTQConfig` with
    the same bits, group size and pruning) on the first `gptq_windows` training windows, or round-to-nearest with
    MSE clip search (+ Wanda masks) with ``init="rtn"``. The pruning mask is fixed from here on.
-1. Every projection becomes a fake-quantized linear with learnable latent weights w (initialised to the init's
-   dequantized weights, so step 0 reproduces its codes), learnable per-group scales s (LSQ-style, Esser et al.
-   2019) and learnable zero points z (continuous, rounded with a straight-through estimator). Forward:
-   (clamp(round(w / s) + round(z), 0, 2^b - 1) - round(z)) * s * mask. With bits = 16 (pruning only) the forward
-   is w * mask: a masked fine-tune of the surviving weights. Int8 per-token inputs (A8), if the layer has them, are
-   fake-quantized in the loop with a straight-through estimator.
+1. Every projection becomes a fake-quantized linear (QATLinear) with latent codes u (the init's codes at step 0,
+   in steps of the quantization grid), learnable per-group scales s and zero points z. Forward:
+   (clamp(round(u) + round(z), 0, 2^b - 1) - round(z)) * s * mask, rounding with a straight-through estimator, so
+   a scale's gradient is that of the codebook with its codes held (EfficientQAT's E2E-QP). With bits = 16 (pruning
+   only) the forward is w * mask: a masked fine-tune of the surviving weights. Int8 per-token inputs (A8), if the
+   layer has them, are fake-quantized in the loop with a straight-through estimator. Learning rates are relative
+   (module QATLinear): one rate means the same in every layer whatever its weights' magnitude.
 2. Block-wise reconstruction (``block_steps`` per block, block 0 first): minimise the MSE between the student
    block's output on the student's own inputs (the outputs of the already-trained student blocks) and the teacher
-   block's output on the teacher's inputs, over random minibatches of training windows; w, s, z and the block's
-   RMSNorm weights train with Adam.
+   block's output on the teacher's inputs, over random minibatches of training windows; s, z and, where asked,
+   the block's RMSNorm weights (``train_norms``) and u (``train_weights``) train with Adam.
 3. End-to-end distillation (``steps``): KL(teacher || student) of the next-token distributions (temperature
-   ``temperature``) over random minibatches of training windows; s, z, norms and (with ``train_weights``) w train
-   with Adam and cosine learning-rate decay. The tied embedding / LM head stays frozen. The KL on `val_windows`
+   ``temperature``) over random minibatches of training windows; s, z and, where asked, norms and u train with
+   Adam and cosine learning-rate decay. The tied embedding / LM head stays frozen. The KL on `val_windows`
    training windows held out of this phase is measured before the first step and every tenth of the phase; the
    best state is kept (so this phase never leaves the model worse on held-out training text than it found it).
 4. Freeze: scales are rounded to fp16, zero points to integers, codes recomputed from them, so the result is
    exactly what the packed format stores (QuantLinear with codes/scales/zeros/keep).
 
+Latent codes train only where asked (by default only with bits = 16, where nothing else would): Adam moves every
+latent by about its learning rate per step whatever its gradient's size, so the codes of an error-compensated init
+either stay put (none reaches a rounding boundary within a few hundred steps) or, at a rate that lets them move,
+millions flip together and the block's error rises. benchmarks/qat_probe.py measures this and the other choices
+on SmolLM2-135M (benchmarks/data/qat_probe_cpu.json).
+
 Divergence: a non-finite loss, or a phase whose mean loss over its last tenth of steps exceeds `diverge_factor`
-times its loss at the first step (before any update), stops the method with a SpecError (the caller writes no
-artifact).
+times its mean over its first tenth, stops the method with a SpecError (the caller writes no artifact).
 
 Training text: whatever `calibration` holds (Wikipedia lead sections from models.data; never evaluation text). The
 report records the text's provenance, tokens seen, steps, seed and device. Results reproduce from a fixed seed on
 the same device type (CPU runs are bitwise deterministic; CUDA kernels may differ in the last bits).
-Meant for a GPU: on one H100, SmolLM2-135M W2 g64 takes about 45 s of GPTQ initialisation on 128 windows and about
-3.5 min for 80 block-wise steps per block plus 500 end-to-end steps of 8 x 512 tokens (benchmarks/data/
-quality_device.json); it runs on CPU too (slowly).
+Meant for a GPU (one H100 initialises SmolLM2-135M W2 g64 by GPTQ on 128 windows in about 45 s; benchmarks/data/
+quality_device.json); it runs on CPU too, slowly (benchmarks/qat_probe.py runs short phases there).
 """
 
 from __future__ import annotations
@@ -80,10 +85,13 @@ class QATConfig:
     sparsity: the weight format (as GPTQConfig); init: gptq | rtn; gptq_windows: training windows the
     initialisation calibrates on (the first ones); block_steps / block_windows / block_lr / block_lr_scale: the
     block-wise phase (steps per block, training windows it draws from, Adam learning rates of latent weights and of
-    scales / zero points); steps / lr / lr_scale: the end-to-end phase; train_weights: whether latent weights train
-    end to end (False: scales, zero points and norms only, EfficientQAT's E2E-QP); val_windows: training windows
+    scales / zero points / norms); steps / lr / lr_scale: the end-to-end phase. Learning rates are relative: latent
+    codes in grid steps, fp latent weights (bits = 16) in units of their row's RMS, scales as a fraction of their
+    initial value, zero points in grid steps, norm weights as they are (about 1). train_weights: whether latent
+    weights train (None: only with bits = 16; False gives EfficientQAT's E2E-QP); train_norms: whether the RMSNorm
+    weights train with the scales; val_windows: training windows
     (the last ones) held out of the end-to-end phase to pick its best checkpoint (0: keep the last); batch: windows
-    per step; temperature: of the distillation; diverge_factor: final over initial loss that counts as
+    per step; temperature: of the distillation; diverge_factor: last over first tenth's mean loss that counts as
     divergence; seed: of the minibatch order and of torch.
     """
 
@@ -95,16 +103,17 @@ class QATConfig:
     gptq_windows: int = 128
     block_steps: int = 100
     block_windows: int = 256
-    # Block-wise phase: EfficientQAT's Block-AP learning rates for 2-bit Llama-2 (latent weights 2e-5, quantization
-    # parameters 1e-4; arXiv 2407.11062 Sec. 4.1 and its released training scripts).
-    block_lr: float = 2e-5
-    block_lr_scale: float = 1e-4
+    # Relative rates. Scales: Adam moves each by about lr_scale of itself per step, so over a cosine-decayed phase
+    # of n steps by at most n * lr / 2: 5% in 100 block-wise steps, 12% in 500 end-to-end ones (EfficientQAT's
+    # 2e-5 absolute on Llama-2-7B's 2-bit step sizes of a few 1e-2 is the same order). Latent weights (bits = 16):
+    # 5e-4 of the row RMS per step, the relative size of EfficientQAT's 2e-5 on Llama-2-7B's weights (RMS ~0.02).
+    block_lr: float = 5e-4
+    block_lr_scale: float = 1e-3
     steps: int = 500
-    # Adam moves every parameter by up to lr per step whatever its gradient's noise, so the end-to-end phase, which
-    # sees all weights at once, steps 2x below the block-wise one (EfficientQAT trains scales end to end at 2e-5).
-    lr: float = 1e-5
-    lr_scale: float = 2e-5
-    train_weights: bool = True
+    lr: float = 2.5e-4
+    lr_scale: float = 5e-4
+    train_weights: bool | None = None
+    train_norms: bool = True
     val_windows: int = 16
     batch: int = 8
     temperature: float = 1.0
@@ -126,6 +135,8 @@ class QATConfig:
             raise SpecError("QAT needs steps >= 0, block_steps >= 0, batch >= 1, gptq_windows >= 1, block_windows >= 1")
         if min(self.lr, self.lr_scale, self.block_lr, self.block_lr_scale) <= 0 or self.temperature <= 0:
             raise SpecError("QAT learning rates and temperature must be positive")
+        if self.bits == 16 and self.train_weights is False:
+            raise SpecError("a masked fine-tune (bits 16) trains the surviving weights: train_weights cannot be False")
         if self.diverge_factor <= 1:
             raise SpecError(f"diverge_factor must be > 1, got {self.diverge_factor}")
         GPTQConfig(bits=self.bits, group_size=self.group_size, pruning=self.pruning, sparsity=self.sparsity)
@@ -146,33 +157,61 @@ def _act8_ste(x: torch.Tensor) -> torch.Tensor:
 
 
 class QATLinear(nn.Module):
-    """A trainable fake-quantized (or masked) linear layer built from a QuantLinear (see module docstring)."""
+    """A trainable fake-quantized (or masked) linear layer built from a QuantLinear (see module docstring).
+
+    Every trained quantity is stored relative to its initial size, so that one Adam learning rate means the same
+    thing in every layer: latent codes `u` in steps of the quantization grid (integers, the init's codes minus the
+    zero point, at step 0), scales as multiples `s` of the init's scales `s0`, zero points `z` in grid steps, and,
+    with bits = 16, latent weights in units of their row's RMS. The weight is
+
+        (clamp(round(u) + round(z), 0, 2^b - 1) - round(z)) * s0 * |s|    (rounding: straight-through estimator)
+
+    so a scale's gradient is that of the codebook with the codes held (EfficientQAT's end-to-end step-size training)
+    rather than LSQ's, which vanishes where the latent weights sit at the centres of their bins, as they do after an
+    initialisation that starts from quantized weights.
+    """
 
     def __init__(self, ql: QuantLinear) -> None:
         super().__init__()
         dev = ql.weight.device
         self.bits, self.g, self.pruning, self.act_bits = ql.bits, ql.group_size, ql.pruning, ql.act_bits
         self.in_f = ql.weight.shape[1]
-        self.w = nn.Parameter(ql.weight.detach().clone().float())
+        w0 = ql.weight.detach().float()
         if self.bits < 16:
-            self.s = nn.Parameter(ql.scales.to(dev).float().clone())
-            self.z = nn.Parameter(ql.zeros.to(dev).float().clone())
+            s0 = ql.scales.to(dev).float().abs().clamp(min=2**-24)
+            z0 = ql.zeros.to(dev).float()
+            self.register_buffer("s0", s0)
+            self.s = nn.Parameter(torch.ones_like(s0))
+            self.z = nn.Parameter(z0.clone())
+            if ql.codes is not None:
+                u = ql.codes.to(dev).float() - self._expand(z0)
+            else:
+                u = torch.round(w0 / self._expand(s0))
+            self.register_buffer("unit", None)
         else:
             self.s = self.z = None
+            self.register_buffer("s0", None)
+            unit = w0.pow(2).mean(dim=1, keepdim=True).sqrt().clamp(min=2**-24)
+            self.register_buffer("unit", unit)
+            u = w0 / unit
+        self.w = nn.Parameter(u)
         self.register_buffer("keep", ql.keep.to(dev) if ql.keep is not None else None)
 
     def _expand(self, t: torch.Tensor) -> torch.Tensor:  # [out, G] -> [out, in]
         return t.repeat_interleave(self.g, dim=1)[:, : self.in_f]
 
+    def scales(self) -> torch.Tensor:
+        """The current per-group scales [out, G] in weight units."""
+        return self.s0 * self.s.abs().clamp(min=2**-24)
+
     def qweight(self) -> torch.Tensor:
         if self.bits == 16:
-            w = self.w
+            w = self.w * self.unit
         else:
             qmax = 2**self.bits - 1
-            s = self._expand(self.s.abs().clamp(min=2**-24))
             z = self._expand(torch.clamp(_RoundSTE.apply(self.z), 0, qmax))
-            q = torch.clamp(_RoundSTE.apply(self.w / s) + z, 0, qmax)
-            w = (q - z) * s
+            q = torch.clamp(_RoundSTE.apply(self.w) + z, 0, qmax)
+            w = (q - z) * self._expand(self.scales())
         return w if self.keep is None else w * self.keep
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -189,13 +228,14 @@ class QATLinear(nn.Module):
         with torch.no_grad():
             keep = self.keep.cpu() if self.keep is not None else None
             if self.bits == 16:
-                w = self.w.detach().clone() if self.keep is None else self.w.detach() * self.keep
+                w = self.w.detach() * self.unit
+                w = w if self.keep is None else w * self.keep
                 return QuantLinear(w, bits=16, keep=keep, pruning=self.pruning, act_bits=self.act_bits)
             qmax = 2**self.bits - 1
-            s16 = self.s.abs().clamp(min=2**-24).half().float()
+            s16 = self.scales().half().float()
             z = torch.clamp(torch.round(self.z), 0, qmax)
             se, ze = self._expand(s16), self._expand(z)
-            codes = torch.clamp(torch.round(self.w / se) + ze, 0, qmax)
+            codes = torch.clamp(torch.round(self.w) + ze, 0, qmax)
             if self.keep is not None:
                 codes = torch.where(self.keep, codes, ze)
             deq = (codes - ze) * se
@@ -210,6 +250,10 @@ class QATLinear(nn.Module):
                 pruning=self.pruning,
                 act_bits=self.act_bits,
             )
+
+
+def _trains_weights(cfg: QATConfig) -> bool:
+    return cfg.bits == 16 if cfg.train_weights is None else cfg.train_weights
 
 
 def init_student(model, cfg: QATConfig, calibration) -> dict:
@@ -239,7 +283,7 @@ def prepare_student(model) -> list[tuple[object, str, QATLinear]]:
     model.requires_grad_(False)
     for blk in model.blocks:
         for n, lin in blk.linears().items():
-            m = QATLinear(QuantLinear.wrap(lin))
+            m = QATLinear(QuantLinear.wrap(lin)).requires_grad_(False)  # each phase turns on what it trains
             blk.set_linear(n, m)
             mods.append((blk, n, m))
     return mods
@@ -271,7 +315,7 @@ def _check(losses: list[float], phase: str, factor: float) -> None:
             "learning rates (--lr) or check the training text"
         )
     k = max(1, len(losses) // 10)
-    first, last = losses[0], sum(losses[-k:]) / k
+    first, last = sum(losses[:k]) / k, sum(losses[-k:]) / k  # tenths, not single minibatches: one can be easy
     if len(losses) >= 10 and last > factor * first:
         raise QATDiverged(
             f"QAT diverged: {phase} loss rose from {first:.4g} to {last:.4g} over {len(losses)} "
@@ -298,15 +342,17 @@ def block_reconstruct(student, teacher, ids: torch.Tensor, cfg: QATConfig, gen: 
                 a, b = lin.params()
                 ws += a
                 qs += b
-        norms = [sb.attn_norm.weight, sb.ffn_norm.weight]
+        norms = [sb.attn_norm.weight, sb.ffn_norm.weight] if cfg.train_norms else []
         losses: list[float] = []
-        if cfg.block_steps and ws:
+        if not _trains_weights(cfg):
+            ws = []
+        if cfg.block_steps and (ws or qs):
             for p in ws + qs + norms:
                 p.requires_grad_(True)
-            groups = [{"params": ws, "lr": cfg.block_lr}, {"params": norms, "lr": cfg.block_lr}]
-            if qs:
-                groups.append({"params": qs, "lr": cfg.block_lr_scale})
-            opt = torch.optim.Adam(groups)
+            groups = [{"params": norms + qs, "lr": cfg.block_lr_scale}]
+            if ws:
+                groups.append({"params": ws, "lr": cfg.block_lr})
+            opt = torch.optim.Adam([g for g in groups if g["params"]])
             sched = torch.optim.lr_scheduler.LambdaLR(
                 opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / max(1, cfg.block_steps)))
             )
@@ -366,16 +412,15 @@ def distill(
                 a, b = lin.params()
                 ws += a
                 qs += b
-    norms = [p for name, p in student.named_parameters() if "norm" in name]
-    train = (ws if cfg.train_weights else []) + qs + norms
+    norms = [p for name, p in student.named_parameters() if "norm" in name] if cfg.train_norms else []
+    tw = _trains_weights(cfg)
+    train = (ws if tw else []) + qs + norms
     for p in train:
         p.requires_grad_(True)
-    groups = [{"params": norms, "lr": cfg.lr_scale}]
-    if cfg.train_weights:
+    groups = [{"params": norms + qs, "lr": cfg.lr_scale}]
+    if tw:
         groups.append({"params": ws, "lr": cfg.lr})
-    if qs:
-        groups.append({"params": qs, "lr": cfg.lr_scale})
-    opt = torch.optim.Adam(groups)
+    opt = torch.optim.Adam([g for g in groups if g["params"]])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / max(1, cfg.steps))))
     losses: list[float] = []
     t = cfg.temperature
@@ -476,7 +521,8 @@ def _qat(model, cfg: QATConfig, calibration=None) -> dict:
         "batch": cfg.batch,
         "lr": cfg.lr,
         "lr_scale": cfg.lr_scale,
-        "train_weights": cfg.train_weights,
+        "train_weights": _trains_weights(cfg),
+        "train_norms": cfg.train_norms,
         "temperature": cfg.temperature,
         "seed": cfg.seed,
         "block_windows": min(cfg.block_windows, int(ids.shape[0])),

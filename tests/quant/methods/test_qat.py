@@ -5,7 +5,8 @@ import torch
 
 from base.errors import SpecError
 from quant.methods import A8Config, GPTQConfig, QATConfig
-from quant.methods.qat import QATDiverged
+from quant.methods._prims import QuantLinear
+from quant.methods.qat import QATDiverged, QATLinear, _check
 from quant.quantize import configs_for_scheme, quantize
 from quant.scheme import CompressionScheme
 
@@ -136,10 +137,16 @@ def test_a8_in_the_loop_is_kept(tiny_model, tiny_calibration):
 def test_divergence_stops_with_a_clear_message(tiny_model, tiny_calibration):
     m = tiny_model()
     cal = tiny_calibration(n=4, t=48)
-    with pytest.raises(QATDiverged, match="QAT diverged"):
-        quantize(
-            m, QATConfig(bits=2, group_size=32, block_steps=0, steps=30, batch=2, lr=5.0, lr_scale=5.0), calibration=cal
-        )
+    with pytest.raises(QATDiverged, match="QAT diverged: end-to-end distillation loss became"):
+        quantize(m, QATConfig(bits=2, group_size=32, block_steps=0, steps=30, batch=2, lr_scale=1e30), calibration=cal)
+
+
+def test_rising_loss_is_divergence_a_noisy_start_is_not():
+    rising = [1.0 + 0.1 * i for i in range(20)]  # last tenth 2.85 vs first tenth 1.05
+    with pytest.raises(QATDiverged, match="rose from 1.05 to 2.85 over 20 steps"):
+        _check(rising, "end-to-end distillation", 1.5)
+    easy_first = [0.5] + [1.0] * 19  # one easy minibatch first: the first tenth's mean is 0.75, not 0.5
+    _check(easy_first, "end-to-end distillation", 1.5)
 
 
 def test_qat_needs_training_text(tiny_model):
@@ -159,6 +166,52 @@ def test_qat_config_checks():
         QATConfig(init="awq")
     with pytest.raises(SpecError):
         QATConfig(diverge_factor=1.0)
+    with pytest.raises(SpecError, match="train_weights"):
+        QATConfig(bits=16, pruning="2:4", train_weights=False)
+
+
+def test_scale_gradient_holds_the_codes():
+    """Step 0 reproduces the init's weights exactly, and a scale's gradient is the codebook's with the codes held:
+    sum over its group of dL/dw * (code - zero) * s0 (LSQ's would vanish here, every latent sitting on its code)."""
+    gen = torch.Generator().manual_seed(0)
+    out, n_in, g = 3, 12, 4
+    codes = torch.randint(0, 4, (out, n_in), generator=gen).to(torch.uint8)
+    zeros = torch.randint(0, 4, (out, n_in // g), generator=gen).to(torch.uint8)
+    scales = (torch.rand(out, n_in // g, generator=gen) + 0.5).half()
+    gi = torch.arange(n_in) // g
+    offs = codes.float() - zeros.float()[:, gi]
+    deq = offs * scales.float()[:, gi]
+    m = QATLinear(QuantLinear(deq, bits=2, group_size=g, codes=codes, scales=scales, zeros=zeros))
+    assert torch.equal(m.qweight(), deq) and torch.equal(m.w.detach(), offs)
+    upstream = torch.randn(out, n_in, generator=gen)
+    (m.qweight() * upstream).sum().backward()
+    want = (upstream * offs).view(out, -1, g).sum(-1) * scales.float()
+    torch.testing.assert_close(m.s.grad, want)
+    torch.testing.assert_close(m.w.grad, upstream * scales.float()[:, gi])  # straight through, in grid steps
+    frozen = m.freeze()
+    assert torch.equal(frozen.codes, codes) and torch.equal(frozen.zeros, zeros) and torch.equal(frozen.weight, deq)
+
+
+def test_codes_are_held_unless_asked(tiny_model, tiny_calibration):
+    """By default (bits < 16) QAT trains scales, zero points and norms and keeps the init's codes; with
+    train_weights=True and a rate that lets latents cross a rounding boundary, codes change."""
+    base = tiny_model()
+    cal = tiny_calibration(n=8, t=48)
+    g = copy.deepcopy(base)
+    quantize(g, GPTQConfig(bits=2, group_size=32), calibration=cal)
+    kw = dict(bits=2, group_size=32, block_steps=5, steps=10, batch=2, val_windows=0, diverge_factor=1e9)
+    held = copy.deepcopy(base)
+    quantize(held, QATConfig(**kw), calibration=cal)
+    moved = copy.deepcopy(base)
+    quantize(moved, QATConfig(**kw, train_weights=True, lr=0.5, block_lr=0.5), calibration=cal)
+    changed = scaled = 0
+    for bg, bh, bm in zip(g.blocks, held.blocks, moved.blocks):
+        for n in bg.linears():
+            lg, lh, lm = bg.linears()[n], bh.linears()[n], bm.linears()[n]
+            assert torch.equal(lg.codes, lh.codes)
+            scaled += int(not torch.equal(lg.scales, lh.scales))
+            changed += int((lg.codes != lm.codes).sum())
+    assert scaled > 0 and changed > 0
 
 
 def test_scheme_with_qat_method():
