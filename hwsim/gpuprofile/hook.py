@@ -7,7 +7,9 @@ profile measured: fp16 weights and activations, dense fp16 KV. Mapping of the op
 
 * linear (q/k/v/o, FFN): the linear table of (k, n), over tokens;
 * attention: decode_attention(batch, attended context) per decode step, prefill_attention(batch, prompt); the
-  fused kernel includes the softmax, so the softmax op costs 0 where attention was profiled;
+  fused kernel includes the softmax, so the softmax op costs 0 where attention was profiled. Decode attention over
+  a compressed or sparse KV cache is priced as dense attention over the same bytes (a memory-bound kernel whose
+  launch floor the profile measured); prefill attention over compressed KV goes to the roofline;
 * kv_append: kv_append(batch) in decode, kv_write(tokens) in prefill;
 * elementwise (one per layer): two norms, two residual adds, the activation, RoPE of the query and KV heads, plus
   the layer's share of the once-per-pass embedding and RoPE table (or learned-position lookup and add); the op
@@ -39,7 +41,7 @@ class ProfileHook:
 
     def __init__(self, hw: HardwareSpec):
         self.hw = hw
-        self._notes: dict[str, set[str]] = {"scaled": set(), "fallback": set()}
+        self._notes: dict[str, set[str]] = {"scaled": set(), "fallback": set(), "equivalent": set()}
 
     @cached_property
     def profile(self) -> GpuProfile:
@@ -88,8 +90,8 @@ class ProfileHook:
             return self._linear(op)
         if op.kind == "attention":
             return self._attention(op)
-        if op.kind == "softmax":
-            return 0.0 * np.asarray(op.flops) if self._fp16_kv(op) else None
+        if op.kind == "softmax":  # fused into the attention kernel wherever attention is priced from the profile
+            return 0.0 * np.asarray(op.flops) if self._attention_priced(op) else None
         if op.kind == "kv_append":
             if not self._fp16_kv(op):
                 return None
@@ -104,6 +106,11 @@ class ProfileHook:
     @staticmethod
     def _fp16_kv(op: Op) -> bool:
         return op.kv_bits >= 16 and op.act_bits >= 16 and op.q_heads > 0 and op.head_dim > 0
+
+    def _attention_priced(self, op: Op) -> bool:
+        if op.q_heads <= 0 or op.head_dim <= 0:
+            return False
+        return op.phase == "decode" or self._fp16_kv(op)
 
     def _linear_key(self, k: int, n: int) -> dict[str, Any]:
         for bias in (False, True):
@@ -121,6 +128,7 @@ class ProfileHook:
             or op.density < 1.0
             or abs(op.weight_bytes - dense) > 0.01 * dense + 2 * op.n
         ):
+            self._notes["fallback"].add(f"linear at w{op.weight_bits}a{op.act_bits}/{op.sparsity} (fp16 profiled)")
             return None
         t = self.call("linear", self._linear_key(op.k, op.n), (op.tokens,))
         if t is None or op.name != "lm_head":
@@ -131,16 +139,21 @@ class ProfileHook:
         return None if edge is None else t + edge + self.profile.graph_launch_s
 
     def _attention(self, op: Op) -> Any:
-        if not self._fp16_kv(op):
+        if not self._attention_priced(op):
             return None
         key = {"q_heads": op.q_heads, "kv_heads": op.kv_heads, "head_dim": op.head_dim}
         if op.phase == "prefill":
             prompt = max(1, round(op.tokens / max(op.batch, 1)))
             return self.call("prefill_attention", key, (op.batch, prompt))
         ctx = np.asarray(op.context, dtype=float)
-        dense = 4.0 * op.batch * op.kv_heads * op.head_dim * ctx
-        if not np.allclose(np.asarray(op.bytes, dtype=float), dense, rtol=0.02):
-            return None  # compressed or sparse KV: not what the profile measured
+        per_token = 4.0 * op.batch * op.kv_heads * op.head_dim  # fp16 K and V of one attended token, all sequences
+        kv_bytes = np.broadcast_to(np.asarray(op.bytes, dtype=float), ctx.shape)
+        if not (op.kv_bits >= 16 and np.allclose(kv_bytes, per_token * ctx, rtol=0.02)):
+            # A compressed or sparse cache: decode attention is memory bound, so its kernel is priced as the measured
+            # dense kernel over the same bytes (its launch floor included; decompression arithmetic hidden under
+            # the reads, as in Mustafar's and KIVI's GPU kernels).
+            ctx = kv_bytes / per_token
+            self._notes["equivalent"].add(f"decode_attention at {op.kv_bits}-bit / sparse KV")
         out = np.empty(ctx.shape)
         for i, c in np.ndenumerate(ctx):
             t = self.call("decode_attention", key, (op.batch, max(1, int(round(c)))))
@@ -190,6 +203,11 @@ class ProfileHook:
                 f"GPU profile {self.profile.source}: shapes not profiled, scaled from the nearest profiled "
                 "shape by roofline ratio: " + "; ".join(sorted(self._notes["scaled"]))
             )
+        if self._notes["equivalent"]:
+            out.append(
+                "GPU profile: attention over a compressed KV cache priced as the measured dense-fp16 kernel over the "
+                "same bytes: " + "; ".join(sorted(self._notes["equivalent"]))
+            )
         if self._notes["fallback"]:
             out.append(
                 f"GPU profile: outside the measured range, roofline with {self.hw.name}'s efficiencies "
@@ -202,5 +220,5 @@ class ProfileHook:
                 f"GPU profile measured on {self.source_hw.name} ({self.profile.device_name}), transferred "
                 f"to {self.hw.name} by spec-sheet roofline ratios: unvalidated"
             )
-        self._notes = {"scaled": set(), "fallback": set()}
+        self._notes = {"scaled": set(), "fallback": set(), "equivalent": set()}
         return out
