@@ -41,7 +41,11 @@ class ProfileHook:
 
     def __init__(self, hw: HardwareSpec):
         self.hw = hw
-        self._notes: dict[str, set[str]] = {"scaled": set(), "fallback": set(), "equivalent": set()}
+        self._notes: dict[str, set[str]] = self._no_notes()
+
+    @staticmethod
+    def _no_notes() -> dict[str, set[str]]:
+        return {"scaled": set(), "fallback": set(), "equivalent": set()}
 
     @cached_property
     def profile(self) -> GpuProfile:
@@ -220,5 +224,5 @@ class ProfileHook:
                 f"GPU profile measured on {self.source_hw.name} ({self.profile.device_name}), transferred "
                 f"to {self.hw.name} by spec-sheet roofline ratios: unvalidated"
             )
-        self._notes = {"scaled": set(), "fallback": set(), "equivalent": set()}
+        self._notes = self._no_notes()
         return out

@@ -256,6 +256,12 @@ def _trains_weights(cfg: QATConfig) -> bool:
     return cfg.bits == 16 if cfg.train_weights is None else cfg.train_weights
 
 
+def _adam(weights: list, lr_weights: float, others: list, lr_others: float) -> torch.optim.Adam:
+    """Adam over latent weights at one (relative) rate and scales / zero points / norms at another."""
+    groups = [{"params": weights, "lr": lr_weights}, {"params": others, "lr": lr_others}]
+    return torch.optim.Adam([g for g in groups if g["params"]])
+
+
 def init_student(model, cfg: QATConfig, calibration) -> dict:
     """Step 0 of the module docstring: GPTQ / SparseGPT, or Wanda + RTN, on the first gptq_windows windows."""
     from quant.methods.prune import WandaConfig
@@ -349,10 +355,7 @@ def block_reconstruct(student, teacher, ids: torch.Tensor, cfg: QATConfig, gen: 
         if cfg.block_steps and (ws or qs):
             for p in ws + qs + norms:
                 p.requires_grad_(True)
-            groups = [{"params": norms + qs, "lr": cfg.block_lr_scale}]
-            if ws:
-                groups.append({"params": ws, "lr": cfg.block_lr})
-            opt = torch.optim.Adam([g for g in groups if g["params"]])
+            opt = _adam(ws, cfg.block_lr, norms + qs, cfg.block_lr_scale)
             sched = torch.optim.lr_scheduler.LambdaLR(
                 opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / max(1, cfg.block_steps)))
             )
@@ -417,10 +420,7 @@ def distill(
     train = (ws if tw else []) + qs + norms
     for p in train:
         p.requires_grad_(True)
-    groups = [{"params": norms + qs, "lr": cfg.lr_scale}]
-    if tw:
-        groups.append({"params": ws, "lr": cfg.lr})
-    opt = torch.optim.Adam([g for g in groups if g["params"]])
+    opt = _adam(ws if tw else [], cfg.lr, norms + qs, cfg.lr_scale)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / max(1, cfg.steps))))
     losses: list[float] = []
     t = cfg.temperature
