@@ -349,3 +349,13 @@ def test_estimate_through_the_hook_equals_the_composition(tmp_path, name, batch,
         ref = compose.predict_prefill(m, hw, prof, batch, prompt)
         assert not ref.fallback
         assert pre.ttft_s == pytest.approx(ref.total_s, rel=0.02)
+
+
+def test_compressed_kv_attention_is_the_dense_kernel_over_the_same_bytes():
+    """On a profiled GPU, decode attention over a bitmap-sparse cache is the measured dense kernel at the context of
+    equal bytes: never cheaper than a shorter all-dense cache (the roofline has no kernel floor), and said so."""
+    m, hw, s = get_model("llama-2-7b"), get_hardware("h100-sxm"), get_scheme("mustafar70")
+    short = estimate(m, hw, s, Workload(1, 31, 1))  # 32 tokens: all in the dense recent window
+    longer = estimate(m, hw, s, Workload(1, 95, 1))  # one compressed 64-token chunk + the dense window
+    assert longer.decode_step_s[0] >= short.decode_step_s[0]
+    assert any("same bytes" in n for n in longer.notes) and not any("same bytes" in n for n in short.notes)
