@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,9 +66,14 @@ def _nearest_existing(path: Path, flag: str) -> Path:
     """The closest ancestor of `path` (or `path` itself) that exists; SpecError if it is not a directory."""
     probe = path
     while True:
+        # one stat per step: a directory made meanwhile by a sibling job (a parallel sweep) must not read as a file
         try:
-            is_dir = probe.is_dir()
-            exists = is_dir or probe.exists() or probe.is_symlink()
+            st = os.stat(probe)
+            exists, is_dir = True, stat.S_ISDIR(st.st_mode)
+        except FileNotFoundError:
+            exists, is_dir = probe.is_symlink(), False  # a dangling link is in the way too
+        except NotADirectoryError:
+            exists, is_dir = False, False  # a file further up; the next step names it
         except OSError as exc:  # e.g. ENAMETOOLONG
             raise output_error(exc, path, flag) from None
         if exists:

@@ -35,6 +35,26 @@ def test_check_output_dir(tmp_path):
         check_output_dir(tmp_path / "x", need_bytes=1 << 62)
 
 
+def test_a_directory_made_meanwhile_is_not_a_file(tmp_path, monkeypatch):
+    # two sweep points check their outputs while a sibling job creates the common parent: the parent appears
+    # right after the first look at it, and must then read as a directory, never as "a file in the way"
+    parent = tmp_path / "sw"
+    real_stat = os.stat
+    looked = []
+
+    def stat_then_sibling_mkdir(path, *args, **kwargs):
+        try:
+            return real_stat(path, *args, **kwargs)
+        finally:
+            if os.fspath(path) == os.fspath(parent) and not looked:
+                looked.append(path)
+                os.mkdir(parent)
+
+    monkeypatch.setattr(os, "stat", stat_then_sibling_mkdir)
+    assert check_output_dir(parent / "dot-d256-l256") == parent / "dot-d256-l256"
+    assert looked and parent.is_dir()
+
+
 @pytest.mark.skipif(root, reason="root writes into read-only directories")
 def test_read_only_directory(tmp_path):
     ro = tmp_path / "ro"
