@@ -16,7 +16,10 @@ rows at once; nothing is expanded to a dense or CSR copy. Working memory: the pa
   tiles of a buffer.
 
 One query row per head (a decode step without GQA) has its own small kernels that decode and multiply in registers,
-with two accumulators (even / odd rows) so that consecutive rows' sums do not wait on each other. Several rows (GQA
+with two accumulators (even / odd rows) so that consecutive rows' sums do not wait on each other. For fp16 bitmap
+tiles a whole chunk is one intrinsic whose sums never leave the registers (64 scores; V rows of up to 128 channels)
+and whose products are fused multiply-adds: the expansion keeps the vector shuffle unit busy, and a store and reload
+of the sums per tile plus a separate multiply and add were a third of the time. Several rows (GQA
 groups) use each decoded row from L1; many rows (window_attention's queries) decode a chunk into one tile first.
 
 Tiles of a tiled section are stored back to back in the walk order (head, chunk, row), so the payload offset of each
@@ -82,13 +85,65 @@ def _host_has_avx512() -> bool:
 _AVX512 = _host_has_avx512()
 
 
+_I16, _I32, _I64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
+_V16I16 = ir.VectorType(_I16, 16)
+_M16 = ir.VectorType(ir.IntType(1), 16)
+_V16F32 = ir.VectorType(ir.FloatType(), 16)
+_V16F16 = ir.VectorType(ir.HalfType(), 16)
+
+
+def _ir_expand16(builder, sp, mask16, safe: bool):
+    """IR: 16 float32 lanes, lane i the next fp16 value read from the bytes at `sp` (i8*) iff bit i of the i16
+    `mask16` is set, else 0. safe=True reads exactly popcount(mask) values (`llvm.masked.expandload`); safe=False
+    reads 32 bytes whatever the mask (the caller guarantees they exist) and expands in registers (AVX-512
+    `vexpandps`), about twice as fast on this CPU. Without AVX-512 both are the portable masked expand-load."""
+    m = builder.bitcast(mask16, _M16)
+    if safe or not _AVX512:
+        fn = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(_V16I16, [_I16.as_pointer(), _M16, _V16I16]),
+            "llvm.masked.expandload.v16i16",
+        )
+        v = builder.call(fn, [builder.bitcast(sp, _I16.as_pointer()), m, ir.Constant(_V16I16, None)])
+        return builder.fpext(builder.bitcast(v, _V16F16), _V16F32)
+    ld = builder.load(builder.bitcast(sp, _V16I16.as_pointer()))
+    ld.align = 1
+    x = builder.fpext(builder.bitcast(ld, _V16F16), _V16F32)
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(_V16F32, [_V16F32, _V16F32, _M16]), "llvm.x86.avx512.mask.expand.v16f32"
+    )
+    return builder.call(fn, [x, ir.Constant(_V16F32, None), m])
+
+
+def _ir_fma(builder, a, x, acc):
+    """IR: acc + a * x, one rounding (`llvm.fma`: the FMA instruction where the CPU has one)."""
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(_V16F32, [_V16F32, _V16F32, _V16F32]), "llvm.fma.v16f32"
+    )
+    return builder.call(fn, [a, x, acc])
+
+
+def _ir_vec_ptr(builder, arr, index):
+    """IR: <16 x float>* to element `index` of a float32 array struct."""
+    return builder.bitcast(builder.gep(arr.data, [index]), _V16F32.as_pointer())
+
+
+def _ir_tile_fma16(builder, pay, off, bm, a, accs):
+    """IR: accs[s] = fma(a, lanes 16s..16s+15 of the fp16 tile with bitmap `bm` (i64) packed at byte `off` of
+    `pay`, accs[s]) for s < 4, accumulators being allocas (registers after mem2reg). Fast reads: the caller
+    guarantees 128 bytes from `off`. Returns the next tile's offset."""
+    for s in range(4):
+        mm = builder.trunc(builder.lshr(bm, ir.Constant(_I64, 16 * s)), _I16)
+        x = _ir_expand16(builder, builder.gep(pay.data, [off]), mm, False)
+        builder.store(_ir_fma(builder, a, x, builder.load(accs[s])), accs[s])
+        off = builder.add(off, builder.shl(builder.zext(builder.ctpop(mm), _I64), ir.Constant(_I64, 1)))
+    return off
+
+
 def _expand16(safe: bool):
     """An intrinsic: dst[doff : doff+16] = float32 of the fp16 values read consecutively from the bytes src[soff:],
-    one per set bit of the low 16 bits of `mask` (lane i takes the next value iff bit i is set, else 0).
-
-    safe=True reads exactly popcount(mask) values (`llvm.masked.expandload`); safe=False reads 32 bytes whatever the
-    mask (the caller guarantees they exist) and expands in registers (AVX-512 `vexpandps`), about twice as fast on
-    this CPU. Without AVX-512 both are the portable masked expand-load."""
+    one per set bit of the low 16 bits of `mask` (lane i takes the next value iff bit i is set, else 0); the reading
+    rules of `_ir_expand16`."""
 
     @intrinsic
     def expand(typingctx, dst, doff, src, soff, mask):
@@ -98,29 +153,8 @@ def _expand16(safe: bool):
             dstv, doffv, srcv, soffv, maskv = args
             da = context.make_array(signature.args[0])(context, builder, value=dstv)
             sa = context.make_array(signature.args[2])(context, builder, value=srcv)
-            i16 = ir.IntType(16)
-            v16 = ir.VectorType(i16, 16)
-            m1 = ir.VectorType(ir.IntType(1), 16)
-            f16 = ir.VectorType(ir.FloatType(), 16)
-            h16 = ir.VectorType(ir.HalfType(), 16)
-            m = builder.bitcast(builder.trunc(maskv, ir.IntType(16)), m1)
-            sp = builder.gep(sa.data, [soffv])
-            if safe or not _AVX512:
-                fn = cgutils.get_or_insert_function(
-                    builder.module, ir.FunctionType(v16, [i16.as_pointer(), m1, v16]), "llvm.masked.expandload.v16i16"
-                )
-                v = builder.call(fn, [builder.bitcast(sp, i16.as_pointer()), m, ir.Constant(v16, None)])
-                out = builder.fpext(builder.bitcast(v, h16), f16)
-            else:
-                ld = builder.load(builder.bitcast(sp, v16.as_pointer()))
-                ld.align = 1
-                x = builder.fpext(builder.bitcast(ld, h16), f16)
-                fn = cgutils.get_or_insert_function(
-                    builder.module, ir.FunctionType(f16, [f16, f16, m1]), "llvm.x86.avx512.mask.expand.v16f32"
-                )
-                out = builder.call(fn, [x, ir.Constant(f16, None), m])
-            dp = builder.bitcast(builder.gep(da.data, [doffv]), f16.as_pointer())
-            builder.store(out, dp).align = 4
+            out = _ir_expand16(builder, builder.gep(sa.data, [soffv]), builder.trunc(maskv, _I16), safe)
+            builder.store(out, _ir_vec_ptr(builder, da, doffv)).align = 4
             return context.get_dummy_value()
 
         return sig, codegen
@@ -143,35 +177,11 @@ def _expand16_axpy(safe: bool):
             accv, aoffv, av, srcv, soffv, maskv = args
             da = context.make_array(signature.args[0])(context, builder, value=accv)
             sa = context.make_array(signature.args[3])(context, builder, value=srcv)
-            i16 = ir.IntType(16)
-            v16 = ir.VectorType(i16, 16)
-            m1 = ir.VectorType(ir.IntType(1), 16)
-            f16 = ir.VectorType(ir.FloatType(), 16)
-            h16 = ir.VectorType(ir.HalfType(), 16)
-            m = builder.bitcast(builder.trunc(maskv, ir.IntType(16)), m1)
-            sp = builder.gep(sa.data, [soffv])
-            if safe or not _AVX512:
-                fn = cgutils.get_or_insert_function(
-                    builder.module, ir.FunctionType(v16, [i16.as_pointer(), m1, v16]), "llvm.masked.expandload.v16i16"
-                )
-                v = builder.call(fn, [builder.bitcast(sp, i16.as_pointer()), m, ir.Constant(v16, None)])
-                x = builder.fpext(builder.bitcast(v, h16), f16)
-            else:
-                ld = builder.load(builder.bitcast(sp, v16.as_pointer()))
-                ld.align = 1
-                x = builder.fpext(builder.bitcast(ld, h16), f16)
-                fn = cgutils.get_or_insert_function(
-                    builder.module, ir.FunctionType(f16, [f16, f16, m1]), "llvm.x86.avx512.mask.expand.v16f32"
-                )
-                x = builder.call(fn, [x, ir.Constant(f16, None), m])
-            sc = builder.insert_element(ir.Constant(f16, None), av, ir.Constant(ir.IntType(32), 0))
-            sc = builder.shuffle_vector(
-                sc, ir.Constant(f16, None), ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16)
-            )
-            dp = builder.bitcast(builder.gep(da.data, [aoffv]), f16.as_pointer())
+            x = _ir_expand16(builder, builder.gep(sa.data, [soffv]), builder.trunc(maskv, _I16), safe)
+            dp = _ir_vec_ptr(builder, da, aoffv)
             cur = builder.load(dp)
             cur.align = 4
-            builder.store(builder.fadd(cur, builder.fmul(sc, x)), dp).align = 4
+            builder.store(builder.fadd(cur, builder.fmul(_splat(builder, av, _V16F32), x)), dp).align = 4
             return context.get_dummy_value()
 
         return sig, codegen
@@ -180,6 +190,87 @@ def _expand16_axpy(safe: bool):
 
 
 _expand16_axpy_safe, _expand16_axpy_fast = _expand16_axpy(True), _expand16_axpy(False)
+
+
+@intrinsic
+def _bitmap_dot16(typingctx, bf, b0, nd, pay, off, qf, q0, out, o0):
+    """out[o0 : o0+64] = sum over j < nd of qf[q0+j] * (the fp16 bitmap tile bf[b0+j], packed from byte `off` of
+    `pay`, tiles back to back): one chunk's scores for one query row. The 64 sums stay in registers for the whole
+    walk (two sets, even and odd j, so consecutive tiles' products do not wait on each other), each product added
+    with one rounding (FMA). Fast reads only: the caller guarantees off + 128 * nd <= len(pay). Returns the offset
+    after the last tile."""
+    sig = types.intp(bf, b0, nd, pay, off, qf, q0, out, o0)
+
+    def codegen(context, builder, signature, args):
+        bfv, b0v, ndv, payv, offv, qfv, q0v, outv, o0v = args
+        ba, pa, qa, oa = (context.make_array(signature.args[i])(context, builder, value=args[i]) for i in (0, 3, 5, 7))
+        zero = ir.Constant(_V16F32, [0.0] * 16)
+        accs = [cgutils.alloca_once_value(builder, zero) for _ in range(8)]
+        for a in accs:  # allocas are hoisted to the entry block: zero them here, at every call
+            builder.store(zero, a)
+        offp = cgutils.alloca_once_value(builder, offv)
+        one = ir.Constant(ndv.type, 1)
+
+        def tile(j, sums):
+            bm = builder.load(builder.gep(ba.data, [builder.add(b0v, j)]))
+            a = _splat(builder, builder.load(builder.gep(qa.data, [builder.add(q0v, j)])), _V16F32)
+            builder.store(_ir_tile_fma16(builder, pa, builder.load(offp), bm, a, sums), offp)
+
+        with cgutils.for_range(builder, builder.lshr(ndv, one)) as loop:
+            j = builder.shl(loop.index, one)
+            tile(j, accs[:4])
+            tile(builder.add(j, one), accs[4:])
+        with builder.if_then(builder.trunc(ndv, ir.IntType(1))):  # odd nd: the last tile
+            tile(builder.sub(ndv, one), accs[:4])
+        for s in range(4):
+            total = builder.fadd(builder.load(accs[s]), builder.load(accs[4 + s]))
+            builder.store(total, _ir_vec_ptr(builder, oa, builder.add(o0v, ir.Constant(o0v.type, 16 * s)))).align = 4
+        return builder.load(offp)
+
+    return sig, codegen
+
+
+def _bitmap_rows16(nt: int):
+    """An intrinsic for V rows of `nt` fp16 bitmap tiles (64*nt channels): acc[a0 : a0+64*nt] += sum over t < 64 of
+    pf[p0+t] * (row t: tiles bf[b0 + t*nt + j], j < nt, packed from byte `off` of `pay` in that order): one chunk of
+    p.V for one query row, the 64*nt sums in registers over the chunk, FMA. Fast reads only: the caller guarantees
+    off + 128 * 64 * nt <= len(pay). Returns the offset after the chunk."""
+
+    @intrinsic
+    def rows(typingctx, bf, b0, pay, off, pf, p0, acc, a0):
+        sig = types.intp(bf, b0, pay, off, pf, p0, acc, a0)
+
+        def codegen(context, builder, signature, args):
+            bfv, b0v, payv, offv, pfv, p0v, accv, a0v = args
+            ba, pa, fa, aa = (
+                context.make_array(signature.args[i])(context, builder, value=args[i]) for i in (0, 2, 4, 6)
+            )
+            ptrs = [_ir_vec_ptr(builder, aa, builder.add(a0v, ir.Constant(a0v.type, 16 * i))) for i in range(4 * nt)]
+            accs = [cgutils.alloca_once(builder, _V16F32) for _ in range(4 * nt)]
+            for p, a in zip(ptrs, accs):
+                cur = builder.load(p)
+                cur.align = 4
+                builder.store(cur, a)
+            offp = cgutils.alloca_once_value(builder, offv)
+            with cgutils.for_range(builder, ir.Constant(b0v.type, TILE)) as loop:
+                t = loop.index
+                a = _splat(builder, builder.load(builder.gep(fa.data, [builder.add(p0v, t)])), _V16F32)
+                row = builder.add(b0v, builder.mul(t, ir.Constant(t.type, nt)))
+                o = builder.load(offp)
+                for j in range(nt):
+                    bm = builder.load(builder.gep(ba.data, [builder.add(row, ir.Constant(row.type, j))]))
+                    o = _ir_tile_fma16(builder, pa, o, bm, a, accs[4 * j : 4 * j + 4])
+                builder.store(o, offp)
+            for p, a in zip(ptrs, accs):
+                builder.store(builder.load(a), p).align = 4
+            return builder.load(offp)
+
+        return sig, codegen
+
+    return rows
+
+
+_bitmap_rows16_1, _bitmap_rows16_2 = _bitmap_rows16(1), _bitmap_rows16(2)
 
 
 def _unpack16(bits, accumulate=False):
@@ -633,6 +724,7 @@ def _scores1_bitmap16(kbm, kpay, q, need, out):
     h_dim, c_dim, d_dim = kbm.shape[0], kbm.shape[1], kbm.shape[2]
     bf, qf, of = kbm.reshape(-1), q.reshape(-1), out.reshape(-1)
     tc = c_dim * TILE
+    n = kpay.shape[0]
     acc2 = np.empty(2 * TILE, np.float32)
     off = 0
     for h in range(h_dim):
@@ -644,7 +736,10 @@ def _scores1_bitmap16(kbm, kpay, q, need, out):
                 for t in range(TILE):
                     of[h * tc + c * TILE + t] = 0.0
                 continue
-            acc2[:] = 0.0
+            if off + 128 * d_dim <= n:  # every tile's 32-byte reads are inside kpay
+                off = _bitmap_dot16(bf, hc * d_dim, d_dim, kpay, off, qf, h * d_dim, of, h * tc + c * TILE)
+                continue
+            acc2[:] = 0.0  # the last chunks of the payload
             for d in range(d_dim):
                 off = _bitmap_axpy16(bf[hc * d_dim + d], kpay, off, qf[h * d_dim + d], acc2, (d & 1) * TILE)
             for t in range(TILE):
@@ -692,6 +787,7 @@ def _apply1_bitmap16(vbm, vpay, p, out):
     bf, pf, of = vbm.reshape(-1), p.reshape(-1), out.reshape(-1)
     dp = nt * TILE
     tc = c_dim * TILE
+    n = vpay.shape[0]
     acc2 = np.empty(2 * dp, np.float32)
     off = 0
     for h in range(h_dim):
@@ -701,6 +797,12 @@ def _apply1_bitmap16(vbm, vpay, p, out):
             if not _any_nonzero(pf, h * tc + c * TILE, TILE):
                 for i in range(TILE * nt):
                     off += 2 * _popcount(bf[hc * TILE * nt + i])
+                continue
+            if nt <= 2 and off + 128 * TILE * nt <= n:  # every tile's 32-byte reads are inside vpay
+                if nt == 1:
+                    off = _bitmap_rows16_1(bf, hc * TILE, vpay, off, pf, h * tc + c * TILE, acc2, 0)
+                else:
+                    off = _bitmap_rows16_2(bf, hc * TILE * 2, vpay, off, pf, h * tc + c * TILE, acc2, 0)
                 continue
             for t in range(TILE):
                 pt = pf[h * tc + c * TILE + t]

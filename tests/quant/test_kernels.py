@@ -285,6 +285,34 @@ def test_bitmap_int_kernel_groups_and_rows(bits, gs, rows, kept):
     np.testing.assert_allclose(o, ref_o, rtol=0, atol=cache.n_compressed * U32 * 4 * np.abs(vd).max() * 2 + 1e-30)
 
 
+@pytest.mark.parametrize("d", [33, 64, 128, 192])
+@pytest.mark.parametrize("kept", [0, 19, 64])
+def test_bitmap_fp16_one_row_kernels(d, kept):
+    """fp16 bitmap tiles, one query row per head: the whole-chunk kernels with their sums in registers (K: any
+    number of channels, odd included; V: rows of one or two tiles) and the tile-by-tile walk they hand over to for
+    the payload's last chunks and for wider rows agree with float64 and with the many-rows path."""
+    from quant.kernels.attention import plan_for
+
+    rng = np.random.default_rng(d + kept)
+    k, v = rng.standard_normal((3, 460, d)), rng.standard_normal((3, 460, d))
+    cache = BitmapKV.from_float(k, v, kept=min(kept, d))
+    kd, vd = cache.dequantize()
+    plan = plan_for(cache)
+    q = rng.standard_normal((3, 2, d)).astype(np.float32)
+    need = np.ones(cache.n_chunks, bool)
+    s1, s2 = plan.scores(np.ascontiguousarray(q[:, :1]), need), plan.scores(q, need)
+    ref_s = np.einsum("hmd,htd->hmt", q.astype(np.float64), kd[:, : cache.n_compressed])
+    tol = 2 * d * U32 * np.einsum("hmd,htd->hmt", np.abs(q), np.abs(kd[:, : cache.n_compressed])).max() + 1e-30
+    np.testing.assert_allclose(s1, ref_s[:, :1], rtol=0, atol=tol)
+    np.testing.assert_allclose(s1, s2[:, :1], rtol=0, atol=2 * tol)
+    p = rng.random((3, 2, cache.n_compressed)).astype(np.float32)
+    o1, o2 = plan.apply_v(np.ascontiguousarray(p[:, :1])), plan.apply_v(p)
+    ref_o = np.einsum("hmt,htd->hmd", p.astype(np.float64), vd[:, : cache.n_compressed])
+    tol = 2 * cache.n_compressed * U32 * np.abs(vd).max() + 1e-30
+    np.testing.assert_allclose(o1, ref_o[:, :1], rtol=0, atol=tol)
+    np.testing.assert_allclose(o1, o2[:, :1], rtol=0, atol=2 * tol)
+
+
 @pytest.mark.parametrize(
     "scheme",
     [
