@@ -123,7 +123,7 @@ def _packed_linear(obj, act_bits: int):
 def _decode_attention_impl(scheme):
     """attn_impl for models.llama.Attention: decode attention of every token over the cache a token-by-token
     decoder holds, packed in `scheme`'s KV format (quant.kernels.window_attention: the packed cache of a sequence is
-    built once per layer, the compiled kernels read its bytes; Λ mask from the scheme)."""
+    built once per layer and unpacked to its exact values; Λ mask from the scheme)."""
     import torch
 
     from quant.kernels import window_attention

@@ -20,7 +20,8 @@ with two accumulators (even / odd rows) so that consecutive rows' sums do not wa
 tiles a whole chunk is one intrinsic whose sums never leave the registers (64 scores; V rows of up to 128 channels)
 and whose products are fused multiply-adds: the expansion keeps the vector shuffle unit busy, and a store and reload
 of the sums per tile plus a separate multiply and add were a third of the time. Several rows (GQA
-groups) use each decoded row from L1; many rows (window_attention's queries) decode a chunk into one tile first.
+groups) use each decoded row from L1; many rows (a GQA group wider than ROW_PATH_ROWS) decode a chunk into one tile
+first.
 
 Tiles of a tiled section are stored back to back in the walk order (head, chunk, row), so the payload offset of each
 tile is the running sum of the previous tiles' lengths (popcount * bits / 8, byte-padded): nothing is precomputed.
@@ -603,8 +604,8 @@ ROW_PATH_ROWS = 8  # up to this many query rows (a decode step's GQA group) each
 # ---- whole-cache kernels --------------------------------------------------------------------------------------------
 # K side: rows are channels of a chunk (64 tokens each); a chunk's scores for query row m are
 # sum_d q[m, d] * row_d. V side: rows are tokens (D channels); out[m] += p[m, t] * row_t.
-# Few query rows: each row is decoded into a 64/D-float buffer and used at once. Many rows (a whole window's
-# queries): the chunk is decoded into one [D, 64] / [64, D] tile, then multiplied row by row with every query.
+# Few query rows: each row is decoded into a 64/D-float buffer and used at once. Many rows (a wide GQA group): the
+# chunk is decoded into one [D, 64] / [64, D] tile, then multiplied row by row with every query.
 
 
 @njit(cache=True, nogil=True)

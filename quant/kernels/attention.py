@@ -16,8 +16,11 @@ Kernels (float32 arithmetic on the cache's exact dequantized values, softmax in 
 The dense recent window is a small fp32 GEMV in every case. Plans (the recent window's fp32 copy and views of the
 packed arrays) are cached per cache object, weakly: a plan holds no reference to its cache, so it dies with it.
 
-`window_attention` runs the same kernels for every token of a sequence at once (the evaluation path): query i sees
-exactly the cache a token-by-token decoder would hold after appending token i.
+`window_attention` computes, for every token of a sequence at once (the evaluation path), what decode attention
+over the cache a token-by-token decoder holds after appending that token gives: the sequence is packed once, its
+compressed part unpacked to its exact values by the format's vectorised decode, and each block of queries is two
+GEMMs (torch) against those values and the fp16 ones, chosen per (query, key) pair. Tests hold it to the
+kernels above, token by token.
 """
 
 from __future__ import annotations
@@ -351,14 +354,21 @@ def window_attention(
     _check_lambda(sink, window)
     scale = 1.0 / math.sqrt(d) if softmax_scale is None else softmax_scale
     cache = compress_kv(k, v, scheme)
-    plan = _make_plan(cache)  # one-off: not kept in the per-cache plan table
     tc = cache.n_compressed
-    kd = k.astype(np.float16).astype(np.float32)  # what the dense part of the cache returns
-    vd = v.astype(np.float16).astype(np.float32)
+    # what the cache returns: fp16 values for the dense part; for the compressed part its packed format's exact
+    # values (vectorised unpack, each exactly a float32: an fp16 value, or an int code times an fp16 scale)
+    kd = torch.from_numpy(k.astype(np.float16).astype(np.float32))
+    vd = torch.from_numpy(v.astype(np.float16).astype(np.float32))
+    if tc:
+        kc64, vc64 = cache.dequantize()
+        kc = torch.from_numpy(np.ascontiguousarray(kc64[:, :tc], np.float32))
+        vc = torch.from_numpy(np.ascontiguousarray(vc64[:, :tc], np.float32))
+        del kc64, vc64
     n_comp = np.array([scheme.kv_split(i + 1)[0] for i in range(t)])  # [T] compressed tokens seen by query i
-    qg = np.ascontiguousarray(q, np.float32).reshape(hkv, g, t, d)
+    qg = torch.from_numpy(np.ascontiguousarray(q, np.float32)).reshape(hkv, g, t, d)
     out = np.empty((hkv, g, t, d), np.float32)
     j = np.arange(t)
+    # the products are torch GEMMs: they run on torch's threads, which the evaluated model already owns
     for i0 in range(0, t, block_tokens):
         i1 = min(t, i0 + block_tokens)
         b = i1 - i0
@@ -368,18 +378,19 @@ def window_attention(
         if window is not None:
             allowed &= (keys < sink) | (keys >= rows + 1 - window)
         comp = keys < n_comp[i0:i1, None]  # [B, i1]: read from the packed format
-        qb = np.ascontiguousarray(qg[:, :, i0:i1].reshape(hkv, g * b, d))
-        s = np.einsum("hmd,htd->hmt", qb, kd[:, :i1]).reshape(hkv, g, b, i1)  # fp16 keys
+        qb = qg[:, :, i0:i1].reshape(hkv, g * b, d)
+        s = torch.matmul(qb, kd[:, :i1].transpose(1, 2)).numpy().reshape(hkv, g, b, i1)
         tcb = min(tc, i1)
-        need = _chunks_needed(np.pad(comp & allowed, ((0, 0), (0, max(0, tc - i1)))), tc)
-        sc = plan.scores(qb, need).reshape(hkv, g, b, tc)[..., :tcb]
-        s[..., :tcb] = np.where(comp[:, :tcb], sc, s[..., :tcb])
+        if tcb:
+            sc = torch.matmul(qb, kc[:, :tcb].transpose(1, 2)).numpy().reshape(hkv, g, b, tcb)
+            s[..., :tcb] = np.where(comp[:, :tcb], sc, s[..., :tcb])
         s64 = s.astype(np.float64) * scale
         s64[:, :, ~allowed] = -math.inf
         p = _softmax_rows(s64)  # [Hkv, g, B, i1]
-        pc = np.zeros((hkv, g, b, tc), np.float32)
-        pc[..., :tcb] = np.where(comp[:, :tcb], p[..., :tcb], 0.0)
-        pd = np.where(comp, 0.0, p).astype(np.float32).reshape(hkv, g * b, i1)
-        o = plan.apply_v(pc.reshape(hkv, g * b, tc)) + np.einsum("hmt,htd->hmd", pd, vd[:, :i1])
-        out[:, :, i0:i1] = o.reshape(hkv, g, b, d)
+        pd = torch.from_numpy(np.where(comp, 0.0, p).astype(np.float32).reshape(hkv, g * b, i1))
+        o = torch.matmul(pd, vd[:, :i1])
+        if tcb:
+            pc = torch.from_numpy(np.where(comp[:, :tcb], p[..., :tcb], 0.0).astype(np.float32))
+            o += torch.matmul(pc.reshape(hkv, g * b, tcb), vc[:, :tcb])
+        out[:, :, i0:i1] = o.numpy().reshape(hkv, g, b, d)
     return out.reshape(hkv * g, t, d)
