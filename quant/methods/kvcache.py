@@ -9,7 +9,8 @@ cache holds i + 1 tokens, of which the first floor(max(0, i + 1 - dense_recent) 
 token-by-token decoding against the compressed cache computes. K is compressed after RoPE (as a cache stores it).
 
 Bitmap variants (all in the same bitmap-tile format, so their bytes are exact in `kv_statistics`), measured against
-plain per-token magnitude (Mustafar, arXiv 2505.22913 Sec. 3) on SmolLM2 in benchmarks/data/quality_*.json:
+plain per-token magnitude (Mustafar, arXiv 2505.22913 Sec. 3) on SmolLM2 in benchmarks/data/quality_*.json (whole
+texts, GPU) and benchmarks/data/kv_bitmap_probe_cpu.json (benchmarks/kv_bitmap_probe.py: text slices, CPU):
 
 - ``sink``: the first tokens of the sequence are never pruned (attention sinks, Xiao et al. 2023, arXiv
   2309.17453): their tiles hold all elements.
