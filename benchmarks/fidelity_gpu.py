@@ -7,8 +7,12 @@ that hardware, whose operators are priced from its profile (hwsim/hardware/profi
 * decode step at context C: workload (batch, prompt_len = C - 1, gen_len = 1), the step attends C tokens;
 * TTFT: workload (batch, prompt_len = P, gen_len = 1).
 
-Transfer rows: the same measurements predicted from ANOTHER device's profile scaled by spec sheets (the spec named
-in `TRANSFER`), which says how far a profile carries to hardware nobody profiled.
+Transfer rows: the same measurements predicted from ANOTHER device's profile scaled by spec sheets, which says how
+far a profile carries to hardware nobody profiled.
+
+Leases: a validation file with a ``lease`` field was measured on another lease of the same GPU kind than the
+shipped profile, so its rows are the error a user sees whose GPU is not the one profiled. `repeatability()` prints
+the spread between leases themselves (the same cases and operators measured twice), the floor under any error bar.
 
 Goals (printed, not asserted): decode step MAE <= 5 %, max <= 10 %, mean signed within +-3 %; TTFT MAE <= 10 %.
 
@@ -101,17 +105,88 @@ def rows() -> list[dict]:
         doc = json.loads(path.read_text())
         name = doc["hardware"]
         own = _hardware(name)
+        tag = f"{name}, another lease" if doc.get("lease") else name
         if own.profile is not None:
-            out += _rows_for(doc, own, f"{name}, its profile", "analytical+profile")
+            out += _rows_for(doc, own, f"{tag}, shipped profile", "analytical+profile")
         for other in sorted(measured_on | {"h100-sxm", "h200-sxm"}):
             if other == name or other not in list_hardware():
                 continue
             hw = _hardware(name, profile_of=other)
             if hw is not None and own.profile_hardware != other:
-                out += _rows_for(doc, hw, f"{name}, {other} profile transferred", "analytical+profile transfer")
+                out += _rows_for(doc, hw, f"{tag}, {other} profile transferred", "analytical+profile transfer")
         roof = dataclasses.replace(own, profile=None, profile_hardware=None)
-        out += _rows_for(doc, roof, f"{name}, roofline (no profile)", "analytical")
+        out += _rows_for(doc, roof, f"{tag}, roofline (no profile)", "analytical")
     return out
+
+
+def _key(row: dict) -> tuple:
+    return (row["model"], row["batch"], row.get("context", row.get("prompt")))
+
+
+def _spread(ratios: list[float]) -> dict[str, float]:
+    import statistics
+
+    dev = sorted(abs(r - 1.0) for r in ratios)
+    return {
+        "n": len(ratios),
+        "mean_signed": statistics.mean(r - 1.0 for r in ratios),
+        "median_abs": statistics.median(dev),
+        "p90_abs": dev[int(0.9 * (len(dev) - 1))],
+        "max_abs": dev[-1],
+    }
+
+
+def repeatability() -> list[dict]:
+    """The same measurement taken on two leases of one GPU kind: end-to-end cases measured on both (ratio of the
+    later lease to the shipped profile's lease) and every operator point of two profiles of that kind."""
+    from hwsim.gpuprofile.profile import load_profile
+    from hwsim.hardware import get_hardware
+
+    out = []
+    docs = [json.loads(p.read_text()) for p in validation_files()]
+    for hwname in sorted({d["hardware"] for d in docs}):
+        base = [d for d in docs if d["hardware"] == hwname and not d.get("lease")]
+        other = [d for d in docs if d["hardware"] == hwname and d.get("lease")]
+        for b in base:
+            for o in other:
+                for phase in ("decode", "prefill"):
+                    a = {_key(r): r["time_s"] for r in b[phase]}
+                    ratios = [r["time_s"] / a[_key(r)] for r in o[phase] if _key(r) in a]
+                    if ratios:
+                        out.append({"what": f"{hwname} {phase}, end to end, lease 2 / lease 1", **_spread(ratios)})
+        shipped = get_hardware(hwname).profile
+        for extra in sorted((HERE / "data").glob(f"gpu_profile_{hwname}_*.json")):
+            if shipped is None:
+                continue
+            p1, p2 = json.loads(Path(shipped).read_text()), json.loads(extra.read_text())
+            for op, tables in p2["ops"].items():
+                t1 = {json.dumps(t["key"], sort_keys=True): t for t in p1["ops"].get(op, [])}
+                ratios = []
+                for t in tables:
+                    u = t1.get(json.dumps(t["key"], sort_keys=True))
+                    if u is None or u["axes"] != t["axes"]:
+                        continue
+                    flat2 = _flatten(t["time_s"])
+                    flat1 = _flatten(u["time_s"])
+                    ratios += [x / y for x, y in zip(flat2, flat1, strict=True) if x and y]
+                if ratios:
+                    out.append({"what": f"{hwname} operator {op}, {extra.stem} / shipped", **_spread(ratios)})
+            # the other lease's validation predicted from its own lease's profile
+            load_profile(extra)  # a valid profile document, or a one-line error
+            hw = dataclasses.replace(get_hardware(hwname), profile=str(extra))
+            for o in docs:
+                if o["hardware"] == hwname and o.get("lease"):
+                    rs = _rows_for(o, hw, "own lease", "analytical+profile")
+                    for phase in ("decode", "TTFT"):
+                        e = [r["predicted"] / r["measured"] for r in rs if phase in r["group"]]
+                        if e:
+                            what = f"{hwname} {phase}, lease 2 predicted from lease 2's profile"
+                            out.append({"what": what, **_spread(e)})
+    return out
+
+
+def _flatten(x) -> list:
+    return [v for row in x for v in (row if isinstance(row, list) else [row])]
 
 
 def main() -> int:
@@ -142,6 +217,15 @@ def main() -> int:
             f"{s['group']:<52} {s['n']:>3} {s['mae'] * 100:6.1f}% {s['max'] * 100:6.1f}% "
             f"{s['mean_signed'] * 100:+6.1f}%  {text}: {'met' if ok else 'NOT met'}"
         )
+    rep = repeatability()
+    if rep:
+        print("\nrepeatability (two leases of one GPU kind; ratio - 1)")
+        print(f"{'what':<66} {'n':>5} {'signed':>7} {'median':>7} {'p90':>7} {'max':>7}")
+        for r in rep:
+            print(
+                f"{r['what']:<66} {r['n']:>5} {r['mean_signed'] * 100:+6.1f}% {r['median_abs'] * 100:6.1f}% "
+                f"{r['p90_abs'] * 100:6.1f}% {r['max_abs'] * 100:6.1f}%"
+            )
     return 0
 
 

@@ -113,6 +113,7 @@ class Op:
     write_bytes: float = 0.0  # of which written
     weight_bytes: float = 0.0  # of which weights (streamed in tiles)
     fixed_s: float = 0.0  # host ops: seconds
+    bias: bool = False  # linear: adds a bias vector (a GPU GEMM's epilogue; its own kernel shape in a profile)
     layers: tuple[int, ...] = field(default=(), compare=False)  # layers this op stands for (empty = all/none)
 
 
@@ -323,6 +324,7 @@ def _linear(
         write_bytes=0.0,
         weight_bytes=wbytes,
         layers=layers,
+        bias=bool(lin.bias),
     )
 
 

@@ -116,12 +116,13 @@ class ProfileHook:
             return False
         return op.phase == "decode" or self._fp16_kv(op)
 
-    def _linear_key(self, k: int, n: int) -> dict[str, Any]:
-        for bias in (False, True):
-            key = {"in": k, "out": n, "bias": bias}
+    def _linear_key(self, k: int, n: int, bias: bool) -> dict[str, Any]:
+        """The profiled table of this shape: with the op's bias if measured, else the shape without/with one."""
+        for b in (bias, not bias):
+            key = {"in": k, "out": n, "bias": b}
             if self.profile.table("linear", key) is not None:
                 return key
-        return {"in": k, "out": n, "bias": False}
+        return {"in": k, "out": n, "bias": bias}
 
     def _linear(self, op: Op) -> float | None:
         dense = 2.0 * op.k * op.n
@@ -134,7 +135,7 @@ class ProfileHook:
         ):
             self._notes["fallback"].add(f"linear at w{op.weight_bits}a{op.act_bits}/{op.sparsity} (fp16 profiled)")
             return None
-        t = self.call("linear", self._linear_key(op.k, op.n), (op.tokens,))
+        t = self.call("linear", self._linear_key(op.k, op.n, op.bias), (op.tokens,))
         if t is None or op.name != "lm_head":
             return t
         edge = self._sum(
