@@ -137,8 +137,9 @@ def _spread(ratios: list[float]) -> dict[str, float]:
 
 
 def repeatability() -> list[dict]:
-    """The same measurement taken on two leases of one GPU kind: end-to-end cases measured on both (ratio of the
-    later lease to the shipped profile's lease) and every operator point of two profiles of that kind."""
+    """The same measurement taken twice: end-to-end cases on two leases of one GPU kind (ratio of the later lease to
+    the shipped profile's lease) and on the same GPU again (benchmarks/data/gpu_repeat_*.json), and every operator
+    point of two profiles of that kind."""
     from hwsim.gpuprofile.profile import load_profile
     from hwsim.hardware import get_hardware
 
@@ -154,6 +155,15 @@ def repeatability() -> list[dict]:
                     ratios = [r["time_s"] / a[_key(r)] for r in o[phase] if _key(r) in a]
                     if ratios:
                         out.append({"what": f"{hwname} {phase}, end to end, lease 2 / lease 1", **_spread(ratios)})
+        for rep in sorted((HERE / "data").glob(f"gpu_repeat_{hwname}*.json")):
+            r = json.loads(rep.read_text())
+            for o in other:
+                for phase in ("decode", "prefill"):
+                    a = {_key(x): x["time_s"] for x in o[phase]}
+                    ratios = [x["time_s"] / a[_key(x)] for x in r[phase] if _key(x) in a]
+                    if ratios:
+                        what = f"{hwname} {phase}, end to end, same GPU again ({rep.stem})"
+                        out.append({"what": what, **_spread(ratios)})
         shipped = get_hardware(hwname).profile
         for extra in sorted((HERE / "data").glob(f"gpu_profile_{hwname}_*.json")):
             if shipped is None:
