@@ -9,6 +9,9 @@ the cause, for chosen validation cases:
   limit's effect on a sustained compute-bound kernel);
 * **isolated, here**: the case's operator calls re-timed by the profiler's protocol in the same process right after,
   so that the step against the sum of its operators is not confounded by one GPU against another;
+* **hot** (``--hot``): the same operators timed again right after 0.3 s of back-to-back GEMMs, i.e. at the
+  power-limited clock a long compute-bound pass settles to, which brackets the pass between its idle-boost (burst)
+  and its power-limited operator times;
 * **boundaries**: whether a GEMM costs the same between other kernels as back to back with itself (the profiler's
   protocol) -- programmatic dependent launch lets back-to-back GEMMs start under each other's tails.
 
@@ -214,7 +217,37 @@ def boundaries(timer) -> list[dict[str, Any]]:
     return rows
 
 
-def measure(shapes_path: str, out: Path, cases=CASES) -> dict[str, Any]:
+HOT_CASES = (
+    ("prefill", "llama-2-7b", 1, 512),
+    ("prefill", "llama-2-7b", 8, 512),
+    ("prefill", "llama-2-7b", 1, 8192),
+    ("decode", "llama-2-7b", 8, 512),
+)
+HEAT_S = 0.3
+
+
+def _hot_timer(dev):
+    """A Timer whose every measurement starts right after HEAT_S of back-to-back 8192^3 GEMMs, so that the GPU is at
+    the power-limited clock a long compute-bound pass settles to, not at the idle boost clock."""
+    import torch
+
+    from hwsim.gpuprofile.measure import Timer
+
+    a = torch.randn(8192, 8192, device=dev, dtype=torch.float16)
+
+    class HotTimer(Timer):
+        def time(self, fn, copies=1, inner=None):
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < HEAT_S:
+                for _ in range(4):
+                    a @ a
+                torch.cuda.synchronize(dev)
+            return super().time(fn, copies, inner)
+
+    return HotTimer(dev)
+
+
+def measure(shapes_path: str, out: Path, cases=CASES, hot_cases=(), boundaries_too: bool = True) -> dict[str, Any]:
     import torch
 
     from hwsim.gpuprofile.measure import Timer, _Ops, provenance
@@ -230,7 +263,8 @@ def measure(shapes_path: str, out: Path, cases=CASES) -> dict[str, Any]:
         "cases": [],
     }
     timer = Timer(dev, reps=3)
-    doc["boundaries"] = boundaries(Timer(dev))
+    if boundaries_too:
+        doc["boundaries"] = boundaries(Timer(dev))
     out.write_text(json.dumps(doc, indent=1))
     doc["sustained_gemm"] = _sustained_gemm(sampler, 4.0)
     models: dict[str, Any] = {}
@@ -262,6 +296,11 @@ def measure(shapes_path: str, out: Path, cases=CASES) -> dict[str, Any]:
         cache = None
         torch.cuda.empty_cache()
         iso = _isolated(_Ops(Timer(dev), torch.float16), phase, name, B, n)
+        hot = (
+            _isolated(_Ops(_hot_timer(dev), torch.float16), phase, name, B, n)
+            if (phase, name, B, n) in hot_cases
+            else None
+        )
         row = {
             "phase": phase,
             "model": name,
@@ -270,6 +309,7 @@ def measure(shapes_path: str, out: Path, cases=CASES) -> dict[str, Any]:
             "graph_s": t_graph,
             "clock_during_graph": clock,
             "isolated_here": iso,
+            **({"isolated_hot": hot} if hot else {}),
         }
         doc["cases"].append(row)
         print(
@@ -302,7 +342,10 @@ def report(path: str, profile_path: str | None) -> None:
             f"{statistics.mean(v for t, v in g['flops_per_s'] if t > 0.2) / 1e12:.0f} TFLOP/s; SM clock "
             + ", ".join(f"{k[7:]} {v:.0f} MHz" for k, v in g.items() if k.startswith("sm_mhz"))
         )
-    print(f"\n{'case':<34} {'graph':>9} {'ops here':>9} {'err':>7} {'ops prof':>9} {'err':>7} {'SM MHz':>7} {'W':>5}")
+    print(
+        f"\n{'case':<34} {'graph':>9} {'ops here':>9} {'err':>7} {'ops hot':>8} {'ops prof':>9} {'err':>7}"
+        f" {'SM MHz':>7} {'W':>5}"
+    )
     for c in doc["cases"]:
         m = get_model(c["model"])
         calls = (decode_calls if c["phase"] == "decode" else prefill_calls)(m, c["batch"], c["n"])
@@ -310,10 +353,13 @@ def report(path: str, profile_path: str | None) -> None:
             (prof.lookup(x.op, x.key_dict, x.point, hw)[0] or 0.0) * x.count for x in calls
         )
         here = sum(c["isolated_here"].values())
+        hot = sum(c.get("isolated_hot", {}).values())
+        hot_err = f"{hot / c['graph_s'] - 1:+.1%}" if hot else ""
         clk = c["clock_during_graph"]
         print(
             f"{c['phase'] + ' ' + c['model'] + ' B=' + str(c['batch']) + ' n=' + str(c['n']):<34} "
             f"{c['graph_s'] * 1e3:8.2f}ms {here * 1e3:8.2f}ms {here / c['graph_s'] - 1:+7.1%} "
+            f"{hot_err:>8} "
             f"{composed * 1e3:8.2f}ms {composed / c['graph_s'] - 1:+7.1%} {clk.get('sm_mhz_mean', 0):7.0f} "
             f"{clk.get('power_w_mean', 0):5.0f}"
         )
@@ -334,13 +380,17 @@ def main() -> int:
     p.add_argument("--report", help="a JSON written by --out, to print")
     p.add_argument("--profile", help="profile JSON for the isolated times (default: h100-sxm's shipped profile)")
     p.add_argument("--no-cases", action="store_true", help="boundaries and the sustained GEMM only")
+    p.add_argument("--hot", action="store_true", help="only HOT_CASES, each operator also timed after a GEMM heat-up")
     a = p.parse_args()
     if a.report:
         report(a.report, a.profile)
         return 0
     if not a.out:
         p.error("--out or --report")
-    measure(a.shapes, Path(a.out), () if a.no_cases else CASES)
+    if a.hot:
+        measure(a.shapes, Path(a.out), HOT_CASES, HOT_CASES, boundaries_too=False)
+    else:
+        measure(a.shapes, Path(a.out), () if a.no_cases else CASES)
     return 0
 
 

@@ -36,6 +36,16 @@ def test_insitu_report_prints_every_case_and_boundary(capsys):
     assert sum("us " in line for line in out.splitlines()) >= len(doc["boundaries"])
 
 
+def test_hot_operator_times_bracket_the_pass_with_the_burst_ones(capsys):
+    """The committed measurement itself: burst operator sums under each pass, power-limited ones over it."""
+    doc = json.loads((DATA / "gpu_insitu_hot_h100-sxm.json").read_text())
+    for c in doc["cases"]:
+        burst, hot = sum(c["isolated_here"].values()), sum(c["isolated_hot"].values())
+        assert burst < c["graph_s"] < hot, c["model"]
+    _load("gpu_insitu").report(str(DATA / "gpu_insitu_hot_h100-sxm.json"), None)
+    assert "ops hot" in capsys.readouterr().out
+
+
 def test_repeatability_compares_leases_runs_and_operator_points():
     mod = _load("fidelity_gpu")
     rows = mod.repeatability()
