@@ -229,7 +229,7 @@ def main() -> int:
         )
     rep = repeatability()
     if rep:
-        print("\nrepeatability (two leases of one GPU kind; ratio - 1)")
+        print("\nrepeatability (the same measurement taken twice; ratio - 1)")
         print(f"{'what':<66} {'n':>5} {'signed':>7} {'median':>7} {'p90':>7} {'max':>7}")
         for r in rep:
             print(
