@@ -24,11 +24,9 @@ Device: ``python3 benchmarks/gpu_insitu.py --out $OUT/insitu.json --shapes .gpuj
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -51,69 +49,7 @@ CASES = (
 )
 
 
-class ClockSampler:
-    """SM clock (MHz), board power (W) and clock-event reasons sampled by NVML in a thread."""
-
-    def __init__(self, index: int = 0, period_s: float = 1e-3):
-        import pynvml
-
-        self.nv = pynvml
-        pynvml.nvmlInit()
-        self.h = pynvml.nvmlDeviceGetHandleByIndex(index)
-        self.period = period_s
-        self.samples: list[tuple[float, int, float, int]] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _reasons(self) -> int:
-        nv = self.nv
-        for name in ("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons"):
-            fn = getattr(nv, name, None)
-            if fn is not None:
-                with contextlib.suppress(nv.NVMLError):
-                    return int(fn(self.h))
-        return -1
-
-    def _run(self) -> None:
-        nv, t0 = self.nv, time.perf_counter()
-        while not self._stop.is_set():
-            sm = nv.nvmlDeviceGetClockInfo(self.h, nv.NVML_CLOCK_SM)
-            pw = nv.nvmlDeviceGetPowerUsage(self.h) / 1e3
-            self.samples.append((time.perf_counter() - t0, sm, pw, self._reasons()))
-            time.sleep(self.period)
-
-    def __enter__(self) -> ClockSampler:
-        self.samples = []
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def summary(self) -> dict[str, Any]:
-        if not self.samples:
-            return {}
-        sm = [s[1] for s in self.samples]
-        pw = [s[2] for s in self.samples]
-        reasons: dict[str, int] = {}
-        for s in self.samples:
-            reasons[hex(s[3])] = reasons.get(hex(s[3]), 0) + 1
-        return {
-            "n": len(sm),
-            "sm_mhz_mean": statistics.mean(sm),
-            "sm_mhz_min": min(sm),
-            "sm_mhz_max": max(sm),
-            "power_w_mean": statistics.mean(pw),
-            "power_w_max": max(pw),
-            "reasons": reasons,
-        }
-
-
-def _sustained_gemm(sampler: ClockSampler, seconds: float) -> dict[str, Any]:
+def _sustained_gemm(sampler, seconds: float) -> dict[str, Any]:
     """An 8192^3 fp16 GEMM back to back for `seconds`: the clock over time (power/thermal limits)."""
     import torch
 
@@ -255,7 +191,9 @@ def measure(shapes_path: str, out: Path, cases=CASES, hot_cases=(), boundaries_t
 
     dev = torch.device("cuda")
     shapes = json.loads(Path(shapes_path).read_text())
-    sampler = ClockSampler()
+    from hwsim.gpuprofile.clock import ClockSampler
+
+    sampler = ClockSampler()  # on the device: NVML must be there
     doc: dict[str, Any] = {
         "format": "hwsim-gpu-insitu",
         "version": 1,

@@ -7,7 +7,10 @@ Protocol (the same for the end-to-end validation in `hwsim.gpuprofile.validate`)
   operator's time; back-to-back calls include the in-graph gap between dependent kernels, as a forward pass does;
 * weights and KV caches rotate over enough copies that one replay touches more than ``ROTATE_BYTES`` (4x the H100's
   50 MB L2), because a forward pass reads each layer's weights and cache once; activations do not rotate, because
-  a forward pass hands them from one operator to the next through L2.
+  a forward pass hands them from one operator to the next through L2;
+* while each table is measured, NVML samples the SM clock and board power every 2 ms (the table's ``clock``: mean
+  and range of the clock, mean and peak power, the fraction of samples at the software power cap), so that a profile
+  says at which clock its times hold (short bursts run at the boost clock; a long prefill runs power-capped).
 
 Runs on CPU too (eager, host clock; for testing the harness), but profiles are taken on CUDA devices.
 """
@@ -30,6 +33,7 @@ from typing import Any
 import torch
 
 from hwsim.gpuprofile import kernels as K
+from hwsim.gpuprofile.clock import ClockSampler, NullSampler
 from hwsim.gpuprofile.grid import OPERATORS
 
 __all__ = ["Timer", "provenance", "run_profile", "FORMAT", "VERSION"]
@@ -365,6 +369,20 @@ def _count_points(grid: dict[str, Any]) -> int:
     return total
 
 
+def _measure_table(
+    ops: _Ops, op: str, axes: tuple[str, ...], key: dict, ax: dict[str, list[int]], lim: dict[str, int]
+) -> tuple[list, dict[str, list[int]], int]:
+    """(times, axes, number of points) of one operator table."""
+    if op == "decode_attention":
+        t = ops.decode_attention(key, ax["batch"], ax["context"], lim["kv_bytes_max"])
+        return t, {"batch": ax["batch"], "context": ax["context"]}, len(ax["batch"]) * len(ax["context"])
+    if op == "prefill_attention":
+        t = ops.prefill_attention(key, ax["prefill_batch"], ax["seq"], lim["prefill_tokens_max"])
+        return t, {"batch": ax["prefill_batch"], "seq": ax["seq"]}, len(ax["prefill_batch"]) * len(ax["seq"])
+    name = axes[0]
+    return getattr(ops, op)(key, ax[name]), {name: ax[name]}, len(ax[name])
+
+
 def run_profile(
     grid: dict[str, Any],
     out: Path,
@@ -401,6 +419,7 @@ def run_profile(
         "errors": [],
         "ops": {},
     }
+    sampler = ClockSampler.maybe() if timer.cuda else NullSampler()
     t_start = time.perf_counter()
     doc["overhead"] = overheads(timer)
     doc["calibration"] = calibrate(timer, dtype, big=timer.cuda)
@@ -423,20 +442,12 @@ def run_profile(
                 doc["errors"].append(f"{op} {key}: not measured (past the {deadline_s:.0f} s deadline)")
                 continue
             try:
-                if op == "decode_attention":
-                    t = ops.decode_attention(key, ax["batch"], ax["context"], lim["kv_bytes_max"])
-                    axis = {"batch": ax["batch"], "context": ax["context"]}
-                    npts = len(ax["batch"]) * len(ax["context"])
-                elif op == "prefill_attention":
-                    t = ops.prefill_attention(key, ax["prefill_batch"], ax["seq"], lim["prefill_tokens_max"])
-                    axis = {"batch": ax["prefill_batch"], "seq": ax["seq"]}
-                    npts = len(ax["prefill_batch"]) * len(ax["seq"])
-                else:
-                    name = axes[0]
-                    t = getattr(ops, op)(key, ax[name])
-                    axis = {name: ax[name]}
-                    npts = len(ax[name])
-                tables.append({"key": key, "axes": axis, "time_s": t})
+                with sampler:
+                    t, axis, npts = _measure_table(ops, op, axes, key, ax, lim)
+                table = {"key": key, "axes": axis, "time_s": t}
+                if clock := sampler.summary():  # the clock and power while this table was measured
+                    table["clock"] = {k: v for k, v in clock.items() if k != "reasons"}
+                tables.append(table)
             except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:  # recorded, the run goes on
                 doc["errors"].append(f"{op} {key}: {' '.join(str(exc).split())[:300]}")
                 npts = 0

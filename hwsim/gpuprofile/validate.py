@@ -3,7 +3,8 @@
 The model is built from a ModelSpec-like shape (layers, widths, heads, FFN kind, norm, positional encoding) out of
 the operators of `hwsim.gpuprofile.kernels`, so a profile of those operators composes into its step time. Timing
 follows the profiler's protocol: the whole forward pass is captured in one CUDA graph and replayed back to back
-(median of ``REPS`` event-timed batches of replays).
+(median of ``REPS`` event-timed batches of replays), with the SM clock and board power sampled meanwhile (a row's
+``clock``, see `hwsim.gpuprofile.clock`).
 
 * decode step at context C: B sequences, one new token each, attending C cached tokens (the new one included; a
   sliding window W attends the newest min(C, W)); the KV cache holds exactly C tokens per sequence;
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 
 from hwsim.gpuprofile import kernels as K
+from hwsim.gpuprofile.clock import ClockSampler, NullSampler
 from hwsim.gpuprofile.grid import shape_of
 from hwsim.gpuprofile.measure import FORMAT, VERSION, Timer, provenance
 
@@ -178,6 +180,12 @@ def _time_graph(timer: Timer, fn) -> float:
     return t
 
 
+def _clock(sampler) -> dict[str, Any]:
+    """{"clock": ...} for a measurement row: SM clock and power while it was timed (empty without NVML)."""
+    c = sampler.summary()
+    return {"clock": {k: v for k, v in c.items() if k != "reasons"}} if c else {}
+
+
 def run_validation(
     models: list[Any],
     out: Path,
@@ -212,6 +220,7 @@ def run_validation(
         "errors": [],
     }
     cap = torch.cuda.get_device_properties(device).total_memory if timer.cuda else 64 * 2**30
+    sampler = ClockSampler.maybe() if timer.cuda else NullSampler()
     t0 = time.perf_counter()
     stopped = False
     for spec in models:
@@ -237,8 +246,9 @@ def run_validation(
                 def step(m=model, ids=ids, pos=pos, pos1=pos1, cache=cache, C=C):
                     return m.decode_step(ids, pos, pos1, cache, C)
 
-                t = _time_graph(timer, step)
-                doc["decode"].append({"model": shape["name"], "batch": B, "context": C, "time_s": t})
+                with sampler:
+                    t = _time_graph(timer, step)
+                doc["decode"].append({"model": shape["name"], "batch": B, "context": C, "time_s": t, **_clock(sampler)})
                 print(f"decode  {shape['name']:<14} B={B:<3} C={C:<5} {t * 1e3:9.3f} ms", flush=True)
             except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
                 doc["errors"].append(f"decode {shape['name']} B={B} C={C}: {' '.join(str(exc).split())[:300]}")
@@ -270,8 +280,9 @@ def run_validation(
                 def pre(m=model, ids=ids, pos=pos, cache=cache, B=B):
                     return m.prefill(ids, pos, cache, B)
 
-                t = _time_graph(timer, pre)
-                doc["prefill"].append({"model": shape["name"], "batch": B, "prompt": P, "time_s": t})
+                with sampler:
+                    t = _time_graph(timer, pre)
+                doc["prefill"].append({"model": shape["name"], "batch": B, "prompt": P, "time_s": t, **_clock(sampler)})
                 print(f"prefill {shape['name']:<14} B={B:<3} P={P:<5} {t * 1e3:9.3f} ms", flush=True)
             except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
                 doc["errors"].append(f"prefill {shape['name']} B={B} P={P}: {' '.join(str(exc).split())[:300]}")

@@ -359,3 +359,51 @@ def test_compressed_kv_attention_is_the_dense_kernel_over_the_same_bytes():
     longer = estimate(m, hw, s, Workload(1, 95, 1))  # one compressed 64-token chunk + the dense window
     assert longer.decode_step_s[0] >= short.decode_step_s[0]
     assert any("same bytes" in n for n in longer.notes) and not any("same bytes" in n for n in short.notes)
+
+
+# ---- clock and power while measuring --------------------------------------------------------------------------
+def test_clock_sampler_summarises_clock_power_and_the_power_cap(monkeypatch):
+    """A stand-in NVML: half the samples carry the software power-cap reason."""
+    import sys
+    import types
+
+    from hwsim.gpuprofile.clock import ClockSampler
+
+    state = {"n": 0}
+    nv = types.SimpleNamespace(
+        NVML_CLOCK_SM=0,
+        NVMLError=RuntimeError,
+        nvmlInit=lambda: None,
+        nvmlDeviceGetHandleByIndex=lambda i: "gpu0",
+        nvmlDeviceGetClockInfo=lambda h, kind: 1980 if state["n"] % 2 else 1500,
+        nvmlDeviceGetPowerUsage=lambda h: 700_000 if state["n"] % 2 == 0 else 300_000,
+    )
+
+    def reasons(h):
+        state["n"] += 1
+        return 0x4 if state["n"] % 2 else 0x0
+
+    nv.nvmlDeviceGetCurrentClocksEventReasons = reasons
+    monkeypatch.setitem(sys.modules, "pynvml", nv)
+    s = ClockSampler.maybe(period_s=1e-4)
+    assert isinstance(s, ClockSampler)
+    with s:
+        import time
+
+        time.sleep(0.05)
+    out = s.summary()
+    assert out["n"] >= 4 and 1500 <= out["sm_mhz_mean"] <= 1980 and out["power_w_max"] <= 700
+    assert 0.3 <= out["power_capped"] <= 0.7
+
+
+def test_clock_sampler_without_nvml_is_a_null_sampler(monkeypatch):
+    import sys
+
+    from hwsim.gpuprofile.clock import ClockSampler, NullSampler
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails
+    s = ClockSampler.maybe()
+    assert isinstance(s, NullSampler)
+    with s:
+        pass
+    assert s.summary() == {}
