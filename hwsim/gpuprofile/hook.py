@@ -5,7 +5,9 @@ is the measured time of one instance, None sends the op to the roofline mechanis
 profile measured: fp16 weights and activations, dense fp16 KV. Mapping of the operator list onto the profile
 (`hwsim.gpuprofile.compose` lists the same calls for the reference forward pass):
 
-* linear (q/k/v/o, FFN): the linear table of (k, n), over tokens;
+* linear (q/k/v/o, FFN): the linear table of (k, n), over tokens; a linear with quantized weights or activations as
+  the measured fp16 GEMM over the same weight bytes, floored by its arithmetic (`_quantized_linear`); weight-sparse
+  linears go to the roofline;
 * attention: decode_attention(batch, attended context) per decode step, prefill_attention(batch, prompt); the
   fused kernel includes the softmax, so the softmax op costs 0 where attention was profiled. Decode attention over
   a compressed or sparse KV cache is priced as dense attention over the same bytes (a memory-bound kernel whose
@@ -126,22 +128,41 @@ class ProfileHook:
 
     def _linear(self, op: Op) -> float | None:
         dense = 2.0 * op.k * op.n
-        if (
-            op.weight_bits < 16
-            or op.act_bits < 16
-            or op.sparsity != "none"
-            or op.density < 1.0
-            or abs(op.weight_bytes - dense) > 0.01 * dense + 2 * op.n
-        ):
-            self._notes["fallback"].add(f"linear at w{op.weight_bits}a{op.act_bits}/{op.sparsity} (fp16 profiled)")
+        if op.sparsity != "none" or op.density < 1.0:
+            self._notes["fallback"].add(f"linear with {op.sparsity} weight sparsity (dense fp16 profiled)")
             return None
-        t = self.call("linear", self._linear_key(op.k, op.n, op.bias), (op.tokens,))
+        fp16 = op.weight_bits >= 16 and op.act_bits >= 16 and abs(op.weight_bytes - dense) <= 0.01 * dense + 2 * op.n
+        t = (
+            self.call("linear", self._linear_key(op.k, op.n, op.bias), (op.tokens,))
+            if fp16
+            else self._quantized_linear(op)
+        )
         if t is None or op.name != "lm_head":
             return t
         edge = self._sum(
             [("norm", self._norm_key(op.k), (op.tokens,), 1.0), ("argmax", {"vocab": op.n}, (op.batch,), 1.0)]
         )
         return None if edge is None else t + edge + self.profile.graph_launch_s
+
+    def _quantized_linear(self, op: Op) -> float | None:
+        """A linear with quantized weights (and/or activations), which the fp16 profile did not measure, priced from
+        what it did measure: bound by its weight bytes, it takes the measured fp16 GEMM over the same bytes (the
+        same rows k, out features n x weight bytes / fp16 bytes: the achieved bandwidth and launch floor of a
+        weight stream that size); bound by its arithmetic, its FLOPs at the profile's measured large-GEMM rate times
+        the spec's ratio of this precision's peak to fp16's (int8 tensor cores at twice the fp16 rate; a W4A16
+        kernel multiplies in fp16). The larger of the two; assumed: quantized kernels reach the fp16 kernels'
+        efficiency (no dequantisation cost beyond that), which no measurement here has checked."""
+        n_eq = max(1, round(op.weight_bytes / (2.0 * op.k)))
+        t_bytes = self.call("linear", self._linear_key(op.k, n_eq, op.bias), (op.tokens,))
+        if t_bytes is None:
+            return None
+        hw = self.hw
+        rate16 = self.profile.gemm_flops_per_s or hw.peak_ops_per_s(16, 16) * hw.compute.matrix_efficiency
+        if self.source_hw is not None:  # a transferred profile: the target's arithmetic by spec sheets
+            rate16 *= hw.peak_ops_per_s(16, 16) / self.source_hw.peak_ops_per_s(16, 16)
+        t_cmp = op.flops / (rate16 * hw.peak_ops_per_s(op.weight_bits, op.act_bits) / hw.peak_ops_per_s(16, 16))
+        self._notes["equivalent"].add(f"linear at w{op.weight_bits}a{op.act_bits}")
+        return max(t_bytes, t_cmp)
 
     def _attention(self, op: Op) -> Any:
         if not self._attention_priced(op):
@@ -210,8 +231,9 @@ class ProfileHook:
             )
         if self._notes["equivalent"]:
             out.append(
-                "GPU profile: attention over a compressed KV cache priced as the measured dense-fp16 kernel over the "
-                "same bytes: " + "; ".join(sorted(self._notes["equivalent"]))
+                "GPU profile: compressed operators priced as the measured dense-fp16 kernel over the same bytes "
+                "(floored by their arithmetic at the spec's precision ratio), assuming their kernels reach fp16 "
+                "efficiency: " + "; ".join(sorted(self._notes["equivalent"]))
             )
         if self._notes["fallback"]:
             out.append(

@@ -165,6 +165,7 @@ class GpuProfile:
     overhead: dict[str, float]
     tables: dict[str, dict[Key, Table]]
     complete: bool
+    gemm_flops_per_s: float | None = None  # the calibration's large fp16 GEMM (the measured arithmetic ceiling)
 
     @property
     def device_name(self) -> str:
@@ -279,7 +280,16 @@ def parse_profile(doc: Any, path: str) -> GpuProfile:
         overhead=dict(ov),
         tables=tables,
         complete=bool(doc.get("complete", False)),
+        gemm_flops_per_s=_gemm_rate(doc.get("calibration")),
     )
+
+
+def _gemm_rate(cal: Any) -> float | None:
+    """The calibration's GEMM rate when it is a positive finite number (older or partial profiles may lack it)."""
+    v = cal.get("gemm_flops_per_s") if isinstance(cal, dict) else None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        return None
+    return float(v)
 
 
 @lru_cache(maxsize=8)
