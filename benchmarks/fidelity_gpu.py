@@ -41,7 +41,7 @@ def _hardware(name: str, profile_of: str | None = None):
     if profile_of is None or profile_of == name:
         return hw
     src = get_hardware(profile_of)
-    if src.profile is None:
+    if src.profile is None or src.profile_hardware not in (None, profile_of):  # no profile of its own
         return None
     return (
         dataclasses.replace(hw, profile=src.profile, profile_hardware=profile_of)

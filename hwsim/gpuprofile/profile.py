@@ -23,7 +23,7 @@ import bisect
 import json
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -180,7 +180,11 @@ class GpuProfile:
     def lookup(
         self, op: str, key: dict[str, Any], point: tuple[int, ...], hw: HardwareSpec
     ) -> tuple[float | None, str]:
-        """(seconds or None, how): how is 'profile', 'scaled' (nearest key, roofline ratio on `hw`) or 'outside'."""
+        """(seconds or None, how): how is 'profile', 'scaled' (nearest key, roofline ratio) or 'outside'.
+
+        The ratio of the two shapes' roofline times is taken on the spec the profile was measured on where that spec
+        is shipped (the measured time is that device's), else on `hw`; so a what-if on `hw`'s bandwidth or rates does
+        not move a profiled time through the shape ratio."""
         tab = self.table(op, key)
         if tab is not None:
             t = tab.at(point)
@@ -189,7 +193,15 @@ class GpuProfile:
         t = near.at(point)
         if t is None:
             return None, "outside"
-        return t * roofline_s(hw, op, key, point) / roofline_s(hw, op, near.key, point), "scaled"
+        ref = self.measured_on or hw
+        return t * roofline_s(ref, op, key, point) / roofline_s(ref, op, near.key, point), "scaled"
+
+    @cached_property
+    def measured_on(self) -> HardwareSpec | None:
+        """The shipped spec named by the profile's ``hardware``, or None (a user's own device name)."""
+        from hwsim.hardware import get_hardware, list_hardware
+
+        return get_hardware(self.hardware) if self.hardware in list_hardware() else None
 
     @property
     def graph_launch_s(self) -> float:

@@ -413,3 +413,24 @@ def test_clock_sampler_without_nvml_is_a_null_sampler(monkeypatch):
     with s:
         pass
     assert s.summary() == {}
+
+
+def test_h200_borrows_the_h100_profile_by_spec_sheets_and_says_so():
+    """No H200 was profiled: its estimates carry the H100's measured times scaled by the two spec sheets (a
+    memory-bound decode step by about the 4.8/3.35 bandwidth ratio, launch floors unscaled), noted as unvalidated."""
+    m, fp16 = get_model("llama-2-7b"), get_scheme("fp16")
+    w = Workload(batch=1, prompt_len=1023, gen_len=1)
+    h100, h200 = estimate(m, get_hardware("h100-sxm"), fp16, w), estimate(m, get_hardware("h200-sxm"), fp16, w)
+    assert 1.2 < h100.decode_step_s[0] / h200.decode_step_s[0] < 4.8 / 3.35
+    assert any("transferred" in n and "unvalidated" in n for n in h200.notes)
+
+
+def test_a_bandwidth_what_if_does_not_move_profiled_times_through_shape_scaling():
+    """A shape the profile lacks is scaled from its nearest measured shape by roofline ratios on the measured
+    device's spec, so doubling the spec's bandwidth leaves the profiled estimate where it was."""
+    hw = get_hardware("h100-sxm")
+    fast = dataclasses.replace(hw, memory=dataclasses.replace(hw.memory, bandwidth_bytes_per_s=2 * 3.35e12))
+    m, q = get_model("llama-2-7b"), get_scheme("w4a16")
+    w = Workload(batch=3, prompt_len=53, gen_len=4)
+    a, b = estimate(m, hw, q, w), estimate(m, fast, q, w)
+    assert b.ttft_s == pytest.approx(a.ttft_s, rel=1e-9)
