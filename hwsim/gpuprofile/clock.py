@@ -91,11 +91,13 @@ class ClockSampler:
             "power_capped": sum(1 for s in self.samples if s[3] >= 0 and s[3] & POWER_CAP_REASON) / len(sm),
         }
 
+    def record(self) -> dict[str, Any]:
+        """`summary` without the reason histogram: what a profile table or validation row stores as its clock."""
+        return {k: v for k, v in self.summary().items() if k != "reasons"}
+
 
 class NullSampler:
     """Stands in for `ClockSampler` where NVML is not available: samples nothing, summarises to {}."""
-
-    samples: list = []
 
     def __enter__(self) -> NullSampler:
         return self
@@ -104,4 +106,7 @@ class NullSampler:
         return None
 
     def summary(self) -> dict[str, Any]:
+        return {}
+
+    def record(self) -> dict[str, Any]:
         return {}

@@ -445,8 +445,8 @@ def run_profile(
                 with sampler:
                     t, axis, npts = _measure_table(ops, op, axes, key, ax, lim)
                 table = {"key": key, "axes": axis, "time_s": t}
-                if clock := sampler.summary():  # the clock and power while this table was measured
-                    table["clock"] = {k: v for k, v in clock.items() if k != "reasons"}
+                if clock := sampler.record():  # the clock and power while this table was measured
+                    table["clock"] = clock
                 tables.append(table)
             except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:  # recorded, the run goes on
                 doc["errors"].append(f"{op} {key}: {' '.join(str(exc).split())[:300]}")

@@ -180,10 +180,10 @@ def _time_graph(timer: Timer, fn) -> float:
     return t
 
 
-def _clock(sampler) -> dict[str, Any]:
+def _clock(sampler: ClockSampler | NullSampler) -> dict[str, Any]:
     """{"clock": ...} for a measurement row: SM clock and power while it was timed (empty without NVML)."""
-    c = sampler.summary()
-    return {"clock": {k: v for k, v in c.items() if k != "reasons"}} if c else {}
+    c = sampler.record()
+    return {"clock": c} if c else {}
 
 
 def run_validation(
