@@ -150,20 +150,10 @@ def repeatability() -> list[dict]:
         other = [d for d in docs if d["hardware"] == hwname and d.get("lease")]
         for b in base:
             for o in other:
-                for phase in ("decode", "prefill"):
-                    a = {_key(r): r["time_s"] for r in b[phase]}
-                    ratios = [r["time_s"] / a[_key(r)] for r in o[phase] if _key(r) in a]
-                    if ratios:
-                        out.append({"what": f"{hwname} {phase}, end to end, lease 2 / lease 1", **_spread(ratios)})
+                out += _end_to_end(o, b, hwname, "lease 2 / lease 1")
         for rep in sorted((HERE / "data").glob(f"gpu_repeat_{hwname}*.json")):
-            r = json.loads(rep.read_text())
             for o in other:
-                for phase in ("decode", "prefill"):
-                    a = {_key(x): x["time_s"] for x in o[phase]}
-                    ratios = [x["time_s"] / a[_key(x)] for x in r[phase] if _key(x) in a]
-                    if ratios:
-                        what = f"{hwname} {phase}, end to end, same GPU again ({rep.stem})"
-                        out.append({"what": what, **_spread(ratios)})
+                out += _end_to_end(json.loads(rep.read_text()), o, hwname, f"same GPU again ({rep.stem})")
         shipped = get_hardware(hwname).profile
         for extra in sorted((HERE / "data").glob(f"gpu_profile_{hwname}_*.json")):
             if shipped is None:
@@ -192,6 +182,17 @@ def repeatability() -> list[dict]:
                         if e:
                             what = f"{hwname} {phase}, lease 2 predicted from lease 2's profile"
                             out.append({"what": what, **_spread(e)})
+    return out
+
+
+def _end_to_end(later: dict, earlier: dict, hwname: str, label: str) -> list[dict]:
+    """Spread of the ratios later / earlier over the end-to-end cases both documents measured, per phase."""
+    out = []
+    for phase in ("decode", "prefill"):
+        a = {_key(r): r["time_s"] for r in earlier[phase]}
+        ratios = [r["time_s"] / a[_key(r)] for r in later[phase] if _key(r) in a]
+        if ratios:
+            out.append({"what": f"{hwname} {phase}, end to end, {label}", **_spread(ratios)})
     return out
 
 
