@@ -78,9 +78,14 @@ def _sustained_gemm(sampler, seconds: float) -> dict[str, Any]:
     return out
 
 
+UNLIMITED = {"kv_bytes_max": 1 << 40, "prefill_tokens_max": 1 << 40}  # one case: its own point, whatever its size
+
+
 def _isolated(ops, phase: str, model_name: str, B: int, n: int) -> dict[str, float]:
     """The case's operator calls timed in isolation by the profiler's protocol, here and now: op -> seconds."""
     from hwsim.gpuprofile.compose import decode_calls, prefill_calls
+    from hwsim.gpuprofile.grid import OPERATORS
+    from hwsim.gpuprofile.measure import _measure_table
     from models.spec import get_model
 
     m = get_model(model_name)
@@ -89,15 +94,11 @@ def _isolated(ops, phase: str, model_name: str, B: int, n: int) -> dict[str, flo
     seen: dict[tuple, float | None] = {}
     for c in calls:
         sig = (c.op, c.key, c.point)
-        if sig not in seen:
-            key = c.key_dict
-            if c.op == "decode_attention":
-                t = ops.decode_attention(key, [c.point[0]], [c.point[1]], 1 << 40)[0][0]
-            elif c.op == "prefill_attention":
-                t = ops.prefill_attention(key, [c.point[0]], [c.point[1]], 1 << 40)[0][0]
-            else:
-                t = getattr(ops, c.op)(key, [c.point[0]])[0]
-            seen[sig] = t
+        if sig not in seen:  # the profiler's own table measurement over one-point axes
+            a, b = c.point[0], c.point[-1]
+            ax = {"tokens": [a], "batch": [a], "prefill_batch": [a], "context": [b], "seq": [b]}
+            t, _, _ = _measure_table(ops, c.op, OPERATORS[c.op][1], c.key_dict, ax, UNLIMITED)
+            seen[sig] = t[0][0] if isinstance(t[0], list) else t[0]
         out[c.op] = out.get(c.op, 0.0) + (seen[sig] or 0.0) * c.count
     return out
 
@@ -186,13 +187,12 @@ def _hot_timer(dev):
 def measure(shapes_path: str, out: Path, cases=CASES, hot_cases=(), boundaries_too: bool = True) -> dict[str, Any]:
     import torch
 
+    from hwsim.gpuprofile.clock import ClockSampler
     from hwsim.gpuprofile.measure import Timer, _Ops, provenance
-    from hwsim.gpuprofile.validate import RefModel, _time_graph
+    from hwsim.gpuprofile.validate import RefModel, _time_graph, case_step
 
     dev = torch.device("cuda")
     shapes = json.loads(Path(shapes_path).read_text())
-    from hwsim.gpuprofile.clock import ClockSampler
-
     sampler = ClockSampler()  # on the device: NVML must be there
     doc: dict[str, Any] = {
         "format": "hwsim-gpu-insitu",
@@ -212,26 +212,11 @@ def measure(shapes_path: str, out: Path, cases=CASES, hot_cases=(), boundaries_t
             models.clear()
             torch.cuda.empty_cache()
             models[name] = RefModel(shapes[name], dev)
-        m = models[name]
-        cache = m.new_cache(B, n)
-        if phase == "decode":
-            ids = torch.randint(0, shapes[name]["vocab_size"], (B,), device=dev)
-            pos = torch.full((B,), n - 1, device=dev, dtype=torch.long)
-            pos1 = torch.tensor([n - 1], device=dev)
-
-            def step(m=m, ids=ids, pos=pos, pos1=pos1, cache=cache, n=n):
-                return m.decode_step(ids, pos, pos1, cache, n)
-        else:
-            ids = torch.randint(0, shapes[name]["vocab_size"], (B * n,), device=dev)
-            pos = torch.arange(n, device=dev).repeat(B)
-
-            def step(m=m, ids=ids, pos=pos, cache=cache, B=B):
-                return m.prefill(ids, pos, cache, B)
-
+        step = case_step(models[name], phase, B, n, dev)
         with sampler:
             t_graph = _time_graph(timer, step)
         clock = sampler.summary()
-        cache = None
+        step = None  # frees its KV cache
         torch.cuda.empty_cache()
         iso = _isolated(_Ops(Timer(dev), torch.float16), phase, name, B, n)
         hot = (

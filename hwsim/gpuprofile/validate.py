@@ -29,7 +29,7 @@ from hwsim.gpuprofile.clock import ClockSampler, NullSampler
 from hwsim.gpuprofile.grid import shape_of
 from hwsim.gpuprofile.measure import FORMAT, VERSION, Timer, provenance
 
-__all__ = ["RefModel", "shape_of", "run_validation", "DEFAULT_MODELS", "DECODE_POINTS", "PREFILL_POINTS"]
+__all__ = ["RefModel", "case_step", "shape_of", "run_validation", "DEFAULT_MODELS", "DECODE_POINTS", "PREFILL_POINTS"]
 
 DEFAULT_MODELS = ("llama-3-8b", "mistral-7b", "llama-2-13b", "opt-6.7b", "smollm2-135m")
 DECODE_POINTS = tuple((b, c) for b in (1, 8, 32, 64) for c in (512, 2048, 8192))
@@ -156,6 +156,21 @@ class RefModel:
         return K.argmax(logits)
 
 
+def case_step(model: RefModel, phase: str, batch: int, n: int, device: torch.device):
+    """A callable running one validation case on `model` with a fresh KV cache of `n` tokens per sequence: a decode
+    step at context n ("decode") or the prefill of `batch` prompts of n tokens ("prefill")."""
+    vocab = model.s["vocab_size"]
+    cache = model.new_cache(batch, n)
+    if phase == "decode":
+        ids = torch.randint(0, vocab, (batch,), device=device)
+        pos = torch.full((batch,), n - 1, device=device, dtype=torch.long)
+        pos1 = torch.tensor([n - 1], device=device)
+        return lambda: model.decode_step(ids, pos, pos1, cache, n)
+    ids = torch.randint(0, vocab, (batch * n,), device=device)
+    pos = torch.arange(n, device=device).repeat(batch)
+    return lambda: model.prefill(ids, pos, cache, batch)
+
+
 def _time_graph(timer: Timer, fn) -> float:
     """Median seconds of one replay of a CUDA graph of fn() (replays back to back), or eager on CPU."""
     if not timer.cuda:
@@ -238,21 +253,14 @@ def run_validation(
                 )
                 continue
             try:
-                cache = model.new_cache(B, C)
-                ids = torch.randint(0, shape["vocab_size"], (B,), device=device)
-                pos = torch.full((B,), C - 1, device=device, dtype=torch.long)
-                pos1 = torch.tensor([C - 1], device=device)
-
-                def step(m=model, ids=ids, pos=pos, pos1=pos1, cache=cache, C=C):
-                    return m.decode_step(ids, pos, pos1, cache, C)
-
+                step = case_step(model, "decode", B, C, device)
                 with sampler:
                     t = _time_graph(timer, step)
                 doc["decode"].append({"model": shape["name"], "batch": B, "context": C, "time_s": t, **_clock(sampler)})
                 print(f"decode  {shape['name']:<14} B={B:<3} C={C:<5} {t * 1e3:9.3f} ms", flush=True)
             except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
                 doc["errors"].append(f"decode {shape['name']} B={B} C={C}: {' '.join(str(exc).split())[:300]}")
-            cache = None
+            step = None  # frees its KV cache
             if timer.cuda:
                 torch.cuda.empty_cache()
         for B, P in prefill_points:
@@ -273,20 +281,14 @@ def run_validation(
                 )
                 continue
             try:
-                cache = model.new_cache(B, P)
-                ids = torch.randint(0, shape["vocab_size"], (B * P,), device=device)
-                pos = torch.arange(P, device=device).repeat(B)
-
-                def pre(m=model, ids=ids, pos=pos, cache=cache, B=B):
-                    return m.prefill(ids, pos, cache, B)
-
+                step = case_step(model, "prefill", B, P, device)
                 with sampler:
-                    t = _time_graph(timer, pre)
+                    t = _time_graph(timer, step)
                 doc["prefill"].append({"model": shape["name"], "batch": B, "prompt": P, "time_s": t, **_clock(sampler)})
                 print(f"prefill {shape['name']:<14} B={B:<3} P={P:<5} {t * 1e3:9.3f} ms", flush=True)
             except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
                 doc["errors"].append(f"prefill {shape['name']} B={B} P={P}: {' '.join(str(exc).split())[:300]}")
-            cache = None
+            step = None
             if timer.cuda:
                 torch.cuda.empty_cache()
         model = None  # free the weights before the next model
